@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run the test suite: virtualenv, editable install, local PostgreSQL, pytest.
+# Extra arguments are passed to pytest, e.g. scripts/test.sh -k postgres
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Reuse .venv when present; upgrading pip only on creation keeps reruns fast.
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+# Always run: a no-op when requirements are already satisfied.
+.venv/bin/pip install -q -e '.[test]'
+
+# Sourced so it can export TFDS_BUILDERS_PG_DSN. CI must have a database;
+# locally the database tests just skip.
+if ! source scripts/start_postgres.sh; then
+  if [[ ${CI:-} == true ]]; then
+    echo "test.sh: error: PostgreSQL is required when CI=true" >&2
+    exit 1
+  fi
+  echo "test.sh: warning: no PostgreSQL; database tests will be skipped" >&2
+fi
+
+# Hermetic tests: no dataset downloads, no GCE metadata probing, quiet TF.
+export TFDS_BUILDERS_OFFLINE=1
+export NO_GCE_CHECK=true
+export TF_CPP_MIN_LOG_LEVEL=2
+
+exec .venv/bin/python -m pytest tests "$@"

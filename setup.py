@@ -1,0 +1,40 @@
+"""Installs tfds_builders: TensorFlow Datasets builders for everyday data workflows."""
+
+import pathlib
+import re
+
+import setuptools
+
+_ROOT = pathlib.Path(__file__).parent
+_VERSION = re.search(
+    r'^__version__ = "([^"]+)"',
+    (_ROOT / "tfds_builders" / "__init__.py").read_text(),
+    re.MULTILINE,
+).group(1)
+
+setuptools.setup(
+    name="tfds_builders",
+    version=_VERSION,
+    description="TensorFlow Datasets builders for NumPy arrays, concatenation, "
+    "cross products, augmentation and SQL databases.",
+    long_description=(_ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["tfds_builders", "tfds_builders.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "tensorflow-datasets>=4.9.4,<4.10",
+        "numpy>=1.24",
+        "psycopg2-binary>=2.9",
+        # Needed by the `tfds` CLI and by TFDS's Beam path.
+        "apache-beam>=2.50",
+        "mlcroissant",
+        "importlib_resources",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "dill"],
+    },
+    entry_points={
+        "console_scripts": ["tfds-builders = tfds_builders.cli:main"],
+    },
+)

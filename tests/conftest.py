@@ -1,0 +1,102 @@
+"""Shared pytest fixtures: a PostgreSQL server found via TFDS_BUILDERS_PG_DSN."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NoReturn
+
+import pytest
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection as PgConnection
+
+PG_DSN_ENV = "TFDS_BUILDERS_PG_DSN"
+_HOW_TO_START = (
+    "run ./scripts/test.sh, or `source scripts/start_postgres.sh` and rerun pytest"
+)
+# key=value DSNs (password=secret or password='se cret') and URIs (://user:secret@).
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def _redact(text: str, dsn: str = "") -> str:
+    """Removes passwords from text that may echo a DSN.
+
+    Args:
+        text: The text to clean, e.g. a DSN or an error message.
+        dsn: The DSN whose literal password must not appear in `text`.
+
+    Returns:
+        `text` with every password replaced by `***`.
+    """
+    text = _PASSWORD_KV.sub(r"\1***", text)
+    text = _PASSWORD_URI.sub(r"\1***@", text)
+    match = _PASSWORD_KV.search(dsn) if dsn else None
+    if match:
+        secret = match.group(2).strip("'")
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Skips the test, or fails it on CI where PostgreSQL is mandatory.
+
+    Args:
+        reason: Why PostgreSQL cannot be used; must not contain a password.
+    """
+    message = f"PostgreSQL unavailable: {reason}; to start one, {_HOW_TO_START}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The libpq DSN of the test database, checked once per session.
+
+    Returns:
+        The value of `TFDS_BUILDERS_PG_DSN`, known to accept connections.
+    """
+    dsn = os.environ.get(PG_DSN_ENV, "").strip()
+    if not dsn:
+        _unavailable(f"{PG_DSN_ENV} is not set")
+    try:
+        import psycopg2  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        _unavailable("psycopg2 is not installed")
+    problem = ""
+    try:
+        psycopg2.connect(dsn, connect_timeout=5).close()
+    except psycopg2.Error as error:
+        # libpq messages span lines; keep the skip reason on one line.
+        problem = _redact(" ".join(str(error).split()), dsn)
+    # Skip/fail outside the `except` block: pytest would otherwise also print
+    # the chained driver exception, unredacted.
+    if problem:
+        _unavailable(f"cannot connect to {PG_DSN_ENV}={_redact(dsn)!r}: {problem}")
+    return dsn
+
+
+@pytest.fixture
+def postgres_connection(postgres_dsn: str) -> Iterator[PgConnection]:
+    """An open connection to the test database, closed after the test.
+
+    Autocommit is off: uncommitted work is discarded when the connection closes.
+
+    Args:
+        postgres_dsn: The session's DSN fixture.
+
+    Yields:
+        A psycopg2 connection.
+    """
+    import psycopg2  # pylint: disable=import-outside-toplevel
+
+    connection = psycopg2.connect(postgres_dsn, connect_timeout=5)
+    connection.autocommit = False
+    try:
+        yield connection
+    finally:
+        connection.close()

@@ -1,0 +1,1 @@
+"""Shared pieces every builder may use; nothing here imports a builder."""

@@ -1,0 +1,88 @@
+"""Expanding user-given files, directories and globs into sorted source paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from etils import epath
+import tensorflow as tf
+
+from tfds_builders.core import errors
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def resolve(path: str, root: str | None) -> epath.Path:
+  """Returns `path` as an absolute path, relative ones taken from `root`."""
+  resolved = epath.Path(path).expanduser()
+  if root and not resolved.is_absolute():
+    resolved = epath.Path(root).expanduser() / resolved
+  return resolved
+
+
+def expand(
+    patterns: Sequence[str] | str,
+    *,
+    suffixes: Iterable[str],
+    root: str | None = None,
+) -> list[epath.Path]:
+  """Expands files, directories (searched recursively) and globs.
+
+  Args:
+    patterns: Paths, directories or glob patterns.
+    suffixes: File endings kept when listing a directory (e.g. `.npy`).
+    root: Directory that relative patterns are taken from.
+
+  Returns:
+    The matching files, in pattern order then sorted by path, without repeats.
+
+  Raises:
+    SourceError: if a pattern matches no file.
+  """
+  if isinstance(patterns, str):
+    patterns = [patterns]
+  suffixes = tuple(suffixes)
+  found: list[epath.Path] = []
+  for pattern in patterns:
+    matches = _expand_one(resolve(pattern, root), suffixes)
+    if not matches:
+      raise errors.SourceError(
+          errors.with_hint(
+              f"No {'/'.join(suffixes)} file found at {pattern!r}"
+              + (f" (looked in {root})" if root else ""),
+              "Check the path, or pass a directory or a glob such as "
+              f"'data/*{suffixes[0] if suffixes else ''}'.",
+          )
+      )
+    found.extend(path for path in matches if path not in found)
+  return found
+
+
+def _expand_one(path: epath.Path, suffixes: tuple[str, ...]) -> list[epath.Path]:
+  text = str(path)
+  if any(char in text for char in _GLOB_CHARS):
+    return sorted(epath.Path(match) for match in tf.io.gfile.glob(text))
+  if path.is_dir():
+    return sorted(
+        path / relative_dir / name
+        for directory, _, names in tf.io.gfile.walk(str(path))
+        for relative_dir in [epath.Path(directory).relative_to(path)]
+        for name in names
+        if name.endswith(suffixes)
+    )
+  return [path] if path.exists() else []
+
+
+def relative_name(path: epath.Path, root: str | None) -> str:
+  """A stable, non-absolute name for `path`, used in example keys."""
+  if root:
+    try:
+      return str(path.relative_to(epath.Path(root).expanduser()))
+    except ValueError:
+      pass
+  return path.name
+
+
+def bundled_data_dir(builder_name: str) -> epath.Path:
+  """The `dummy_data/<builder_name>` folder of this checkout."""
+  return epath.Path(__file__).parents[2] / "dummy_data" / builder_name

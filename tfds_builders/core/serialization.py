@@ -1,0 +1,106 @@
+"""Fast paths that build serialized `tf.train.Example`s without TFDS's Python encoding.
+
+The protobuf wire format of an Example is a handful of nested
+length-delimited fields, so an example whose features are already bytes can be
+assembled with one `b"".join`, copying each payload once. Two serialized
+Examples concatenated byte-wise parse as one Example holding the union of their
+features (protobuf merges repeated top-level messages), which is what
+`merge_examples` relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Union
+
+import numpy as np
+
+Payload = Union[bytes, bytearray, memoryview]
+
+# Field tags: (field_number << 3) | wire_type, wire type 2 = length-delimited.
+_TAG_1 = b"\x0a"  # Example.features, Features.feature entry, map key, list value
+_TAG_2 = b"\x12"  # map value; Feature.float_list
+_TAG_3 = b"\x1a"  # Feature.int64_list
+_SMALL_VARINTS = tuple(bytes([n]) for n in range(128))
+
+
+def varint(value: int) -> bytes:
+  """Encodes a non-negative int as a protobuf varint."""
+  if value < 128:
+    return _SMALL_VARINTS[value]
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _int64_varint(value: int) -> bytes:
+  return varint(value & 0xFFFFFFFFFFFFFFFF)  # negatives as two's complement
+
+
+class FeatureKey:
+  """The pre-encoded map key of one flat Example feature."""
+
+  __slots__ = ("name", "key_field")
+
+  def __init__(self, name: str):
+    self.name = name
+    encoded = name.encode("utf-8")
+    self.key_field = _TAG_1 + varint(len(encoded)) + encoded
+
+
+def bytes_feature(key: FeatureKey, payload: Payload) -> list[Payload]:
+  """Parts of a map entry holding a one-value bytes_list."""
+  size = len(payload)
+  list_size = 1 + len(varint(size)) + size
+  feature_size = 1 + len(varint(list_size)) + list_size
+  return _entry(key, feature_size, [_TAG_1 + varint(list_size) + _TAG_1 + varint(size), payload])
+
+
+def bytes_list_feature(key: FeatureKey, values: Sequence[bytes]) -> list[Payload]:
+  """Parts of a map entry holding a bytes_list of several values."""
+  body = b"".join(_TAG_1 + varint(len(value)) + value for value in values)
+  return _entry(key, 1 + len(varint(len(body))) + len(body), [_TAG_1 + varint(len(body)), body])
+
+
+def int64_feature(key: FeatureKey, values: Iterable[int]) -> list[Payload]:
+  """Parts of a map entry holding a packed int64_list."""
+  packed = b"".join(_int64_varint(int(value)) for value in values)
+  inner = _TAG_1 + varint(len(packed)) + packed if packed else b""
+  return _entry(key, 1 + len(varint(len(inner))) + len(inner), [_TAG_3 + varint(len(inner)) + inner])
+
+
+def float_feature(key: FeatureKey, values: np.ndarray) -> list[Payload]:
+  """Parts of a map entry holding a packed float_list (little-endian float32)."""
+  packed = np.ascontiguousarray(values, dtype="<f4").tobytes()
+  inner = _TAG_1 + varint(len(packed)) + packed if packed else b""
+  return _entry(key, 1 + len(varint(len(inner))) + len(inner), [_TAG_2 + varint(len(inner)) + inner])
+
+
+def _entry(key: FeatureKey, feature_size: int, feature_parts: list[Payload]) -> list[Payload]:
+  entry_size = len(key.key_field) + 1 + len(varint(feature_size)) + feature_size
+  head = _TAG_1 + varint(entry_size) + key.key_field + _TAG_2 + varint(feature_size)
+  return [head, *feature_parts]
+
+
+def example(entries: Iterable[list[Payload]]) -> bytes:
+  """Joins map entries (from the `*_feature` functions) into an Example."""
+  parts = [part for entry in entries for part in entry]
+  size = sum(len(part) for part in parts)
+  return b"".join([_TAG_1, varint(size), *parts])
+
+
+def merge_examples(*serialized: bytes) -> bytes:
+  """One Example with the union of the features of serialized Examples.
+
+  Feature names must not collide: with a shared name the later value wins
+  for bytes, but numeric lists would be appended.
+  """
+  return b"".join(serialized)
+
+
+def encode_mapping(values: Mapping[str, Payload]) -> bytes:
+  """Serializes a flat `{name: bytes}` mapping as an Example of bytes features."""
+  return example(bytes_feature(FeatureKey(name), payload) for name, payload in values.items())

@@ -1,0 +1,34 @@
+"""The numpy_arrays builder and `to_numpy`, which turns its splits back into arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.numpy_arrays.numpy_arrays_dataset_builder import Builder
+from tfds_builders.numpy_arrays.numpy_arrays_dataset_builder import BuilderConfig
+
+
+def to_numpy(dataset: Any) -> dict[str, np.ndarray | list[np.ndarray]]:
+  """Collects a split back into arrays: `{feature: stacked array}`.
+
+  Features of fixed shape are stacked along a new first axis, so an `(N, ...)`
+  source array comes back equal, dtype and bytes included. Features whose
+  shape varies come back as a list of arrays, one per example.
+
+  Args:
+    dataset: A `tf.data.Dataset` from `tfds.load(...)`, unbatched.
+  """
+  columns: dict[str, list[np.ndarray]] = {}
+  for example in tfds.as_numpy(dataset):
+    for name, value in example.items():
+      columns.setdefault(name, []).append(value)
+  return {
+      name: np.stack(values) if len({v.shape for v in values}) == 1 else values
+      for name, values in columns.items()
+  }
+
+
+__all__ = ["Builder", "BuilderConfig", "to_numpy"]

@@ -1,0 +1,399 @@
+"""numpy_arrays: `.npy` / `.npz` arrays stored with dtype, shape and bytes preserved."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.core import errors
+from tfds_builders.core import paths
+from tfds_builders.core import serialization
+from tfds_builders.core import streaming_builder
+from tfds_builders.numpy_arrays import npy_files
+
+_DESCRIPTION = """\
+NumPy arrays from `.npy` files and `.npz` archives, stored so that every array
+comes back bit-identical: same dtype, same shape, same bytes. Features are
+inferred from the array headers; a dimension that varies between examples
+becomes `None`.
+"""
+
+LAYOUTS = ("rows", "files")
+NPZ_MEMBER_MODES = ("features", "examples")
+_SUFFIXES = (".npy", ".npz")
+_SUPPORTED_KINDS = "biufc"  # bool, signed, unsigned, float, complex
+_REFUSED_KINDS = {
+    "O": "object arrays may hold pickled code and have no fixed layout; "
+    "convert them to a numeric dtype",
+    "V": "structured or void dtypes are not stored as one tensor; save each "
+    "field as its own array (np.savez(path, **{n: a[n] for n in a.dtype.names}))",
+    "S": "byte-string arrays are not supported; store them as uint8 "
+    "(np.frombuffer(...)) with their lengths",
+    "U": "unicode string arrays are not supported; encode them to uint8",
+    "M": "datetime64 is not supported; store a.view('int64') and record the unit",
+    "m": "timedelta64 is not supported; store a.view('int64') and record the unit",
+}
+
+
+@dataclasses.dataclass
+class BuilderConfig(tfds.core.BuilderConfig):
+  """Which arrays to read and how they map to examples and splits.
+
+  Attributes:
+    splits: Split name -> files, directories or globs of `.npy` / `.npz`.
+    paths: Alternative to `splits`: sources divided by `split_fractions`.
+    split_fractions: Split name -> fraction (summing to 1), used with `paths`.
+      Each example lands in a split by a hash of its key and `split_seed`.
+    split_seed: Seed of the fraction assignment.
+    layout: `rows`: the first axis is the example axis, an `(N, ...)` array
+      gives N examples. `files`: each file (or member) is one example.
+    npz_members: `features`: each member of an `.npz` is a feature (members
+      share their first axis under `rows`). `examples`: each member is an
+      example source of the feature `feature_name`.
+    feature_name: Feature name for `.npy` files and `npz_members='examples'`.
+    data_root: Directory that relative paths are taken from (default: the
+      current directory).
+  """
+
+  splits: dict[str, list[str] | str] = dataclasses.field(default_factory=dict)
+  paths: list[str] = dataclasses.field(default_factory=list)
+  split_fractions: dict[str, float] = dataclasses.field(default_factory=dict)
+  split_seed: int = 0
+  layout: str = "rows"
+  npz_members: str = "features"
+  feature_name: str = "array"
+  data_root: str | None = None
+
+
+def _bundled(**kwargs) -> BuilderConfig:
+  return BuilderConfig(
+      data_root=str(paths.bundled_data_dir("numpy_arrays")), **kwargs
+  )
+
+
+class Builder(streaming_builder.StreamingBuilder):
+  """NumPy arrays as a TFDS dataset, bit-exact."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [
+      _bundled(
+          name="demo",
+          description="Bundled .npz archives: images and labels, rows layout.",
+          splits={"train": ["train"], "test": ["test"]},
+      ),
+      _bundled(
+          name="variable_shapes",
+          description="Bundled .npy files of varying shapes, one per example.",
+          splits={"train": ["variable"]},
+          layout="files",
+          feature_name="points",
+      ),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    features = None if self.is_prepared() else self._plan.features
+    return self.streaming_info(description=_DESCRIPTION, features=features)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # sources are local or remote paths, never downloaded
+    plan = self._plan
+    self.record_provenance(
+        sources={
+            split: [source.name for group in groups for source in group.sources.values()]
+            for split, groups in plan.groups_by_split.items()
+        },
+        features={
+            name: {"dtype": str(spec.dtype), "shape": list(spec.shape)}
+            for name, spec in plan.specs.items()
+        },
+    )
+    return {
+        split: self._generate_examples(split=split)
+        for split in plan.split_names
+    }
+
+  def _generate_examples(self, split: str) -> Iterator[tuple[str, bytes]]:
+    plan = self._plan
+    encoders = {name: _encoder(name, spec) for name, spec in plan.specs.items()}
+    for group in plan.groups_for(split):
+      for key, arrays in group.examples(self.builder_config.layout):
+        if plan.holds(split, key):
+          yield key, serialization.example(
+              encoders[name](array) for name, array in arrays.items()
+          )
+
+  @functools.cached_property
+  def _plan(self) -> _Plan:
+    return _Plan.from_config(self.builder_config)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FeatureSpec:
+  dtype: np.dtype
+  shape: tuple[int | None, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+  """Arrays that form examples together: one `.npy`, or one `.npz`'s members."""
+
+  key: str
+  sources: Mapping[str, npy_files.ArraySource]
+
+  def examples(self, layout: str) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """Yields `(key, {feature: array})`, streaming rows chunk by chunk."""
+    if layout == "files":
+      yield self.key, {
+          name: _little_endian(source.read_all())
+          for name, source in self.sources.items()
+      }
+      return
+    names = list(self.sources)
+    chunk_rows = min(
+        npy_files.rows_per_chunk(source.header) for source in self.sources.values()
+    )
+    chunk_iters = [self.sources[name].iter_chunks(chunk_rows) for name in names]
+    row = 0
+    for chunks in zip(*chunk_iters):
+      chunks = [_little_endian(chunk) for chunk in chunks]
+      for index in range(len(chunks[0])):
+        yield f"{self.key}:{row:09d}", {
+            name: chunk[index] for name, chunk in zip(names, chunks)
+        }
+        row += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """The resolved sources of every split and the features inferred from them."""
+
+  groups_by_split: Mapping[str, Sequence[_Group]]
+  specs: Mapping[str, _FeatureSpec]
+  fractions: Mapping[str, float]
+  seed: int
+
+  @property
+  def split_names(self) -> list[str]:
+    return list(self.fractions or self.groups_by_split)
+
+  @property
+  def features(self) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict(
+        {name: _tensor_feature(name, spec) for name, spec in self.specs.items()}
+    )
+
+  def groups_for(self, split: str) -> Sequence[_Group]:
+    return self.groups_by_split["all" if self.fractions else split]
+
+  def holds(self, split: str, key: str) -> bool:
+    """Whether the example `key`, read for `split`, belongs to it.
+
+    With `split_fractions` every split reads all sources and keeps the
+    examples whose key hashes into its share; the assignment depends only on
+    the key and the seed, so it is the same on every build.
+    """
+    if not self.fractions:
+      return True
+    point = zlib.crc32(f"{self.seed}:{key}".encode()) / 2**32
+    cumulative = 0.0
+    for name, fraction in self.fractions.items():
+      cumulative += fraction
+      if point < cumulative:
+        return name == split
+    return name == split
+
+  @classmethod
+  def from_config(cls, config: BuilderConfig) -> _Plan:
+    _check_config(config)
+    if config.splits:
+      sources = {split: pats for split, pats in config.splits.items()}
+    else:
+      sources = {"all": config.paths}
+    groups_by_split = {
+        split: _groups(config, patterns) for split, patterns in sources.items()
+    }
+    all_groups = [group for groups in groups_by_split.values() for group in groups]
+    return cls(
+        groups_by_split=groups_by_split,
+        specs=_infer_specs(all_groups, config.layout),
+        fractions=dict(config.split_fractions),
+        seed=config.split_seed,
+    )
+
+
+def _check_config(config: BuilderConfig) -> None:
+  def fail(message: str) -> errors.ConfigError:
+    return errors.ConfigError(f"numpy_arrays config {config.name!r}: {message}")
+
+  if config.layout not in LAYOUTS:
+    raise fail(f"layout={config.layout!r}; use one of {LAYOUTS}.")
+  if config.npz_members not in NPZ_MEMBER_MODES:
+    raise fail(f"npz_members={config.npz_members!r}; use one of {NPZ_MEMBER_MODES}.")
+  if bool(config.splits) == bool(config.paths):
+    raise fail(
+        "give either `splits` ({split: [paths]}) or `paths` with "
+        "`split_fractions`, not both or neither."
+    )
+  if config.paths:
+    total = sum(config.split_fractions.values())
+    if not config.split_fractions or abs(total - 1.0) > 1e-9:
+      raise fail(
+          f"split_fractions {config.split_fractions} must be given with "
+          f"`paths` and sum to 1 (they sum to {total})."
+      )
+  elif config.split_fractions:
+    raise fail("split_fractions only applies with `paths`, not `splits`.")
+
+
+def _groups(config: BuilderConfig, patterns: list[str] | str) -> list[_Group]:
+  groups = []
+  for path in paths.expand(patterns, suffixes=_SUFFIXES, root=config.data_root):
+    name = paths.relative_name(path, config.data_root)
+    if path.name.endswith(".npy"):
+      groups.append(_Group(name, {config.feature_name: npy_files.ArraySource(path)}))
+    elif config.npz_members == "features":
+      members = npy_files.npz_members(path)
+      groups.append(
+          _Group(name, {m[: -len(".npy")]: npy_files.ArraySource(path, m) for m in members})
+      )
+    else:
+      groups.extend(
+          _Group(f"{name}/{m}", {config.feature_name: npy_files.ArraySource(path, m)})
+          for m in npy_files.npz_members(path)
+      )
+  return groups
+
+
+def _infer_specs(groups: Sequence[_Group], layout: str) -> dict[str, _FeatureSpec]:
+  """Features from headers only: dtype must agree, differing dims become None."""
+  first_group = groups[0]
+  specs: dict[str, _FeatureSpec] = {}
+  first_seen: dict[str, str] = {}
+  for group in groups:
+    _check_same_features(group, first_group)
+    if layout == "rows":
+      _check_same_rows(group)
+    for name, source in group.sources.items():
+      dtype = _storable_dtype(source, name)
+      shape = source.header.shape[1:] if layout == "rows" else source.header.shape
+      if name not in specs:
+        specs[name], first_seen[name] = _FeatureSpec(dtype, shape), source.name
+        continue
+      specs[name] = _merge(specs[name], _FeatureSpec(dtype, shape), name, first_seen[name], source.name)
+  for name, spec in specs.items():
+    _check_encodable(name, spec)
+  return specs
+
+
+def _check_same_features(group: _Group, reference: _Group) -> None:
+  if set(group.sources) != set(reference.sources):
+    missing = sorted(set(reference.sources) - set(group.sources))
+    extra = sorted(set(group.sources) - set(reference.sources))
+    raise errors.SchemaError(
+        f"{group.key} has different arrays than {reference.key}: missing "
+        f"{missing}, extra {extra}. Every .npz of a dataset needs the same "
+        "member names; or set npz_members='examples'."
+    )
+
+
+def _check_same_rows(group: _Group) -> None:
+  rows = {name: source.num_rows for name, source in group.sources.items()}
+  if len(set(rows.values())) > 1:
+    raise errors.SchemaError(
+        f"{group.key}: under layout='rows' the arrays of one archive are the "
+        f"features of the same examples and need equal first axes, got {rows}. "
+        "Fix the arrays, or use layout='files' or npz_members='examples'."
+    )
+
+
+def _storable_dtype(source: npy_files.ArraySource, name: str) -> np.dtype:
+  dtype = source.header.dtype
+  if dtype.kind in _REFUSED_KINDS or dtype.kind not in _SUPPORTED_KINDS:
+    reason = _REFUSED_KINDS.get(dtype.kind, "this dtype has no TensorFlow equivalent")
+    raise errors.SchemaError(
+        f"{source.name}: array {name!r} has dtype {dtype.str!r}: {reason}."
+    )
+  if (dtype.kind == "f" and dtype.itemsize > 8) or dtype.itemsize > 16:
+    raise errors.SchemaError(
+        f"{source.name}: array {name!r} has dtype {dtype} which TensorFlow cannot "
+        "hold; cast explicitly (e.g. to float64) if the precision loss is acceptable."
+    )
+  return dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype.newbyteorder("|")
+
+
+def _merge(
+    spec: _FeatureSpec, other: _FeatureSpec, name: str, first: str, source: str
+) -> _FeatureSpec:
+  if spec.dtype != other.dtype:
+    raise errors.SchemaError(
+        f"Feature {name!r} is {spec.dtype} in {first} but {other.dtype} in "
+        f"{source}. Arrays are never cast silently: save them with one dtype."
+    )
+  if len(spec.shape) != len(other.shape):
+    raise errors.SchemaError(
+        f"Feature {name!r} has {len(spec.shape)} dims per example in {first} "
+        f"but {len(other.shape)} in {source}. Reshape them to the same rank."
+    )
+  shape = tuple(a if a == b else None for a, b in zip(spec.shape, other.shape))
+  return _FeatureSpec(spec.dtype, shape)
+
+
+def _check_encodable(name: str, spec: _FeatureSpec) -> None:
+  if spec.dtype == np.uint32 and spec.shape.count(None) > 1:
+    raise errors.SchemaError(
+        f"Feature {name!r}: uint32 arrays with more than one varying dimension "
+        f"{spec.shape} cannot be stored exactly (TensorFlow cannot decode raw "
+        "uint32). Save them as uint64 or int64, or pad to fixed shapes."
+    )
+
+
+def _tensor_feature(name: str, spec: _FeatureSpec) -> tfds.features.Tensor:
+  # Raw bytes keep every dtype exact; TF cannot decode raw uint32, whose values
+  # fit losslessly in the int64 list encoding instead.
+  encoding = (
+      tfds.features.Encoding.NONE
+      if spec.dtype == np.uint32
+      else tfds.features.Encoding.BYTES
+  )
+  return tfds.features.Tensor(
+      shape=spec.shape, dtype=np.dtype(spec.dtype.name), encoding=encoding,
+      doc=f"Array {name!r}",
+  )
+
+
+def _encoder(name: str, spec: _FeatureSpec):
+  """A function from one example's array to its serialized map entries."""
+  if spec.dtype == np.uint32:
+    key = serialization.FeatureKey(name)
+    return lambda array: serialization.int64_feature(key, array.ravel().tolist())
+  if spec.shape.count(None) > 1:
+    value_key = serialization.FeatureKey(f"{name}/value")
+    shape_key = serialization.FeatureKey(f"{name}/shape")
+
+    def encode_with_shape(array: np.ndarray) -> list:
+      return serialization.int64_feature(shape_key, np.shape(array)) + (
+          serialization.bytes_feature(value_key, _raw_bytes(array))
+      )
+
+    return encode_with_shape
+  key = serialization.FeatureKey(name)
+  return lambda array: serialization.bytes_feature(key, _raw_bytes(array))
+
+
+def _raw_bytes(array: np.ndarray | np.generic) -> serialization.Payload:
+  """The C-order bytes of an array, without a copy when it is contiguous."""
+  if isinstance(array, np.ndarray) and array.flags.c_contiguous:
+    return memoryview(array).cast("B")
+  return array.tobytes()
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+  if array.dtype.byteorder == ">":
+    return array.astype(array.dtype.newbyteorder("<"))
+  return array
