@@ -51,7 +51,10 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def record_provenance(self, **details: Any) -> None:
     """Stores what this build reads (secrets redacted) in `metadata.json`."""
     self.info.metadata[provenance.PROVENANCE_KEY] = provenance.build_provenance(
-        builder_name=self.name, config=self.builder_config, **details
+        builder_name=self.name,
+        config=self.builder_config,
+        dataset_version=str(self.version),
+        **details,
     )
 
   def _generate_splits(

@@ -1,0 +1,147 @@
+"""The `tfds-builders` console command: list our builders, inspect prepared datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad input: a missing dataset, a corrupt file, ...
+EXIT_USAGE = 2  # argparse's own code for bad arguments
+
+_EPILOG = """\
+Exit codes: 0 success, 1 bad input (one line on stderr; --debug shows the
+traceback), 2 bad arguments.
+
+Building stays with TFDS's own command, for example:
+  tfds build tfds_builders/numpy_arrays --data_dir ~/tensorflow_datasets
+  tfds build tfds_builders/numpy_arrays --config '{"name": "mine", "splits": {"train": ["data/"]}}'
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="tfds-builders",
+      description="Companion command of the tfds_builders TFDS builders.",
+      epilog=_EPILOG,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument(
+      "--debug", action="store_true", help="show the full traceback on errors"
+  )
+  commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+  list_parser = commands.add_parser(
+      "list", help="list the builders and their configs",
+      description="List the builders this package registers, with their configs.",
+  )
+  list_parser.set_defaults(run=_run_list)
+
+  inspect = commands.add_parser(
+      "inspect",
+      help="show features, splits, sizes and provenance of a prepared dataset",
+      description="Show the features, splits, sizes and provenance of a "
+      "prepared dataset version directory (the folder holding "
+      "dataset_info.json, e.g. DATA_DIR/numpy_arrays/demo/1.0.0).",
+  )
+  inspect.add_argument("dataset_dir", help="prepared dataset version directory")
+  inspect.add_argument(
+      "--json", action="store_true", help="print one JSON object instead of text"
+  )
+  inspect.set_defaults(run=_run_inspect)
+  return parser
+
+
+def _run_list(args: argparse.Namespace) -> int:
+  del args
+  import tfds_builders  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  for name in tfds_builders.BUILDERS:
+    builder_cls = tfds.builder_cls(name)
+    summary = (builder_cls.__doc__ or "").strip().splitlines()[0]
+    print(f"{name}: {summary}")
+    for config in builder_cls.BUILDER_CONFIGS:
+      print(f"  {name}/{config.name}: {config.description}")
+  return EXIT_OK
+
+
+def describe(dataset_dir: str) -> dict[str, Any]:
+  """Features, splits, sizes and provenance of a prepared dataset directory."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import provenance  # pylint: disable=g-import-not-at-top
+
+  info_path = tfds.core.Path(dataset_dir) / "dataset_info.json"
+  if not info_path.exists():
+    raise FileNotFoundError(
+        f"{info_path} not found: pass a prepared dataset version directory "
+        "such as DATA_DIR/numpy_arrays/demo/1.0.0."
+    )
+  info = tfds.builder_from_directory(dataset_dir).info
+  try:
+    built_from = provenance.read_provenance(dataset_dir)
+  except FileNotFoundError:
+    built_from = {}
+  return {
+      "name": info.name,
+      "config": info.config_name,
+      "version": str(info.version),
+      "file_format": info.file_format.value,
+      "features": {
+          name: {"dtype": np.dtype(tensor.np_dtype).name, "shape": list(tensor.shape)}
+          for name, tensor in tfds.core.utils.flatten_nest_dict(
+              info.features.get_tensor_info()
+          ).items()
+      },
+      "features_text": str(info.features),
+      "splits": {
+          name: {
+              "num_examples": split.num_examples,
+              "num_shards": split.num_shards,
+              "num_bytes": int(split.num_bytes),
+          }
+          for name, split in info.splits.items()
+      },
+      "provenance": built_from,
+  }
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+  description = describe(args.dataset_dir)
+  if args.json:
+    description.pop("features_text")
+    print(json.dumps(description, indent=2, default=str))
+    return EXIT_OK
+  print(f"{description['name']}/{description['config']}:{description['version']}"
+        f"  ({description['file_format']})")
+  print("features:")
+  print(textwrap.indent(description["features_text"], "  "))
+  print("splits:")
+  for name, split in description["splits"].items():
+    print(f"  {name}: {split['num_examples']} examples, "
+          f"{split['num_shards']} shards, {split['num_bytes']} bytes")
+  print("provenance:")
+  print(textwrap.indent(json.dumps(description["provenance"], indent=2), "  "))
+  return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command; returns its exit code."""
+  args = _parser().parse_args(argv)
+  try:
+    return args.run(args)
+  except Exception as error:  # pylint: disable=broad-except
+    if args.debug:
+      raise
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"tfds-builders {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+  sys.exit(main())
