@@ -12,7 +12,13 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
-.venv/bin/pip install -q -e .
+echo "== installing tfds_builders into .venv"
+pip_log="$(mktemp)"
+if ! .venv/bin/pip install -q -e . >"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  exit 1
+fi
+rm -f "$pip_log"
 
 # A builder is a folder tfds_builders/NAME holding NAME_dataset_builder.py.
 builders=()

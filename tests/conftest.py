@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+from tfds_builders.core import provenance
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as PgConnection
@@ -16,29 +17,24 @@ PG_DSN_ENV = "TFDS_BUILDERS_PG_DSN"
 _HOW_TO_START = (
     "run ./scripts/test.sh, or `source scripts/start_postgres.sh` and rerun pytest"
 )
-# key=value DSNs (password=secret or password='se cret') and URIs (://user:secret@).
-_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 def _redact(text: str, dsn: str = "") -> str:
-    """Removes passwords from text that may echo a DSN.
+    """`text` with DSN/URI passwords, and the literal password of `dsn`, as `***`."""
+    text = provenance.redact(text)
+    password = _dsn_password(dsn)
+    return text.replace(password, provenance.REDACTED) if password else text
 
-    Args:
-        text: The text to clean, e.g. a DSN or an error message.
-        dsn: The DSN whose literal password must not appear in `text`.
 
-    Returns:
-        `text` with every password replaced by `***`.
-    """
-    text = _PASSWORD_KV.sub(r"\1***", text)
-    text = _PASSWORD_URI.sub(r"\1***@", text)
-    match = _PASSWORD_KV.search(dsn) if dsn else None
-    if match:
-        secret = match.group(2).strip("'")
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+def _dsn_password(dsn: str) -> str:
+    if not dsn:
+        return ""
+    from psycopg2.extensions import parse_dsn  # pylint: disable=import-outside-toplevel
+
+    try:
+        return parse_dsn(dsn).get("password", "")
+    except Exception:  # pylint: disable=broad-except  # an unparsable DSN
+        return ""
 
 
 def _unavailable(reason: str) -> NoReturn:

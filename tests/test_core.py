@@ -1,0 +1,173 @@
+"""Tests of the shared core: wire-format serialization, shard writing, provenance, paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import file_adapters
+from tensorflow_datasets.core import naming
+
+from tfds_builders.core import errors
+from tfds_builders.core import paths
+from tfds_builders.core import provenance
+from tfds_builders.core import serialization
+from tfds_builders.core import shard_writer
+
+
+def _proto(features: dict[str, tf.train.Feature]) -> tf.train.Example:
+  return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+# -- serialization ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**35, 2**63 - 1])
+def test_varint_matches_protobuf(value: int) -> None:
+  expected = _proto({"v": tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))})
+  encoded = serialization.example([serialization.int64_feature(serialization.FeatureKey("v"), [value])])
+  assert tf.train.Example.FromString(encoded) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16384, 3_000_000])
+def test_bytes_feature_parses_as_protobuf_built_example(size: int) -> None:
+  payload = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+  encoded = serialization.example(
+      [serialization.bytes_feature(serialization.FeatureKey("data/é"), memoryview(payload))]
+  )
+  expected = _proto({"data/é": tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload]))})
+  assert tf.train.Example.FromString(encoded) == expected
+
+
+def test_mixed_features_match_protobuf_and_tf_parser() -> None:
+  floats = np.array([0.5, -1.25, np.inf], np.float32)
+  encoded = serialization.example([
+      serialization.int64_feature(serialization.FeatureKey("ints"), [-1, 0, 2**40]),
+      serialization.float_feature(serialization.FeatureKey("floats"), floats),
+      serialization.bytes_list_feature(serialization.FeatureKey("words"), [b"a", b"", b"xyz"]),
+      serialization.int64_feature(serialization.FeatureKey("empty"), []),
+  ])
+  expected = _proto({
+      "ints": tf.train.Feature(int64_list=tf.train.Int64List(value=[-1, 0, 2**40])),
+      "floats": tf.train.Feature(float_list=tf.train.FloatList(value=floats)),
+      "words": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"", b"xyz"])),
+      "empty": tf.train.Feature(int64_list=tf.train.Int64List(value=[])),
+  })
+  assert tf.train.Example.FromString(encoded) == expected
+  parsed = tf.io.parse_single_example(encoded, {
+      "ints": tf.io.FixedLenFeature([3], tf.int64),
+      "floats": tf.io.FixedLenFeature([3], tf.float32),
+      "words": tf.io.VarLenFeature(tf.string),
+  })
+  assert parsed["ints"].numpy().tolist() == [-1, 0, 2**40]
+  assert parsed["floats"].numpy().tobytes() == floats.tobytes()
+  assert parsed["words"].values.numpy().tolist() == [b"a", b"", b"xyz"]
+
+
+def test_merged_examples_parse_as_union_of_features() -> None:
+  left = serialization.encode_mapping({"left/x": b"1", "left/y": b"22"})
+  right = serialization.encode_mapping({"right/x": b"333"})
+  merged = tf.train.Example.FromString(serialization.merge_examples(left, right))
+  assert {k: v.bytes_list.value[0] for k, v in merged.features.feature.items()} == {
+      "left/x": b"1", "left/y": b"22", "right/x": b"333",
+  }
+  fast = tf.io.parse_single_example(
+      serialization.merge_examples(left, right),
+      {name: tf.io.FixedLenFeature([], tf.string) for name in ("left/x", "left/y", "right/x")},
+  )
+  assert fast["right/x"].numpy() == b"333"
+
+
+# -- shard writer -----------------------------------------------------------
+
+
+def _template(tmp_path, split: str = "train") -> naming.ShardedFileTemplate:
+  return naming.ShardedFileTemplate(
+      data_dir=tmp_path, dataset_name="demo", split=split, filetype_suffix="tfrecord"
+  )
+
+
+def test_split_writer_cuts_shards_by_size_and_keeps_order(tmp_path) -> None:
+  records = [(i, serialization.encode_mapping({"i": str(i).encode() * 50})) for i in range(25)]
+  writer = shard_writer.SplitWriter(
+      _template(tmp_path), file_adapters.FileFormat.TFRECORD, max_shard_bytes=500
+  )
+  info = writer.write(records)
+
+  shard_files = sorted(p.name for p in tmp_path.iterdir())
+  assert shard_files == [f"demo-train.tfrecord-{i:05d}-of-{len(shard_files):05d}" for i in range(len(shard_files))]
+  assert len(shard_files) > 1
+  assert sum(info.shard_lengths) == 25
+  assert info.num_bytes == sum((tmp_path / name).stat().st_size for name in shard_files)
+  read_back = [r.numpy() for r in tf.data.TFRecordDataset([str(tmp_path / n) for n in shard_files])]
+  assert read_back == [serialized for _, serialized in records]
+  per_shard = [sum(1 for _ in tf.data.TFRecordDataset(str(tmp_path / n))) for n in shard_files]
+  assert per_shard == list(info.shard_lengths)
+
+
+def test_split_writer_refuses_an_empty_split(tmp_path) -> None:
+  writer = shard_writer.SplitWriter(
+      _template(tmp_path, "test"), file_adapters.FileFormat.TFRECORD, max_shard_bytes=500
+  )
+  with pytest.raises(errors.SourceError, match="Split 'test' has no examples"):
+    writer.write([])
+  assert list(tmp_path.iterdir()) == []
+
+
+# -- provenance -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("host=db user=me password=s3cret dbname=x", "host=db user=me password=*** dbname=x"),
+        ("password='se cret' host=db", "password=*** host=db"),
+        ("postgresql://me:s3cret@db:5432/x", "postgresql://me:***@db:5432/x"),
+        ("postgresql://me@db/x", "postgresql://me@db/x"),
+        ("no secrets here", "no secrets here"),
+    ],
+)
+def test_redact_strings(text: str, expected: str) -> None:
+  assert provenance.redact(text) == expected
+
+
+def test_redact_nested_values_and_secret_keys() -> None:
+  value = {"dsn": "password=abc", "db_password": "abc", "token": "t", "list": ["x://u:p@h"], "n": 3}
+  assert provenance.redact(value) == {
+      "dsn": "password=***", "db_password": "***", "token": "***", "list": ["x://u:***@h"], "n": 3,
+  }
+
+
+def test_build_provenance_records_config_and_versions() -> None:
+  config = tfds.core.BuilderConfig(name="mine", description="password=hunter2")
+  record = provenance.build_provenance(builder_name="b", config=config, sources=["s"])
+  assert record["builder"] == "b"
+  assert record["config"]["name"] == "mine"
+  assert record["config"]["description"] == "password=***"
+  assert record["sources"] == ["s"]
+  assert record["package_version"] and record["tfds_version"] == tfds.__version__
+  assert "hunter2" not in json.dumps(record)
+
+
+def test_read_provenance_names_the_missing_file(tmp_path) -> None:
+  with pytest.raises(FileNotFoundError, match="metadata.json not found"):
+    provenance.read_provenance(tmp_path)
+
+
+# -- paths ------------------------------------------------------------------
+
+
+def test_expand_directories_globs_and_relative_paths(tmp_path) -> None:
+  for name in ["a/1.npy", "a/sub/2.npz", "a/skip.txt", "b/3.npy"]:
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b"")
+  found = paths.expand(["a", "b/*.npy", "a/1.npy"], suffixes=(".npy", ".npz"), root=str(tmp_path))
+  assert [paths.relative_name(p, str(tmp_path)) for p in found] == ["a/1.npy", "a/sub/2.npz", "b/3.npy"]
+
+
+def test_expand_names_the_pattern_that_matched_nothing(tmp_path) -> None:
+  with pytest.raises(errors.SourceError, match=r"No \.npy file found at 'missing/\*\.npy'.*Check the path"):
+    paths.expand(["missing/*.npy"], suffixes=(".npy",), root=str(tmp_path))
