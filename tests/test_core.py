@@ -164,10 +164,12 @@ def test_expand_directories_globs_and_relative_paths(tmp_path) -> None:
   for name in ["a/1.npy", "a/sub/2.npz", "a/skip.txt", "b/3.npy"]:
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / name).write_bytes(b"")
-  found = paths.expand(["a", "b/*.npy", "a/1.npy"], suffixes=(".npy", ".npz"), root=str(tmp_path))
+  found = paths.expand(
+      ["a", "b/*.npy", "a/1.npy"], kind="array", keep=lambda n: n.endswith((".npy", ".npz")), root=str(tmp_path)
+  )
   assert [paths.relative_name(p, str(tmp_path)) for p in found] == ["a/1.npy", "a/sub/2.npz", "b/3.npy"]
 
 
 def test_expand_names_the_pattern_that_matched_nothing(tmp_path) -> None:
   with pytest.raises(errors.SourceError, match=r"No \.npy file found at 'missing/\*\.npy'.*Check the path"):
-    paths.expand(["missing/*.npy"], suffixes=(".npy",), root=str(tmp_path))
+    paths.expand(["missing/*.npy"], kind=".npy", keep=lambda n: True, root=str(tmp_path))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from etils import epath
 import tensorflow as tf
@@ -23,14 +23,16 @@ def resolve(path: str, root: str | None) -> epath.Path:
 def expand(
     patterns: Sequence[str] | str,
     *,
-    suffixes: Iterable[str],
+    kind: str,
+    keep: Callable[[str], bool],
     root: str | None = None,
 ) -> list[epath.Path]:
   """Expands files, directories (searched recursively) and globs.
 
   Args:
     patterns: Paths, directories or glob patterns.
-    suffixes: File endings kept when listing a directory (e.g. `.npy`).
+    kind: What the files are, for messages (e.g. `.npy/.npz`).
+    keep: Which file names count when listing a directory.
     root: Directory that relative patterns are taken from.
 
   Returns:
@@ -41,24 +43,22 @@ def expand(
   """
   if isinstance(patterns, str):
     patterns = [patterns]
-  suffixes = tuple(suffixes)
   found: list[epath.Path] = []
   for pattern in patterns:
-    matches = _expand_one(resolve(pattern, root), suffixes)
+    matches = _expand_one(resolve(pattern, root), keep)
     if not matches:
       raise errors.SourceError(
           errors.with_hint(
-              f"No {'/'.join(suffixes)} file found at {pattern!r}"
+              f"No {kind} file found at {pattern!r}"
               + (f" (looked in {root})" if root else ""),
-              "Check the path, or pass a directory or a glob such as "
-              f"'data/*{suffixes[0] if suffixes else ''}'.",
+              "Check the path, or pass a directory or a glob such as 'data/*'.",
           )
       )
     found.extend(path for path in matches if path not in found)
   return found
 
 
-def _expand_one(path: epath.Path, suffixes: tuple[str, ...]) -> list[epath.Path]:
+def _expand_one(path: epath.Path, keep: Callable[[str], bool]) -> list[epath.Path]:
   text = str(path)
   if any(char in text for char in _GLOB_CHARS):
     return sorted(epath.Path(match) for match in tf.io.gfile.glob(text))
@@ -68,7 +68,7 @@ def _expand_one(path: epath.Path, suffixes: tuple[str, ...]) -> list[epath.Path]
         for directory, _, names in tf.io.gfile.walk(str(path))
         for relative_dir in [epath.Path(directory).relative_to(path)]
         for name in names
-        if name.endswith(suffixes)
+        if keep(name)
     )
   return [path] if path.exists() else []
 

@@ -10,10 +10,11 @@ features (protobuf merges repeated top-level messages), which is what
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Union
 
 import numpy as np
+from tensorflow_datasets.proto import tf_example_pb2
 
 Payload = Union[bytes, bytearray, memoryview]
 
@@ -104,3 +105,19 @@ def merge_examples(*serialized: bytes) -> bytes:
 def encode_mapping(values: Mapping[str, Payload]) -> bytes:
   """Serializes a flat `{name: bytes}` mapping as an Example of bytes features."""
   return example(bytes_feature(FeatureKey(name), payload) for name, payload in values.items())
+
+
+def rename_features(serialized: bytes, rename: Callable[[str], str | None]) -> bytes:
+  """Re-serializes an Example with renamed features; `None` drops one.
+
+  Done once per record (e.g. to prefix one side of a cross product), after
+  which `merge_examples` combines records without parsing them again. Output
+  is deterministic: map entries are written in sorted key order.
+  """
+  source = tf_example_pb2.Example.FromString(serialized)
+  target = tf_example_pb2.Example()
+  for name, feature in source.features.feature.items():
+    new_name = rename(name)
+    if new_name is not None:
+      target.features.feature[new_name].CopyFrom(feature)
+  return target.SerializeToString(deterministic=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from etils import epath
 import tensorflow_datasets as tfds
@@ -78,20 +80,98 @@ class SplitWriter:
           f"Split {self._template.split!r} has no examples. Give it at least "
           "one source record, or leave the split out of the config."
       )
-    num_bytes = 0
-    for index, temp_path in enumerate(temp_paths):
-      final_path = self._template.sharded_filepath(
-          shard_index=index, num_shards=len(temp_paths)
-      )
-      temp_path.rename(final_path)
-      num_bytes += final_path.stat().length
-    return tfds.core.SplitInfo(
-        name=self._template.split,
-        shard_lengths=shard_lengths,
-        num_bytes=num_bytes,
-        filename_template=self._template,
-    )
+    return _rename_shards(self._template, temp_paths, shard_lengths)
 
   def _temp_path(self, index: int) -> epath.Path:
     prefix = self._template.filepath_prefix()
     return epath.Path(f"{prefix}.part{index:05d}.tmp")
+
+
+class _Counted:
+  """Passes examples through, counting them."""
+
+  def __init__(self, examples: Iterable[KeySerialized]):
+    self._examples = examples
+    self.num_examples = 0
+
+  def __iter__(self) -> Iterator[KeySerialized]:
+    for item in self._examples:
+      self.num_examples += 1
+      yield item
+
+
+def write_partitions_with_beam(
+    pipeline: Any,
+    partitions: Sequence[Callable[[], Iterable[KeySerialized]]],
+    template: naming.ShardedFileTemplate,
+    file_format: file_adapters.FileFormat,
+) -> Callable[[], tfds.core.SplitInfo]:
+  """Adds to `pipeline` one step per partition, each writing one shard.
+
+  Args:
+    pipeline: The Beam pipeline the steps are added to.
+    partitions: Example generators, in dataset order.
+    template: Shard file names of the split.
+    file_format: Format of the shards.
+
+  Returns:
+    A function to call after the pipeline ran: it drops empty shards,
+    renumbers the rest and returns the split's info.
+  """
+  beam = tfds.core.lazy_imports.apache_beam
+  adapter = file_adapters.ADAPTER_FOR_FORMAT[file_format]
+  num_parts = len(partitions)
+  if not num_parts:
+    raise errors.SourceError(f"Split {template.split!r} has no partitions to write.")
+  counts_path = epath.Path(f"{template.filepath_prefix()}.partition_counts.json")
+
+  def write_partition(index: int) -> tuple[int, int]:
+    examples = _Counted(partitions[index]())
+    adapter.write_examples(template.sharded_filepath(shard_index=index, num_shards=num_parts), examples)
+    return index, examples.num_examples
+
+  def save_counts(counts: list[tuple[int, int]]) -> None:
+    counts_path.write_text(json.dumps(dict(counts)))
+
+  _ = (
+      pipeline
+      | f"Partitions_{template.split}" >> beam.Create(range(num_parts))
+      | f"Spread_{template.split}" >> beam.Reshuffle()
+      | f"Write_{template.split}" >> beam.Map(write_partition)
+      | f"Collect_{template.split}" >> beam.combiners.ToList()
+      | f"SaveCounts_{template.split}" >> beam.Map(save_counts)
+  )
+
+  def finalize() -> tfds.core.SplitInfo:
+    counts = {int(index): count for index, count in json.loads(counts_path.read_text()).items()}
+    counts_path.unlink()
+    written = [template.sharded_filepath(shard_index=i, num_shards=num_parts) for i in range(num_parts)]
+    for index, path in enumerate(written):
+      if not counts[index]:
+        path.unlink()
+    kept = [(path, counts[index]) for index, path in enumerate(written) if counts[index]]
+    if not kept:
+      raise errors.SourceError(f"Split {template.split!r} has no examples.")
+    return _rename_shards(template, [path for path, _ in kept], [count for _, count in kept])
+
+  return finalize
+
+
+def _rename_shards(
+    template: naming.ShardedFileTemplate,
+    paths: list[epath.Path],
+    shard_lengths: list[int],
+) -> tfds.core.SplitInfo:
+  """Gives shards their final `-NNNNN-of-NNNNN` names; returns the split info."""
+  num_bytes = 0
+  for index, path in enumerate(paths):
+    final_path = template.sharded_filepath(shard_index=index, num_shards=len(paths))
+    if path != final_path:
+      path.rename(final_path)
+    num_bytes += final_path.stat().length
+  return tfds.core.SplitInfo(
+      name=template.split,
+      shard_lengths=shard_lengths,
+      num_bytes=num_bytes,
+      filename_template=template,
+  )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import split_builder as split_builder_lib
 
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
@@ -14,6 +16,38 @@ from tfds_builders.core import shard_writer
 
 # Same cap as TFDS's default ShardConfig, so readers see familiar shard sizes.
 DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
+
+KeySerialized = shard_writer.KeySerialized
+PartitionFn = Callable[[], Iterator[KeySerialized]]
+
+
+@dataclasses.dataclass
+class StreamingConfig(tfds.core.BuilderConfig):
+  """Config fields every builder of ours shares.
+
+  Attributes:
+    use_beam: Run the split's partitions on Apache Beam. Also chosen
+      automatically when `tfds build` gets `--beam_pipeline_options`; with
+      neither, the build runs in this process.
+  """
+
+  use_beam: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Partitions:
+  """A split as independent example generators whose outputs follow each other.
+
+  Locally the partitions run one after another into size-bounded shards; on
+  Beam each runs on a worker and becomes one shard. Either way the dataset
+  holds the same examples, keys and order. Each generator must be picklable
+  (a `functools.partial` of a module-level function, say).
+  """
+
+  generators: Sequence[PartitionFn]
+
+  def __iter__(self) -> Iterator[KeySerialized]:
+    return itertools.chain.from_iterable(generate() for generate in self.generators)
 
 
 class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -57,27 +91,50 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         **details,
     )
 
+  def _uses_beam(self, download_config: tfds.download.DownloadConfig) -> bool:
+    return bool(
+        download_config.beam_runner
+        or download_config.beam_options
+        or getattr(self.builder_config, "use_beam", False)
+    )
+
   def _generate_splits(
       self,
       dl_manager: tfds.download.DownloadManager,
       download_config: tfds.download.DownloadConfig,
   ) -> list[tfds.core.SplitInfo]:
-    if download_config.beam_runner or download_config.beam_options:
-      raise errors.ConfigError(
-          f"{self.name}: the Beam path is not available for this builder yet. "
-          "Build without --beam_pipeline_options."
-      )
-    split_infos = []
-    for split_name, examples in self._split_generators(dl_manager).items():
-      split_infos.append(
-          self._write_split(split_name, examples, download_config)
-      )
-    return split_infos
+    if not self._uses_beam(download_config):
+      return [
+          self._write_split(name, examples, download_config)
+          for name, examples in self._split_generators(dl_manager).items()
+      ]
+    # TFDS's SplitBuilder only supplies the pipeline (runner and options from
+    # `--beam_pipeline_options`); the partitions are written by our writer.
+    pipeline_owner = split_builder_lib.SplitBuilder(
+        split_dict=self.info.splits,
+        features=self.info.features,
+        dataset_size=self.info.dataset_size,
+        max_examples_per_split=None,
+        beam_options=download_config.beam_options,
+        beam_runner=download_config.beam_runner,
+        example_writer=self._example_writer(),
+    )
+    with pipeline_owner.maybe_beam_pipeline():
+      finalizers = [
+          shard_writer.write_partitions_with_beam(
+              pipeline_owner.beam_pipeline,
+              _partitions_of(name, examples).generators,
+              self._get_filename_template(split_name=name),
+              self.info.file_format,
+          )
+          for name, examples in self._split_generators(dl_manager).items()
+      ]
+    return [finalize() for finalize in finalizers]
 
   def _write_split(
       self,
       split_name: str,
-      examples: Iterable[shard_writer.KeySerialized],
+      examples: Iterable[KeySerialized],
       download_config: tfds.download.DownloadConfig,
   ) -> tfds.core.SplitInfo:
     if download_config.max_examples_per_split is not None:
@@ -90,3 +147,12 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         max_shard_bytes=max_bytes,
     )
     return writer.write(examples)
+
+
+def _partitions_of(split_name: str, examples: Iterable[KeySerialized]) -> Partitions:
+  if not isinstance(examples, Partitions):
+    raise errors.ConfigError(
+        f"Split {split_name!r} cannot run on Beam: its examples are not "
+        "divided into Partitions. Build it without Beam."
+    )
+  return examples

@@ -41,7 +41,7 @@ _REFUSED_KINDS = {
 
 
 @dataclasses.dataclass
-class BuilderConfig(tfds.core.BuilderConfig):
+class BuilderConfig(streaming_builder.StreamingConfig):
   """Which arrays to read and how they map to examples and splits.
 
   Attributes:
@@ -58,6 +58,7 @@ class BuilderConfig(tfds.core.BuilderConfig):
     feature_name: Feature name for `.npy` files and `npz_members='examples'`.
     data_root: Directory that relative paths are taken from (default: the
       current directory).
+    use_beam: Write each file (group) on a Beam worker.
   """
 
   splits: dict[str, list[str] | str] = dataclasses.field(default_factory=dict)
@@ -118,19 +119,28 @@ class Builder(streaming_builder.StreamingBuilder):
         for split in plan.split_names
     }
 
-  def _generate_examples(self, split: str) -> Iterator[tuple[str, bytes]]:
+  def _generate_examples(self, split: str) -> streaming_builder.Partitions:
     plan = self._plan
-    encoders = {name: _encoder(name, spec) for name, spec in plan.specs.items()}
-    for group in plan.groups_for(split):
-      for key, arrays in group.examples(self.builder_config.layout):
-        if plan.holds(split, key):
-          yield key, serialization.example(
-              encoders[name](array) for name, array in arrays.items()
-          )
+    return streaming_builder.Partitions([
+        functools.partial(_group_examples, plan, split, group, self.builder_config.layout)
+        for group in plan.groups_for(split)
+    ])
 
   @functools.cached_property
   def _plan(self) -> _Plan:
     return _Plan.from_config(self.builder_config)
+
+
+def _group_examples(
+    plan: _Plan, split: str, group: _Group, layout: str
+) -> Iterator[tuple[str, bytes]]:
+  """The serialized examples of one file (group) that belong to `split`."""
+  encoders = {name: _encoder(name, spec) for name, spec in plan.specs.items()}
+  for key, arrays in group.examples(layout):
+    if plan.holds(split, key):
+      yield key, serialization.example(
+          encoders[name](array) for name, array in arrays.items()
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,15 +168,17 @@ class _Group:
     chunk_rows = min(
         npy_files.rows_per_chunk(source.header) for source in self.sources.values()
     )
-    chunk_iters = [self.sources[name].iter_chunks(chunk_rows) for name in names]
-    row = 0
-    for chunks in zip(*chunk_iters):
-      chunks = [_little_endian(chunk) for chunk in chunks]
-      for index in range(len(chunks[0])):
-        yield f"{self.key}:{row:09d}", {
-            name: chunk[index] for name, chunk in zip(names, chunks)
-        }
-        row += 1
+    # Rows are paired one by one, not block by block: sources may yield blocks
+    # of different sizes (a Fortran-ordered array comes in one block).
+    row_iters = [_rows(self.sources[name].iter_chunks(chunk_rows)) for name in names]
+    for row, arrays in enumerate(zip(*row_iters)):
+      yield f"{self.key}:{row:09d}", dict(zip(names, arrays))
+
+
+def _rows(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+  """The rows of consecutive row blocks, in native byte order."""
+  for chunk in chunks:
+    yield from _little_endian(chunk)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,11 +261,21 @@ def _check_config(config: BuilderConfig) -> None:
       )
   elif config.split_fractions:
     raise fail("split_fractions only applies with `paths`, not `splits`.")
+  # An empty pattern list expands to no file without a SourceError; caught
+  # here it names the split instead of failing later on an empty plan.
+  empty = [split for split, patterns in config.splits.items() if not patterns]
+  if empty:
+    raise fail(
+        f"splits {empty} list no paths; give each split files, directories "
+        "or globs, or leave it out."
+    )
 
 
 def _groups(config: BuilderConfig, patterns: list[str] | str) -> list[_Group]:
   groups = []
-  for path in paths.expand(patterns, suffixes=_SUFFIXES, root=config.data_root):
+  for path in paths.expand(
+      patterns, kind=".npy/.npz", keep=lambda name: name.endswith(_SUFFIXES), root=config.data_root
+  ):
     name = paths.relative_name(path, config.data_root)
     if path.name.endswith(".npy"):
       groups.append(_Group(name, {config.feature_name: npy_files.ArraySource(path)}))
@@ -388,7 +410,8 @@ def _encoder(name: str, spec: _FeatureSpec):
 
 def _raw_bytes(array: np.ndarray | np.generic) -> serialization.Payload:
   """The C-order bytes of an array, without a copy when it is contiguous."""
-  if isinstance(array, np.ndarray) and array.flags.c_contiguous:
+  # memoryview.cast refuses shapes with a zero dimension; those have no bytes.
+  if isinstance(array, np.ndarray) and array.flags.c_contiguous and array.size:
     return memoryview(array).cast("B")
   return array.tobytes()
 
