@@ -460,8 +460,9 @@ def test_npz_members_as_examples(tmp_path, compressed):
 def test_npz_fortran_member_larger_than_a_chunk_stays_row_aligned(tmp_path):
   # A Fortran-ordered member is read whole while a C-ordered one is read in
   # CHUNK_BYTES blocks: rows of both must still pair up.
-  rows = npy_files.CHUNK_BYTES // (64 * 8) + 3
-  wide = np.asfortranarray(np.arange(rows * 64, dtype=np.float64).reshape(rows, 64))
+  width = 4096
+  rows = npy_files.CHUNK_BYTES // (width * 8) + 3
+  wide = np.asfortranarray(np.arange(rows * width, dtype=np.float64).reshape(rows, width))
   ids = np.arange(rows, dtype=np.int64)
   builder = build(tmp_path, splits={"train": [savez(tmp_path / "a.npz", wide=wide, ids=ids)]})
   got = to_numpy(builder.as_dataset(split="train"))
