@@ -167,7 +167,9 @@ def test_expand_directories_globs_and_relative_paths(tmp_path) -> None:
   found = paths.expand(
       ["a", "b/*.npy", "a/1.npy"], kind="array", keep=lambda n: n.endswith((".npy", ".npz")), root=str(tmp_path)
   )
-  assert [paths.relative_name(p, str(tmp_path)) for p in found] == ["a/1.npy", "a/sub/2.npz", "b/3.npy"]
+  assert paths.source_names(found, str(tmp_path)) == ["a/1.npy", "a/sub/2.npz", "b/3.npy"]
+  assert paths.source_names(found, None) == ["a/1.npy", "a/sub/2.npz", "b/3.npy"]
+  assert paths.source_names(found[:1], None) == ["1.npy"]
 
 
 def test_expand_names_the_pattern_that_matched_nothing(tmp_path) -> None:

@@ -10,7 +10,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,9 @@ DTYPES = (
 )
 # Every dtype in native order, and the multi-byte ones in big-endian too.
 DTYPE_ORDERS = [
-    pytest.param(np.dtype(name).newbyteorder(order), id=f"{order}{name}")
+    pytest.param(
+        np.dtype(name).newbyteorder(order), id=name if order == "<" else f"{name}-big-endian"
+    )
     for name in DTYPES
     for order in ("<", ">")
     if order == "<" or np.dtype(name).itemsize > 1
@@ -107,6 +109,7 @@ def save(path: pathlib.Path, array: np.ndarray, **kwargs) -> pathlib.Path:
 
 
 def savez(path: pathlib.Path, compressed: bool = False, **arrays: np.ndarray) -> pathlib.Path:
+  """`np.savez` (or `np.savez_compressed`) to `path`; returns the path."""
   path.parent.mkdir(parents=True, exist_ok=True)
   (np.savez_compressed if compressed else np.savez)(path, **arrays)
   return path
@@ -139,10 +142,12 @@ def examples(builder: tfds.core.DatasetBuilder, split: str = "train") -> list[di
 
 
 def column(builder: tfds.core.DatasetBuilder, feature: str = "array", split: str = "train") -> list:
+  """One feature's values over a split, in stored order."""
   return [example[feature] for example in examples(builder, split)]
 
 
 def file_hashes(root: pathlib.Path) -> dict[str, tuple[str, int]]:
+  """Content hash and mtime of every file under `root`."""
   return {
       str(path): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
       for path in sorted(root.rglob("*"))
@@ -157,10 +162,6 @@ def raw_feature_keys(builder: tfds.core.DatasetBuilder, split: str = "train") ->
   for record in tf.data.TFRecordDataset(files):
     keys |= set(tf.train.Example.FromString(record.numpy()).features.feature)
   return keys
-
-
-def error_text(excinfo: pytest.ExceptionInfo) -> str:
-  return str(excinfo.value)
 
 
 # ------------------------------------------------ TFDS's own builder tests --
@@ -232,16 +233,18 @@ def test_rows_round_trip_every_dtype(tmp_path, dtype):
   c_order = values(dtype, (4, 2, 3), seed=1)
   f_order = np.asfortranarray(values(dtype, (3, 2, 3), seed=2))
   assert f_order.flags.f_contiguous and not f_order.flags.c_contiguous
-  builder = build(
-      tmp_path,
-      splits={"train": [save(tmp_path / "a.npy", c_order), save(tmp_path / "b.npy", f_order)]},
-  )
+  sources = [save(tmp_path / "a.npy", c_order), save(tmp_path / "b.npy", f_order)]
+  # The inputs on disk really have the byte order and layout under test.
+  headers = [npy_files.ArraySource(path).header for path in sources]
+  assert [h.dtype.str for h in headers] == [dtype.str, dtype.str]
+  assert [h.fortran_order for h in headers] == [False, True]
+  builder = build(tmp_path, splits={"train": sources})
   feature = builder.info.features["array"]
   assert feature.shape == (2, 3)
   assert feature.np_dtype == dtype.newbyteorder("=")
   got = column(builder)
   assert len(got) == 7
-  for actual, expected in zip(got, [*c_order, *f_order]):
+  for actual, expected in zip(got, [*c_order, *f_order], strict=True):
     assert_bit_exact(actual, expected)
 
 
@@ -256,7 +259,7 @@ def test_files_round_trip_every_dtype(tmp_path, dtype):
   assert builder.info.features["array"].shape == (2, 3)
   got = column(builder)
   assert len(got) == 2
-  for actual, expected in zip(got, arrays):
+  for actual, expected in zip(got, arrays, strict=True):
     assert_bit_exact(actual, expected)
 
 
@@ -272,7 +275,7 @@ def test_zero_d_arrays_under_files(tmp_path, dtype):
   assert builder.info.features["array"].shape == ()
   got = column(builder)
   assert len(got) == 3
-  for actual, expected in zip(got, arrays):
+  for actual, expected in zip(got, arrays, strict=True):
     assert_bit_exact(actual, expected)
 
 
@@ -283,7 +286,7 @@ def test_one_dim_rows_become_scalars(tmp_path, dtype):
   assert builder.info.features["array"].shape == ()
   got = column(builder)
   assert len(got) == 9
-  for actual, expected in zip(got, array):
+  for actual, expected in zip(got, array, strict=True):
     assert_bit_exact(actual, expected)
 
 
@@ -430,7 +433,7 @@ def test_npz_members_as_features_files(tmp_path, compressed):
   )
   got = examples(builder)
   assert len(got) == 2
-  for example, archive in zip(got, archives):
+  for example, archive in zip(got, archives, strict=True):
     assert set(example) == {"image", "mask"}
     for name in archive:
       assert_bit_exact(example[name], archive[name])
@@ -445,7 +448,7 @@ def test_npz_members_as_examples(tmp_path, compressed):
   assert files.info.features["points"].shape == (None, 2)
   got = column(files, "points")
   assert len(got) == 2
-  for actual, expected in zip(got, members.values()):
+  for actual, expected in zip(got, members.values(), strict=True):
     assert_bit_exact(actual, expected)
 
   rows = build(tmp_path / "rows", splits={"train": [archive]}, npz_members="examples",
@@ -453,7 +456,7 @@ def test_npz_members_as_examples(tmp_path, compressed):
   assert rows.info.features["points"].shape == (2,)
   got = column(rows, "points")
   assert len(got) == 8
-  for actual, expected in zip(got, [*members["p"], *members["q"]]):
+  for actual, expected in zip(got, [*members["p"], *members["q"]], strict=True):
     assert_bit_exact(actual, expected)
 
 
@@ -534,12 +537,6 @@ def test_directories_globs_and_data_root(tmp_path):
   assert_bit_exact(to_numpy(builder.as_dataset(split="glob"))["array"], np.load(c))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Without data_root, example keys use only the file's base name "
-    "(core.paths.relative_name), so data/x/p.npy and data/y/p.npy yield the "
-    "same keys: not unique, and split_fractions always co-assigns their rows.",
-)
 def test_example_keys_are_unique_for_same_named_files(tmp_path):
   save(tmp_path / "data/x/p.npy", np.arange(3))
   save(tmp_path / "data/y/p.npy", np.arange(3, 6))
@@ -564,7 +561,7 @@ def assert_build_fails(tmp_path, error_type, *fragments: str, **config) -> str:
   """Builds `config` expecting `error_type` whose message has every fragment."""
   with pytest.raises(error_type) as excinfo:
     build(tmp_path, **config)
-  message = error_text(excinfo)
+  message = str(excinfo.value)
   for fragment in fragments:
     assert fragment in message, f"{fragment!r} not in {message!r}"
   return message
@@ -772,6 +769,9 @@ def test_failed_build_leaves_no_dataset_and_rerun_succeeds(tmp_path):
   data_dir = tmp_path / "tfds"
   dataset_dir = data_dir / "numpy_arrays" / "mine" / "1.0.0"
 
+  # Headers are intact, so planning succeeds and the cut shows up while the
+  # first file's examples are already being written.
+  assert make_builder(tmp_path, **config).info.features["array"].shape == (4,)
   assert_build_fails(tmp_path, errors.SourceError, str(second), "truncated", **config)
   assert not (dataset_dir / "dataset_info.json").exists()
   with pytest.raises(DatasetInfoFileError, match="dataset_info.json"):
@@ -779,7 +779,7 @@ def test_failed_build_leaves_no_dataset_and_rerun_succeeds(tmp_path):
   # The same call succeeds after the rerun below.
   with pytest.raises(ValueError, match="BuilderConfig mine not found"):
     tfds.load("numpy_arrays/mine", data_dir=str(data_dir), download=False)
-  leftovers = [p for p in data_dir.rglob("*.tfrecord*")]
+  leftovers = list(data_dir.rglob("*.tfrecord*"))
   assert not leftovers, leftovers
 
   save(second, bad)  # repaired

@@ -36,10 +36,34 @@ def _parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
   list_parser = commands.add_parser(
-      "list", help="list the builders and their configs",
-      description="List the builders this package registers, with their configs.",
+      "list", help="list the builders, or the datasets of a registry",
+      description="Without REGISTRY: the builders this package registers, with "
+      "their configs. With REGISTRY: every published dataset version, with "
+      "size, example counts, build date and provenance summary.",
   )
+  list_parser.add_argument("registry", nargs="?", help="registry root to list")
   list_parser.set_defaults(run=_run_list)
+
+  publish = commands.add_parser(
+      "publish", help="copy a prepared dataset into a registry, atomically",
+      description="Copy a prepared dataset version into REGISTRY as "
+      "<dataset>/<config>/<version>/, with a SHA-256 checksum of every file. "
+      "Readers never see a half-published version. Published versions are "
+      "immutable unless --overwrite is given.",
+  )
+  publish.add_argument("dataset_dir", help="prepared dataset version directory")
+  publish.add_argument("registry", help="registry root (local path or URL)")
+  publish.add_argument("--overwrite", action="store_true", help="replace an existing version")
+  publish.set_defaults(run=_run_publish)
+
+  verify = commands.add_parser(
+      "verify", help="re-check the checksums of published datasets",
+      description="Re-check the checksums of every version at or under PATH "
+      "(REGISTRY[/dataset[/config[/version]]]). Exit code 1 if any file is "
+      "damaged, missing or unexpected.",
+  )
+  verify.add_argument("path", help="registry root, or a dataset/config/version in it")
+  verify.set_defaults(run=_run_verify)
 
   inspect = commands.add_parser(
       "inspect",
@@ -57,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-  del args
+  if args.registry:
+    return _list_registry(args.registry)
   import tfds_builders  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -68,6 +93,37 @@ def _run_list(args: argparse.Namespace) -> int:
     for config in builder_cls.BUILDER_CONFIGS:
       print(f"  {name}/{config.name}: {config.description}")
   return EXIT_OK
+
+
+def _list_registry(root: str) -> int:
+  from tfds_builders import registry  # pylint: disable=g-import-not-at-top
+
+  entries = registry.list_versions(root)
+  if not entries:
+    print(f"{root}: no published datasets")
+  for entry in entries:
+    counts = ", ".join(f"{split} {count}" for split, count in entry.num_examples.items())
+    print(f"{entry.dataset}/{entry.config}:{entry.version}  {entry.num_bytes} bytes  "
+          f"[{counts}]  built {entry.built_at or 'unknown'}  {entry.provenance_summary}")
+  return EXIT_OK
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+  from tfds_builders import registry  # pylint: disable=g-import-not-at-top
+
+  target = registry.publish(args.dataset_dir, args.registry, overwrite=args.overwrite)
+  print(f"published {target}")
+  return EXIT_OK
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+  from tfds_builders import registry  # pylint: disable=g-import-not-at-top
+
+  checked, damages = registry.verify(args.path)
+  for damage in damages:
+    print(f"DAMAGED {damage.path}: {damage.problem}")
+  print(f"checked {checked} version(s): {len(damages)} problem(s)")
+  return EXIT_ERROR if damages else EXIT_OK
 
 
 def describe(dataset_dir: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 from etils import epath
@@ -73,14 +74,27 @@ def _expand_one(path: epath.Path, keep: Callable[[str], bool]) -> list[epath.Pat
   return [path] if path.exists() else []
 
 
-def relative_name(path: epath.Path, root: str | None) -> str:
-  """A stable, non-absolute name for `path`, used in example keys."""
+def source_names(sources: Sequence[epath.Path], root: str | None) -> list[str]:
+  """Stable, unique, non-absolute names for sources, used in example keys.
+
+  Relative to `root` when every source is under it; otherwise relative to the
+  sources' deepest common directory, so `x/p.npy` and `y/p.npy` stay distinct.
+  """
   if root:
+    base = epath.Path(root).expanduser()
     try:
-      return str(path.relative_to(epath.Path(root).expanduser()))
+      return [str(path.relative_to(base)) for path in sources]
     except ValueError:
-      pass
-  return path.name
+      pass  # some source lies outside root
+  if len(sources) == 1:
+    return [sources[0].name]
+  common = epath.Path(os.path.commonpath([str(path.parent) for path in sources]))
+  return [str(path.relative_to(common)) for path in sources]
+
+
+def relative_name(path: epath.Path, root: str | None) -> str:
+  """The name `source_names` gives one source (prefer `source_names` for many)."""
+  return source_names([path], root)[0]
 
 
 def bundled_data_dir(builder_name: str) -> epath.Path:

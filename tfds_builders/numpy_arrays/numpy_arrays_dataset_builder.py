@@ -273,10 +273,10 @@ def _check_config(config: BuilderConfig) -> None:
 
 def _groups(config: BuilderConfig, patterns: list[str] | str) -> list[_Group]:
   groups = []
-  for path in paths.expand(
+  sources = paths.expand(
       patterns, kind=".npy/.npz", keep=lambda name: name.endswith(_SUFFIXES), root=config.data_root
-  ):
-    name = paths.relative_name(path, config.data_root)
+  )
+  for path, name in zip(sources, paths.source_names(sources, config.data_root)):
     if path.name.endswith(".npy"):
       groups.append(_Group(name, {config.feature_name: npy_files.ArraySource(path)}))
     elif config.npz_members == "features":
