@@ -1,9 +1,18 @@
 """TensorFlow Datasets builders for everyday data workflows; importing registers them."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
 
-# Importing the builder modules registers them with TFDS by name, so that
-# `tfds.load("numpy_arrays/demo", data_dir=...)` works after `import tfds_builders`.
-from tfds_builders import numpy_arrays  # noqa: E402,F401  pylint: disable=g-import-not-at-top
-
+# Every builder folder tfds_builders/<name>/ holding <name>_dataset_builder.py.
 BUILDERS = ("numpy_arrays",)
+
+from tfds_builders import registry as _registry  # noqa: E402
+from tfds_builders import tfds_hooks as _tfds_hooks  # noqa: E402
+
+# Registration is lazy: `tfds.load("numpy_arrays/demo", data_dir=...)` imports
+# the builder module on first use, so importing this package stays cheap and a
+# process that only loads published datasets never imports builder code.
+_tfds_hooks.register_builders_lazily(__name__, BUILDERS)
+# Namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG, for tfds.load("team:name/...").
+_registry.register_from_env()
