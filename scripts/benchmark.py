@@ -265,8 +265,8 @@ def format_table(rows: Sequence[Row]) -> str:
       to_floor = _ratio(builder, group.get("floor"), "seconds") if row.phase == "builder" else ""
       seed = _ratio(group.get("seed"), builder, "seconds") if row.phase == "builder" else ""
       lines.append(
-          f"| {format_size(size)} | {row.phase} | {row.examples} | {row.seconds:.2f} "
-          f"| {row.cpu_seconds:.2f} | {row.mb_per_s:.0f} | {row.examples_per_s:.0f} "
+          f"| {format_size(size)} | {row.phase} | {row.examples} | {row.seconds:.3f} "
+          f"| {row.cpu_seconds:.3f} | {row.mb_per_s:.0f} | {row.examples_per_s:.0f} "
           f"| {row.peak_rss_mb:.0f} | {row.delta_rss_mb:.0f} | {to_floor} | {seed} |"
       )
   return "\n".join(lines)
@@ -332,7 +332,7 @@ def _numpy_arrays_arguments(parser: argparse.ArgumentParser) -> None:
 def write_rows_npy(
     path: pathlib.Path, size: int, example_shape: tuple[int, ...], dtype: np.dtype
 ) -> int:
-  """Writes a random `(N, *example_shape)` `.npy` of about `size` data bytes.
+  """Writes a random `(N, *example_shape)` `.npy` of at most `size` data bytes.
 
   Returns:
     N, the number of rows (examples) written.
@@ -347,10 +347,16 @@ def write_rows_npy(
     np.lib.format.write_array_header_1_0(file, header)
     for start in range(0, rows, chunk_rows):
       count = min(chunk_rows, rows - start)
-      chunk = rng.integers(0, 256, size=count * row_bytes, dtype=np.uint8)
-      file.write(chunk.tobytes())
+      file.write(_random_values(rng, dtype, count * row_bytes // dtype.itemsize).tobytes())
   os.sync()  # flush the writes now, not during a timed phase
   return rows
+
+
+def _random_values(rng: np.random.Generator, dtype: np.dtype, count: int) -> np.ndarray:
+  """Normal floats for float32/float64, random bytes viewed as `dtype` otherwise."""
+  if dtype in (np.float32, np.float64):
+    return rng.standard_normal(count, dtype=dtype)
+  return rng.integers(0, 256, size=count * dtype.itemsize, dtype=np.uint8).view(dtype)
 
 
 def floor_write(npy_path: pathlib.Path, out_path: pathlib.Path) -> None:
@@ -366,7 +372,8 @@ def floor_write(npy_path: pathlib.Path, out_path: pathlib.Path) -> None:
       writer.write(example.SerializeToString())
 
 
-# The seed write-up's example 3 (/work/shared/seeds/002_*.txt), verbatim.
+# The seed write-up's example 3 (/work/shared/seeds/002_*.txt), verbatim but
+# for the TensorFlow import, which the seed has at module level.
 def serialize_batch_numpy_array(arrays):
   """Serializes a batch of NumPy arrays into a list of tf.train.Example."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -438,13 +445,157 @@ def run_numpy_arrays(args: argparse.Namespace, work_dir: pathlib.Path) -> list[R
   return rows
 
 
+# -- cross_product -----------------------------------------------------------
+
+
+def parse_count(text: str) -> int:
+  """Parses `10000`, `1e7`, `10k` or `10M` (k = 10**3, M = 10**6) into a count."""
+  match = re.match(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmg]?)\s*$", text, re.IGNORECASE)
+  if not match:
+    raise argparse.ArgumentTypeError(f"invalid count {text!r}: use e.g. 10000, 1e7, 10k or 10M")
+  count = int(float(match.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[match.group(2).lower()])
+  if count <= 0:
+    raise argparse.ArgumentTypeError(f"count {text!r} must be positive")
+  return count
+
+
+def _cross_product_arguments(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group("cross_product options (sizes are pair counts, not bytes)")
+  counts = group.add_mutually_exclusive_group()
+  counts.add_argument(
+      "--pairs", type=parse_count, default=10**6, metavar="COUNT",
+      help="pairs to write, N = M = ceil(sqrt(COUNT)) records per side (default 1M)",
+  )
+  counts.add_argument(
+      "--pairs-sweep", type=lambda text: [parse_count(p) for p in text.split(",") if p.strip()],
+      metavar="COUNTS", help="comma-separated pair counts, e.g. 1e4,1e7: measure each and "
+      "report peak RSS largest/smallest",
+  )
+  group.add_argument(
+      "--name-bytes", type=int, default=16,
+      help="bytes of each record's `name` feature (default 16: records of about 50 bytes)",
+  )
+
+
+def write_cross_product_side(path: pathlib.Path, count: int, name_bytes: int) -> None:
+  """`count` Examples: `id` int64, `name` bytes (shared with the other side), `score` float."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for index in range(count):
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[index])),
+          "name": tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[f"{path.stem}-{index}".encode().ljust(name_bytes, b".")])),
+          "score": tf.train.Feature(float_list=tf.train.FloatList(value=[index / 7])),
+      })).SerializeToString())
+  os.sync()
+
+
+def _prefixed_records(path: pathlib.Path, prefix: str) -> list[bytes]:
+  """Every record of a file with `prefix` before each feature name, via protobuf."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  renamed = []
+  for record in tf.compat.v1.io.tf_record_iterator(str(path)):
+    features = tf.train.Example.FromString(record).features.feature
+    renamed.append(tf.train.Example(features=tf.train.Features(
+        feature={prefix + name: value for name, value in features.items()}
+    )).SerializeToString())
+  return renamed
+
+
+def cross_product_floor(left_path: pathlib.Path, right_path: pathlib.Path, out_path: pathlib.Path) -> None:
+  """The floor: rename each side's keys once, then byte-concatenate every pair into one writer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  left = _prefixed_records(left_path, "left/")
+  right = _prefixed_records(right_path, "right/")
+  with tf.io.TFRecordWriter(str(out_path)) as writer:
+    write = writer.write
+    for left_record in left:
+      for right_record in right:
+        write(left_record + right_record)
+
+
+# The seed write-up's example 2 (/work/shared/seeds/001_*.txt), verbatim.
+def combine_tfrecords_with_overlap_handling(file1_path, file2_path, output_path, prefix1="file1_", prefix2="file2_"):
+  """Combines TFRecords, handling overlapping feature names by prefixing them."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with tf.io.TFRecordWriter(output_path) as writer:
+    for example1 in tf.compat.v1.python_io.tf_record_iterator(file1_path):
+      for example2 in tf.compat.v1.python_io.tf_record_iterator(file2_path):
+        example1_proto = tf.train.Example.FromString(example1)
+        example2_proto = tf.train.Example.FromString(example2)
+        combined_features = {}
+        for key, value in example1_proto.features.feature.items():
+          combined_features[prefix1 + key] = value
+        for key, value in example2_proto.features.feature.items():
+          combined_features[prefix2 + key] = value
+
+        combined_example = tf.train.Example(features=tf.train.Features(feature=combined_features))
+        writer.write(combined_example.SerializeToString())
+
+
+def cross_product_builder(left_path: pathlib.Path, right_path: pathlib.Path, data_dir: pathlib.Path) -> None:
+  """The cross_product builder (default product, prefix policy), into a fresh data_dir."""
+  from tfds_builders.cross_product import Builder  # pylint: disable=g-import-not-at-top
+  from tfds_builders.cross_product import BuilderConfig  # pylint: disable=g-import-not-at-top
+
+  config = BuilderConfig(name="bench", left=[str(left_path)], right=[str(right_path)])
+  with quiet_stdout():
+    Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
+
+
+def run_cross_product(args: argparse.Namespace, work_dir: pathlib.Path) -> list[Row]:
+  """builder vs floor vs seed on two files of N = M = ceil(sqrt(pairs)) records."""
+  rows: list[Row] = []
+  for wanted in sorted(args.pairs_sweep or [args.pairs]):
+    side = int(np.ceil(np.sqrt(wanted)))
+    left_path, right_path = work_dir / f"left-{side}.tfrecord", work_dir / f"right-{side}.tfrecord"
+    print(f"cross_product: writing {side} x {side} records", file=sys.stderr)
+    write_cross_product_side(left_path, side, args.name_bytes)
+    write_cross_product_side(right_path, side, args.name_bytes)
+    for path in (left_path, right_path):
+      warm_page_cache(path)
+    # "input" is the bytes of the pairs the floor writes: the size of the work.
+    pair_bytes = side * sum(len(r) for r in _prefixed_records(left_path, "left/")) + side * sum(
+        len(r) for r in _prefixed_records(right_path, "right/"))
+    phases = [
+        Phase("builder", lambda out: cross_product_builder(left_path, right_path, out)),
+        Phase("floor", lambda out: cross_product_floor(left_path, right_path, out / "floor.tfrecord")),
+    ]
+    if not args.skip_seed:
+      phases.append(Phase("seed", lambda out: combine_tfrecords_with_overlap_handling(
+          str(left_path), str(right_path), str(out / "seed.tfrecord"))))
+    rows += measure(
+        "cross_product", phases, input_bytes=pair_bytes, examples=side * side,
+        repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
+    )
+    if args.profile:
+      out = work_dir / "out-profile"
+      print(f"\ncProfile of one builder run on {side * side} pairs:")
+      print(profile_call(lambda: cross_product_builder(left_path, right_path, out), args.profile_top))
+      shutil.rmtree(out)
+    left_path.unlink()
+    right_path.unlink()
+  return rows
+
+
 CASES: dict[str, Case] = {
     "numpy_arrays": Case(
         help="rows-layout .npy -> TFRecord (floor: np.load mmap + tf.train.Example)",
         run=run_numpy_arrays,
         add_arguments=_numpy_arrays_arguments,
     ),
-    # concatenated, cross_product, augmented, database: not yet measured.
+    "cross_product": Case(
+        help="all pairs of two TFRecord files (sizes: --pairs; floor: rename once + "
+        "byte concat + TFRecordWriter; seed: example 2)",
+        run=run_cross_product,
+        add_arguments=_cross_product_arguments,
+    ),
+    # concatenated, augmented, database: not yet measured.
 }
 
 
@@ -502,7 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
       "--profile", action="store_true",
       help="after timing, run the builder once more under cProfile and print the top entries",
   )
-  parser.add_argument("--profile-top", type=int, default=25, help=argparse.SUPPRESS)
+  parser.add_argument(
+      "--profile-top", type=int, default=25, metavar="N",
+      help="how many cProfile entries to print per ordering (default 25)",
+  )
   for case in CASES.values():
     if case.add_arguments:
       case.add_arguments(parser)
@@ -540,6 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.repeat < 1:
     parser.error("--repeat must be at least 1")
   args.sizes = sorted(args.rss_sweep) if args.rss_sweep else [args.size]
+  if not args.skip_seed and max(args.sizes) > 10**9:
+    print("warning: the seed peer holds the whole input and its examples in "
+          "memory (about 2x the input); pass --skip-seed to leave it out",
+          file=sys.stderr)
   if args.rss_method == "auto":
     args.rss_method = "clear_refs" if clear_refs_works() else "sample"
   elif args.rss_method == "clear_refs" and not clear_refs_works():

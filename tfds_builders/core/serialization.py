@@ -10,6 +10,7 @@ features (protobuf merges repeated top-level messages), which is what
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Union
 
@@ -54,10 +55,20 @@ class FeatureKey:
 
 def bytes_feature(key: FeatureKey, payload: Payload) -> list[Payload]:
   """Parts of a map entry holding a one-value bytes_list."""
-  size = len(payload)
+  return [_bytes_feature_head(key.key_field, len(payload)), payload]
+
+
+@functools.lru_cache(maxsize=4096)
+def _bytes_feature_head(key_field: bytes, size: int) -> bytes:
+  # Fixed-shape features repeat the same (key, size) on every example, so the
+  # header is built once instead of eight varints per example.
   list_size = 1 + len(varint(size)) + size
   feature_size = 1 + len(varint(list_size)) + list_size
-  return _entry(key, feature_size, [_TAG_1 + varint(list_size) + _TAG_1 + varint(size), payload])
+  entry_size = len(key_field) + 1 + len(varint(feature_size)) + feature_size
+  return b"".join([
+      _TAG_1, varint(entry_size), key_field, _TAG_2, varint(feature_size),
+      _TAG_1, varint(list_size), _TAG_1, varint(size),
+  ])
 
 
 def bytes_list_feature(key: FeatureKey, values: Sequence[bytes]) -> list[Payload]:
