@@ -1,0 +1,126 @@
+"""Copying source records into the output: provenance tags, optional zlib re-encoding."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import zlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from tensorflow_datasets.proto import tf_example_pb2
+
+from tfds_builders.concatenated import mixing
+from tfds_builders.concatenated import sources
+from tfds_builders.core import errors
+from tfds_builders.core import serialization
+from tfds_builders.core import tfrecord_io
+
+KeySerialized = tuple[str, bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZlibEncoder:
+  """Re-encodes chosen numeric features as TFDS `Tensor(encoding="zlib")` does.
+
+  Attributes:
+    features: (name, output dtype) of each feature to compress.
+  """
+
+  features: tuple[tuple[str, str], ...]
+
+  def __call__(self, record: bytes) -> bytes:
+    example = tf_example_pb2.Example.FromString(record)
+    feature_map = example.features.feature
+    for name, dtype in self.features:
+      feature = feature_map[name]
+      kind = feature.WhichOneof("kind")
+      wire_dtype = np.int64 if kind == "int64_list" else np.float32
+      values = np.asarray(getattr(feature, kind).value, dtype=wire_dtype)
+      feature.Clear()
+      # TFDS's own encoder: the values' bytes in the feature dtype, zlib level 6.
+      feature.bytes_list.value.append(zlib.compress(values.astype(dtype).tobytes()))
+    return example.SerializeToString(deterministic=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyTask:
+  """One record file of one source split, copied as one partition.
+
+  Attributes:
+    source: Source name.
+    source_id: Index of the source in the `source` ClassLabel.
+    split: The source's split.
+    part: The record file and its place in the split.
+    typed: Prepared TFDS source (keys as split slices) or raw (file:record).
+    provenance_feature: Name of the provenance features, or None for none.
+    zlib: Re-encoder of compressed features, or None.
+  """
+
+  source: str
+  source_id: int
+  split: str
+  part: sources.RecordPart
+  typed: bool
+  provenance_feature: str | None
+  zlib: ZlibEncoder | None
+
+
+def copy_records(task: CopyTask, key_suffix: str = "") -> Iterator[KeySerialized]:
+  """Yields `(key, record)` for every record of the task's file, tagged.
+
+  The record bytes are the source's own; the provenance features are a
+  second serialized Example appended to them, which parsers merge into one.
+
+  Raises:
+    SourceError: naming the source, file and record index of a corrupt record.
+  """
+  part = task.part
+  source_entry = key_field = None
+  if task.provenance_feature:
+    source_entry = serialization.int64_feature(
+        serialization.FeatureKey(task.provenance_feature), [task.source_id])
+    key_field = serialization.FeatureKey(f"{task.provenance_feature}_key")
+  slices = task.typed
+  try:
+    for index, record in enumerate(tfrecord_io.read_records(part.file)):
+      split_index = part.first_index + index
+      if task.zlib:
+        record = task.zlib(record)
+      if source_entry is not None:
+        original = f"{task.split}[{split_index}:{split_index + 1}]" if slices else f"{part.file_name}:{index}"
+        provenance = serialization.example(
+            [source_entry, serialization.bytes_feature(key_field, original.encode())])
+        record = serialization.merge_examples(record, provenance)
+      yield f"{task.source}:{task.split}:{split_index}{key_suffix}", record
+  except errors.SourceError as error:  # read_records names the file and record
+    raise errors.SourceError(f"source {task.source!r}: {error}") from error
+
+
+def copy_all(tasks: Sequence[CopyTask], key_suffix: str = "") -> Iterator[KeySerialized]:
+  """The records of several tasks, one after another."""
+  for task in tasks:
+    yield from copy_records(task, key_suffix)
+
+
+def interleave(
+    streams: Sequence[Sequence[CopyTask]],
+    lengths: Sequence[int],
+    weights: Sequence[float] | None,
+    seed: int,
+    stopping_strategy: str,
+) -> Iterator[KeySerialized]:
+  """Mixes streams (one per source) in `mixing.schedule` order.
+
+  One reader is open per stream at a time; a stream that starts over under
+  `all_exhausted` is read again from its first file, and its repeated
+  examples get keys ending in `#pass<N>`.
+  """
+  readers = [_passes(tasks) for tasks in streams]
+  for stream in mixing.schedule(lengths, weights, seed, stopping_strategy):
+    yield next(readers[stream])
+
+
+def _passes(tasks: Sequence[CopyTask]) -> Iterator[KeySerialized]:
+  for number in itertools.count():
+    yield from copy_all(tasks, f"#pass{number}" if number else "")
