@@ -1,0 +1,722 @@
+"""augmented: new fields for every example of an existing dataset, as a new version or as an overlay."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from google.protobuf import message
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import fields
+from tfds_builders.augmented import function_calls
+from tfds_builders.augmented import side_table as side_table_lib
+from tfds_builders.core import errors
+from tfds_builders.core import paths
+from tfds_builders.core import serialization
+from tfds_builders.core import streaming_builder
+
+_DESCRIPTION = """\
+An existing dataset (a prepared TFDS dataset or raw TFRecord files of
+tf.train.Example) with new fields added to every example, computed by a user
+function or joined from a side table. `materialize` writes a new version whose
+base features are the base's bytes, copied without decoding; `overlay` writes
+only the new fields, which `tfds_builders.load_augmented` zips back onto the
+unmodified base, checking every example's alignment.
+"""
+
+MODES = ("materialize", "overlay")
+MISSING_POLICIES = ("error", "skip", "default")
+METADATA_KEY = "augmented"
+# Alignment fields of an overlay example: the base example's index in its split
+# and a fingerprint of its raw record; `_matched` is False where the side table
+# had no row under missing_policy="skip".
+BASE_INDEX = "_base_index"
+BASE_FINGERPRINT = "_base_fingerprint"
+MATCHED = "_matched"
+ALIGNMENT_FIELDS = (BASE_INDEX, BASE_FINGERPRINT, MATCHED)
+FINGERPRINT = "farmhash64: tf.bitcast(tf.fingerprint([raw record]), tf.int64)"
+# Examples whose function results infer the features of undeclared fields.
+INFERENCE_EXAMPLES = 8
+# Records handed together to TensorFlow (join keys, fingerprints) and to a worker.
+_BATCH_RECORDS = 128
+_BATCH_BYTES = 8 * 1024 * 1024
+
+
+@dataclasses.dataclass
+class BuilderConfig(streaming_builder.StreamingConfig):
+  """The base, where the new fields come from, and the output mode.
+
+  Attributes:
+    base: A prepared TFDS dataset: its version directory, or
+      `name[/config][:version]` under `base_data_dir`.
+    base_data_dir: The data_dir of a base given by name.
+    base_records: Instead of `base`: raw TFRecord files of tf.train.Example,
+      `{split: files, directories or globs}`.
+    base_compression: `auto` (GZIP detected), `none` or `gzip` for base_records.
+    splits: The base splits to augment (default: all).
+    mode: `materialize` (base features + new fields, a new dataset version)
+      or `overlay` (new fields only, loaded with `load_augmented`).
+    function: `"package.module:function"`, called per example with a dict of
+      NumPy values; returns a dict of new fields.
+    features: Declared features of new fields, e.g. `{"label": "int64",
+      "embedding": "float32[16]", "tags": "string[None]"}`; others are
+      inferred (function: from its first results, side table: from columns).
+    side_table: A CSV or Parquet file joined on `join_key`.
+    side_table_format: `auto` (by extension), `csv` or `parquet`.
+    side_table_sql: Instead of `side_table`: a read-only SQL query whose rows
+      form the side table, read with the database builder's connection code.
+    side_table_connection: Where `side_table_sql` runs: fields of
+      `core.sql_connections.ConnectionSpec`, e.g. `{"driver": "postgresql",
+      "dsn_env": "MY_DSN"}` or `{"driver": "sqlite", "sqlite_path": "x.db"}`.
+    join_key: The base feature (scalar int or string) matched with the side
+      table's key column.
+    side_table_key: The side table's key column (default: `join_key`).
+    side_table_columns: Columns to add (default: every column but the key).
+    missing_policy: For an example whose key has no row: `error`, `skip`
+      (dropped, counted in the metadata) or `default`.
+    missing_defaults: `{column: value}` used under `missing_policy="default"`.
+    overwrite_fields: New fields allowed to replace base features of that name.
+    num_workers: Processes calling `function` in a local build (Beam builds
+      run one shard per Beam worker instead).
+    data_root: Directory that relative paths are taken from.
+    use_beam: Augment each base file on a Beam worker.
+  """
+
+  base: str = ""
+  base_data_dir: str | None = None
+  base_records: dict[str, list[str] | str] = dataclasses.field(default_factory=dict)
+  base_compression: str = "auto"
+  splits: list[str] = dataclasses.field(default_factory=list)
+  mode: str = "materialize"
+  function: str = ""
+  features: dict[str, Any] = dataclasses.field(default_factory=dict)
+  side_table: str = ""
+  side_table_format: str = "auto"
+  side_table_sql: str = ""
+  side_table_connection: dict[str, Any] = dataclasses.field(default_factory=dict)
+  join_key: str = ""
+  side_table_key: str = ""
+  side_table_columns: list[str] = dataclasses.field(default_factory=list)
+  missing_policy: str = "error"
+  missing_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+  overwrite_fields: list[str] = dataclasses.field(default_factory=list)
+  num_workers: int = 1
+  data_root: str | None = None
+
+
+def _bundled(**kwargs) -> BuilderConfig:
+  return BuilderConfig(
+      data_root=str(paths.bundled_data_dir("augmented")),
+      base_records={"train": ["base/train-*.tfrecord"], "test": ["base/test-*.tfrecord"]},
+      **kwargs,
+  )
+
+
+class Builder(streaming_builder.StreamingBuilder):
+  """An existing dataset plus new fields, materialized or as an overlay."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release (raw TFRecord bases start at 1.0.0)."}
+  BUILDER_CONFIGS = [
+      _bundled(
+          name="demo",
+          description="Bundled raw TFRecords plus labels.csv joined on id, materialized.",
+          side_table="labels.csv",
+          join_key="id",
+      ),
+      _bundled(
+          name="demo_overlay",
+          description="The same join written as an overlay of the new fields only.",
+          side_table="labels.csv",
+          join_key="id",
+          mode="overlay",
+      ),
+      _bundled(
+          name="demo_function",
+          description="Bundled raw TFRecords plus fields computed from the text.",
+          function="tfds_builders.augmented.example_functions:text_statistics",
+      ),
+  ]
+
+  @functools.cached_property
+  def canonical_version(self) -> tfds.core.Version:
+    """The config's version, else the minor version after a prepared base's."""
+    config = self.builder_config
+    if config.version:
+      return tfds.core.Version(str(config.version))
+    if config.base and not config.base_records:
+      base_version = tfds.core.Version(base_lib.version_of(_base_location(config), config.base_data_dir))
+      return tfds.core.Version(f"{base_version.major}.{base_version.minor + 1}.0")
+    return self.VERSION
+
+  @property
+  def release_notes(self) -> dict[str, str]:
+    if self.builder_config.release_notes:
+      return self.builder_config.release_notes
+    return {str(self.version): _release_note(self.builder_config, None if self.is_prepared() else self._plan)}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    features = None if self.is_prepared() else self._plan.features
+    return self.streaming_info(description=_DESCRIPTION, features=features)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # sources are local or remote paths, never downloaded
+    plan = self._plan
+    self.info.metadata[METADATA_KEY] = plan.metadata()
+    self.record_provenance(**plan.provenance())
+    return {split: self._generate_examples(split=split) for split in plan.base.splits}
+
+  def _generate_examples(self, split: str) -> streaming_builder.Partitions:
+    plan = self._plan
+    return streaming_builder.Partitions([
+        functools.partial(_file_examples, plan, split, index)
+        for index in range(len(plan.base.splits[split].files))
+    ])
+
+  def _generate_splits(self, dl_manager, download_config):
+    plan = self._plan
+    local_pool = not self._uses_beam(download_config) and plan.function
+    with (
+        function_calls.worker_pool(plan.function, plan.base.features_source, plan.num_workers)
+        if local_pool else contextlib.nullcontext()
+    ):
+      split_infos = super()._generate_splits(dl_manager, download_config)
+    self.info.metadata[METADATA_KEY]["missing"] = {
+        info.name: plan.missing_count(info) for info in split_infos
+    }
+    return split_infos
+
+  @functools.cached_property
+  def _plan(self) -> _Plan:
+    return _Plan.from_config(self.builder_config)
+
+
+def _base_location(config: BuilderConfig) -> str:
+  """A base directory resolved against data_root, or the dataset name as given."""
+  resolved = paths.resolve(config.base, config.data_root)
+  return str(resolved) if (resolved / "dataset_info.json").exists() else config.base
+
+
+def _release_note(config: BuilderConfig, plan: _Plan | None) -> str:
+  base = config.base or "raw TFRecord files"
+  if plan is None:
+    sources = " and ".join(filter(None, [
+        f"side table {config.side_table or 'SQL query'}" if config.side_table or config.side_table_sql else "",
+        f"function {config.function}" if config.function else "",
+    ]))
+    return f"Adds fields from {sources} to {base} ({config.mode})."
+  added = "; ".join(
+      f"{spec.name} ({spec.describe()}) from {spec.source}" for spec in plan.new_specs
+  )
+  base_name = f"{plan.base.name} {plan.base.version}" if plan.base.version else plan.base.describe()
+  return f"Adds to {base_name} ({config.mode}): {added}."
+
+
+# ------------------------------------------------------------------ plan --
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """The resolved base, new fields and policies; picklable for Beam workers."""
+
+  mode: str
+  base: base_lib.Base
+  side: side_table_lib.SideTable | None
+  join_key: str | None
+  join_kind: str | None
+  default_row: bytes | None
+  function: str
+  function_specs: tuple[fields.FieldSpec, ...]
+  missing_policy: str
+  overwrite: frozenset[str]
+  num_workers: int
+
+  @property
+  def new_specs(self) -> tuple[fields.FieldSpec, ...]:
+    return (self.side.specs if self.side else ()) + self.function_specs
+
+  @property
+  def features(self) -> tfds.features.FeaturesDict:
+    new = {spec.name: spec.feature() for spec in self.new_specs}
+    if self.mode == "overlay":
+      # Stored as 8 raw bytes each, so that a batch's entries are built at once.
+      alignment = {
+          BASE_INDEX: tfds.features.Tensor(
+              shape=(), dtype=np.int64, encoding=tfds.features.Encoding.BYTES,
+              doc="Index of the base example in its split."),
+          BASE_FINGERPRINT: tfds.features.Tensor(
+              shape=(), dtype=np.int64, encoding=tfds.features.Encoding.BYTES,
+              doc=f"Fingerprint of the base record ({FINGERPRINT})."),
+      }
+      if self.missing_policy == "skip":
+        alignment[MATCHED] = tfds.features.Tensor(shape=(), dtype=np.bool_, doc="False: no side-table row, dropped on load.")
+      return tfds.features.FeaturesDict({**new, **alignment})
+    base_features = self.base.features
+    kept = {name: base_features[name] for name in base_features.keys() if name not in self.overwrite}
+    return tfds.features.FeaturesDict({**kept, **new})
+
+  @property
+  def dropped_base_keys(self) -> frozenset[str]:
+    """Serialized base features replaced by new fields (nested ones included)."""
+    return frozenset(
+        key for key in self.base.wire_schema
+        if key in self.overwrite or key.split("/", 1)[0] in self.overwrite
+    )
+
+  def metadata(self) -> dict[str, Any]:
+    """What the overlay loader checks, and what was added from where."""
+    return {
+        "format": 1,
+        "mode": self.mode,
+        "base": {
+            **self.base.identity(),
+            "location": self.base.location,
+            "paths": {name: [file.path for file in split.files] for name, split in self.base.splits.items()},
+            "digest": self.base.digest(),
+        },
+        "fingerprint": FINGERPRINT,
+        "new_fields": {spec.name: spec.to_json() for spec in self.new_specs},
+        "overwrite_fields": sorted(self.overwrite),
+        "missing_policy": self.missing_policy,
+    }
+
+  def provenance(self) -> dict[str, Any]:
+    return {
+        "base": self.base.provenance(),
+        "mode": self.mode,
+        "function": self.function or None,
+        "side_table": self.side.provenance() if self.side else None,
+        "join_key": self.join_key,
+        "new_fields": {spec.name: spec.to_json() for spec in self.new_specs},
+    }
+
+  def missing_count(self, split_info: tfds.core.SplitInfo) -> int:
+    """Base examples of a split without a side-table row under `skip` (else 0)."""
+    if self.missing_policy != "skip":
+      return 0
+    if self.mode == "materialize":
+      return self.base.splits[split_info.name].num_examples - split_info.num_examples
+    parse = {MATCHED: tf.io.FixedLenFeature([], tf.int64)}
+    dataset = tf.data.TFRecordDataset([str(path) for path in split_info.filepaths]).batch(4096)
+    return int(sum(
+        int(np.sum(tf.io.parse_example(batch, parse)[MATCHED].numpy() == 0)) for batch in dataset
+    ))
+
+  @classmethod
+  def from_config(cls, config: BuilderConfig) -> _Plan:
+    _check_config(config)
+    if config.base_records:
+      sources = {split: config.base_records[split] for split in _known_splits(config)}
+      base = base_lib.open_records(sources, config.base_compression, config.data_root)
+    else:
+      base = base_lib.open_prepared(_base_location(config), config.base_data_dir, config.splits)
+    declared = {
+        name: fields.parse_declared(name, spec, "")
+        for name, spec in config.features.items()
+    }
+    side, join_kind = None, None
+    if config.side_table or config.side_table_sql:
+      join_kind = _join_kind(base, config.join_key)
+      table_source = f"side table {config.side_table or 'SQL query'}"
+      table_options = dict(
+          key_column=config.side_table_key or config.join_key,
+          columns=config.side_table_columns,
+          key_kind=join_kind,
+          declared={name: dataclasses.replace(spec, source=table_source) for name, spec in declared.items()},
+      )
+      if config.side_table:
+        side = side_table_lib.read_file(
+            paths.resolve(config.side_table, config.data_root),
+            table_format=config.side_table_format, **table_options,
+        )
+      else:
+        side = side_table_lib.read_query(
+            config.side_table_sql, config.side_table_connection, root=config.data_root, **table_options,
+        )
+      # Sources as the config names them (release notes, messages).
+      side = dataclasses.replace(side, specs=tuple(dataclasses.replace(spec, source=table_source) for spec in side.specs))
+    function_specs = _function_specs(config, base, declared, side) if config.function else ()
+    new_specs = (side.specs if side else ()) + function_specs
+    unprovided = sorted(set(declared) - {spec.name for spec in new_specs})
+    if unprovided:
+      raise errors.ConfigError(
+          f"features declares {unprovided}, which no source provides (new fields: "
+          f"{[spec.name for spec in new_specs]}). Remove them or fix the names."
+      )
+    _check_names(config, base, new_specs, side)
+    default_row = None
+    if side and config.missing_policy == "default":
+      default_row = _default_row(config, side)
+    return cls(
+        mode=config.mode, base=base, side=side, join_key=config.join_key or None,
+        join_kind=join_kind, default_row=default_row,
+        function=config.function, function_specs=function_specs,
+        missing_policy=config.missing_policy, overwrite=frozenset(config.overwrite_fields),
+        num_workers=config.num_workers,
+    )
+
+
+def _check_config(config: BuilderConfig) -> None:
+  def fail(message: str) -> errors.ConfigError:
+    return errors.ConfigError(f"augmented config {config.name!r}: {message}")
+
+  if config.mode not in MODES:
+    raise fail(f"mode={config.mode!r}; use one of {MODES}.")
+  if bool(config.base) == bool(config.base_records):
+    raise fail(
+        "give either `base` (a prepared TFDS dataset: directory or name) or "
+        "`base_records` ({split: TFRecord files}), not both or neither."
+    )
+  has_table = bool(config.side_table or config.side_table_sql)
+  if config.side_table and config.side_table_sql:
+    raise fail("give `side_table` (a file) or `side_table_sql` (a query), not both.")
+  if bool(config.side_table_sql) != bool(config.side_table_connection):
+    raise fail("`side_table_sql` and `side_table_connection` go together: the query and where it runs.")
+  if not config.function and not has_table:
+    raise fail("give `function` ('package.module:function'), a side table, or both: where the new fields come from.")
+  if has_table and not config.join_key:
+    raise fail("a side table needs `join_key`: the base feature matched with the table's key column.")
+  if config.join_key and not has_table:
+    raise fail("`join_key` only applies with a side table.")
+  if config.missing_policy not in MISSING_POLICIES:
+    raise fail(f"missing_policy={config.missing_policy!r}; use one of {MISSING_POLICIES}.")
+  if config.missing_defaults and config.missing_policy != "default":
+    raise fail("missing_defaults only applies with missing_policy='default'.")
+  if not isinstance(config.num_workers, int) or config.num_workers < 1:
+    raise fail(f"num_workers={config.num_workers!r}; use a positive integer.")
+
+
+def _known_splits(config: BuilderConfig) -> list[str]:
+  """The base_records splits to augment (default: all)."""
+  unknown = [split for split in config.splits if split not in config.base_records]
+  if unknown:
+    raise errors.ConfigError(f"splits {unknown} are not in base_records; it has {sorted(config.base_records)}.")
+  return list(config.splits or config.base_records)
+
+
+def _join_kind(base: base_lib.Base, join_key: str) -> str:
+  """How the base stores the join key: `int64_list` or `bytes_list`, one value."""
+  schema = base.wire_schema
+  if join_key not in schema:
+    raise errors.ConfigError(
+        errors.with_hint(
+            f"join_key {join_key!r} is not a feature of the base {base.describe()}; it has {sorted(schema)}",
+            "Set join_key to the base feature holding the key",
+        )
+    )
+  spec = schema[join_key]
+  if spec.length != 1 or spec.kind == "float_list":
+    raise errors.ConfigError(
+        f"join_key {join_key!r} is {spec.describe()} in the base; a join key must be one "
+        "integer or string per example."
+    )
+  return spec.kind
+
+
+def _function_specs(
+    config: BuilderConfig,
+    base: base_lib.Base,
+    declared: Mapping[str, fields.FieldSpec],
+    side: side_table_lib.SideTable | None,
+) -> tuple[fields.FieldSpec, ...]:
+  """The function's fields: names from its first results, features declared or inferred."""
+  function_calls.import_function(config.function)  # fails early, naming the reference
+  calls = list(_first_calls(base, INFERENCE_EXAMPLES))
+  results = function_calls.call_serially(config.function, base.features_source, calls)
+  names = list(results[0])
+  for call, result in zip(calls, results):
+    if list(result) != names and set(result) != set(names):
+      raise errors.SchemaError(
+          f"Function {config.function} returned fields {sorted(result)} on example {call.key} "
+          f"but {sorted(names)} on example {calls[0].key}. Return the same fields for every example."
+      )
+  source = f"function {config.function}"
+  side_names = {spec.name for spec in side.specs} if side else set()
+  specs = []
+  for name in names:
+    if name in side_names:
+      raise errors.ConfigError(
+          f"Field {name!r} comes from both the side table and function {config.function}; rename one."
+      )
+    if name in declared:
+      spec = dataclasses.replace(declared[name], source=source)
+    else:
+      spec = fields.infer(name, [result[name] for result in results], source, [call.key for call in calls])
+    codec = fields.FieldCodec(spec)
+    for call, result in zip(calls, results):
+      _encode_field(codec, result[name], call.key)
+    specs.append(spec)
+  return tuple(specs)
+
+
+def _first_calls(base: base_lib.Base, count: int) -> Iterator[function_calls.Call]:
+  produced = 0
+  for split_name, split in base.splits.items():
+    for file, offset in zip(split.files, split.offsets):
+      for index, raw in enumerate(base_lib.iter_records(file)):
+        yield function_calls.Call(_key(split_name, offset + index), f"record {index} of {file.name}", raw)
+        produced += 1
+        if produced == count:
+          return
+
+
+def _check_names(
+    config: BuilderConfig,
+    base: base_lib.Base,
+    new_specs: Sequence[fields.FieldSpec],
+    side: side_table_lib.SideTable | None,
+) -> None:
+  base_names = set(base.features.keys())
+  new_names = [spec.name for spec in new_specs]
+  for spec in new_specs:
+    if not spec.name or "/" in spec.name:
+      raise errors.ConfigError(f"New field name {spec.name!r} (from {spec.source}) must be non-empty and contain no '/'.")
+    if spec.name in ALIGNMENT_FIELDS:
+      raise errors.ConfigError(f"New field {spec.name!r} (from {spec.source}) uses a reserved name; rename it.")
+    if spec.name in base_names and spec.name not in config.overwrite_fields:
+      raise errors.ConfigError(
+          errors.with_hint(
+              f"New field {spec.name!r} (from {spec.source}) already exists in the base {base.describe()}",
+              f"Rename it, or list it in overwrite_fields to replace the base's {spec.name!r}",
+          )
+      )
+  for name in config.overwrite_fields:
+    if name not in base_names:
+      raise errors.ConfigError(f"overwrite_fields lists {name!r}, which is not a base feature (it has {sorted(base_names)}).")
+    if name not in new_names:
+      raise errors.ConfigError(f"overwrite_fields lists {name!r}, which no new field provides (new fields: {new_names}).")
+  if side and config.join_key.split("/", 1)[0] in config.overwrite_fields:
+    raise errors.ConfigError(f"join_key {config.join_key!r} cannot also be overwritten.")
+
+
+def _default_row(config: BuilderConfig, side: side_table_lib.SideTable) -> bytes:
+  names = [spec.name for spec in side.specs]
+  missing = [name for name in names if name not in config.missing_defaults]
+  extra = sorted(set(config.missing_defaults) - set(names))
+  if missing or extra:
+    raise errors.ConfigError(
+        f"missing_policy='default' needs missing_defaults for every side-table column: "
+        f"missing {missing}, unknown {extra} (columns: {names})."
+    )
+  try:
+    return side.encode([config.missing_defaults[name] for name in names])
+  except fields.FieldValueError as error:
+    raise errors.ConfigError(f"missing_defaults: {error}.") from None
+
+
+def _encode_field(codec: fields.FieldCodec, value: Any, key: str) -> list[serialization.Payload]:
+  try:
+    return codec.encode(value)
+  except fields.FieldValueError as error:
+    raise errors.SchemaError(
+        f"Example {key}: field {codec.spec.name!r} from {codec.spec.source}: {error}. {fields.hint_for(codec.spec)}."
+    ) from None
+
+
+def _key(split: str, index: int) -> str:
+  return f"{split}/{index:09d}"
+
+
+# -------------------------------------------------------------- examples --
+
+
+@dataclasses.dataclass
+class _Batch:
+  """Consecutive records of one base file and what was looked up for them."""
+
+  start: int  # index of the first record in the file
+  records: list[bytes]
+  rows: list[bytes | None] | None = None  # encoded side-table entries; None: no row
+  alignment: list[bytes] | None = None  # encoded overlay alignment entries
+
+
+def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[str, bytes]]:
+  """The output examples of one base file, in its record order.
+
+  Per batch of records, protobuf's parser reads the join keys and TensorFlow
+  fingerprints the records (overlay); the function (if any) runs on the
+  examples, in worker processes if a pool is open; each output example is
+  then assembled from bytes: the base record as it is (materialize) and the
+  new fields' map entries.
+  """
+  file = plan.base.splits[split].files[file_index]
+  offset = plan.base.splits[split].offsets[file_index]
+  overlay = plan.mode == "overlay"
+  skip = plan.missing_policy == "skip"
+  alignment = _Alignment(with_matched=skip) if overlay else None
+  function_codecs = [fields.FieldCodec(spec) for spec in plan.function_specs]
+  dropped = plan.dropped_base_keys
+  drop = (lambda name: None if name in dropped else name) if dropped else None
+  empty_row = b"".join(
+      part for spec in (plan.side.specs if plan.side else ()) for part in fields.FieldCodec(spec).empty()
+  )
+
+  def looked_up(batch: _Batch) -> _Batch:
+    if plan.side is not None:
+      batch.rows = _join(plan, file, batch)
+    if overlay:
+      indices = np.arange(offset + batch.start, offset + batch.start + len(batch.records), dtype=np.int64)
+      matched = None if batch.rows is None or not skip else [row is not None for row in batch.rows]
+      batch.alignment = alignment.entries(indices, fingerprints(batch.records), matched)
+    return batch
+
+  def calls_of(batch: _Batch) -> list[function_calls.Call]:
+    return [
+        function_calls.Call(_key(split, offset + batch.start + i), f"record {batch.start + i} of {file.name}", raw)
+        for i, raw in enumerate(batch.records)
+        if not skip or batch.rows is None or batch.rows[i] is not None
+    ]
+
+  batches = map(looked_up, _batches(file))
+  if plan.function:
+    runner = function_calls.FunctionRunner(plan.function, plan.base.features_source, plan.num_workers)
+    with_results = runner.map((batch, calls_of(batch)) for batch in batches)
+  else:
+    with_results = ((batch, ()) for batch in batches)
+
+  for batch, results in with_results:
+    results_iter = iter(results)
+    for i, raw in enumerate(batch.records):
+      entries: list[Any] = []
+      matched = True
+      if batch.rows is not None:
+        row = batch.rows[i]
+        if row is None:  # missing_policy="skip"
+          if not overlay:
+            continue
+          matched, row = False, empty_row
+        entries.append([row])
+      if function_codecs:
+        key = _key(split, offset + batch.start + i)
+        if matched:
+          entries += _function_entries(plan, function_codecs, next(results_iter), key, f"record {batch.start + i} of {file.name}")
+        else:
+          entries += [codec.empty() for codec in function_codecs]
+      if overlay:
+        entries.append([batch.alignment[i]])
+        yield _key(split, offset + batch.start + i), serialization.example(entries)
+      else:
+        base_part = serialization.rename_features(raw, drop) if drop else raw
+        yield _key(split, offset + batch.start + i), serialization.merge_examples(base_part, serialization.example(entries))
+
+
+def _function_entries(
+    plan: _Plan, codecs: Sequence[fields.FieldCodec], result: Mapping[str, Any], key: str, where: str
+) -> list[list[serialization.Payload]]:
+  """The function's result for one example as map entries, checked field by field."""
+  if len(result) != len(codecs) or any(codec.spec.name not in result for codec in codecs):
+    raise errors.SchemaError(
+        f"Function {plan.function} returned fields {sorted(result)} on example {key} ({where}); "
+        f"the first examples returned {sorted(codec.spec.name for codec in codecs)}. "
+        "Return the same fields for every example."
+    )
+  return [_encode_field(codec, result[codec.spec.name], key) for codec in codecs]
+
+
+class _Alignment:
+  """An overlay's alignment entries for a batch, assembled with NumPy.
+
+  The base index and fingerprint are int64 features stored as 8 raw bytes
+  (TFDS `Encoding.BYTES`), so every record's entries have the same layout:
+  constant heads with the values' bytes in between.
+  """
+
+  def __init__(self, with_matched: bool):
+    heads = []
+    for name in (BASE_INDEX, BASE_FINGERPRINT):
+      parts = serialization.bytes_feature(serialization.FeatureKey(name), b"\0" * 8)
+      heads.append(np.frombuffer(b"".join(parts[:-1]), np.uint8))
+    self._heads = heads
+    self._width = sum(len(head) + 8 for head in heads)
+    matched_key = serialization.FeatureKey(MATCHED)
+    self._matched = (
+        [b"".join(serialization.int64_feature(matched_key, (flag,))) for flag in (0, 1)]
+        if with_matched else None
+    )
+
+  def entries(self, indices: np.ndarray, fingerprints: np.ndarray, matched: Sequence[bool] | None) -> list[bytes]:
+    count = len(indices)
+    block = np.empty((count, self._width), np.uint8)
+    column = 0
+    for head, values in zip(self._heads, (indices, fingerprints)):
+      block[:, column:column + len(head)] = head
+      column += len(head)
+      block[:, column:column + 8] = values.astype("<i8").view(np.uint8).reshape(count, 8)
+      column += 8
+    blob = block.tobytes()
+    width = self._width
+    entries = [blob[i * width:(i + 1) * width] for i in range(count)]
+    if self._matched is not None:
+      flags = matched if matched is not None else [True] * count
+      entries = [entry + self._matched[flag] for entry, flag in zip(entries, flags)]
+    return entries
+
+
+def _batches(file: base_lib.BaseFile) -> Iterator[_Batch]:
+  """Consecutive records, at most _BATCH_RECORDS or about _BATCH_BYTES at a time."""
+  records: list[bytes] = []
+  size, start = 0, 0
+  for raw in base_lib.iter_records(file):
+    records.append(raw)
+    size += len(raw)
+    if len(records) >= _BATCH_RECORDS or size >= _BATCH_BYTES:
+      yield _Batch(start, records)
+      start += len(records)
+      records, size = [], 0
+  if records:
+    yield _Batch(start, records)
+
+
+def fingerprints(records: Sequence[bytes]) -> np.ndarray:
+  """The fingerprint of each raw record (int64), as the overlay loader computes it."""
+  return tf.bitcast(tf.fingerprint(tf.constant(records, dtype=tf.string)), tf.int64).numpy()
+
+
+def _join(plan: _Plan, file: base_lib.BaseFile, batch: _Batch) -> list[bytes | None]:
+  """The encoded side-table row of each record (None: no row), by missing_policy."""
+  keys = _join_keys(plan, file, batch)
+  rows = []
+  for i, key in enumerate(keys):
+    row = plan.side.rows.get(key)
+    if row is None:
+      if plan.missing_policy == "error":
+        raise errors.SourceError(
+            errors.with_hint(
+                f"Base example {file.name} record {batch.start + i} has {plan.join_key}="
+                f"{side_table_lib.show_key(key)}, which side table {plan.side.source} does not have",
+                "Add the row, or set missing_policy to 'skip' (drop such examples) or "
+                "'default' (with missing_defaults)",
+            )
+        )
+      row = plan.default_row  # None under "skip"
+    rows.append(row)
+  return rows
+
+
+def _join_keys(plan: _Plan, file: base_lib.BaseFile, batch: _Batch) -> list[Any]:
+  """Every record's join key (protobuf's C parser; faster here than a TF op per batch)."""
+  kind, name = plan.join_kind, plan.join_key
+  keys = []
+  for i, raw in enumerate(batch.records):
+    try:
+      feature = tf.train.Example.FromString(raw).features.feature
+      values = getattr(feature[name], kind).value if name in feature else ()
+    except message.DecodeError as error:
+      raise errors.SchemaError(
+          f"{file.path}: record {batch.start + i} is not a tf.train.Example ({error}). "
+          "Repair or regenerate the base file."
+      ) from error
+    if len(values) != 1:
+      raise errors.SchemaError(
+          f"{file.path}: record {batch.start + i} has {len(values)} values of join key "
+          f"{name!r} ({kind}), not one. Repair the record or choose another join_key."
+      )
+    keys.append(values[0])
+  return keys

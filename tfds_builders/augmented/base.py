@@ -1,0 +1,332 @@
+"""The base being augmented: a prepared TFDS dataset or raw TFRecord files, and its identity."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from etils import epath
+import tensorflow_datasets as tfds
+
+from tfds_builders.core import errors
+from tfds_builders.core import example_schema
+from tfds_builders.core import tfrecord_io
+
+PREPARED = "prepared"
+RECORDS = "records"
+# What rebuilds a base's FeaturesDict in any process: its JSON, and the
+# directory holding its feature metadata (ClassLabel names...), if any.
+FeaturesSource = tuple[str, str | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseFile:
+  """One record file of a base split."""
+
+  path: str
+  compression: str  # "" or "GZIP"
+  num_records: int
+  num_bytes: int
+
+  @property
+  def name(self) -> str:
+    return epath.Path(self.path).name
+
+  def record_file(self) -> tfrecord_io.RecordFile:
+    return tfrecord_io.RecordFile(epath.Path(self.path), self.compression)
+
+  def identity(self) -> list[Any]:
+    # The file name, not its path: a base may move and keep its identity.
+    return [self.name, self.compression, self.num_records, self.num_bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseSplit:
+  """The files of one base split, in example order."""
+
+  name: str
+  files: tuple[BaseFile, ...]
+
+  @property
+  def num_examples(self) -> int:
+    return sum(file.num_records for file in self.files)
+
+  @property
+  def offsets(self) -> list[int]:
+    """The split index of each file's first record."""
+    starts, total = [], 0
+    for file in self.files:
+      starts.append(total)
+      total += file.num_records
+    return starts
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+  """A read-only base: where it is, its features, its splits as record files.
+
+  Attributes:
+    kind: `prepared` (a TFDS dataset) or `records` (raw TFRecord files).
+    name: The dataset's name (`name[/config]`), or `tfrecords`.
+    version: The prepared dataset's version; None for raw records.
+    location: The dataset directory, or the raw records' root directory.
+    features_json: The base FeaturesDict as JSON (inferred for raw records).
+    splits: Split name -> files.
+  """
+
+  kind: str
+  name: str
+  version: str | None
+  location: str
+  features_json: str
+  splits: Mapping[str, BaseSplit]
+
+  @property
+  def features_source(self) -> FeaturesSource:
+    return (self.features_json, self.location if self.kind == PREPARED else None)
+
+  @property
+  def features(self) -> tfds.features.FeaturesDict:
+    return features_from_json(*self.features_source)
+
+  @property
+  def wire_schema(self) -> dict[str, example_schema.FeatureSpec]:
+    """Serialized feature name -> value kind and length, as stored on disk."""
+    return example_schema.from_features(self.features)
+
+  def describe(self) -> str:
+    if self.kind == PREPARED:
+      return f"{self.name} {self.version} at {self.location}"
+    return f"TFRecord files in {self.location}"
+
+  def identity(self) -> dict[str, Any]:
+    """What an overlay must match: name, version, features, every file's counts."""
+    return {
+        "kind": self.kind,
+        "name": self.name,
+        "version": self.version,
+        "features": json.loads(self.features_json),
+        "splits": {
+            name: [file.identity() for file in split.files]
+            for name, split in sorted(self.splits.items())
+        },
+    }
+
+  def digest(self) -> str:
+    """SHA-256 of `identity()`, as hex."""
+    return identity_digest(self.identity())
+
+  def provenance(self) -> dict[str, Any]:
+    return {
+        "kind": self.kind,
+        "name": self.name,
+        "version": self.version,
+        "path": self.location,
+        "digest": self.digest(),
+        "splits": {name: split.num_examples for name, split in self.splits.items()},
+    }
+
+
+def identity_digest(identity: Mapping[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def features_from_json(features_json: str, metadata_dir: str | None = None) -> tfds.features.FeaturesDict:
+  """A FeaturesDict from its JSON, built once per process.
+
+  Args:
+    features_json: The features' JSON (`FeatureConnector.to_json()`).
+    metadata_dir: A prepared dataset's directory, whose feature metadata
+      (ClassLabel names, ...) is loaded: the JSON does not hold it.
+  """
+  features = tfds.features.FeatureConnector.from_json(json.loads(features_json))
+  if metadata_dir:
+    features.load_metadata(metadata_dir)
+  if not isinstance(features, tfds.features.FeaturesDict):
+    raise errors.SchemaError(
+        f"The base's top-level feature is a {type(features).__name__}; only "
+        "datasets whose examples are dicts of features can be augmented."
+    )
+  return features
+
+
+def version_of(location: str, data_dir: str | None) -> str:
+  """The version of a prepared base, reading only its dataset_info.json."""
+  return str(tfrecord_io.prepared_builder(location, data_dir).version)
+
+
+def open_prepared(location: str, data_dir: str | None, splits: Sequence[str] = ()) -> Base:
+  """A prepared TFDS dataset, by directory or `name[/config][:version]`.
+
+  Raises:
+    SourceError: if it does not exist, lacks a split, or is not TFRecord.
+  """
+  builder = tfrecord_io.prepared_builder(location, data_dir)
+  split_names = list(splits) or list(builder.info.splits)
+  base_splits = {}
+  for split in split_names:
+    prepared = tfrecord_io.prepared_split(builder, split)
+    lengths = builder.info.splits[split].shard_lengths
+    base_splits[split] = BaseSplit(split, tuple(
+        BaseFile(str(file.path), "", count, file.path.stat().length)
+        for file, count in zip(prepared.files, lengths)
+    ))
+  return Base(
+      kind=PREPARED,
+      name=builder.info.full_name.rsplit("/", 1)[0],  # without the version
+      version=str(builder.version),
+      location=str(builder.data_path),
+      features_json=json.dumps(builder.info.features.to_json(), sort_keys=True),
+      splits=base_splits,
+  )
+
+
+def open_records(
+    sources: Mapping[str, Sequence[str] | str], compression: str, root: str | None
+) -> Base:
+  """Raw TFRecord files of `tf.train.Example`s: one pass infers the schema and counts.
+
+  Raises:
+    SourceError: for a missing file or a corrupt record (naming file and index).
+    SchemaError: for records that are no Examples or disagree on features.
+  """
+  if not sources:
+    raise errors.ConfigError("base_records is empty; give {split: [files or globs]}.")
+  record_files = {
+      split: tfrecord_io.expand(patterns, compression=compression, root=root)
+      for split, patterns in sources.items()
+  }
+  schema: dict[str, example_schema.FeatureSpec] | None = None
+  seen_layouts: set[tuple[Any, ...]] = set()
+  base_splits = {}
+  for split, files in record_files.items():
+    scanned = []
+    for source in files:
+      count = 0
+      for index, record in enumerate(tfrecord_io.read_records(source)):
+        example = example_schema.parse_example(record, source.name, index)
+        example_schema.check_only_example_fields(example, source.name, index)
+        layout = _layout(example)
+        # Records of a layout already seen cannot change the schema.
+        if layout not in seen_layouts:
+          seen_layouts.add(layout)
+          spec = example_schema.spec_of(example)
+          schema = spec if schema is None else example_schema.merge(schema, spec, source.name, index)
+        count += 1
+      scanned.append(BaseFile(source.name, source.compression, count, source.path.stat().length))
+    base_splits[split] = BaseSplit(split, tuple(scanned))
+  if schema is None:
+    raise errors.SourceError(
+        f"The base_records {dict(sources)} hold no records. Give files with at least one tf.train.Example."
+    )
+  empty = [split for split, base_split in base_splits.items() if not base_split.num_examples]
+  if empty:
+    raise errors.SourceError(
+        f"Base split(s) {empty} hold no records; give each split at least one "
+        "tf.train.Example, or leave the split out of base_records."
+    )
+  features = example_schema.to_features(schema)
+  return Base(
+      kind=RECORDS,
+      name="tfrecords",
+      version=None,
+      location=str(epath.Path(root).expanduser()) if root else _common_dir(record_files),
+      features_json=json.dumps(features.to_json(), sort_keys=True),
+      splits=base_splits,
+  )
+
+
+def _layout(example: Any) -> tuple[Any, ...]:
+  """(name, kind, length) of every feature of a parsed Example, hashable."""
+  layout = []
+  for name, feature in example.features.feature.items():
+    kind = feature.WhichOneof("kind")
+    layout.append((name, kind, len(getattr(feature, kind).value) if kind else 0))
+  return tuple(layout)
+
+
+def _common_dir(record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]]) -> str:
+  parents = {str(source.path.parent) for files in record_files.values() for source in files}
+  return parents.pop() if len(parents) == 1 else ", ".join(sorted(parents))
+
+
+def records_from_identity(
+    identity: Mapping[str, Any], sources: Mapping[str, Sequence[str] | str], compression: str,
+    root: str | None,
+) -> Base:
+  """Raw TFRecord files described by an overlay's recorded identity, without a full read.
+
+  Files are matched to the identity by order, name and size; record counts
+  are taken from the identity (the loader's per-example fingerprints and
+  cardinality checks catch any difference in content).
+
+  Raises:
+    SourceError: if files are missing, or differ in number, name or size.
+  """
+  base_splits = {}
+  for split, patterns in sources.items():
+    files = tfrecord_io.expand(patterns, compression=compression, root=root)
+    recorded = identity["splits"].get(split)
+    if recorded is None:
+      raise errors.SourceError(
+          f"The overlay's base has no split {split!r}; it has {sorted(identity['splits'])}."
+      )
+    found = [[f.path.name, f.compression, None, f.path.stat().length] for f in files]
+    mismatch = _first_file_mismatch(recorded, found)
+    if mismatch:
+      raise errors.SourceError(
+          errors.with_hint(
+              f"The base files of split {split!r} are not those the overlay was built from: {mismatch}",
+              "Pass the base the overlay was built from, or rebuild the overlay against this base",
+          )
+      )
+    base_splits[split] = BaseSplit(split, tuple(
+        BaseFile(f.name, f.compression, rec[2], rec[3]) for f, rec in zip(files, recorded)
+    ))
+  return Base(
+      kind=RECORDS, name=identity["name"], version=None, location=root or _common_dir(
+          {s: [f.record_file() for f in b.files] for s, b in base_splits.items()}),
+      features_json=json.dumps(identity["features"], sort_keys=True), splits=base_splits,
+  )
+
+
+def _first_file_mismatch(recorded: Sequence[Sequence[Any]], found: Sequence[Sequence[Any]]) -> str:
+  if len(recorded) != len(found):
+    return f"{len(found)} files, the overlay's base had {len(recorded)}"
+  for want, got in zip(recorded, found):
+    if want[0] != got[0]:
+      return f"file {got[0]!r} where the overlay's base had {want[0]!r}"
+    if want[3] != got[3]:
+      return f"{got[0]} is {got[3]} bytes, the overlay's base file was {want[3]}"
+    if want[1] != got[1]:
+      return f"{got[0]} has compression {got[1]!r}, the overlay's base file had {want[1]!r}"
+  return ""
+
+
+def describe_difference(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
+  """The first way two base identities differ, for the overlay loader's error."""
+  for field in ("kind", "name", "version"):  # the name holds no version
+    if expected.get(field) != actual.get(field):
+      return f"{field} is {actual.get(field)!r}, the overlay was built from {expected.get(field)!r}"
+  if expected["features"] != actual["features"]:
+    return "its features differ from those the overlay was built from"
+  if sorted(expected["splits"]) != sorted(actual["splits"]):
+    return f"its splits are {sorted(actual['splits'])}, the overlay's base had {sorted(expected['splits'])}"
+  for split, files in expected["splits"].items():
+    mismatch = _first_file_mismatch(files, actual["splits"][split])
+    if mismatch:
+      return f"split {split!r}: {mismatch}"
+    counts = [file[2] for file in files], [file[2] for file in actual["splits"][split]]
+    if counts[0] != counts[1]:
+      return f"split {split!r} has {sum(counts[1])} examples, the overlay's base had {sum(counts[0])}"
+  return "its identity differs"
+
+
+def iter_records(file: BaseFile) -> Iterator[bytes]:
+  """The raw records of one base file (SourceError names file and index on corruption)."""
+  return tfrecord_io.read_records(file.record_file())

@@ -1,0 +1,339 @@
+"""New fields: their features (declared or inferred), the check of every value, and the wire encoding."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.core import errors
+from tfds_builders.core import serialization
+
+STRING = "string"
+# Dtypes a new field may have. uint64 and complex have no exact tf.train.Example
+# encoding that TFDS decodes back; float64 is stored as raw bytes (a float_list
+# would round it to float32).
+DTYPES = (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+    "float16", "float32", "float64", STRING,
+)
+_SPEC_TEXT = re.compile(r"^\s*(\w+)\s*(?:\[\s*([^\]]*)\s*\])?\s*$")
+_INT_DTYPES = frozenset(("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"))
+_FLOAT_LIST_DTYPES = frozenset(("float16", "float32"))
+_INT64_RANGE = (-(2**63), 2**63 - 1)
+_DOUBLE = struct.Struct("<d")
+
+
+class FieldValueError(Exception):
+  """A value that does not fit its field; the caller names the example."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+  """One new field: dtype, shape (None: varies) and where its values come from.
+
+  Attributes:
+    name: Feature name in the output.
+    dtype: A NumPy dtype name from `DTYPES`, or `"string"`.
+    shape: Per-example shape; at most one dimension is None.
+    source: Where the values come from, for messages and release notes,
+      e.g. `"function my_pkg.labels:add_label"`.
+    declared: Whether the config declared the feature (else it was inferred).
+  """
+
+  name: str
+  dtype: str
+  shape: tuple[int | None, ...]
+  source: str
+  declared: bool = False
+
+  def describe(self) -> str:
+    dims = ",".join("None" if dim is None else str(dim) for dim in self.shape)
+    return f"{self.dtype}[{dims}]" if self.shape else self.dtype
+
+  def feature(self) -> tfds.features.Tensor:
+    """The TFDS feature of this field; float64 is stored as exact bytes."""
+    dtype = np.str_ if self.dtype == STRING else np.dtype(self.dtype)
+    encoding = (
+        tfds.features.Encoding.BYTES if self.dtype == "float64" else tfds.features.Encoding.NONE
+    )
+    return tfds.features.Tensor(
+        shape=self.shape, dtype=dtype, encoding=encoding, doc=f"Added from {self.source}."
+    )
+
+  def to_json(self) -> dict[str, Any]:
+    return {"dtype": self.dtype, "shape": list(self.shape), "source": self.source,
+            "declared": self.declared}
+
+
+def parse_declared(name: str, declared: str | Mapping[str, Any], source: str) -> FieldSpec:
+  """A FieldSpec from the config: `"int64"`, `"float32[3]"`, `"string[None]"`,
+  or `{"dtype": "float32", "shape": [None, 3]}`.
+
+  Raises:
+    ConfigError: for an unknown dtype or a bad shape.
+  """
+  def fail(reason: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        errors.with_hint(
+            f"features[{name!r}] = {declared!r}: {reason}",
+            f"Declare a dtype of {DTYPES} with an optional shape, e.g. "
+            "'int64', 'float32[3]', 'string[None]' or "
+            "{'dtype': 'float32', 'shape': [None]}",
+        )
+    )
+
+  if isinstance(declared, Mapping):
+    dtype = str(declared.get("dtype", ""))
+    shape_values = declared.get("shape", [])
+    if not isinstance(shape_values, (list, tuple)):
+      raise fail("shape must be a list")
+    dims = list(shape_values)
+  else:
+    match = _SPEC_TEXT.match(str(declared))
+    if not match:
+      raise fail("unreadable")
+    dtype = match.group(1)
+    dims = [part.strip() for part in match.group(2).split(",") if part.strip()] if match.group(2) else []
+  dtype = {"str": STRING, "bytes": STRING, "int": "int64", "float": "float64"}.get(dtype, dtype)
+  if dtype not in DTYPES:
+    raise fail(f"unsupported dtype {dtype!r}")
+  shape = []
+  for dim in dims:
+    if dim is None or str(dim).lower() in ("none", "-1"):
+      shape.append(None)
+    elif str(dim).isdigit():
+      shape.append(int(dim))
+    else:
+      raise fail(f"bad dimension {dim!r}")
+  if shape.count(None) > 1:
+    raise fail("at most one dimension may be None")
+  return FieldSpec(name, dtype, tuple(shape), source, declared=True)
+
+
+def infer(name: str, values: Sequence[Any], source: str, where: Sequence[str]) -> FieldSpec:
+  """The FieldSpec covering the first values of a field.
+
+  The dtype is that of the values (Python ints are int64, floats float64,
+  str/bytes strings); dimensions that differ between them become None.
+
+  Args:
+    name: The field.
+    values: Its first values, one per example.
+    source: Where they come from.
+    where: The example (or row) of each value, for messages.
+
+  Raises:
+    SchemaError: for values of no supported dtype, or that disagree in kind
+      or rank.
+  """
+  arrays = [_as_array(value, name, label) for value, label in zip(values, where)]
+  kinds = {_kind_of(array.dtype) for array in arrays}
+  if len(kinds) > 1 and kinds != {"int", "float"}:
+    raise errors.SchemaError(
+        errors.with_hint(
+            f"Field {name!r} from {source} has values of different types in its "
+            f"first examples ({', '.join(f'{label}: {array.dtype}' for label, array in zip(where, arrays))})",
+            f"Return one type for every example, or declare it: features={{{name!r}: 'float32'}}",
+        )
+    )
+  if kinds == {STRING}:
+    dtype = STRING
+  else:
+    dtype = np.result_type(*[array.dtype for array in arrays]).name
+  if dtype not in DTYPES:
+    raise errors.SchemaError(
+        errors.with_hint(
+            f"Field {name!r} from {source} has dtype {dtype} ({where[0]}), which "
+            "cannot be stored exactly in a tf.train.Example",
+            "Cast it (e.g. uint64 -> int64 if the values fit) or declare the "
+            f"feature with a dtype of {DTYPES}",
+        )
+    )
+  ranks = {array.ndim for array in arrays}
+  if len(ranks) > 1:
+    raise errors.SchemaError(
+        f"Field {name!r} from {source} has values of different ranks in its first "
+        f"examples: {sorted(ranks)}. Return arrays of one rank, or declare the "
+        "feature with a None dimension."
+    )
+  shape = tuple(
+      dims[0] if len(set(dims)) == 1 else None
+      for dims in zip(*(array.shape for array in arrays))
+  )
+  if shape.count(None) > 1:
+    raise errors.SchemaError(
+        f"Field {name!r} from {source} varies in more than one dimension "
+        f"({sorted({array.shape for array in arrays})}); a new field may vary "
+        "in one dimension only. Flatten or pad the values."
+    )
+  return FieldSpec(name, dtype, shape, source)
+
+
+def _kind_of(dtype: np.dtype) -> str:
+  if dtype.kind in "USO":
+    return STRING
+  if dtype.kind == "b":
+    return "bool"
+  if dtype.kind in "iu":
+    return "int"
+  if dtype.kind == "f":
+    return "float"
+  return dtype.name
+
+
+def _as_array(value: Any, name: str, where: str) -> np.ndarray:
+  """A value as an array: str/bytes elements for strings, else numeric."""
+  if isinstance(value, (str, bytes)):
+    return np.asarray(value, dtype=object)
+  try:
+    array = np.asarray(value)
+  except (ValueError, TypeError) as error:  # ragged nested lists
+    raise errors.SchemaError(f"Field {name!r} of {where}: {value!r:.80} is not an array ({error}).") from error
+  if array.dtype.kind == "O" and not all(isinstance(item, (str, bytes)) for item in array.flat):
+    raise errors.SchemaError(
+        f"Field {name!r} of {where}: {value!r:.80} holds objects that are "
+        "neither numbers nor strings. Return numbers, strings or NumPy arrays."
+    )
+  return array
+
+
+class FieldCodec:
+  """Checks one field's value per example and encodes it as its map entry.
+
+  The encoding is the one TFDS gives `spec.feature()`, written with
+  `core.serialization` (no TFDS per-example encoding).
+  """
+
+  def __init__(self, spec: FieldSpec):
+    self.spec = spec
+    self._key = serialization.FeatureKey(spec.name)
+    self._scalar = spec.shape == ()
+    if spec.dtype == STRING:
+      self._encode = self._encode_string
+    elif spec.dtype == "float64":
+      self._encode = self._encode_float64
+      self._double_head = serialization.bytes_feature(self._key, b"\0" * 8)[0]
+    elif spec.dtype in _FLOAT_LIST_DTYPES:
+      self._encode = self._encode_float_list
+    else:
+      self._encode = self._encode_ints
+      info = np.iinfo(np.int64 if spec.dtype == "bool" else spec.dtype)
+      self._range = (int(info.min), int(info.max)) if spec.dtype != "bool" else (0, 1)
+      # A scalar's entry is a head that depends only on the varint's length,
+      # then the varint: one head per length (1..10 bytes), built once.
+      self._int_heads = {
+          len(_varint(value)): b"".join(serialization.int64_feature(self._key, (value,)))[:-len(_varint(value))]
+          for value in (0, 1 << 7, 1 << 14, 1 << 21, 1 << 28, 1 << 35, 1 << 42, 1 << 49, 1 << 56, -1)
+      }
+
+  def encode(self, value: Any) -> list[serialization.Payload]:
+    """The map-entry parts of `value`.
+
+    Raises:
+      FieldValueError: saying how the value differs from the feature.
+    """
+    return self._encode(value)
+
+  def empty(self) -> list[serialization.Payload]:
+    """Zeros (or empty strings) of the feature's shape, None dimensions empty."""
+    shape = tuple(0 if dim is None else dim for dim in self.spec.shape)
+    if self.spec.dtype == STRING:
+      return self._encode(np.full(shape, b"", dtype=object))
+    return self._encode(np.zeros(shape, dtype=self.spec.dtype))
+
+  # Scalars of the matching Python type skip NumPy: the common case, per example.
+  def _encode_ints(self, value: Any) -> list[serialization.Payload]:
+    if self._scalar and type(value) is int and self.spec.dtype != "bool":  # pylint: disable=unidiomatic-typecheck
+      if not self._range[0] <= value <= self._range[1]:
+        raise FieldValueError(f"{value} is out of the range of {self.spec.dtype}")
+      packed = _varint(value)
+      return [self._int_heads[len(packed)], packed]
+    array = self._array(value, "b" if self.spec.dtype == "bool" else "biu")
+    if array.size and self.spec.dtype != "bool":
+      low, high = int(array.min()), int(array.max())
+      if low < self._range[0] or high > self._range[1]:
+        raise FieldValueError(f"values {low}..{high} are out of the range of {self.spec.dtype}")
+    return serialization.int64_feature(self._key, array.ravel().tolist())
+
+  def _encode_float_list(self, value: Any) -> list[serialization.Payload]:
+    array = self._array(value, "biuf")
+    return serialization.float_feature(self._key, array.astype(np.float32).ravel())
+
+  def _encode_float64(self, value: Any) -> list[serialization.Payload]:
+    if self._scalar and type(value) is float:  # pylint: disable=unidiomatic-typecheck
+      return [self._double_head, _DOUBLE.pack(value)]
+    array = self._array(value, "biuf")
+    return serialization.bytes_feature(self._key, array.astype("<f8").tobytes())
+
+  def _encode_string(self, value: Any) -> list[serialization.Payload]:
+    if self._scalar and isinstance(value, (str, bytes)):
+      return serialization.bytes_feature(self._key, _utf8(value))
+    array = self._array(value, "USO")
+    if array.dtype.kind == "O" and not all(isinstance(item, (str, bytes)) for item in array.flat):
+      raise FieldValueError(f"{_show(value)} holds non-strings")
+    items = [_utf8(item) for item in array.ravel().tolist()]
+    if self._scalar:
+      return serialization.bytes_feature(self._key, items[0])
+    return serialization.bytes_list_feature(self._key, items)
+
+  def _array(self, value: Any, kinds: str) -> np.ndarray:
+    if isinstance(value, (str, bytes)):
+      array = np.asarray(value, dtype=object)
+    else:
+      try:
+        array = np.asarray(value)
+      except (ValueError, TypeError) as error:
+        raise FieldValueError(f"{_show(value)} is not an array ({error})") from error
+    if array.size == 0 and array.dtype.kind == "f" and "f" not in kinds:
+      array = array.astype(np.int64 if "i" in kinds else np.str_)  # np.asarray([]) is float64
+    if array.dtype.kind not in kinds:
+      got = "string" if array.dtype.kind in "USO" else array.dtype.name
+      raise FieldValueError(f"{_show(value)} is {got}, but the feature is {self.spec.describe()}")
+    if len(array.shape) != len(self.spec.shape) or any(
+        want is not None and want != got for want, got in zip(self.spec.shape, array.shape)
+    ):
+      raise FieldValueError(
+          f"{_show(value)} has shape {array.shape}, but the feature is {self.spec.describe()}"
+      )
+    return array
+
+
+_SMALL_VARINTS = tuple(bytes([n]) for n in range(128))
+
+
+def _varint(value: int) -> bytes:
+  """The varint of an int64 (negatives as 64-bit two's complement)."""
+  if 0 <= value < 128:
+    return _SMALL_VARINTS[value]
+  value &= 0xFFFFFFFFFFFFFFFF
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _utf8(value: str | bytes) -> bytes:
+  return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _show(value: Any) -> str:
+  text = repr(value)
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
+def hint_for(spec: FieldSpec) -> str:
+  """What to do when a value does not fit `spec`."""
+  origin = "declared in `features`" if spec.declared else "inferred from the first examples"
+  return (
+      f"The feature is {spec.describe()} ({origin}). Return that type and shape "
+      f"for every example, or declare the feature: features={{{spec.name!r}: "
+      f"'{spec.dtype}[None]'}} for a varying length"
+  )

@@ -1,0 +1,231 @@
+"""`load_augmented`: an overlay zipped back onto its unmodified base, every example's alignment checked."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfds_builders.augmented import augmented_dataset_builder as builder_lib
+from tfds_builders.augmented import base as base_lib
+from tfds_builders.core import errors
+from tfds_builders.core import tfrecord_io
+
+BaseArg = str | Mapping[str, Sequence[str] | str] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _SplitLengths:
+  """What `ReadInstruction.to_absolute` needs of a split."""
+
+  num_examples: int
+  shard_lengths: list[int]
+
+
+def load_augmented(
+    overlay: str,
+    *,
+    split: str | Sequence[str],
+    base: BaseArg = None,
+    data_dir: str | None = None,
+    base_data_dir: str | None = None,
+    decoders: Mapping[str, Any] | None = None,
+) -> tf.data.Dataset | list[tf.data.Dataset]:
+  """The base's examples with the overlay's new fields, as one feature dict.
+
+  Both are read in stored order, with the same slice of the split applied
+  to both (`split="train[10:20]"`, `"train[:10%]+test"`; `shard` slices count
+  the base's files). Shuffle the result with `ds.shuffle(...)`, not by files.
+
+  Guarantees:
+    * An overlay built from another base, another version of it, or a base
+      whose files changed in number, name, size or record count, is rejected
+      before reading (SourceError saying what differs).
+    * Every example is checked: the overlay stores its base example's index
+      and a fingerprint of the base's raw record; a mismatch (the base was
+      rewritten in place) stops iteration with `tf.errors.InvalidArgumentError`
+      naming the example. A wrong join is never returned.
+    * Examples the side table had no row for (missing_policy="skip") are
+      left out.
+
+  Args:
+    overlay: The overlay: its version directory, or `augmented/<config>[:version]`
+      under `data_dir`.
+    split: A TFDS split spec, or a list of them (returns a list of datasets).
+    base: The base, when it is not where the overlay was built from: a
+      prepared dataset's directory or name (under `base_data_dir`), or
+      `{split: files or globs}` for a raw TFRecord base.
+    data_dir: Where an overlay given by name is.
+    base_data_dir: Where a base given by name is.
+    decoders: TFDS decoders for base features (e.g. `tfds.decode.SkipDecoding()`).
+
+  Returns:
+    A `tf.data.Dataset` of feature dicts (base features and new fields).
+
+  Raises:
+    SourceError: if the overlay or base is missing, or they do not belong together.
+  """
+  if not isinstance(split, str) and isinstance(split, Sequence):
+    return [
+        load_augmented(overlay, split=one, base=base, data_dir=data_dir,
+                       base_data_dir=base_data_dir, decoders=decoders)
+        for one in split
+    ]
+  overlay_builder = tfrecord_io.prepared_builder(overlay, data_dir)
+  metadata = _overlay_metadata(overlay_builder)
+  recorded = metadata["base"]
+  base_dataset = _open_base(recorded, base, base_data_dir)
+  if base_dataset.digest() != recorded["digest"]:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"Overlay {overlay_builder.info.full_name} was built from another base than "
+            f"{base_dataset.describe()}: {base_lib.describe_difference(recorded, base_dataset.identity())}",
+            f"Pass the base it was built from ({recorded['name']}"
+            f"{' ' + recorded['version'] if recorded.get('version') else ''} at {recorded['location']}), "
+            "or rebuild the overlay against this base",
+        )
+    )
+  lengths = {
+      name: _SplitLengths(base_split.num_examples, [file.num_records for file in base_split.files])
+      for name, base_split in base_dataset.splits.items()
+  }
+  try:
+    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(lengths)
+  except (ValueError, AssertionError) as error:
+    raise errors.ConfigError(f"split={split!r} does not apply to the overlay's splits {sorted(lengths)}: {error}") from error
+  ranges = [
+      (instruction.splitname, instruction.from_ or 0,
+       lengths[instruction.splitname].num_examples if instruction.to is None else instruction.to)
+      for instruction in instructions
+  ]
+  total = sum(stop - start for _, start, stop in ranges)
+  base_files = {name: [(f.path, f.compression, f.num_records) for f in s.files] for name, s in base_dataset.splits.items()}
+  overlay_files = {
+      name: [(str(path), "", count) for path, count in zip(info.filepaths, info.shard_lengths)]
+      for name, info in overlay_builder.info.splits.items()
+  }
+  base_raw = _raw_records(base_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
+  overlay_raw = _raw_records(overlay_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
+  indices = _indices(ranges)
+  name = overlay_builder.info.full_name
+  join = _Join(
+      name=name,
+      base_features=base_dataset.features,
+      overlay_features=overlay_builder.info.features,
+      new_names=list(metadata["new_fields"]),
+      decoders=decoders,
+  )
+  dataset = tf.data.Dataset.zip((base_raw, overlay_raw, indices)).map(
+      join.check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
+  if metadata.get("missing_policy") == "skip":
+    dataset = dataset.filter(lambda base_record, new_fields, matched: matched)
+  dataset = dataset.map(join.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _overlay_metadata(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+  metadata = (builder.info.metadata or {}).get(builder_lib.METADATA_KEY)
+  where = f"{builder.info.full_name} at {builder.data_path}"
+  if not metadata:
+    raise errors.SourceError(
+        f"{where} is not an overlay: it was not built by the augmented builder "
+        "(its metadata.json has no 'augmented' entry). Load it with tfds.load."
+    )
+  if metadata.get("mode") != "overlay":
+    raise errors.SourceError(
+        f"{where} was built with mode={metadata.get('mode')!r}: it already holds the base "
+        "features. Load it with tfds.load or tfds.builder_from_directory."
+    )
+  if metadata.get("format") != 1:
+    raise errors.SourceError(f"{where} has overlay format {metadata.get('format')!r}; this loader reads format 1. Upgrade tfds_builders.")
+  return metadata
+
+
+def _open_base(recorded: Mapping[str, Any], base: BaseArg, base_data_dir: str | None) -> base_lib.Base:
+  splits = list(recorded["splits"])
+  if isinstance(base, Mapping):
+    if recorded["kind"] != base_lib.RECORDS:
+      raise errors.ConfigError(
+          f"base={dict(base)!r} names raw TFRecord files, but the overlay was built from the "
+          f"prepared dataset {recorded['name']}; pass its directory or name."
+      )
+    return base_lib.records_from_identity(recorded, base, "auto", None)
+  if recorded["kind"] == base_lib.RECORDS:
+    if base is not None:
+      raise errors.ConfigError(
+          f"base={base!r}: the overlay was built from raw TFRecord files; pass them as "
+          "base={split: files or globs}, or leave base out to use the recorded paths."
+      )
+    return base_lib.records_from_identity(recorded, recorded["paths"], "auto", None)
+  location = base if base is not None else recorded["location"]
+  return base_lib.open_prepared(location, base_data_dir, splits)
+
+
+def _raw_records(files: Mapping[str, list[tuple[str, str, int]]], ranges: list[tuple[str, int, int]]) -> tf.data.Dataset:
+  """The raw records of index ranges of splits, in order, read file slice by file slice."""
+  slices = []  # (path, compression, skip, take)
+  for split, start, stop in ranges:
+    first = 0
+    for path, compression, count in files[split]:
+      skip, end = max(start, first) - first, min(stop, first + count) - first
+      if end > skip:
+        slices.append((path, compression, skip, end - skip))
+      first += count
+  if not slices:
+    return tf.data.Dataset.from_tensor_slices(tf.constant([], dtype=tf.string))
+  paths, compressions, skips, takes = (list(column) for column in zip(*slices))
+  return tf.data.Dataset.from_tensor_slices((paths, compressions, skips, takes)).flat_map(
+      lambda path, compression, skip, take: tf.data.TFRecordDataset(
+          path, compression_type=compression).skip(tf.cast(skip, tf.int64)).take(tf.cast(take, tf.int64))
+  )
+
+
+def _indices(ranges: list[tuple[str, int, int]]) -> tf.data.Dataset:
+  datasets = [tf.data.Dataset.range(start, stop) for _, start, stop in ranges]
+  dataset = datasets[0] if datasets else tf.data.Dataset.range(0)
+  for more in datasets[1:]:
+    dataset = dataset.concatenate(more)
+  return dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class _Join:
+  """The per-example check and decoding, as tf.data map functions."""
+
+  name: str
+  base_features: tfds.features.FeaturesDict
+  overlay_features: tfds.features.FeaturesDict
+  new_names: list[str]
+  decoders: Mapping[str, Any] | None
+
+  def check(self, base_record: tf.Tensor, overlay_record: tf.Tensor, index: tf.Tensor):
+    overlay = self.overlay_features.deserialize_example(overlay_record)
+    fingerprint = tf.bitcast(tf.fingerprint(tf.reshape(base_record, [1])), tf.int64)[0]
+    # tf.debugging.Assert stops iteration with InvalidArgumentError carrying `data`.
+    checks = [
+        tf.debugging.Assert(
+            tf.equal(overlay[builder_lib.BASE_INDEX], index),
+            [f"Overlay {self.name} is misaligned with its base: the overlay example read "
+             "for base example", index, "holds base index", overlay[builder_lib.BASE_INDEX],
+             ". Rebuild the overlay."],
+        ),
+        tf.debugging.Assert(
+            tf.equal(overlay[builder_lib.BASE_FINGERPRINT], fingerprint),
+            [f"Overlay {self.name} does not match its base at base example", index,
+             ": the base record's fingerprint differs from the one the overlay was built "
+             "from (the base was rewritten since). Rebuild the overlay against this base."],
+        ),
+    ]
+    matched = overlay.get(builder_lib.MATCHED, tf.constant(True))
+    with tf.control_dependencies(checks):
+      new_fields = {name: tf.identity(overlay[name]) for name in self.new_names}
+      return tf.identity(base_record), new_fields, tf.identity(matched)
+
+  def decode(self, base_record: tf.Tensor, new_fields: dict[str, tf.Tensor], matched: tf.Tensor):
+    del matched
+    example = self.base_features.deserialize_example(base_record, decoders=self.decoders)
+    return {**example, **new_fields}

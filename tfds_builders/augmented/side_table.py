@@ -1,0 +1,425 @@
+"""Side tables joined on a key: CSV or Parquet files (or SQL rows), held in memory as key -> row."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from etils import epath
+import numpy as np
+
+from tfds_builders.augmented import fields
+from tfds_builders.core import errors
+from tfds_builders.core import paths
+
+FORMATS = ("auto", "csv", "parquet")
+INT_KEY = "int64_list"
+BYTES_KEY = "bytes_list"
+_TRUE = frozenset(("true", "t", "yes", "1"))
+_FALSE = frozenset(("false", "f", "no", "0"))
+JoinKey = int | bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class SideTable:
+  """A side table's rows by join key, and the features of its columns.
+
+  Attributes:
+    source: What was read, for messages and provenance (a path or `SQL query`).
+    key_column: The column holding the join key.
+    specs: One FieldSpec per added column, in column order.
+    rows: Join key -> the row's added values, serialized once as the map
+      entries of a tf.train.Example (checked against `specs` on the way).
+    sha256: Digest of the file's bytes (None for SQL).
+  """
+
+  source: str
+  key_column: str
+  specs: tuple[fields.FieldSpec, ...]
+  rows: Mapping[JoinKey, bytes]
+  sha256: str | None = None
+
+  def encode(self, values: Sequence[Any]) -> bytes:
+    """One row's values (in `specs` order) as map entries, like `rows` holds.
+
+    Raises:
+      FieldValueError: if a value does not fit its column's feature.
+    """
+    return b"".join(
+        part for spec, value in zip(self.specs, values) for part in fields.FieldCodec(spec).encode(value)
+    )
+
+  def provenance(self) -> dict[str, Any]:
+    return {"source": self.source, "key_column": self.key_column, "rows": len(self.rows),
+            "columns": [spec.name for spec in self.specs], "sha256": self.sha256}
+
+
+def read_file(
+    path: epath.Path,
+    *,
+    table_format: str,
+    key_column: str,
+    columns: Sequence[str],
+    key_kind: str,
+    declared: Mapping[str, fields.FieldSpec],
+) -> SideTable:
+  """Reads a CSV or Parquet side table whole (it is the small side of the join).
+
+  Args:
+    path: The file.
+    table_format: `auto` (by extension), `csv` or `parquet`.
+    key_column: Column matched against the base's join key.
+    columns: Columns to add (default: every column but the key).
+    key_kind: `int64_list` or `bytes_list`: how the base stores the key.
+    declared: Declared features of some columns; the others are inferred.
+
+  Raises:
+    SourceError: for a missing file, a missing column, a bad or duplicate key,
+      an empty or null cell that cannot be stored.
+  """
+  if not path.exists():
+    raise errors.SourceError(
+        errors.with_hint(f"Side table {path} does not exist", "Check side_table (relative paths start at data_root)")
+    )
+  table_format = _format_of(path, table_format)
+  data = path.read_bytes()
+  source = str(path)
+  if table_format == "csv":
+    header, lines, records = _csv_records(data, source)
+  else:
+    header, lines, records = _parquet_records(data, source)
+  return build(
+      source=source, header=header, lines=lines, records=records, key_column=key_column,
+      columns=columns, key_kind=key_kind, declared=declared, typed=table_format == "parquet",
+      sha256=hashlib.sha256(data).hexdigest(),
+  )
+
+
+def read_query(
+    query: str,
+    connection: Mapping[str, Any],
+    *,
+    key_column: str,
+    columns: Sequence[str],
+    key_kind: str,
+    declared: Mapping[str, fields.FieldSpec],
+    root: str | None,
+) -> SideTable:
+  """Reads a SQL query's rows whole, through the database builder's connection code.
+
+  Args:
+    query: A read-only SELECT.
+    connection: `core.sql_connections.ConnectionSpec` fields, e.g.
+      `{"driver": "postgresql", "dsn_env": "MY_DSN"}` or
+      `{"driver": "sqlite", "sqlite_path": "labels.db"}`.
+    key_column: Column matched against the base's join key.
+    columns: Columns to add (default: every column but the key).
+    key_kind: How the base stores the key.
+    declared: Declared features of some columns.
+    root: Directory a relative `sqlite_path` is taken from.
+
+  Raises:
+    ConfigError: for an unknown connection field.
+    SourceError: if the database cannot be read (password redacted).
+  """
+  from tfds_builders.core import sql_connections  # pylint: disable=g-import-not-at-top
+
+  settings = dict(connection)
+  if settings.get("sqlite_path"):
+    settings["sqlite_path"] = str(paths.resolve(settings["sqlite_path"], root))
+  try:
+    spec = sql_connections.ConnectionSpec(**settings)
+  except TypeError as error:
+    raise errors.ConfigError(
+        f"side_table_connection {sorted(connection)}: {error}. Give the fields of "
+        "ConnectionSpec: driver, dsn or dsn_env (PostgreSQL), sqlite_path (SQLite)."
+    ) from None
+  with sql_connections.open_session(spec) as session:
+    header = [column.name for column in session.describe(query, None, query)]
+    records = [
+        tuple(bytes(value) if isinstance(value, memoryview) else value for value in row)
+        for row in session.rows(query, None, user_query=query, label="the side-table query")
+    ]
+  return build(
+      source=f"SQL query on {spec.describe()}", header=header,
+      lines=[f"row {index}" for index in range(len(records))], records=records,
+      key_column=key_column, columns=columns, key_kind=key_kind, declared=declared, typed=True,
+  )
+
+
+def build(
+    *,
+    source: str,
+    header: Sequence[str],
+    lines: Sequence[str],
+    records: Sequence[Sequence[Any]],
+    key_column: str,
+    columns: Sequence[str],
+    key_kind: str,
+    declared: Mapping[str, fields.FieldSpec],
+    typed: bool,
+    sha256: str | None = None,
+) -> SideTable:
+  """A SideTable from rows already read (CSV text cells, or typed values).
+
+  Args:
+    source: What was read, for messages.
+    header: Column names.
+    lines: Where each row is (e.g. `line 3`), for messages.
+    records: The rows, values in header order.
+    key_column: The join key column.
+    columns: Columns to add (default: all but the key).
+    key_kind: How the base stores the key.
+    declared: Declared features of some columns.
+    typed: Whether values are typed (Parquet, SQL) rather than CSV text.
+    sha256: Digest of the source, for provenance.
+  """
+  if key_column not in header:
+    raise errors.ConfigError(
+        errors.with_hint(
+            f"Side table {source} has no key column {key_column!r}; its columns are {list(header)}",
+            "Set side_table_key to the column holding the join key",
+        )
+    )
+  added = list(columns) or [name for name in header if name != key_column]
+  missing = [name for name in added if name not in header]
+  if missing:
+    raise errors.ConfigError(
+        f"Side table {source} has no column(s) {missing}; its columns are {list(header)}. "
+        "Fix side_table_columns."
+    )
+  if not added:
+    raise errors.ConfigError(f"Side table {source} has no column besides the key {key_column!r} to add.")
+  if not records:
+    raise errors.SourceError(f"Side table {source} has no rows. Give it at least one row.")
+  key_at = list(header).index(key_column)
+  positions = [list(header).index(name) for name in added]
+  specs = []
+  columns_values = []
+  for name, position in zip(added, positions):
+    cells = [record[position] for record in records]
+    spec = declared.get(name)
+    if spec is None:
+      spec = _infer_typed(name, cells, lines, source) if typed else _infer_text(name, cells, source)
+    columns_values.append(_convert_column(spec, cells, lines, source, typed))
+    specs.append(spec)
+  codecs = [fields.FieldCodec(spec) for spec in specs]
+  rows: dict[JoinKey, bytes] = {}
+  first_line: dict[JoinKey, str] = {}
+  for index, record in enumerate(records):
+    key = _key(record[key_at], key_kind, key_column, lines[index], source)
+    if key in rows:
+      raise errors.SourceError(
+          errors.with_hint(
+              f"Side table {source} has join key {show_key(key)} twice ({first_line[key]} and {lines[index]})",
+              "Join keys must be unique: remove or merge the duplicate rows",
+          )
+      )
+    parts = []
+    for codec, values in zip(codecs, columns_values):
+      try:
+        parts += codec.encode(values[index])
+      except fields.FieldValueError as error:
+        raise errors.SchemaError(
+            f"Side table {source}: {lines[index]}, column {codec.spec.name!r}: {error}. "
+            f"{fields.hint_for(codec.spec)}."
+        ) from None
+    rows[key] = b"".join(parts)
+    first_line[key] = lines[index]
+  return SideTable(source, key_column, tuple(specs), rows, sha256)
+
+
+def show_key(key: Any) -> str:
+  """A join key as it appears in messages."""
+  if isinstance(key, bytes):
+    try:
+      return repr(key.decode("utf-8"))
+    except UnicodeDecodeError:
+      return repr(key)
+  return repr(key)
+
+
+def _format_of(path: epath.Path, table_format: str) -> str:
+  if table_format not in FORMATS:
+    raise errors.ConfigError(f"side_table_format={table_format!r}; use one of {FORMATS}.")
+  if table_format != "auto":
+    return table_format
+  suffix = path.suffix.lower()
+  if suffix in (".parquet", ".pq"):
+    return "parquet"
+  if suffix in (".csv", ".tsv", ".txt"):
+    return "csv"
+  raise errors.ConfigError(
+      f"Cannot tell the format of side table {path} from its extension; set side_table_format to 'csv' or 'parquet'."
+  )
+
+
+def _csv_records(data: bytes, source: str) -> tuple[list[str], list[str], list[list[str]]]:
+  try:
+    text = data.decode("utf-8-sig")
+  except UnicodeDecodeError as error:
+    raise errors.SourceError(f"Side table {source} is not UTF-8 text ({error}). Save it as UTF-8 CSV.") from error
+  dialect = "excel-tab" if source.lower().endswith(".tsv") else "excel"
+  reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
+  header = next(reader, None)
+  if not header:
+    raise errors.SourceError(f"Side table {source} is empty; it needs a header row and data rows.")
+  header = [name.strip() for name in header]
+  lines, records = [], []
+  for record in reader:
+    if not record:
+      continue  # blank line
+    if len(record) != len(header):
+      raise errors.SourceError(
+          f"Side table {source}: line {reader.line_num} has {len(record)} cells, the header has {len(header)}. "
+          "Fix the row (quote cells that contain the delimiter)."
+      )
+    lines.append(f"line {reader.line_num}")
+    records.append(record)
+  return header, lines, records
+
+
+def _parquet_records(data: bytes, source: str) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+  try:
+    import pyarrow as pa  # pylint: disable=g-import-not-at-top
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise errors.ConfigError(f"Reading Parquet side table {source} needs pyarrow: pip install pyarrow.") from error
+  try:
+    table = pq.read_table(pa.BufferReader(data))
+  except (pa.ArrowException, OSError) as error:
+    raise errors.SourceError(f"Side table {source} is not a readable Parquet file ({error}).") from error
+  header = list(table.column_names)
+  columns = [_arrow_column(table.column(name), name, source) for name in header]
+  records = list(zip(*columns)) if columns else []
+  return header, [f"row {index}" for index in range(len(records))], records
+
+
+def _arrow_column(column: Any, name: str, source: str) -> list[Any]:
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+
+  arrow_type = column.type
+  value_type = arrow_type.value_type if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) else arrow_type
+  if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)
+          or pa.types.is_boolean(value_type) or pa.types.is_string(value_type)
+          or pa.types.is_large_string(value_type) or pa.types.is_binary(value_type)
+          or pa.types.is_large_binary(value_type)):
+    raise errors.SchemaError(
+        f"Side table {source}: column {name!r} has Arrow type {arrow_type}, which has no "
+        "feature here. Cast it to a number, bool or string column (e.g. timestamps to int64)."
+    )
+  values = column.to_pylist()
+  if value_type != arrow_type:  # list column: arrays of the element type
+    dtype = None if pa.types.is_string(value_type) or pa.types.is_binary(value_type) else value_type.to_pandas_dtype()
+    return [None if value is None else np.asarray(value, dtype=dtype or object) for value in values]
+  if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+    dtype = np.dtype(arrow_type.to_pandas_dtype())
+    return [None if value is None else dtype.type(value) for value in values]
+  return values
+
+
+def _infer_text(name: str, cells: Sequence[str], source: str) -> fields.FieldSpec:
+  """int64 if every cell is an integer, float64 if every cell is a number, else string."""
+  where = f"side table {source}"
+  if all(_is_int(cell) for cell in cells):
+    return fields.FieldSpec(name, "int64", (), where)
+  if all(_is_float(cell) for cell in cells):
+    return fields.FieldSpec(name, "float64", (), where)
+  return fields.FieldSpec(name, fields.STRING, (), where)
+
+
+def _is_int(cell: str) -> bool:
+  try:
+    int(cell)
+    return True
+  except ValueError:
+    return False
+
+
+def _is_float(cell: str) -> bool:
+  try:
+    float(cell)
+    return True
+  except ValueError:
+    return False
+
+
+def _infer_typed(name: str, cells: Sequence[Any], lines: Sequence[str], source: str) -> fields.FieldSpec:
+  present = [(cell, line) for cell, line in zip(cells, lines) if cell is not None]
+  if not present:
+    raise errors.SchemaError(
+        f"Side table {source}: column {name!r} holds only nulls; its type cannot be "
+        "inferred. Declare it in `features`, or leave the column out."
+    )
+  sample = present[:100]
+  return fields.infer(name, [cell for cell, _ in sample], f"side table {source}", [line for _, line in sample])
+
+
+def _convert_column(
+    spec: fields.FieldSpec, cells: Sequence[Any], lines: Sequence[str], source: str, typed: bool
+) -> list[Any]:
+  """The column's values as Python values (CSV text parsed by the feature's dtype)."""
+  values = []
+  for cell, line in zip(cells, lines):
+    if cell is None or (not typed and cell == "" and spec.dtype != fields.STRING):
+      raise errors.SourceError(
+          errors.with_hint(
+              f"Side table {source}: {line}, column {spec.name!r} is empty",
+              "Fill the cell, drop the row (missing_policy decides what happens to "
+              "its base example), or leave the column out",
+          )
+      )
+    value = cell if typed else _from_text(cell, spec, line, source)
+    if isinstance(value, np.generic):
+      value = value.item()  # Python scalars take the encoders' fast paths
+    values.append(value)
+  return values
+
+
+def _from_text(cell: str, spec: fields.FieldSpec, line: str, source: str) -> Any:
+  try:
+    if spec.dtype == fields.STRING:
+      return cell
+    if spec.shape != ():
+      raise ValueError(f"a CSV cell holds one value, the feature is {spec.describe()}")
+    if spec.dtype == "bool":
+      lowered = cell.strip().lower()
+      if lowered not in _TRUE | _FALSE:
+        raise ValueError(f"{cell!r} is not a boolean (true/false/1/0)")
+      return lowered in _TRUE
+    if spec.dtype.startswith(("int", "uint")):
+      return int(cell)
+    return float(cell)
+  except ValueError as error:
+    raise errors.SchemaError(
+        f"Side table {source}: {line}, column {spec.name!r}: {error}. {fields.hint_for(spec)}."
+    ) from None
+
+
+def _key(value: Any, key_kind: str, key_column: str, line: str, source: str) -> JoinKey:
+  """A side-table key in the base's form: int, or UTF-8 bytes."""
+  if value is None or value == "":
+    raise errors.SourceError(f"Side table {source}: {line} has no join key ({key_column!r} is empty). Fill or drop the row.")
+  if key_kind == INT_KEY:
+    try:
+      if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+        raise ValueError
+      return int(value)
+    except (TypeError, ValueError):
+      raise errors.SchemaError(
+          f"Side table {source}: {line}: join key {value!r} in column {key_column!r} "
+          "is not an integer, but the base stores the key as int64. Fix the key column."
+      ) from None
+  if isinstance(value, str):
+    return value.encode("utf-8")
+  if isinstance(value, bytes):
+    return value
+  raise errors.SchemaError(
+      f"Side table {source}: {line}: join key {value!r} in column {key_column!r} is "
+      f"{type(value).__name__}, but the base stores the key as a string. Cast the key column to text."
+  )
+
