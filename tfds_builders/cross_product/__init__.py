@@ -1,0 +1,10 @@
+"""The cross_product builder, and `pair_is_sampled` to tell which pairs a sample keeps."""
+
+from __future__ import annotations
+
+from tfds_builders.cross_product.cross_product_dataset_builder import Builder
+from tfds_builders.cross_product.cross_product_dataset_builder import BuilderConfig
+from tfds_builders.cross_product.pairs import PairSpace
+from tfds_builders.cross_product.pairs import pair_is_sampled
+
+__all__ = ["Builder", "BuilderConfig", "PairSpace", "pair_is_sampled"]

@@ -1,0 +1,436 @@
+"""cross_product: every pair of records from two TFRecord files of tf.train.Example."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.core import errors
+from tfds_builders.core import example_schema
+from tfds_builders.core import paths
+from tfds_builders.core import serialization
+from tfds_builders.core import streaming_builder
+from tfds_builders.core import tfrecord_io
+from tfds_builders.cross_product import pairs
+from tfds_builders.cross_product import spill
+
+_DESCRIPTION = """\
+Every pair of records from two TFRecord inputs of tf.train.Example (`product`),
+or every unordered pair of one input (`combinations`), optionally sampled.
+Each example holds the features of both records and their row indices
+`left_index` and `right_index`. Features are inferred from the records (or
+declared); names present on both sides are resolved by `collision_policy`.
+"""
+
+COLLISION_POLICIES = ("prefix", "error", "left_wins", "right_wins")
+SIDES = ("left", "right")
+INDEX_FEATURES = {"left": "left_index", "right": "right_index"}
+DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024
+# Pairs per partition (one Beam worker task, one shard there): about this many bytes.
+_PARTITION_BYTES = 256 * 1024 * 1024
+_SPILL_DIR = "cross_product_spill.tmp"
+
+
+@dataclasses.dataclass
+class BuilderConfig(streaming_builder.StreamingConfig):
+  """Which records to pair, and how.
+
+  Attributes:
+    left: TFRecord files, directories or globs of tf.train.Example: the
+      first record of each pair.
+    right: The same for the second record; empty under `combinations`.
+    mode: `product`: all N×M pairs (i, j). `combinations`: the pairs i < j of
+      `left` alone.
+    collision_policy: For feature names found on both sides. `prefix`: every
+      feature goes under `left/` or `right/` (nested features). `error`: refuse
+      the build, listing the names. `left_wins` / `right_wins`: flat names;
+      the other side's copy is dropped.
+    left_schema: Declared features of `left` as `{name: "int64_list[3]"}`
+      (kinds bytes_list/float_list/int64_list; `*` for a varying length).
+      Records that disagree are an error. None: inferred from the records.
+    right_schema: The same for `right`.
+    compression: `auto` (GZIP detected per file), `none` or `gzip`.
+    max_pairs: Refuse the build when it would consider more pairs than this
+      (N×M, or N(N-1)/2), before anything is written. None: no limit.
+    sample_rate: Keep this fraction of the pairs, in (0, 1]; which pairs is
+      decided by a hash of (sample_seed, i, j), the same on every build.
+    sample_seed: Seed of the sample.
+    memory_budget_bytes: Memory the block of right records held at a time may
+      take. A right side larger than this is read back block by block from a
+      spill file for every left record.
+    left_rows_per_partition: Left records per partition (a Beam work item
+      and shard). None: sized to about 256 MiB of pairs.
+    split: Name of the one split written.
+    data_root: Directory that relative paths are taken from (default: the
+      current directory).
+    use_beam: Write the partitions on Apache Beam.
+  """
+
+  left: list[str] | str = dataclasses.field(default_factory=list)
+  right: list[str] | str = dataclasses.field(default_factory=list)
+  mode: str = "product"
+  collision_policy: str = "prefix"
+  left_schema: dict[str, str] | None = None
+  right_schema: dict[str, str] | None = None
+  compression: str = "auto"
+  max_pairs: int | None = None
+  sample_rate: float = 1.0
+  sample_seed: int = 0
+  memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
+  left_rows_per_partition: int | None = None
+  split: str = "train"
+  data_root: str | None = None
+
+
+def _bundled(**kwargs) -> BuilderConfig:
+  return BuilderConfig(data_root=str(paths.bundled_data_dir("cross_product")), **kwargs)
+
+
+class Builder(streaming_builder.StreamingBuilder):
+  """Pairs of tf.train.Example records, streamed and written in (i, j) order."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [
+      _bundled(
+          name="product",
+          description="Bundled genotypes × environments (GZIP): 5 × 4 = 20 pairs, "
+          "the shared `name` feature kept on both sides under left/ and right/.",
+          left=["genotypes.tfrecord"],
+          right=["environments.tfrecord.gz"],
+      ),
+      _bundled(
+          name="combinations",
+          description="Bundled genotypes paired with each other: 5 × 4 / 2 = 10 pairs i < j.",
+          left=["genotypes.tfrecord"],
+          mode="combinations",
+      ),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    features = None if self.is_prepared() else self._plan.features
+    return self.streaming_info(description=_DESCRIPTION, features=features)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # sources are local or remote paths, never downloaded
+    config = self.builder_config
+    plan = self._plan
+    spill_dir = self._spill_dir()
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    left, right = (
+        spill.write(spill_dir / side, plan.spill_records(side), config.memory_budget_bytes)
+        for side in SIDES
+    )
+    pair_bytes = left.num_bytes / left.num_records + right.num_bytes / right.num_records
+    row_ranges = pairs.row_ranges(
+        plan.space, pair_bytes, _PARTITION_BYTES, config.left_rows_per_partition
+    )
+    self._layout = {
+        "partitions": len(row_ranges),
+        "right_blocks": len(right.blocks),
+        "memory_budget_bytes": config.memory_budget_bytes,
+    }
+    return {config.split: self._generate_examples(left, right, row_ranges)}
+
+  def _generate_examples(
+      self, left: spill.SpillFile, right: spill.SpillFile, row_ranges: Sequence[tuple[int, int]]
+  ) -> streaming_builder.Partitions:
+    """One partition per range of left rows: its pairs with every right row."""
+    return streaming_builder.Partitions([
+        functools.partial(pairs.generate, self._plan.space, left, right, start, stop)
+        for start, stop in row_ranges
+    ])
+
+  def _generate_splits(
+      self,
+      dl_manager: tfds.download.DownloadManager,
+      download_config: tfds.download.DownloadConfig,
+  ) -> list[tfds.core.SplitInfo]:
+    try:
+      split_infos = super()._generate_splits(dl_manager, download_config)
+    except errors.SourceError as error:
+      raise self._plan.explain_empty(error) from error
+    finally:
+      self._spill_dir().rmtree(missing_ok=True)
+    self.record_provenance(
+        **self._plan.provenance(self.builder_config.data_root),
+        pairs_written=sum(info.num_examples for info in split_infos),
+        layout=self._layout,
+    )
+    return split_infos
+
+  def _spill_dir(self) -> epath.Path:
+    # Inside TFDS's incomplete.* directory while building: visible to Beam
+    # workers wherever the output goes, and gone if the build fails.
+    return epath.Path(self.data_path) / _SPILL_DIR
+
+  @functools.cached_property
+  def _plan(self) -> _Plan:
+    return _Plan.from_config(self.builder_config)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Side:
+  """One input: its files, features and size."""
+
+  name: str
+  files: tuple[tfrecord_io.RecordFile, ...]
+  schema: Mapping[str, example_schema.FeatureSpec]
+  num_records: int
+  num_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """The sides, how their feature names combine, and the pairs to write."""
+
+  sides: Mapping[str, _Side]
+  space: pairs.PairSpace
+  policy: str
+  renames: Mapping[str, Mapping[str, str | None]]  # side -> source name -> output name, None: dropped
+  collisions: Sequence[str]
+
+  @property
+  def features(self) -> tfds.features.FeaturesDict:
+    """Features decoding the pair bytes as written: `features.json` matches them."""
+    index = {
+        INDEX_FEATURES[side]: tfds.features.Tensor(
+            shape=(), dtype=np.int64, doc=f"Row of the pair's {side} record in the {side} input."
+        )
+        for side in SIDES
+    }
+    if self.policy == "prefix":
+      nested = {side: example_schema.to_features(self.sides[side].schema) for side in SIDES}
+      return tfds.features.FeaturesDict({**nested, **index})
+    flat = {
+        self.renames[side][name]: example_schema.to_feature(spec)
+        for side in SIDES
+        for name, spec in self.sides[side].schema.items()
+        if self.renames[side][name] is not None
+    }
+    return tfds.features.FeaturesDict({**dict(sorted(flat.items())), **index})
+
+  def spill_records(self, side: str) -> Iterator[bytes]:
+    """The records of one side, renamed once and followed by their index."""
+    rename = self.renames[side].get
+    index_key = serialization.FeatureKey(INDEX_FEATURES[side])
+    count = 0
+    for _, _, record in _records(self.sides[side].files):
+      index_example = serialization.example([serialization.int64_feature(index_key, [count])])
+      yield serialization.merge_examples(serialization.rename_features(record, rename), index_example)
+      count += 1
+    if count != self.sides[side].num_records:
+      raise errors.SourceError(
+          f"The {side} input changed while building: {count} records now, "
+          f"{self.sides[side].num_records} when its schema was inferred. Rebuild "
+          "once the files are no longer being written."
+      )
+
+  def provenance(self, data_root: str | None) -> dict:
+    return {
+        "sources": {
+            side: paths.source_names([f.path for f in self.sides[side].files], data_root)
+            for side in SIDES
+        },
+        "records": {side: self.sides[side].num_records for side in SIDES},
+        "mode": self.space.mode,
+        "pairs_considered": self.space.size,
+        "sampling": {"rate": self.space.sample_rate, "seed": self.space.sample_seed},
+        "collision_policy": self.policy,
+        "collisions": list(self.collisions),
+        "renamed": {
+            side: {name: new for name, new in sorted(self.renames[side].items()) if new != name}
+            for side in SIDES
+        },
+        "schema": {
+            side: {name: spec.describe() for name, spec in sorted(self.sides[side].schema.items())}
+            for side in SIDES
+        },
+    }
+
+  def explain_empty(self, error: errors.SourceError) -> errors.SourceError:
+    """A clearer error when sampling kept no pair at all."""
+    if self.space.sample_rate >= 1.0 or "no examples" not in str(error):
+      return error
+    return errors.SourceError(
+        f"sample_rate={self.space.sample_rate} with sample_seed="
+        f"{self.space.sample_seed} kept none of the {self.space.size:,} pairs. "
+        "Raise sample_rate or try another sample_seed."
+    )
+
+  @classmethod
+  def from_config(cls, config: BuilderConfig) -> _Plan:
+    _check_config(config)
+    left = _read_side("left", config.left, config.left_schema, config)
+    if config.mode == "combinations":
+      right = dataclasses.replace(left, name="right")
+    else:
+      right = _read_side("right", config.right, config.right_schema, config)
+    space = pairs.PairSpace(
+        mode=config.mode,
+        num_left=left.num_records,
+        num_right=right.num_records,
+        sample_rate=config.sample_rate,
+        sample_seed=config.sample_seed,
+    )
+    _check_pair_count(space, config)
+    renames, collisions = _resolve_names(left.schema, right.schema, config.collision_policy)
+    return cls({"left": left, "right": right}, space, config.collision_policy, renames, collisions)
+
+
+def _check_config(config: BuilderConfig) -> None:
+  def fail(message: str) -> errors.ConfigError:
+    return errors.ConfigError(f"cross_product config {config.name!r}: {message}")
+
+  if config.mode not in pairs.MODES:
+    raise fail(f"mode={config.mode!r}; use one of {pairs.MODES}.")
+  if config.collision_policy not in COLLISION_POLICIES:
+    raise fail(f"collision_policy={config.collision_policy!r}; use one of {COLLISION_POLICIES}.")
+  if not config.left:
+    raise fail("`left` lists no input; give TFRecord files, directories or globs.")
+  if config.mode == "product" and not config.right:
+    raise fail(
+        "`right` lists no input; give TFRecord files, directories or globs, or "
+        "use mode='combinations' to pair the records of `left` with each other."
+    )
+  if config.mode == "combinations" and (config.right or config.right_schema):
+    raise fail(
+        "mode='combinations' pairs the records of `left` with each other; leave "
+        "`right` and `right_schema` empty, or use mode='product'."
+    )
+  if not 0.0 < config.sample_rate <= 1.0:
+    raise fail(f"sample_rate={config.sample_rate}; use a fraction in (0, 1] (1 keeps every pair).")
+  if config.memory_budget_bytes <= 0:
+    raise fail(f"memory_budget_bytes={config.memory_budget_bytes}; use a positive size in bytes.")
+  if config.max_pairs is not None and config.max_pairs < 1:
+    raise fail(f"max_pairs={config.max_pairs}; use a positive number, or None for no limit.")
+  if config.left_rows_per_partition is not None and config.left_rows_per_partition < 1:
+    raise fail(
+        f"left_rows_per_partition={config.left_rows_per_partition}; use a positive number or None."
+    )
+  if not config.split:
+    raise fail("`split` is empty; name the split, e.g. 'train'.")
+
+
+def _records(files: Sequence[tfrecord_io.RecordFile]) -> Iterator[tuple[str, int, bytes]]:
+  """`(file name, index in file, record)` of every record, in order."""
+  for source in files:
+    name = source.name
+    for index, record in enumerate(tfrecord_io.read_records(source)):
+      yield name, index, record
+
+
+def _read_side(
+    side: str, patterns: list[str] | str, declared: Mapping[str, str] | None, config: BuilderConfig
+) -> _Side:
+  """Reads one input through: counts it and infers (or checks) its schema.
+
+  Raises:
+    SourceError: if it is missing, empty, corrupt or truncated (naming the
+      file and record).
+    SchemaError: naming the file and record that is no Example or does not
+      match the schema.
+  """
+  files = tuple(tfrecord_io.expand(patterns, compression=config.compression, root=config.data_root))
+  tally = _Tally()
+  records = _example_records(files, tally)
+  first = next(records, None)
+  if first is None:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"The {side} input holds no records ({', '.join(f.name for f in files)})",
+            "Point it at TFRecord files of tf.train.Example that are not empty",
+        )
+    )
+  records = itertools.chain([first], records)
+  if declared is None:
+    schema = example_schema.infer(records)
+  else:
+    schema = example_schema.parse_schema(declared)
+    for source, index, record in records:
+      example_schema.check(schema, record, source, index)
+  return _Side(side, files, schema, tally.count, tally.num_bytes)
+
+
+@dataclasses.dataclass
+class _Tally:
+  count: int = 0
+  num_bytes: int = 0
+
+
+def _example_records(
+    files: Sequence[tfrecord_io.RecordFile], tally: _Tally
+) -> Iterator[tuple[str, int, bytes]]:
+  """`_records`, refusing records that are not Examples, counted into `tally`."""
+  for source, index, record in _records(files):
+    example = example_schema.parse_example(record, source, index)
+    example_schema.check_only_example_fields(example, source, index)
+    tally.count += 1
+    tally.num_bytes += len(record)
+    yield source, index, record
+
+
+def _check_pair_count(space: pairs.PairSpace, config: BuilderConfig) -> None:
+  if space.mode == "combinations":
+    sizes = f"{space.num_left:,} × {space.num_left - 1:,} / 2 = {space.size:,}"
+  else:
+    sizes = f"N × M = {space.num_left:,} × {space.num_right:,} = {space.size:,}"
+  if space.size == 0:
+    raise errors.SourceError(
+        f"cross_product config {config.name!r}: {sizes} pairs; combinations need "
+        "at least two records in `left`."
+    )
+  if config.max_pairs is not None and space.size > config.max_pairs:
+    raise errors.ConfigError(
+        f"cross_product config {config.name!r}: {sizes} pairs, over "
+        f"max_pairs={config.max_pairs:,}. Nothing was written. Raise max_pairs "
+        "if you mean it, or narrow the inputs."
+    )
+
+
+def _resolve_names(
+    left: Mapping[str, example_schema.FeatureSpec],
+    right: Mapping[str, example_schema.FeatureSpec],
+    policy: str,
+) -> tuple[dict[str, dict[str, str | None]], list[str]]:
+  """Output names per side (None: dropped) and the names both sides have.
+
+  Raises:
+    SchemaError: under `error` when names collide, and under the flat policies
+      when a source feature takes the name of an index feature.
+  """
+  collisions = sorted(left.keys() & right.keys())
+  if policy == "prefix":
+    prefixed = {
+        side: {name: f"{side}/{name}" for name in schema}
+        for side, schema in zip(SIDES, (left, right))
+    }
+    return prefixed, collisions
+  if policy == "error" and collisions:
+    raise errors.SchemaError(
+        f"Both inputs have the features {collisions} and collision_policy='error'. "
+        "Rename them in the sources, or set collision_policy to 'prefix' (keep "
+        "both under left/ and right/), 'left_wins' or 'right_wins'."
+    )
+  loser = "right" if policy == "left_wins" else "left"
+  renames = {
+      side: {name: None if side == loser and name in collisions else name for name in schema}
+      for side, schema in zip(SIDES, (left, right))
+  }
+  taken = sorted(
+      f"{name!r} of {side}" for side in SIDES for name, new in renames[side].items()
+      if new in INDEX_FEATURES.values()
+  )
+  if taken:
+    raise errors.SchemaError(
+        f"The input features {taken} take the name of an index feature of the "
+        f"pairs ({sorted(INDEX_FEATURES.values())}) under collision_policy={policy!r}. "
+        "Use collision_policy='prefix', which nests the inputs' features, or rename them."
+    )
+  return renames, collisions
