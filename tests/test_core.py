@@ -12,6 +12,7 @@ from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core import naming
 
 from tfds_builders.core import errors
+from tfds_builders.core import example_schema
 from tfds_builders.core import paths
 from tfds_builders.core import provenance
 from tfds_builders.core import serialization
@@ -65,6 +66,17 @@ def test_mixed_features_match_protobuf_and_tf_parser() -> None:
   assert parsed["ints"].numpy().tolist() == [-1, 0, 2**40]
   assert parsed["floats"].numpy().tobytes() == floats.tobytes()
   assert parsed["words"].values.numpy().tolist() == [b"a", b"", b"xyz"]
+
+
+def test_example_from_joined_entries_equals_example() -> None:
+  entries = [
+      serialization.int64_feature(serialization.FeatureKey("ints"), [-1, 2**40]),
+      serialization.bytes_feature(serialization.FeatureKey("text"), b"x" * 300),
+      serialization.float_feature(serialization.FeatureKey("f"), np.array([0.5], np.float32)),
+  ]
+  joined = [b"".join(entry) for entry in entries]
+  assert serialization.example_from_entries(joined) == serialization.example(entries)
+  assert serialization.example_from_entries([]) == serialization.example([])
 
 
 def test_merged_examples_parse_as_union_of_features() -> None:
@@ -175,3 +187,55 @@ def test_expand_directories_globs_and_relative_paths(tmp_path) -> None:
 def test_expand_names_the_pattern_that_matched_nothing(tmp_path) -> None:
   with pytest.raises(errors.SourceError, match=r"No \.npy file found at 'missing/\*\.npy'.*Check the path"):
     paths.expand(["missing/*.npy"], kind=".npy", keep=lambda n: True, root=str(tmp_path))
+
+
+# -- example_schema: declared schemas, non-Example records --------------------
+
+
+def test_parse_schema_reads_what_describe_writes() -> None:
+  schema = example_schema.parse_schema({"a": "int64_list[3]", "b": " bytes_list[*] ", "c": "float_list[0]"})
+  assert schema == {
+      "a": example_schema.FeatureSpec("int64_list", 3),
+      "b": example_schema.FeatureSpec("bytes_list", None),
+      "c": example_schema.FeatureSpec("float_list", 0),
+  }
+  assert {name: spec.describe() for name, spec in schema.items()} == {
+      "a": "int64_list[3]", "b": "bytes_list[*]", "c": "float_list[0]"}
+
+
+@pytest.mark.parametrize("text", ["int64", "int64_list", "int64_list[-1]", "string_list[1]", "int64_list[2", ""])
+def test_parse_schema_names_the_malformed_feature(text: str) -> None:
+  with pytest.raises(errors.ConfigError, match=r"Feature 'x' is declared as .*KIND\[LENGTH\]"):
+    example_schema.parse_schema({"x": text})
+
+
+def test_check_only_example_fields_refuses_sequence_examples() -> None:
+  sequence = tf.train.SequenceExample()
+  sequence.context.feature["id"].int64_list.value.append(1)
+  sequence.feature_lists.feature_list["frames"].feature.add().int64_list.value.append(2)
+  parsed = example_schema.parse_example(sequence.SerializeToString(), "seq.tfrecord", 4)
+  assert list(parsed.features.feature) == ["id"]  # protobuf alone accepts it silently
+  with pytest.raises(errors.SchemaError, match=r"seq.tfrecord: record 4 is not a tf.train.Example.*SequenceExample"):
+    example_schema.check_only_example_fields(parsed, "seq.tfrecord", 4)
+  plain = _proto({"id": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})
+  example_schema.check_only_example_fields(plain, "ok.tfrecord", 0)
+
+
+
+@pytest.mark.parametrize("file_format", [file_adapters.FileFormat.TFRECORD, file_adapters.FileFormat.ARRAY_RECORD])
+def test_split_writer_formats_hold_the_same_records_and_lengths(tmp_path, file_format) -> None:
+  records = [(i, serialization.encode_mapping({"i": bytes([i]) * 100})) for i in range(30)]
+  template = naming.ShardedFileTemplate(
+      data_dir=tmp_path, dataset_name="demo", split="train", filetype_suffix=file_format.file_suffix
+  )
+  info = shard_writer.SplitWriter(template, file_format, max_shard_bytes=1000).write(records)
+  per_shard = -(-1000 // len(records[0][1]))  # a shard closes once it holds >= 1000 bytes
+  expected = [per_shard] * (30 // per_shard) + ([30 % per_shard] if 30 % per_shard else [])
+  assert list(info.shard_lengths) == expected
+  adapter = file_adapters.ADAPTER_FOR_FORMAT[file_format]
+  shards = [template.sharded_filepath(shard_index=i, num_shards=len(expected)) for i in range(len(expected))]
+  if file_format == file_adapters.FileFormat.TFRECORD:
+    read_back = [r.numpy() for r in tf.data.TFRecordDataset([str(p) for p in shards])]
+  else:
+    read_back = [record for p in shards for record in adapter.make_tf_data(p).as_numpy_iterator()]
+  assert read_back == [serialized for _, serialized in records]
