@@ -1044,3 +1044,66 @@ def test_field_encoding_matches_tfds(spec_text, value):
 def test_field_values_that_do_not_fit(spec_text, value, fragment):
   with pytest.raises(fields.FieldValueError, match=fragment):
     fields.FieldCodec(fields.parse_declared("f", spec_text, "test")).encode(value)
+
+
+# ------------------------------------------- the overlay's tf.data reader --
+
+
+@pytest.mark.parametrize("missing_policy", ["error", "skip"])
+def test_overlay_read_by_the_pipeline_equals_one_read_record_by_record(tmp_path, monkeypatch, missing_policy):
+  sources = raw_base(tmp_path / "raw")
+  kept = [i for i in range(100, 110) if missing_policy == "error" or i % 4]
+  config = dict(base_records=sources, side_table=str(labels_csv(tmp_path / "l.csv", kept)), join_key="id",
+                mode="overlay", missing_policy=missing_policy)
+  by_records = build(tmp_path, "by_records", **config)
+  monkeypatch.setattr(builder_lib, "_PIPELINE_MIN_BYTES", 0)  # every base file through tf.data
+  monkeypatch.setattr(builder_lib, "_PIPELINE_BATCH_RECORDS", 2)
+  pipelined = build(tmp_path, "pipelined", **config)
+  for split in ("train", "test"):
+    assert stored(pipelined, split) == stored(by_records, split)
+  assert_examples_equal(examples(load_augmented(pipelined.data_dir, split="train")),
+                        examples(load_augmented(by_records.data_dir, split="train")))
+
+
+def _with_two_ids(record: bytes) -> bytes:
+  example = tf.train.Example.FromString(record)
+  example.features.feature["id"].int64_list.value.append(7)
+  return example.SerializeToString()
+
+
+def _prepared_copy_with(tmp_path: pathlib.Path, prepared_base: pathlib.Path, replace) -> tuple[pathlib.Path, str, int]:
+  """A copy of the prepared base whose second train shard has its record 1 replaced (`replace(record)`)."""
+  base_dir = tmp_path / "base"
+  shutil.copytree(prepared_dir(prepared_base), base_dir)
+  shard = tfds.builder_from_directory(str(base_dir)).info.splits["train"].filepaths[1]
+  records = read_records([shard])
+  records[1] = replace(records[1])
+  write_records(pathlib.Path(shard), records)
+  return base_dir, pathlib.Path(shard).name, 1
+
+
+@pytest.mark.parametrize("replace, message", [
+    (lambda record: _with_two_ids(record), r"record 1 has 2 values of join key 'id'"),
+    (lambda record: b"\xff\xff not a proto", r"record 1 is not a tf.train.Example"),
+])
+def test_overlay_pipeline_names_the_record_it_cannot_read(tmp_path, monkeypatch, prepared_base, replace, message):
+  base_dir, shard_name, _ = _prepared_copy_with(tmp_path, prepared_base, replace)
+  monkeypatch.setattr(builder_lib, "_PIPELINE_MIN_BYTES", 0)
+  with pytest.raises(errors.SchemaError, match=rf"{shard_name}: {message}"):
+    build(tmp_path, "o", mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
+          join_key="id", overwrite_fields=["label"])
+  assert_nothing_loadable(tmp_path / "tfds")
+
+
+def test_overlay_pipeline_names_a_corrupt_record(tmp_path, monkeypatch, prepared_base):
+  base_dir, shard_name, _ = _prepared_copy_with(tmp_path, prepared_base, lambda record: record)
+  shard = base_dir / shard_name
+  data = bytearray(shard.read_bytes())
+  data[-10] ^= 0xFF  # inside the last record
+  shard.write_bytes(bytes(data))
+  last = tfds.builder_from_directory(str(base_dir)).info.splits["train"].shard_lengths[1] - 1
+  monkeypatch.setattr(builder_lib, "_PIPELINE_MIN_BYTES", 0)
+  with pytest.raises(errors.SourceError, match=rf"{shard_name}: record {last} is corrupt or truncated"):
+    build(tmp_path, "o", mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
+          join_key="id", overwrite_fields=["label"])
+  assert_nothing_loadable(tmp_path / "tfds")

@@ -17,6 +17,7 @@ from tfds_builders.core import paths
 from tfds_builders.core import provenance
 from tfds_builders.core import serialization
 from tfds_builders.core import shard_writer
+from tfds_builders.core import tfrecord_io
 
 
 def _proto(features: dict[str, tf.train.Feature]) -> tf.train.Example:
@@ -219,6 +220,136 @@ def test_check_only_example_fields_refuses_sequence_examples() -> None:
     example_schema.check_only_example_fields(parsed, "seq.tfrecord", 4)
   plain = _proto({"id": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})
   example_schema.check_only_example_fields(plain, "ok.tfrecord", 0)
+
+
+# -- example_schema.infer_files: the batched pass gives what the exact one gives --
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited protobuf field."""
+  return bytes([number << 3 | 2]) + serialization.varint(len(payload)) + payload
+
+
+def _packed(values: list[int]) -> bytes:
+  return b"".join(serialization.varint(value & (2**64 - 1)) for value in values)
+
+
+def _wire(*entries: tuple[str, bytes]) -> bytes:
+  """An Example of map entries in the order given; each value is a serialized Feature."""
+  return _field(1, b"".join(_field(1, _field(1, key.encode()) + _field(2, feature)) for key, feature in entries))
+
+
+def _ints(values: list[int]) -> bytes:
+  return _field(3, _field(1, _packed(values)) if values else b"")
+
+
+def _floats(values: list[float]) -> bytes:
+  return _field(2, _field(1, np.asarray(values, "<f4").tobytes()) if values else b"")
+
+
+def _strings(values: list[bytes]) -> bytes:
+  return _field(1, b"".join(_field(1, value) for value in values))
+
+
+def _exact_inference(files: list[tfrecord_io.RecordFile]):
+  """What infer_files must give: every record parsed, checked and merged in order."""
+  schema, counts = None, []
+  for file in files:
+    count = 0
+    for index, record in enumerate(tfrecord_io.read_records(file)):
+      example = example_schema.parse_example(record, file.name, index)
+      example_schema.check_only_example_fields(example, file.name, index)
+      spec = example_schema.spec_of(example)
+      schema = spec if schema is None else example_schema.merge(schema, spec, file.name, index)
+      count += 1
+    counts.append(count)
+  return schema, counts
+
+
+def _outcome(infer, files):
+  try:
+    return infer(files)
+  except (errors.SchemaError, errors.SourceError) as error:
+    return type(error).__name__, str(error)
+
+
+_CANONICAL = [
+    _wire(("a", _ints([1])), ("b", _strings([b"x" * 200])), ("c", _floats([1.5, 2.0]))),
+    _wire(("c", _floats([0.5, 1.0])), ("a", _ints([-1])), ("b", _strings([b""]))),  # other key order
+    _wire(("a", _ints([2**40])), ("b", _strings([b"y"])), ("c", _floats([3.0, 4.0]))),
+]
+_UNPACKED = _field(1, _field(1, _field(1, b"a") + _field(2, _field(3, b"\x08\x05")))
+                   + _field(1, _field(1, b"b") + _field(2, _strings([b"z"])))
+                   + _field(1, _field(1, b"c") + _field(2, _field(2, b"\x0d" + np.float32(1).tobytes() * 1 + b"\x0d" + np.float32(2).tobytes()))))
+_VALUE_BEFORE_KEY = _field(1, _field(1, _field(2, _ints([7])) + _field(1, b"a"))
+                           + _field(1, _field(1, b"b") + _field(2, _strings([b"q"])))
+                           + _field(1, _field(1, b"c") + _field(2, _floats([1.0, 1.0]))))
+_SEQUENCE = tf.train.SequenceExample(
+    context=tf.train.Features(feature={"a": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}),
+    feature_lists=tf.train.FeatureLists(feature_list={"f": tf.train.FeatureList(feature=[tf.train.Feature()])}),
+).SerializeToString()
+
+
+@pytest.mark.parametrize("compression", [None, "GZIP"])
+@pytest.mark.parametrize("batch_bytes", [48, 700, 16 << 20])
+@pytest.mark.parametrize("records, more", [
+    pytest.param(_CANONICAL, [], id="canonical"),
+    pytest.param(_CANONICAL, [_wire(("a", _ints([1, 2])), ("b", _strings([b"1", b"2"])), ("c", _floats([])))], id="lengths-vary"),
+    pytest.param(_CANONICAL, [_UNPACKED, _VALUE_BEFORE_KEY], id="valid-unusual-encodings"),
+    pytest.param(_CANONICAL, [_wire(("a", b""), ("b", _strings([b"k"])), ("c", _floats([1.0, 2.0])))], id="kind-less-feature"),
+    pytest.param(_CANONICAL, [_wire(("a", _ints([1])), ("a", _ints([2])), ("b", _strings([b"k"])), ("c", _floats([1, 2])))], id="duplicate-key"),
+    pytest.param(_CANONICAL, [_wire(("a", _ints([1])), ("b", _strings([b"v"] * 100)), ("c", _floats([1, 2])))], id="long-bytes-list"),
+    pytest.param(_CANONICAL, [_wire(("a", _field(3, _field(1, b"\xff" * 10 + b"\x01"))), ("b", _strings([b""])), ("c", _floats([1, 2])))], id="11-byte-varint"),
+    pytest.param(_CANONICAL, [_wire(("a", _ints([1])), ("b", _strings([b"k"])), ("c", _floats([1, 2])), ("d", _ints([])))], id="extra-feature"),
+    pytest.param(_CANONICAL, [_wire(("a", _ints([1])), ("c", _floats([1, 2])))], id="missing-feature"),
+    pytest.param(_CANONICAL, [_wire(("a", _floats([1])), ("b", _strings([b"k"])), ("c", _floats([1, 2])))], id="other-kind"),
+    pytest.param(_CANONICAL, [_CANONICAL[0] + _field(2, b"unknown")], id="unknown-field"),
+    pytest.param(_CANONICAL, [b"\xff\xff not a proto"], id="not-an-example"),
+    pytest.param([_SEQUENCE], _CANONICAL, id="sequence-example"),
+    pytest.param([b""], _CANONICAL, id="empty-example-first"),
+    pytest.param([], _CANONICAL, id="empty-file-first"),
+])
+def test_infer_files_gives_what_the_exact_pass_gives(tmp_path, monkeypatch, batch_bytes, compression, records, more) -> None:
+  monkeypatch.setattr(example_schema, "_BATCH_BYTES", batch_bytes)  # 48: one record outgrows the buffer
+  files = []
+  for number, file_records in enumerate([records * 3, records + more + records]):
+    path = tmp_path / f"part-{number}.tfrecord"
+    with tf.io.TFRecordWriter(str(path), options=compression) as writer:
+      for record in file_records:
+        writer.write(record)
+    files += tfrecord_io.expand([str(path)])
+  assert _outcome(example_schema.infer_files, files) == _outcome(_exact_inference, files)
+
+
+def test_infer_files_parses_only_the_first_of_canonical_records(tmp_path, monkeypatch) -> None:
+  path = tmp_path / "many.tfrecord"
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in _CANONICAL * 100:
+      writer.write(record)
+  parsed = []
+  parse = example_schema.parse_example
+  monkeypatch.setattr(example_schema, "parse_example", lambda *args: parsed.append(args[2]) or parse(*args))
+  schema, counts = example_schema.infer_files(tfrecord_io.expand([str(path)]))
+  assert parsed == [0] and counts == [300]
+  assert schema == {"a": example_schema.FeatureSpec("int64_list", 1), "b": example_schema.FeatureSpec("bytes_list", 1),
+                    "c": example_schema.FeatureSpec("float_list", 2)}
+  assert example_schema.infer_files([]) == (None, [])
+
+
+def test_infer_files_reports_corruption_before_a_schema_error(tmp_path) -> None:
+  path = tmp_path / "bad.tfrecord"
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in _CANONICAL:
+      writer.write(record)
+  data = bytearray(path.read_bytes())
+  data[12 + 3] ^= 0xFF  # inside record 0's Example, so it no longer parses; its CRC no longer matches
+  path.write_bytes(bytes(data))
+  with pytest.raises(errors.SourceError, match=r"bad.tfrecord: record 0 is corrupt or truncated"):
+    example_schema.infer_files(tfrecord_io.expand([str(path)]))
+  data[12 + 3] ^= 0xFF
+  path.write_bytes(bytes(data[:-3]))  # a truncated last record
+  with pytest.raises(errors.SourceError, match=r"bad.tfrecord: record 2 is corrupt or truncated"):
+    example_schema.infer_files(tfrecord_io.expand([str(path)]))
 
 
 

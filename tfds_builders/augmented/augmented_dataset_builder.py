@@ -47,6 +47,10 @@ INFERENCE_EXAMPLES = 8
 # Records handed together to TensorFlow (join keys, fingerprints) and to a worker.
 _BATCH_RECORDS = 128
 _BATCH_BYTES = 8 * 1024 * 1024
+# An overlay joined from a side table alone reads base files at least this
+# large with a tf.data pipeline (its ~20 ms set-up is then worth it).
+_PIPELINE_MIN_BYTES = 4 * 1024 * 1024
+_PIPELINE_BATCH_RECORDS = 512
 
 
 @dataclasses.dataclass
@@ -532,7 +536,8 @@ class _Batch:
   """Consecutive records of one base file and what was looked up for them."""
 
   start: int  # index of the first record in the file
-  records: list[bytes]
+  records: list[bytes] | None  # None: only keys and fingerprints were read (overlay)
+  size: int
   rows: list[bytes | None] | None = None  # encoded side-table entries; None: no row
   alignment: list[bytes] | None = None  # encoded overlay alignment entries
 
@@ -544,7 +549,9 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
   fingerprints the records (overlay); the function (if any) runs on the
   examples, in worker processes if a pool is open; each output example is
   then assembled from bytes: the base record as it is (materialize) and the
-  new fields' map entries.
+  new fields' map entries. An overlay joined from a side table alone never
+  needs the records in Python: a tf.data pipeline reads keys and
+  fingerprints in background threads while this one writes.
   """
   file = plan.base.splits[split].files[file_index]
   offset = plan.base.splits[split].offsets[file_index]
@@ -558,13 +565,15 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
       part for spec in (plan.side.specs if plan.side else ()) for part in fields.FieldCodec(spec).empty()
   )
 
-  def looked_up(batch: _Batch) -> _Batch:
+  def looked_up(batch: _Batch, keys: list[Any] | None = None, record_fingerprints: np.ndarray | None = None) -> _Batch:
     if plan.side is not None:
-      batch.rows = _join(plan, file, batch)
+      batch.rows = _join(plan, file, batch.start, _join_keys(plan, file, batch) if keys is None else keys)
     if overlay:
-      indices = np.arange(offset + batch.start, offset + batch.start + len(batch.records), dtype=np.int64)
+      indices = np.arange(offset + batch.start, offset + batch.start + batch.size, dtype=np.int64)
       matched = None if batch.rows is None or not skip else [row is not None for row in batch.rows]
-      batch.alignment = alignment.entries(indices, fingerprints(batch.records), matched)
+      if record_fingerprints is None:
+        record_fingerprints = fingerprints(batch.records)
+      batch.alignment = alignment.entries(indices, record_fingerprints, matched)
     return batch
 
   def calls_of(batch: _Batch) -> list[function_calls.Call]:
@@ -574,7 +583,10 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
         if not skip or batch.rows is None or batch.rows[i] is not None
     ]
 
-  batches = map(looked_up, _batches(file))
+  if overlay and plan.side is not None and not plan.function and file.num_bytes >= _PIPELINE_MIN_BYTES:
+    batches = (looked_up(*found) for found in _pipelined_batches(plan, file))
+  else:
+    batches = map(looked_up, _batches(file))
   if plan.function:
     runner = function_calls.FunctionRunner(plan.function, plan.base.features_source, plan.num_workers)
     with_results = runner.map((batch, calls_of(batch)) for batch in batches)
@@ -583,7 +595,7 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
 
   for batch, results in with_results:
     results_iter = iter(results)
-    for i, raw in enumerate(batch.records):
+    for i in range(batch.size):
       entries: list[Any] = []
       matched = True
       if batch.rows is not None:
@@ -599,10 +611,14 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
           entries += _function_entries(plan, function_codecs, next(results_iter), key, f"record {batch.start + i} of {file.name}")
         else:
           entries += [codec.empty() for codec in function_codecs]
-      if overlay:
+      if overlay and not function_codecs:  # a side-table row entry and the alignment entry, each one bytes
+        body = entries[0][0] + batch.alignment[i] if entries else batch.alignment[i]
+        yield _key(split, offset + batch.start + i), serialization.example([[body]])
+      elif overlay:
         entries.append([batch.alignment[i]])
         yield _key(split, offset + batch.start + i), serialization.example(entries)
       else:
+        raw = batch.records[i]
         base_part = serialization.rename_features(raw, drop) if drop else raw
         yield _key(split, offset + batch.start + i), serialization.merge_examples(base_part, serialization.example(entries))
 
@@ -659,19 +675,57 @@ class _Alignment:
     return entries
 
 
-def _batches(file: base_lib.BaseFile) -> Iterator[_Batch]:
-  """Consecutive records, at most _BATCH_RECORDS or about _BATCH_BYTES at a time."""
+def _batches(file: base_lib.BaseFile, first: int = 0) -> Iterator[_Batch]:
+  """Consecutive records from index `first`, at most _BATCH_RECORDS or about _BATCH_BYTES at a time."""
   records: list[bytes] = []
-  size, start = 0, 0
-  for raw in base_lib.iter_records(file):
+  size, start = 0, first
+  for index, raw in enumerate(base_lib.iter_records(file)):
+    if index < first:
+      continue
     records.append(raw)
     size += len(raw)
     if len(records) >= _BATCH_RECORDS or size >= _BATCH_BYTES:
-      yield _Batch(start, records)
+      yield _Batch(start, records, len(records))
       start += len(records)
       records, size = [], 0
   if records:
-    yield _Batch(start, records)
+    yield _Batch(start, records, len(records))
+
+
+def _pipelined_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Batch, list[Any] | None, np.ndarray | None]]:
+  """`(batch, join keys, fingerprints)` of a base file, computed by a tf.data pipeline.
+
+  TensorFlow reads the file (checking CRCs), parses the join keys and
+  fingerprints the records in background threads; the records themselves
+  never reach Python. If it fails on a batch (a corrupt record, a join key
+  that is not one value, a record that is no Example), the rest of the file
+  is read record by record from that batch on, so that the error names the
+  record exactly as `_batches` and `_join_keys` do.
+  """
+  dtype = tf.int64 if plan.join_kind == side_table_lib.INT_KEY else tf.string
+  key_spec = {plan.join_key: tf.io.FixedLenFeature([], dtype)}
+
+  def keys_and_fingerprints(records: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    keys = tf.io.parse_example(records, key_spec)[plan.join_key]
+    return keys, tf.bitcast(tf.fingerprint(records), tf.int64)
+
+  # About _BATCH_BYTES of records per batch, a few batches in flight.
+  record_bytes = max(1, file.num_bytes // max(1, file.num_records))
+  batch_records = max(1, min(_PIPELINE_BATCH_RECORDS, _BATCH_BYTES // record_bytes))
+  dataset = (
+      tf.data.TFRecordDataset(file.path, compression_type=file.compression, buffer_size=_BATCH_BYTES)
+      .batch(batch_records)
+      .map(keys_and_fingerprints, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      .prefetch(tf.data.AUTOTUNE)
+  )
+  start = 0
+  try:
+    for keys, record_fingerprints in dataset.as_numpy_iterator():
+      yield _Batch(start, None, len(record_fingerprints)), keys.tolist(), record_fingerprints
+      start += len(record_fingerprints)
+  except (tf.errors.OpError, UnicodeDecodeError):  # the latter when TF's message quotes binary bytes
+    for batch in _batches(file, first=start):
+      yield batch, None, None
 
 
 def fingerprints(records: Sequence[bytes]) -> np.ndarray:
@@ -679,24 +733,23 @@ def fingerprints(records: Sequence[bytes]) -> np.ndarray:
   return tf.bitcast(tf.fingerprint(tf.constant(records, dtype=tf.string)), tf.int64).numpy()
 
 
-def _join(plan: _Plan, file: base_lib.BaseFile, batch: _Batch) -> list[bytes | None]:
+def _join(plan: _Plan, file: base_lib.BaseFile, start: int, keys: Sequence[Any]) -> list[bytes | None]:
   """The encoded side-table row of each record (None: no row), by missing_policy."""
-  keys = _join_keys(plan, file, batch)
-  rows = []
+  rows = [plan.side.rows.get(key) for key in keys]
+  if None not in rows:
+    return rows
   for i, key in enumerate(keys):
-    row = plan.side.rows.get(key)
-    if row is None:
+    if rows[i] is None:
       if plan.missing_policy == "error":
         raise errors.SourceError(
             errors.with_hint(
-                f"Base example {file.name} record {batch.start + i} has {plan.join_key}="
+                f"Base example {file.name} record {start + i} has {plan.join_key}="
                 f"{side_table_lib.show_key(key)}, which side table {plan.side.source} does not have",
                 "Add the row, or set missing_policy to 'skip' (drop such examples) or "
                 "'default' (with missing_defaults)",
             )
         )
-      row = plan.default_row  # None under "skip"
-    rows.append(row)
+      rows[i] = plan.default_row  # None under "skip"
   return rows
 
 

@@ -201,25 +201,14 @@ def open_records(
       split: tfrecord_io.expand(patterns, compression=compression, root=root)
       for split, patterns in sources.items()
   }
-  schema: dict[str, example_schema.FeatureSpec] | None = None
-  seen_layouts: set[tuple[Any, ...]] = set()
-  base_splits = {}
-  for split, files in record_files.items():
-    scanned = []
-    for source in files:
-      count = 0
-      for index, record in enumerate(tfrecord_io.read_records(source)):
-        example = example_schema.parse_example(record, source.name, index)
-        example_schema.check_only_example_fields(example, source.name, index)
-        layout = _layout(example)
-        # Records of a layout already seen cannot change the schema.
-        if layout not in seen_layouts:
-          seen_layouts.add(layout)
-          spec = example_schema.spec_of(example)
-          schema = spec if schema is None else example_schema.merge(schema, spec, source.name, index)
-        count += 1
-      scanned.append(BaseFile(source.name, source.compression, count, source.path.stat().length))
-    base_splits[split] = BaseSplit(split, tuple(scanned))
+  schema, counts = example_schema.infer_files([file for files in record_files.values() for file in files])
+  counts_left = iter(counts)
+  base_splits = {
+      split: BaseSplit(split, tuple(
+          BaseFile(file.name, file.compression, next(counts_left), file.path.stat().length) for file in files
+      ))
+      for split, files in record_files.items()
+  }
   if schema is None:
     raise errors.SourceError(
         f"The base_records {dict(sources)} hold no records. Give files with at least one tf.train.Example."
@@ -239,15 +228,6 @@ def open_records(
       features_json=json.dumps(features.to_json(), sort_keys=True),
       splits=base_splits,
   )
-
-
-def _layout(example: Any) -> tuple[Any, ...]:
-  """(name, kind, length) of every feature of a parsed Example, hashable."""
-  layout = []
-  for name, feature in example.features.feature.items():
-    kind = feature.WhichOneof("kind")
-    layout.append((name, kind, len(getattr(feature, kind).value) if kind else 0))
-  return tuple(layout)
 
 
 def _common_dir(record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]]) -> str:

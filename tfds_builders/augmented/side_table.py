@@ -203,15 +203,62 @@ def build(
   for name, position in zip(added, positions):
     cells = [record[position] for record in records]
     spec = declared.get(name)
-    if spec is None:
-      spec = _infer_typed(name, cells, lines, source) if typed else _infer_text(name, cells, source)
-    columns_values.append(_convert_column(spec, cells, lines, source, typed))
+    values = None
+    if spec is None and typed:
+      spec = _infer_typed(name, cells, lines, source)
+    elif spec is None:
+      spec, values = _infer_text(name, cells, source)
+    columns_values.append(values if values is not None else _convert_column(spec, cells, lines, source, typed))
     specs.append(spec)
   codecs = [fields.FieldCodec(spec) for spec in specs]
+  key_cells = [record[key_at] for record in records]
+  rows = _rows_at_once(codecs, columns_values, key_cells, key_kind)
+  if rows is None:  # some row is wrong: find and name the first, row by row
+    rows = _rows_one_by_one(codecs, columns_values, key_cells, key_kind, key_column, lines, source)
+  return SideTable(source, key_column, tuple(specs), rows, sha256)
+
+
+def _rows_at_once(
+    codecs: Sequence[fields.FieldCodec], columns_values: Sequence[Sequence[Any]], key_cells: Sequence[Any], key_kind: str,
+) -> dict[JoinKey, bytes] | None:
+  """`rows` built column by column (few Python calls per row); None if any row is wrong."""
+  keys = _plain_keys(key_cells, key_kind)
+  if keys is None:
+    return None
+  try:
+    columns_entries = [[b"".join(codec.encode(value)) for value in values] for codec, values in zip(codecs, columns_values)]
+  except fields.FieldValueError:
+    return None
+  entries = columns_entries[0] if len(columns_entries) == 1 else list(map(b"".join, zip(*columns_entries)))
+  rows = dict(zip(keys, entries))
+  return rows if len(rows) == len(keys) else None  # else a duplicate key
+
+
+def _plain_keys(key_cells: Sequence[Any], key_kind: str) -> list[JoinKey] | None:
+  """Keys as `_key` gives them, or None where `_key` may differ or refuse one."""
+  # pylint: disable=unidiomatic-typecheck  # bool is an int, numpy scalars are not: both go to _key
+  wanted = int if key_kind == INT_KEY else bytes
+  if all(type(cell) is wanted for cell in key_cells):  # typed keys (Parquet, SQL), as they are
+    return list(key_cells)
+  if not all(type(cell) is str for cell in key_cells):
+    return None
+  if key_kind == INT_KEY:
+    try:
+      return list(map(int, key_cells))  # fails on "" as _key does
+    except ValueError:
+      return None
+  return None if "" in key_cells else [cell.encode("utf-8") for cell in key_cells]
+
+
+def _rows_one_by_one(
+    codecs: Sequence[fields.FieldCodec], columns_values: Sequence[Sequence[Any]], key_cells: Sequence[Any],
+    key_kind: str, key_column: str, lines: Sequence[str], source: str,
+) -> dict[JoinKey, bytes]:
+  """`rows`, raising for the first row with a bad or duplicate key or a value that does not fit."""
   rows: dict[JoinKey, bytes] = {}
   first_line: dict[JoinKey, str] = {}
-  for index, record in enumerate(records):
-    key = _key(record[key_at], key_kind, key_column, lines[index], source)
+  for index, key_cell in enumerate(key_cells):
+    key = _key(key_cell, key_kind, key_column, lines[index], source)
     if key in rows:
       raise errors.SourceError(
           errors.with_hint(
@@ -230,7 +277,7 @@ def build(
         ) from None
     rows[key] = b"".join(parts)
     first_line[key] = lines[index]
-  return SideTable(source, key_column, tuple(specs), rows, sha256)
+  return rows
 
 
 def show_key(key: Any) -> str:
@@ -322,30 +369,15 @@ def _arrow_column(column: Any, name: str, source: str) -> list[Any]:
   return values
 
 
-def _infer_text(name: str, cells: Sequence[str], source: str) -> fields.FieldSpec:
-  """int64 if every cell is an integer, float64 if every cell is a number, else string."""
+def _infer_text(name: str, cells: Sequence[str], source: str) -> tuple[fields.FieldSpec, list[Any]]:
+  """int64 if every cell is an integer, float64 if every cell is a number, else string; and the values."""
   where = f"side table {source}"
-  if all(_is_int(cell) for cell in cells):
-    return fields.FieldSpec(name, "int64", (), where)
-  if all(_is_float(cell) for cell in cells):
-    return fields.FieldSpec(name, "float64", (), where)
-  return fields.FieldSpec(name, fields.STRING, (), where)
-
-
-def _is_int(cell: str) -> bool:
-  try:
-    int(cell)
-    return True
-  except ValueError:
-    return False
-
-
-def _is_float(cell: str) -> bool:
-  try:
-    float(cell)
-    return True
-  except ValueError:
-    return False
+  for dtype, parse in (("int64", int), ("float64", float)):
+    try:
+      return fields.FieldSpec(name, dtype, (), where), list(map(parse, cells))
+    except ValueError:
+      pass
+  return fields.FieldSpec(name, fields.STRING, (), where), list(cells)
 
 
 def _infer_typed(name: str, cells: Sequence[Any], lines: Sequence[str], source: str) -> fields.FieldSpec:

@@ -76,25 +76,48 @@ def copy_records(task: CopyTask, key_suffix: str = "") -> Iterator[KeySerialized
     SourceError: naming the source, file and record index of a corrupt record.
   """
   part = task.part
-  source_entry = key_field = None
-  if task.provenance_feature:
-    source_entry = serialization.int64_feature(
-        serialization.FeatureKey(task.provenance_feature), [task.source_id])
-    key_field = serialization.FeatureKey(f"{task.provenance_feature}_key")
-  slices = task.typed
+  provenance_head = _Provenance(task.provenance_feature, task.source_id).head if task.provenance_feature else None
+  zlib_encoder, typed = task.zlib, task.typed
+  key_prefix = f"{task.source}:{task.split}:"
+  split_index = part.first_index
+  # Where in the source, as the provenance key says: a TFDS split slice or file:record.
+  where_prefix = f"{task.split}[" if typed else f"{part.file_name}:"
   try:
     for index, record in enumerate(tfrecord_io.read_records(part.file)):
-      split_index = part.first_index + index
-      if task.zlib:
-        record = task.zlib(record)
-      if source_entry is not None:
-        original = f"{task.split}[{split_index}:{split_index + 1}]" if slices else f"{part.file_name}:{index}"
-        provenance = serialization.example(
-            [source_entry, serialization.bytes_feature(key_field, original.encode())])
-        record = serialization.merge_examples(record, provenance)
-      yield f"{task.source}:{task.split}:{split_index}{key_suffix}", record
+      if zlib_encoder:
+        record = zlib_encoder(record)
+      if provenance_head is not None:
+        where = (f"{where_prefix}{split_index}:{split_index + 1}]" if typed else f"{where_prefix}{index}").encode()
+        record = b"".join((record, provenance_head(len(where)), where))
+      yield f"{key_prefix}{split_index}{key_suffix}", record
+      split_index += 1
   except errors.SourceError as error:  # read_records names the file and record
     raise errors.SourceError(f"source {task.source!r}: {error}") from error
+
+
+class _Provenance:
+  """The provenance Example appended to a record, encoded but for its key's text.
+
+  Byte for byte `serialization.example([source entry, key entry])`: the
+  source id is the same for every record of a task and the key's text
+  changes only in length, so each length's head is built once.
+  """
+
+  def __init__(self, feature: str, source_id: int):
+    self._source_entry = b"".join(
+        serialization.int64_feature(serialization.FeatureKey(feature), [source_id]))
+    self._key_field = serialization.FeatureKey(f"{feature}_key")
+    self._heads: dict[int, bytes] = {}
+
+  def head(self, key_size: int) -> bytes:
+    """Everything before a key text of `key_size` bytes."""
+    head = self._heads.get(key_size)
+    if head is None:
+      parts = serialization.bytes_feature(self._key_field, b"\0" * key_size)
+      size = len(self._source_entry) + len(parts[0]) + key_size
+      head = b"".join([b"\x0a", serialization.varint(size), self._source_entry, parts[0]])
+      self._heads[key_size] = head
+    return head
 
 
 def copy_all(tasks: Sequence[CopyTask], key_suffix: str = "") -> Iterator[KeySerialized]:

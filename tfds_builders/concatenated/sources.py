@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -324,17 +324,14 @@ def _open_raw(spec: SourceSpec, splits: Sequence[str], data_root: str | None) ->
   for split in splits:
     files = tfrecord_io.expand(spec.location[split], compression=spec.compression, root=data_root)
     parts[split] = [RecordPart(file, paths.relative_name(file.path, data_root), 0, 0) for file in files]
-  counts: dict[str, int] = {}
-  try:
-    schema = example_schema.infer(_records_to_infer(parts, counts))
-  except errors.SourceError:
-    read_every_file = len(counts) == sum(len(ps) for ps in parts.values())
-    if not read_every_file or any(counts.values()):
-      raise  # a corrupt record, named by read_records
+  files = [part.file for split_parts in parts.values() for part in split_parts]
+  schema, file_counts = example_schema.infer_files(files)
+  if schema is None:
     raise errors.SourceError(
         f"no records in {[p.file_name for ps in parts.values() for p in ps]}; the "
         "source is empty. Check the files, or leave the source out."
-    ) from None
+    )
+  counts = {file.name: count for file, count in zip(files, file_counts)}
   for split, split_parts in parts.items():
     start = 0
     counted = []
@@ -351,33 +348,3 @@ def _open_raw(spec: SourceSpec, splits: Sequence[str], data_root: str | None) ->
       spec=spec, features=example_schema.to_features(schema), typed=False,
       parts=parts, schema=schema,
   )
-
-
-def _records_to_infer(
-    parts: Mapping[str, list[RecordPart]], counts: dict[str, int]
-) -> Iterator[tuple[str, int, bytes]]:
-  """Every record with a layout not seen before, counting records per file.
-
-  Records with the same (name, kind, length) layout cannot change the inferred
-  schema, so only the first of each layout reaches `example_schema.infer`:
-  every record is still parsed once, but the schema merge runs rarely.
-  """
-  seen: set[tuple] = set()
-  for split_parts in parts.values():
-    for part in split_parts:
-      index = -1
-      for index, record in enumerate(tfrecord_io.read_records(part.file)):
-        layout = _layout(example_schema.parse_example(record, part.file.name, index))
-        if layout not in seen:
-          seen.add(layout)
-          yield part.file.name, index, record
-      counts[part.file.name] = index + 1
-
-
-def _layout(example) -> tuple:
-  """(name, kind, length) of every feature of a parsed Example, as a hashable key."""
-  layout = []
-  for name, feature in example.features.feature.items():
-    kind = feature.WhichOneof("kind")
-    layout.append((name, kind, len(getattr(feature, kind).value) if kind else 0))
-  return tuple(layout)
