@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 from collections.abc import Iterator, Mapping, Sequence
 
 from etils import epath
@@ -177,13 +176,12 @@ class Builder(streaming_builder.StreamingBuilder):
 
 @dataclasses.dataclass(frozen=True)
 class _Side:
-  """One input: its files, features and size."""
+  """One input: its files, features and record count."""
 
   name: str
   files: tuple[tfrecord_io.RecordFile, ...]
   schema: Mapping[str, example_schema.FeatureSpec]
   num_records: int
-  num_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,42 +336,31 @@ def _read_side(
       match the schema.
   """
   files = tuple(tfrecord_io.expand(patterns, compression=config.compression, root=config.data_root))
-  tally = _Tally()
-  records = _example_records(files, tally)
-  first = next(records, None)
-  if first is None:
+  if declared is None:
+    schema, counts = example_schema.infer_files(files)
+    num_records = sum(counts)
+  else:
+    schema = example_schema.parse_schema(declared)
+    num_records = _count_checked(files, schema)
+  if not num_records:
     raise errors.SourceError(
         errors.with_hint(
             f"The {side} input holds no records ({', '.join(f.name for f in files)})",
             "Point it at TFRecord files of tf.train.Example that are not empty",
         )
     )
-  records = itertools.chain([first], records)
-  if declared is None:
-    schema = example_schema.infer(records)
-  else:
-    schema = example_schema.parse_schema(declared)
-    for source, index, record in records:
-      example_schema.check(schema, record, source, index)
-  return _Side(side, files, schema, tally.count, tally.num_bytes)
+  return _Side(side, files, schema, num_records)
 
 
-@dataclasses.dataclass
-class _Tally:
-  count: int = 0
-  num_bytes: int = 0
-
-
-def _example_records(
-    files: Sequence[tfrecord_io.RecordFile], tally: _Tally
-) -> Iterator[tuple[str, int, bytes]]:
-  """`_records`, refusing records that are not Examples, counted into `tally`."""
+def _count_checked(files: Sequence[tfrecord_io.RecordFile], schema: Mapping[str, example_schema.FeatureSpec]) -> int:
+  """Counts the records, each checked against a declared schema."""
+  count = 0
   for source, index, record in _records(files):
     example = example_schema.parse_example(record, source, index)
     example_schema.check_only_example_fields(example, source, index)
-    tally.count += 1
-    tally.num_bytes += len(record)
-    yield source, index, record
+    example_schema.check(schema, record, source, index)
+    count += 1
+  return count
 
 
 def _check_pair_count(space: pairs.PairSpace, config: BuilderConfig) -> None:
