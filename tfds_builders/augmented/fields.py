@@ -225,12 +225,6 @@ class FieldCodec:
       self._encode = self._encode_ints
       info = np.iinfo(np.int64 if spec.dtype == "bool" else spec.dtype)
       self._range = (int(info.min), int(info.max)) if spec.dtype != "bool" else (0, 1)
-      # A scalar's entry is a head that depends only on the varint's length,
-      # then the varint: one head per length (1..10 bytes), built once.
-      self._int_heads = {
-          len(_varint(value)): b"".join(serialization.int64_feature(self._key, (value,)))[:-len(_varint(value))]
-          for value in (0, 1 << 7, 1 << 14, 1 << 21, 1 << 28, 1 << 35, 1 << 42, 1 << 49, 1 << 56, -1)
-      }
 
   def encode(self, value: Any) -> list[serialization.Payload]:
     """The map-entry parts of `value`.
@@ -252,8 +246,7 @@ class FieldCodec:
     if self._scalar and type(value) is int and self.spec.dtype != "bool":  # pylint: disable=unidiomatic-typecheck
       if not self._range[0] <= value <= self._range[1]:
         raise FieldValueError(f"{value} is out of the range of {self.spec.dtype}")
-      packed = _varint(value)
-      return [self._int_heads[len(packed)], packed]
+      return serialization.int64_scalar_feature(self._key, value)
     array = self._array(value, "b" if self.spec.dtype == "bool" else "biu")
     if array.size and self.spec.dtype != "bool":
       low, high = int(array.min()), int(array.max())
@@ -302,22 +295,6 @@ class FieldCodec:
           f"{_show(value)} has shape {array.shape}, but the feature is {self.spec.describe()}"
       )
     return array
-
-
-_SMALL_VARINTS = tuple(bytes([n]) for n in range(128))
-
-
-def _varint(value: int) -> bytes:
-  """The varint of an int64 (negatives as 64-bit two's complement)."""
-  if 0 <= value < 128:
-    return _SMALL_VARINTS[value]
-  value &= 0xFFFFFFFFFFFFFFFF
-  out = bytearray()
-  while value > 0x7F:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
 
 
 def _utf8(value: str | bytes) -> bytes:
