@@ -323,7 +323,8 @@ def _open_raw(spec: SourceSpec, splits: Sequence[str], data_root: str | None) ->
   parts: dict[str, list[RecordPart]] = {}
   for split in splits:
     files = tfrecord_io.expand(spec.location[split], compression=spec.compression, root=data_root)
-    parts[split] = [RecordPart(file, paths.relative_name(file.path, data_root), 0, 0) for file in files]
+    names = paths.source_names([file.path for file in files], data_root)
+    parts[split] = [RecordPart(file, name, 0, 0) for file, name in zip(files, names)]
   files = [part.file for split_parts in parts.values() for part in split_parts]
   schema, file_counts = example_schema.infer_files(files)
   if schema is None:

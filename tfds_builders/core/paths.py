@@ -92,11 +92,6 @@ def source_names(sources: Sequence[epath.Path], root: str | None) -> list[str]:
   return [str(path.relative_to(common)) for path in sources]
 
 
-def relative_name(path: epath.Path, root: str | None) -> str:
-  """The name `source_names` gives one source (prefer `source_names` for many)."""
-  return source_names([path], root)[0]
-
-
 def bundled_data_dir(builder_name: str) -> epath.Path:
   """The `dummy_data/<builder_name>` folder of this checkout."""
   return epath.Path(__file__).parents[2] / "dummy_data" / builder_name
