@@ -1,0 +1,772 @@
+"""SQL column types -> TFDS features and wire-format encoders, with an explicit NULL policy.
+
+A column's database type maps to a *kind* (`int`, `float64`, `date`, ...);
+the kind, the column's options and its preprocessing choose a *storage* (how
+values sit in a `tf.train.Example`) and the TFDS feature that decodes it.
+Values are encoded straight to the wire format with `core.serialization`.
+NULL is `None` and nothing else: 0, '' and false are values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import math
+import operator
+import re
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.core import errors
+from tfds_builders.core import serialization
+
+KINDS = (
+    "int", "float32", "float64", "numeric", "bool", "text", "bytes", "json",
+    "enum", "uuid", "date", "time", "timestamp", "timestamptz",
+)
+NUMERIC_MODES = ("float64", "string")
+TEMPORAL_MODES = ("iso", "epoch")
+NULL_POLICIES = ("error", "default", "mask", "skip_row")
+MASK_SUFFIX = "_is_null"
+_TEMPORAL = ("date", "time", "timestamp", "timestamptz")
+_TEXT_LIKE = ("text", "json", "enum", "uuid")
+_INFINITY = ("infinity", "-infinity")
+_EPOCH_DATE_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_EPOCH = datetime.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=datetime.timezone.utc)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+_INT64_MASK = 0xFFFFFFFFFFFFFFFF
+
+# PostgreSQL type names (pg_type.typname of the type or of an array's element).
+_POSTGRES_KINDS = {
+    "int2": "int", "int4": "int", "int8": "int", "oid": "int",
+    "float4": "float32", "float8": "float64", "numeric": "numeric",
+    "bool": "bool",
+    "text": "text", "varchar": "text", "bpchar": "text", "name": "text",
+    "char": "text", "citext": "text",
+    "bytea": "bytes", "json": "json", "jsonb": "json", "uuid": "uuid",
+    "date": "date", "time": "time", "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+}
+# SQLite declared types with a meaning beyond their affinity, by first word.
+_SQLITE_NAMED_KINDS = {
+    "BOOLEAN": "bool", "BOOL": "bool", "DATE": "date", "DATETIME": "timestamp",
+    "TIMESTAMP": "timestamp", "TIMESTAMPTZ": "timestamptz", "TIME": "time",
+    "JSON": "json", "JSONB": "json", "NUMERIC": "numeric", "DECIMAL": "numeric",
+    "UUID": "uuid", "BLOB": "bytes",
+}
+_SQLITE_STORAGE_KINDS = {
+    frozenset({"integer"}): "int",
+    frozenset({"real"}): "float64",
+    frozenset({"integer", "real"}): "float64",
+    frozenset({"text"}): "text",
+    frozenset({"blob"}): "bytes",
+}
+
+
+# ------------------------------------------------------------------ types --
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlType:
+  """What a result column holds: a kind, maybe as a one-dimensional array.
+
+  Attributes:
+    kind: One of `KINDS`.
+    array: Whether each value is a list of `kind` values.
+    source: The type as the database names it, for messages and provenance.
+  """
+
+  kind: str
+  array: bool = False
+  source: str = ""
+
+  def describe(self) -> str:
+    return f"{self.kind}{'[]' if self.array else ''}"
+
+
+def postgres_type(
+    type_name: str, *, is_enum: bool = False, element: str | None = None,
+    element_is_enum: bool = False,
+) -> SqlType | None:
+  """Maps a PostgreSQL type (a `pg_type` row) to a SqlType; None if unsupported.
+
+  Args:
+    type_name: `pg_type.typname` of the column's type.
+    is_enum: Whether the type is an enum (`typtype = 'e'`).
+    element: For an array type, the element's `typname`.
+    element_is_enum: Whether the array's element is an enum.
+  """
+  if element is not None:
+    kind = "enum" if element_is_enum else _POSTGRES_KINDS.get(element)
+    return SqlType(kind, array=True, source=f"{element}[]") if kind else None
+  kind = "enum" if is_enum else _POSTGRES_KINDS.get(type_name)
+  return SqlType(kind, source=type_name) if kind else None
+
+
+def sqlite_declared_type(declared: str) -> SqlType | None:
+  """Maps a SQLite declared column type to a SqlType; None when undeclared.
+
+  Names with a meaning (BOOLEAN, DATE, DATETIME, JSON, DECIMAL, ...) come
+  first; the rest follow SQLite's own affinity rules (INT -> integer, CHAR /
+  CLOB / TEXT -> text, REAL / FLOA / DOUB -> real, other names -> numeric).
+  """
+  upper = declared.strip().upper()
+  if not upper:
+    return None
+  source = f"{declared.strip()} (declared)"
+  first_word = re.split(r"[\s(]", upper, maxsplit=1)[0]
+  if upper.startswith("TIMESTAMP WITH TIME ZONE"):
+    return SqlType("timestamptz", source=source)
+  if first_word in _SQLITE_NAMED_KINDS:
+    return SqlType(_SQLITE_NAMED_KINDS[first_word], source=source)
+  if "INT" in upper:
+    return SqlType("int", source=source)
+  if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
+    return SqlType("text", source=source)
+  if "BLOB" in upper:
+    return SqlType("bytes", source=source)
+  if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
+    return SqlType("float64", source=source)
+  return SqlType("numeric", source=source)
+
+
+def sqlite_storage_type(column: str, storage_classes: set[str]) -> SqlType:
+  """Maps the storage classes (`typeof()`) an undeclared SQLite column holds.
+
+  Raises:
+    SchemaError: if the column holds only NULLs or mixes unrelated classes.
+  """
+  classes = frozenset(storage_classes) - {"null"}
+  kind = _SQLITE_STORAGE_KINDS.get(classes)
+  if kind is None:
+    found = ", ".join(sorted(classes)) or "only NULL"
+    raise errors.SchemaError(
+        errors.with_hint(
+            f"Column {column!r} has no declared type and holds {found} values, "
+            "so its feature type cannot be inferred",
+            f"Cast it in the query, e.g. CAST({column} AS TEXT) AS {column}, or "
+            f"give its type: columns={{{column!r}: {{'type': 'text'}}}}.",
+        )
+    )
+  return SqlType(kind, source=f"{'/'.join(sorted(classes))} (storage classes)")
+
+
+def unsupported_type(column: str, type_name: str, cast_example: str) -> errors.SchemaError:
+  """The error for a column whose type has no feature mapping."""
+  return errors.SchemaError(
+      errors.with_hint(
+          f"Column {column!r} has type {type_name!r}, which the database builder "
+          "does not map to a feature",
+          f"Cast it in the query, e.g. {cast_example}, or set its type in "
+          f"columns={{{column!r}: {{'type': 'text'}}}} if the driver returns text.",
+      )
+  )
+
+
+# -------------------------------------------------------------- policies --
+
+
+@dataclasses.dataclass(frozen=True)
+class NullPolicy:
+  """What a NULL in one column becomes.
+
+  Attributes:
+    action: `error` (the default: fail naming the column and row), `default`
+      (store `default`), `mask` (store the storage's zero, or `default` when
+      given, and add a boolean `<column>_is_null` feature), `skip_row`
+      (leave the row out).
+    default: The value for `default` (required) and `mask` (optional), in the
+      column's own type: a number, a string (dates as ISO text), a list.
+  """
+
+  action: str = "error"
+  default: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnCodec:
+  """How one result column becomes features: picklable, encoders built on demand.
+
+  Attributes:
+    name: Column name, which is also the feature name.
+    sql_type: The column's (inferred or overridden) type.
+    nulls: The NULL policy.
+    numeric: `float64` or `string` (exact decimal text) for numeric kinds.
+    temporal: `iso` (text) or `epoch` (int64: days for dates, microseconds
+      since midnight for times, microseconds since 1970-01-01 UTC for
+      timestamps) for date/time kinds.
+    class_names: When set, values are class names stored as ClassLabel
+      indices (a value matches the name equal to its text).
+    unknown_class: Class name for values outside `class_names`; None makes
+      such a value an error.
+    affine: When set, `(shift, scale)`: numbers are stored as float32
+      `(value - shift) / scale` (normalization).
+  """
+
+  name: str
+  sql_type: SqlType
+  nulls: NullPolicy = NullPolicy()
+  numeric: str = "float64"
+  temporal: str = "iso"
+  class_names: tuple[str, ...] | None = None
+  unknown_class: str | None = None
+  affine: tuple[float, float] | None = None
+
+  @property
+  def storage(self) -> str:
+    """How values are stored: int64, float32, float64, bool, text, bytes or class."""
+    kind = self.sql_type.kind
+    if self.class_names is not None:
+      return "class"
+    if self.affine is not None:
+      return "float32"
+    if kind == "numeric":
+      return "float64" if self.numeric == "float64" else "text"
+    if kind in _TEMPORAL:
+      return "text" if self.temporal == "iso" else "int64"
+    if kind in _TEXT_LIKE:
+      return "text"
+    return {"int": "int64"}.get(kind, kind)
+
+  @property
+  def mask_name(self) -> str | None:
+    return self.name + MASK_SUFFIX if self.nulls.action == "mask" else None
+
+  def features(self) -> dict[str, tfds.features.FeatureConnector]:
+    """The feature of this column, and its `_is_null` mask feature if any."""
+    doc = f"Column {self.name!r} ({self.sql_type.source or self.sql_type.describe()})"
+    found = {self.name: _feature(self.storage, self.sql_type.array, self.class_names, doc)}
+    if self.mask_name:
+      found[self.mask_name] = tfds.features.Scalar(
+          np.bool_, doc=f"Whether {self.name!r} is NULL (its value is then a placeholder)"
+      )
+    return found
+
+  def value_encoder(self) -> Callable[[Any], bytes]:
+    """From a non-NULL value to this column's map entries, joined (with `_is_null`)."""
+    store = _value_storer(self)
+    if self.nulls.action != "mask":
+      return store
+    not_null = b"".join(serialization.int64_feature(serialization.FeatureKey(self.mask_name), (0,)))
+    return lambda value: store(value) + not_null
+
+  def encoder(self) -> Callable[[Any], bytes]:
+    """From any database value (NULL included) to this column's map entries, joined.
+
+    It raises `ValueProblem` for NULL under the `error` policy, and
+    ValueProblem / TypeError / ValueError for values that do not fit the
+    column's type.
+    """
+    present = self.value_encoder()
+    action = self.nulls.action
+    if action in ("error", "skip_row"):  # skip_row: RowEncoder drops the row first
+      name = self.name
+
+      def encode_or_fail(value: Any) -> bytes:
+        if value is None:
+          raise ValueProblem(name, "is NULL", null=True)
+        return present(value)
+
+      return encode_or_fail
+    store = _value_storer(self)
+    if action == "default":
+      default_entries = store(self.nulls.default)
+      return lambda value: default_entries if value is None else present(value)
+    is_null = b"".join(serialization.int64_feature(serialization.FeatureKey(self.mask_name), (1,))) + (
+        store(self.nulls.default) if self.nulls.default is not None
+        else _storer(self)(_zero(self.storage, self.sql_type.array))
+    )
+    return lambda value: is_null if value is None else present(value)
+
+
+class ValueProblem(Exception):
+  """A value that cannot be stored in its column (the caller names the row)."""
+
+  def __init__(self, column: str, problem: str, null: bool = False, hint: str = ""):
+    super().__init__(f"column {column!r} {problem}")
+    self.column = column
+    self.problem = problem
+    self.null = null
+    self.hint = hint or "Cast the column in the query, or change its `type` in `columns`."
+
+
+def check_codec(codec: ColumnCodec) -> None:
+  """Validates modes and the NULL policy's default value.
+
+  Raises:
+    ConfigError: naming the column, if an option is unknown or the default
+      value does not fit the column's type.
+  """
+  def fail(message: str) -> errors.ConfigError:
+    return errors.ConfigError(f"Column {codec.name!r}: {message}")
+
+  if codec.sql_type.kind not in KINDS:
+    raise fail(f"type {codec.sql_type.kind!r} is unknown; use one of {KINDS}.")
+  if codec.numeric not in NUMERIC_MODES:
+    raise fail(f"numeric={codec.numeric!r}; use one of {NUMERIC_MODES}.")
+  if codec.temporal not in TEMPORAL_MODES:
+    raise fail(f"temporal={codec.temporal!r}; use one of {TEMPORAL_MODES}.")
+  if codec.nulls.action not in NULL_POLICIES:
+    raise fail(f"nulls={codec.nulls.action!r}; use one of {NULL_POLICIES}.")
+  if codec.nulls.action == "default" and codec.nulls.default is None:
+    raise fail("nulls='default' needs a `default` value (or an `impute` statistic).")
+  if codec.nulls.default is not None:
+    try:
+      codec.encoder()(codec.nulls.default)
+    except (ValueProblem, *_VALUE_ERRORS) as error:
+      raise fail(
+          f"default {codec.nulls.default!r} does not fit the column "
+          f"({codec.sql_type.describe()}, stored as {codec.storage}): {_reason(error)}. "
+          "Give a value of the column's type."
+      ) from None
+
+
+class RowEncoder:
+  """Encodes result rows (sequences in column order) into serialized Examples."""
+
+  def __init__(self, codecs: Sequence[ColumnCodec]):
+    self.codecs = list(codecs)
+    self._encoders = [codec.encoder() for codec in self.codecs]
+    # Rows without NULL (the common case) skip the per-column NULL checks.
+    self._value_encoders = [codec.value_encoder() for codec in self.codecs]
+    self._skip_if_null = [
+        index for index, codec in enumerate(self.codecs) if codec.nulls.action == "skip_row"
+    ]
+
+  def encode(self, row: Sequence[Any], row_label: Callable[[], str]) -> bytes | None:
+    """The serialized Example of `row`; None when a `skip_row` column is NULL.
+
+    Raises:
+      SchemaError: naming the column and `row_label()`, for a NULL under the
+        `error` policy or a value that does not fit its column.
+    """
+    encoders = self._value_encoders
+    if None in row:
+      for index in self._skip_if_null:
+        if row[index] is None:
+          return None
+      encoders = self._encoders
+    try:
+      return serialization.example_from_entries(
+          [encode(value) for encode, value in zip(encoders, row)]
+      )
+    except Exception:  # pylint: disable=broad-except  # re-raised, located
+      raise self._locate_problem(row, row_label) from None
+
+  def _locate_problem(self, row: Sequence[Any], row_label: Callable[[], str]) -> Exception:
+    for codec, encode, value in zip(self.codecs, self._encoders, row):
+      try:
+        encode(value)
+      except ValueProblem as problem:
+        return _row_error(codec, problem, row_label())
+      except _VALUE_ERRORS as error:
+        problem = ValueProblem(codec.name, f"holds {value!r}: {_reason(error)}")
+        return _row_error(codec, problem, row_label())
+    return errors.SchemaError(f"{row_label()}: the row could not be encoded.")
+
+
+# What converters and storers raise for a value of the wrong type.
+_VALUE_ERRORS = (TypeError, ValueError, OverflowError, AttributeError, KeyError, struct.error)
+
+
+def _reason(error: Exception) -> str:
+  if isinstance(error, (KeyError, struct.error)):
+    return "not a value of the column's type"
+  return str(error)
+
+
+def _row_error(codec: ColumnCodec, problem: ValueProblem, row: str) -> errors.SchemaError:
+  column = codec.name
+  if problem.null:
+    return errors.SchemaError(
+        errors.with_hint(
+            f"Column {column!r} is NULL in {row}, and its NULL policy is 'error'",
+            f"Set a policy, e.g. columns={{{column!r}: {{'nulls': 'mask'}}}} (or "
+            "'default' with a `default`, or 'skip_row'), or filter/COALESCE in the query.",
+        )
+    )
+  return errors.SchemaError(
+      errors.with_hint(
+          f"{row}: {problem} (the column is {codec.sql_type.describe()}, "
+          f"stored as {codec.storage})",
+          problem.hint,
+      )
+  )
+
+
+# --------------------------------------------------------------- features --
+
+
+def _feature(
+    storage: str, array: bool, class_names: tuple[str, ...] | None, doc: str
+) -> tfds.features.FeatureConnector:
+  if storage == "class":
+    if not class_names:  # computed in SQL at build time, set then
+      return tfds.features.ClassLabel(doc=doc)
+    return tfds.features.ClassLabel(names=list(class_names), doc=doc)
+  shape = (None,) if array else ()
+  if storage == "text" and not array:
+    return tfds.features.Text(doc=doc)
+  dtype = {
+      "int64": np.int64, "float32": np.float32, "float64": np.float64,
+      "bool": np.bool_, "text": np.object_, "bytes": np.object_,
+  }[storage]
+  # float64 travels as raw little-endian bytes: a float_list would round it
+  # to float32.
+  encoding = tfds.features.Encoding.BYTES if storage == "float64" else tfds.features.Encoding.NONE
+  return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=encoding, doc=doc)
+
+
+# --------------------------------------------------------------- encoding --
+
+
+def _zero(storage: str, array: bool) -> Any:
+  """The placeholder of a masked NULL, already in storage form."""
+  if array:
+    return []
+  return {"int64": 0, "class": 0, "float32": 0.0, "float64": 0.0, "bool": False,
+          "text": b"", "bytes": b""}[storage]
+
+
+def _storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
+  """From a storage value (int, float, bool, bytes, or a list) to its map entry."""
+  key = serialization.FeatureKey(codec.name)
+  storage = codec.storage
+  join = b"".join
+  if codec.sql_type.array:
+    if storage in ("int64", "class", "bool"):
+      return lambda values: join(serialization.int64_feature(key, values))
+    if storage == "float32":
+      return lambda values: join(serialization.float_feature(key, np.asarray(values, np.float32)))
+    if storage == "float64":
+      return lambda values: join(serialization.bytes_feature(key, np.asarray(values, "<f8").tobytes()))
+    return lambda values: join(serialization.bytes_list_feature(key, values))
+  if storage in ("int64", "class"):
+    return _int64_scalar(key)
+  if storage == "bool":
+    # True/False (and SQLite's 1/0) only: anything else is a KeyError.
+    by_value = {value: join(serialization.int64_feature(key, (int(value),))) for value in (False, True)}
+    return by_value.__getitem__
+  if storage == "float32":
+    template = serialization.float_feature(key, np.zeros(1, np.float32))
+    return _fixed_width(template, 4, struct.Struct("<f").pack)
+  if storage == "float64":
+    return _fixed_width(serialization.bytes_feature(key, bytes(8)), 8, struct.Struct("<d").pack)
+  return _bytes_scalar(key, _to_bytes if codec.sql_type.kind == "bytes" else _to_text)
+
+
+def _value_storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
+  """`_storer` after `_converter`, fused where the storer checks types itself."""
+  store = _storer(codec)
+  plain = codec.class_names is None and codec.affine is None and not codec.sql_type.array
+  # int64 and float storers refuse other types (TypeError, struct.error),
+  # bool storers anything but True/False/1/0, bytes storers convert non-bytes.
+  if plain and codec.sql_type.kind in ("int", "float32", "float64", "bool", "bytes", *_TEXT_LIKE):
+    return store
+  convert = _converter(codec)
+  return lambda value: store(convert(value))
+
+
+def _fixed_width(template: list, width: int, pack: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+  # A fixed-size payload has constant framing: encode once, reuse the prefix.
+  prefix = b"".join(template)[:-width]
+  return lambda value: prefix + pack(value)
+
+
+def _int64_scalar(key: serialization.FeatureKey) -> Callable[[int], bytes]:
+  # The framing depends only on the varint's length (1..10 bytes).
+  prefixes = [b""] + [
+      b"".join(serialization.int64_feature(key, (1 << (7 * (n - 1)),)))[:-n] for n in range(1, 11)
+  ]
+  small = [prefixes[1] + serialization.varint(n) for n in range(128)]
+  two, three = prefixes[2], prefixes[3]
+  varint = serialization.varint
+
+  def store(value: int) -> bytes:
+    if 0 <= value < 128:
+      return small[value]
+    if 0 < value < 1 << 21:  # ids and counts: the varint unrolled
+      if value < 1 << 14:
+        return two + bytes(((value & 0x7F) | 0x80, value >> 7))
+      return three + bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    encoded = varint(value & _INT64_MASK)
+    return prefixes[len(encoded)] + encoded
+
+  return store
+
+
+_CACHED_FRAMING_BYTES = 4096
+
+
+def _bytes_scalar(
+    key: serialization.FeatureKey, to_bytes: Callable[[Any], Any]
+) -> Callable[[Any], bytes]:
+  # The framing of a one-value bytes_list depends only on the payload's
+  # length: cache it per length (short values are the common case).
+  heads: dict[int, bytes] = {}
+
+  def store(payload: Any) -> bytes:
+    if type(payload) is not bytes:  # pylint: disable=unidiomatic-typecheck  # the hot path
+      payload = to_bytes(payload)
+    size = len(payload)
+    head = heads.get(size)
+    if head is None:
+      if size > _CACHED_FRAMING_BYTES:
+        return b"".join(serialization.bytes_feature(key, payload))
+      head = heads[size] = b"".join(serialization.bytes_feature(key, bytes(size)))[: -size or None]
+    return head + payload
+
+  return store
+
+
+def _converter(codec: ColumnCodec) -> Callable[[Any], Any]:
+  """From a driver value to a storage value, elementwise for arrays."""
+  convert = _scalar_converter(codec)
+  if codec.class_names is not None:
+    convert = _class_lookup(codec, convert)
+  elif codec.affine is not None:
+    shift, scale = codec.affine
+    convert = lambda value: (_to_float(value) - shift) / scale
+  if not codec.sql_type.array:
+    return convert
+
+  def convert_array(values: Any) -> list:
+    if not isinstance(values, (list, tuple)):
+      raise ValueProblem(codec.name, f"holds {values!r}, not an array")
+    if any(isinstance(value, (list, tuple)) for value in values):
+      raise ValueProblem(
+          codec.name, "holds a multi-dimensional array; only one-dimensional "
+          "arrays are stored (unnest it, or select one dimension)")
+    if any(value is None for value in values):
+      raise ValueProblem(
+          codec.name, "holds an array with NULL elements; remove them in the query "
+          "(array_remove(column, NULL)) or replace them (COALESCE per element)")
+    return [convert(value) for value in values]
+
+  return convert_array
+
+
+def _class_lookup(codec: ColumnCodec, convert: Callable[[Any], Any]) -> Callable[[Any], int]:
+  index_of: dict[Any, int] = {}
+  for index, name in enumerate(codec.class_names):
+    index_of.setdefault(name, index)
+    index_of.setdefault(name.encode("utf-8"), index)
+    if re.fullmatch(r"-?[1-9][0-9]*|0", name):
+      index_of.setdefault(int(name), index)  # integer columns hit without str()
+  unknown = None
+  if codec.unknown_class is not None:
+    unknown = index_of[codec.unknown_class]
+
+  def lookup(value: Any) -> int:
+    index = index_of.get(value)
+    if index is None:
+      index = index_of.get(class_name(convert(value)), unknown)
+      if index is None:
+        raise ValueProblem(
+            codec.name, f"holds {class_name(value)!r}, which is not one of its "
+            f"{len(codec.class_names)} classes",
+            hint="Add it to the `vocabulary`, or set `unknown` to a class name "
+            "that takes every unseen value.")
+    return index
+
+  return lookup
+
+
+def class_name(value: Any) -> str:
+  """The ClassLabel name of a categorical value: its text."""
+  if isinstance(value, (bytes, bytearray, memoryview)):
+    return bytes(value).decode("utf-8")
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  return str(value)
+
+
+def _scalar_converter(codec: ColumnCodec) -> Callable[[Any], Any]:
+  kind = codec.sql_type.kind
+  if kind == "int":
+    return operator.index
+  if kind in ("float32", "float64"):
+    return _to_float
+  if kind == "numeric":
+    return _to_float if codec.numeric == "float64" else _numeric_text
+  if kind == "bool":
+    return _to_bool
+  if kind in _TEXT_LIKE:
+    return _to_text
+  if kind == "bytes":
+    return _to_bytes
+  epoch = codec.temporal == "epoch"
+  return {
+      "date": _date_epoch if epoch else _date_iso,
+      "time": _time_epoch if epoch else _time_iso,
+      "timestamp": _timestamp_epoch if epoch else _timestamp_iso,
+      "timestamptz": _timestamptz_epoch if epoch else _timestamptz_iso,
+  }[kind]
+
+
+def _to_float(value: Any) -> float:
+  if type(value) is float:  # pylint: disable=unidiomatic-typecheck  # the hot path
+    return value
+  if isinstance(value, (bytes, bytearray, memoryview, bool)):
+    raise TypeError(f"{type(value).__name__} is not a number")
+  if isinstance(value, str) and not _NUMBER_TEXT.match(value):
+    raise ValueError(f"{value!r} is not a number")
+  return float(value)  # int, Decimal, or numeric text from PostgreSQL
+
+
+_NUMBER_TEXT = re.compile(r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|NaN|-?Infinity)\s*$")
+
+
+def _numeric_text(value: Any) -> bytes:
+  if isinstance(value, str):
+    if not _NUMBER_TEXT.match(value):
+      raise ValueError(f"{value!r} is not a number")
+    return value.encode("ascii")
+  if isinstance(value, decimal.Decimal):
+    return format(value, "f").encode("ascii")
+  if isinstance(value, float):
+    return repr(value).encode("ascii")
+  return str(operator.index(value)).encode("ascii")
+
+
+def _to_bool(value: Any) -> bool:
+  if value is True or value is False:
+    return value
+  if type(value) is int and value in (0, 1):  # pylint: disable=unidiomatic-typecheck
+    return bool(value)  # SQLite stores booleans as 0 / 1
+  raise TypeError(f"{value!r} is not a boolean (true/false or 0/1)")
+
+
+def _to_text(value: Any) -> bytes:
+  if type(value) is bytes:  # pylint: disable=unidiomatic-typecheck  # the hot path
+    return value
+  if isinstance(value, str):
+    return value.encode("utf-8")
+  raise TypeError(f"{type(value).__name__} is not text")
+
+
+def _to_bytes(value: Any) -> bytes | memoryview:
+  if isinstance(value, (bytes, memoryview)):
+    return value
+  if isinstance(value, bytearray):
+    return bytes(value)
+  if isinstance(value, str):
+    return value.encode("utf-8")
+  raise TypeError(f"{type(value).__name__} is not binary data")
+
+
+def _as_date(value: Any) -> datetime.date:
+  if isinstance(value, datetime.datetime):
+    raise TypeError("a timestamp is not a date")
+  if isinstance(value, datetime.date):
+    return value
+  if isinstance(value, str):
+    return datetime.date.fromisoformat(value)
+  raise TypeError(f"{type(value).__name__} is not a date (ISO text)")
+
+
+def _as_time(value: Any) -> datetime.time:
+  if isinstance(value, datetime.time):
+    return value
+  if isinstance(value, str):
+    return datetime.time.fromisoformat(value)
+  raise TypeError(f"{type(value).__name__} is not a time of day")
+
+
+def _as_timestamp(value: Any) -> datetime.datetime:
+  """A datetime from a driver value: aware ones in UTC, naive ones kept."""
+  if isinstance(value, datetime.datetime):
+    parsed = value
+  elif isinstance(value, str):
+    parsed = datetime.datetime.fromisoformat(value)
+  elif type(value) is int:  # pylint: disable=unidiomatic-typecheck
+    # SQLite's 'unixepoch' convention: whole seconds since 1970-01-01 UTC.
+    parsed = _EPOCH_UTC + datetime.timedelta(seconds=value)
+  else:
+    raise TypeError(f"{type(value).__name__} is not a timestamp (ISO text)")
+  return parsed if parsed.tzinfo is None else parsed.astimezone(datetime.timezone.utc)
+
+
+def _infinite(value: Any) -> bool:
+  return isinstance(value, str) and value in _INFINITY
+
+
+def _date_iso(value: Any) -> bytes:
+  if _infinite(value):
+    return value.encode("ascii")
+  return _as_date(value).isoformat().encode("ascii")
+
+
+def _date_epoch(value: Any) -> int:
+  _refuse_infinity(value)
+  return _as_date(value).toordinal() - _EPOCH_DATE_ORDINAL
+
+
+def _time_iso(value: Any) -> bytes:
+  return _as_time(value).isoformat().encode("ascii")
+
+
+def _time_epoch(value: Any) -> int:
+  time = _as_time(value)
+  return ((time.hour * 60 + time.minute) * 60 + time.second) * 1_000_000 + time.microsecond
+
+
+def _timestamp_iso(value: Any) -> bytes:
+  if _infinite(value):
+    return value.encode("ascii")
+  return _as_timestamp(value).replace(tzinfo=None).isoformat().encode("ascii")
+
+
+def _timestamp_epoch(value: Any) -> int:
+  _refuse_infinity(value)
+  stamp = _as_timestamp(value).replace(tzinfo=None)
+  return (stamp - _EPOCH) // _MICROSECOND
+
+
+def _timestamptz_iso(value: Any) -> bytes:
+  if _infinite(value):
+    return value.encode("ascii")
+  stamp = _as_timestamp(value)
+  if stamp.tzinfo is None:
+    stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+  return stamp.isoformat().encode("ascii")
+
+
+def _timestamptz_epoch(value: Any) -> int:
+  _refuse_infinity(value)
+  stamp = _as_timestamp(value)
+  if stamp.tzinfo is None:
+    stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+  return (stamp - _EPOCH_UTC) // _MICROSECOND
+
+
+def _refuse_infinity(value: Any) -> None:
+  if _infinite(value):
+    raise ValueError(
+        f"{value!r} has no epoch value; filter it out, or use temporal='iso' "
+        "(stored as the text 'infinity')"
+    )
+
+
+def is_numeric_kind(kind: str) -> bool:
+  """Kinds that normalization and mean imputation accept."""
+  return kind in ("int", "float32", "float64", "numeric")
+
+
+def finite_or_fail(column: str, name: str, value: float) -> float:
+  """`value` as float, refusing NaN/inf statistics."""
+  number = float(value)
+  if not math.isfinite(number):
+    raise errors.SchemaError(
+        f"Column {column!r}: the {name} is {number}; filter NaN/infinite values "
+        "out of the training split first."
+    )
+  return number
+
+

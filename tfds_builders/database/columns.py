@@ -1,0 +1,377 @@
+"""Result columns -> column codecs: type overrides, NULL policies and SQL-computed preprocessing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from tfds_builders.core import errors
+from tfds_builders.core import sql_connections
+from tfds_builders.core import sql_types
+from tfds_builders.database import queries
+
+OPTION_KEYS = (
+    "type", "array", "numeric", "temporal", "nulls", "default", "impute",
+    "categorical", "vocabulary", "unknown", "normalize", "apply",
+)
+IMPUTE_STATISTICS = ("mean", "median", "mode", "min", "max")
+NORMALIZATIONS = ("standard", "minmax")
+_CATEGORICAL_KINDS = ("int", "text", "enum", "uuid")
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnOptions:
+  """Per-column settings from `BuilderConfig.columns[name]` (see the dataset card)."""
+
+  type: str | None = None
+  array: bool | None = None
+  numeric: str | None = None
+  temporal: str | None = None
+  nulls: str | None = None
+  default: Any = None
+  impute: str | None = None
+  categorical: bool = False
+  vocabulary: tuple[str, ...] | None = None
+  unknown: str | None = None
+  normalize: str | None = None
+  apply: bool = True
+
+  @classmethod
+  def parse(cls, column: str, raw: Mapping[str, Any]) -> ColumnOptions:
+    """Reads one column's settings.
+
+    Raises:
+      ConfigError: naming the column, for unknown keys or values.
+    """
+    def fail(message: str) -> errors.ConfigError:
+      return errors.ConfigError(f"columns[{column!r}]: {message}")
+
+    if not isinstance(raw, Mapping):
+      raise fail(f"must be a mapping of settings, got {raw!r}.")
+    unknown = sorted(set(raw) - set(OPTION_KEYS))
+    if unknown:
+      raise fail(f"unknown settings {unknown}; use {list(OPTION_KEYS)}.")
+    vocabulary = raw.get("vocabulary")
+    if vocabulary is not None:
+      if not isinstance(vocabulary, (list, tuple)) or not vocabulary:
+        raise fail("`vocabulary` must be a non-empty list of class names.")
+      vocabulary = tuple(sql_types.class_name(name) for name in vocabulary)
+      if len(set(vocabulary)) != len(vocabulary):
+        raise fail("`vocabulary` lists a class name twice.")
+    options = cls(
+        type=raw.get("type"), array=raw.get("array"), numeric=raw.get("numeric"),
+        temporal=raw.get("temporal"), nulls=raw.get("nulls"), default=raw.get("default"),
+        impute=raw.get("impute"),
+        categorical=bool(raw.get("categorical", False)) or vocabulary is not None,
+        vocabulary=vocabulary, unknown=raw.get("unknown"), normalize=raw.get("normalize"),
+        apply=bool(raw.get("apply", True)),
+    )
+    if options.type is not None and options.type not in sql_types.KINDS:
+      raise fail(f"type={options.type!r}; use one of {sql_types.KINDS}.")
+    if options.impute is not None and options.impute not in IMPUTE_STATISTICS:
+      raise fail(f"impute={options.impute!r}; use one of {IMPUTE_STATISTICS}.")
+    if options.impute is not None and options.default is not None:
+      raise fail("give either `default` (a constant) or `impute` (a statistic), not both.")
+    if options.impute is not None and options.nulls not in (None, "default", "mask"):
+      raise fail(f"`impute` fills NULLs, but nulls={options.nulls!r}; use 'default' or 'mask'.")
+    if options.normalize is not None and options.normalize not in NORMALIZATIONS:
+      raise fail(f"normalize={options.normalize!r}; use one of {NORMALIZATIONS}.")
+    if options.normalize and options.categorical:
+      raise fail("a column is either categorical or normalized, not both.")
+    if options.unknown is not None and not options.categorical:
+      raise fail("`unknown` only applies to categorical columns.")
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+  """Config-wide settings that columns inherit."""
+
+  nulls: str = "error"
+  numeric: str = "float64"
+  temporal: str = "iso"
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnPlan:
+  """A column's type and settings before the statistics are known."""
+
+  name: str
+  sql_type: sql_types.SqlType
+  options: ColumnOptions
+  defaults: Defaults
+
+  @property
+  def null_action(self) -> str:
+    if self.options.nulls:
+      return self.options.nulls
+    if self.options.impute or self.options.default is not None:
+      return "default"
+    return self.defaults.nulls
+
+  def codec(self, statistics: Mapping[str, Any] | None = None) -> sql_types.ColumnCodec:
+    """The codec; without `statistics`, placeholders stand for SQL-computed values."""
+    statistics = statistics or {}
+    options = self.options
+    class_names = None
+    unknown_class = None
+    if options.categorical:
+      class_names = tuple(options.vocabulary or statistics.get("class_names", ()))
+      if options.unknown not in (None, "error"):
+        unknown_class = options.unknown
+        if class_names and unknown_class not in class_names:
+          class_names = (*class_names, unknown_class)
+    affine = None
+    if options.normalize and options.apply:
+      affine = statistics.get("affine", (0.0, 1.0))
+    default = options.default
+    if options.impute:
+      default = statistics.get("impute")
+    return sql_types.ColumnCodec(
+        name=self.name,
+        sql_type=self.sql_type,
+        nulls=sql_types.NullPolicy(self.null_action, default),
+        numeric=options.numeric or self.defaults.numeric,
+        temporal=options.temporal or self.defaults.temporal,
+        class_names=class_names,
+        unknown_class=unknown_class,
+        affine=affine,
+    )
+
+  def features(self) -> dict[str, tfds.features.FeatureConnector]:
+    return self.codec().features()
+
+  def needs_statistics(self) -> bool:
+    options = self.options
+    return bool(
+        options.impute or options.normalize or (options.categorical and not options.vocabulary)
+    )
+
+
+def plan_columns(
+    result: Sequence[sql_connections.ResultColumn],
+    options_by_name: Mapping[str, Mapping[str, Any]],
+    defaults: Defaults,
+    cast_example: str,
+) -> list[ColumnPlan]:
+  """Checks the result columns and applies the config's per-column settings.
+
+  Raises:
+    ConfigError: for settings of a column the query does not return, or
+      settings that do not suit the column's type.
+    SchemaError: for duplicate or unusable column names, and unsupported types.
+  """
+  names = [column.name for column in result]
+  unknown = sorted(set(options_by_name) - set(names))
+  if unknown:
+    raise errors.ConfigError(
+        f"`columns` sets options for {unknown}, which the query does not return. "
+        f"Its columns are {names}; fix the names or add them to the SELECT."
+    )
+  seen: set[str] = set()
+  plans = []
+  for column in result:
+    if column.name in seen:
+      raise errors.SchemaError(
+          f"The query returns two columns named {column.name!r}. Give them "
+          "distinct names with AS (feature names must be unique)."
+      )
+    seen.add(column.name)
+    if not column.name or "/" in column.name:
+      raise errors.SchemaError(
+          f"Column name {column.name!r} cannot be a feature name (empty or holding "
+          "'/'). Rename it in the query with AS."
+      )
+    options = ColumnOptions.parse(column.name, options_by_name.get(column.name, {}))
+    sql_type = column.sql_type
+    if options.type is not None:
+      array = sql_type.array if sql_type is not None else False
+      sql_type = sql_types.SqlType(
+          options.type, array if options.array is None else bool(options.array),
+          source=f"{column.type_name} as {options.type} (override)",
+      )
+    elif options.array is not None and sql_type is not None:
+      sql_type = dataclasses.replace(sql_type, array=bool(options.array))
+    if sql_type is None:
+      raise sql_types.unsupported_type(
+          column.name, column.type_name, cast_example.replace("column", column.name)
+      )
+    plan = ColumnPlan(column.name, sql_type, options, defaults)
+    _check_plan(plan)
+    plans.append(plan)
+  masks = {plan.name + sql_types.MASK_SUFFIX for plan in plans if plan.null_action == "mask"}
+  clashes = sorted(masks & seen)
+  if clashes:
+    raise errors.SchemaError(
+        f"NULL masks would add features {clashes}, which are also columns of the "
+        "query. Rename those columns with AS."
+    )
+  return plans
+
+
+def _check_plan(plan: ColumnPlan) -> None:
+  options, kind, name = plan.options, plan.sql_type.kind, plan.name
+
+  def fail(message: str) -> errors.ConfigError:
+    return errors.ConfigError(f"columns[{name!r}]: {message}")
+
+  if options.categorical and (kind not in _CATEGORICAL_KINDS or plan.sql_type.array):
+    raise fail(
+        f"categorical needs a scalar column of kind {_CATEGORICAL_KINDS}, but it "
+        f"is {plan.sql_type.describe()}. Cast it in the query."
+    )
+  numeric_only = options.normalize or options.impute == "mean"
+  if numeric_only and (not sql_types.is_numeric_kind(kind) or plan.sql_type.array):
+    what = f"normalize={options.normalize!r}" if options.normalize else "impute='mean'"
+    raise fail(f"{what} needs a numeric column, but it is {plan.sql_type.describe()}.")
+  if options.impute == "mean" and kind == "int" and not (options.normalize and options.apply):
+    raise fail(
+        "the mean of an integer column is not an integer; use impute='median', "
+        "'mode', 'min' or 'max', or set type='float64'."
+    )
+  if options.impute and plan.sql_type.array:
+    raise fail("`impute` does not apply to array columns; use `default`.")
+  if options.impute is None:
+    sql_types.check_codec(plan.codec())
+
+
+# ------------------------------------------------------------ statistics --
+
+
+def compute_statistics(
+    session: sql_connections.ReadSession,
+    plans: Sequence[ColumnPlan],
+    sources: Sequence[queries.SplitSource],
+    statistics_source: queries.SplitSource | None,
+) -> dict[str, dict[str, Any]]:
+  """Vocabularies (over all splits) and statistics (over the statistics split), in SQL.
+
+  Returns:
+    Column name -> {"class_names", "affine", "impute", "record"}; "record"
+    is what goes into the dataset's metadata.
+  """
+  found: dict[str, dict[str, Any]] = {}
+  for plan in plans:
+    if not plan.needs_statistics():
+      continue
+    options, record = plan.options, {}
+    stats: dict[str, Any] = {"record": record}
+    if options.categorical:
+      if options.vocabulary:
+        names = list(options.vocabulary)
+        record["categorical"] = {"source": "vocabulary"}
+      else:
+        values: set[Any] = set()
+        for source in sources:
+          sql, params = queries.distinct_sql(session, source, plan.name)
+          values.update(row[0] for row in session.fetch_all(sql, params, source.query))
+        names = _sorted_names(values)
+        record["categorical"] = {"source": f"distinct values of splits {[s.split for s in sources]}"}
+      stats["class_names"] = tuple(names)
+      record["categorical"]["names"] = list(plan.codec(stats).class_names)
+      record["categorical"]["unknown"] = plan.codec(stats).unknown_class or "error"
+    if options.normalize or options.impute:
+      source = _require_statistics_source(plan, statistics_source)
+      sql, params = queries.moments_sql(session, source, plan.name)
+      count, mean, std, low, high = session.fetch_all(sql, params, source.query)[0]
+      if not count:
+        raise errors.SourceError(
+            f"Column {plan.name!r} has no non-NULL value in split {source.split!r}, "
+            "so its statistics are undefined. Check the query, or drop the "
+            "normalize/impute settings."
+        )
+      if options.normalize:
+        stats["affine"], record["normalize"] = _normalization(
+            plan, source.split, mean, std, low, high
+        )
+      if options.impute:
+        value = _imputed(session, plan, source, count, mean, low, high)
+        stats["impute"] = value
+        record["impute"] = {
+            "statistic": options.impute, "value": json_value(value), "split": source.split,
+        }
+    found[plan.name] = stats
+  return found
+
+
+def _require_statistics_source(plan: ColumnPlan, source: queries.SplitSource | None):
+  if source is None:
+    raise errors.ConfigError(
+        f"columns[{plan.name!r}] needs statistics of the training split, but no "
+        "split is named like `statistics_split`. Set `statistics_split` to one "
+        "of the split names."
+    )
+  return source
+
+
+def _normalization(plan, split, mean, std, low, high) -> tuple[tuple[float, float], dict]:
+  method = plan.options.normalize
+  name = plan.name
+  if method == "standard":
+    shift = sql_types.finite_or_fail(name, "mean", mean)
+    scale = sql_types.finite_or_fail(name, "standard deviation", std)
+    record = {"method": "standard", "mean": shift, "std": scale}
+  else:
+    shift = sql_types.finite_or_fail(name, "minimum", low)
+    scale = sql_types.finite_or_fail(name, "maximum", high) - shift
+    record = {"method": "minmax", "min": shift, "max": shift + scale}
+  record.update(split=split, applied=plan.options.apply)
+  if plan.options.apply and scale == 0:
+    raise errors.SchemaError(
+        f"Column {name!r} is constant in split {split!r} ({shift}), so "
+        f"normalize={method!r} would divide by zero. Drop `normalize`, or set "
+        "apply=false to only record the statistics."
+    )
+  if plan.options.apply:
+    record["formula"] = f"({name} - {shift!r}) / {scale!r}, stored as float32"
+  return (shift, scale), record
+
+
+def _imputed(session, plan: ColumnPlan, source, count, mean, low, high) -> Any:
+  statistic = plan.options.impute
+  if statistic == "mean":
+    return float(mean)
+  if statistic == "min":
+    return low
+  if statistic == "max":
+    return high
+  if statistic == "median":
+    # percentile_disc(0.5): the lower middle value, the same on every engine.
+    sql, params = queries.nth_value_sql(session, source, plan.name, (count - 1) // 2)
+  else:
+    sql, params = queries.mode_sql(session, source, plan.name)
+  return session.fetch_all(sql, params, source.query)[0][0]
+
+
+def _sorted_names(values: set[Any]) -> list[str]:
+  numbers = sorted(value for value in values if isinstance(value, int) and not isinstance(value, bool))
+  others = sorted(sql_types.class_name(value) for value in values if value not in numbers)
+  return [str(number) for number in numbers] + others
+
+
+def json_value(value: Any) -> Any:
+  """A statistic or key value as JSON for the metadata."""
+  if isinstance(value, (bytes, memoryview)):
+    return bytes(value).decode("utf-8", errors="replace")
+  if isinstance(value, decimal.Decimal):
+    return str(value)
+  if isinstance(value, (datetime.date, datetime.time)):
+    return value.isoformat()
+  return value
+
+
+def finalize(
+    plans: Sequence[ColumnPlan], statistics: Mapping[str, Mapping[str, Any]]
+) -> list[sql_types.ColumnCodec]:
+  """The codecs with vocabularies, normalization and imputed values in place."""
+  codecs = []
+  for plan in plans:
+    codec = plan.codec(statistics.get(plan.name))
+    sql_types.check_codec(codec)
+    codecs.append(codec)
+  return codecs

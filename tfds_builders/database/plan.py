@@ -1,0 +1,340 @@
+"""A database config checked against the database, then prepared inside the build's snapshot."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+from tfds_builders.core import errors
+from tfds_builders.core import paths
+from tfds_builders.core import sql_connections
+from tfds_builders.core import sql_types
+from tfds_builders.database import columns as columns_lib
+from tfds_builders.database import queries
+from tfds_builders.database import reading
+
+if TYPE_CHECKING:
+  from tfds_builders.database.database_dataset_builder import BuilderConfig
+
+NO_ORDER = (
+    "not guaranteed: no `order_by` was given, so two builds may store the rows "
+    "in different orders"
+)
+_SPLIT_NAME = re.compile(r"^\w+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What `Plan.prepare` computed inside the build's snapshot.
+
+  Attributes:
+    jobs: Split -> its read jobs (one, or one per Beam partition).
+    class_names: Column -> ClassLabel names (categorical columns).
+    preprocessing: Column -> statistics, for `info.metadata["preprocessing"]`.
+    provenance: What was read, for `record_provenance`.
+  """
+
+  jobs: dict[str, list[reading.ReadJob]]
+  class_names: dict[str, tuple[str, ...]]
+  preprocessing: dict[str, Any]
+  provenance: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A config checked against the database: connection, sources, columns, order."""
+
+  config: BuilderConfig
+  spec: sql_connections.ConnectionSpec
+  sources: tuple[queries.SplitSource, ...]
+  column_plans: tuple[columns_lib.ColumnPlan, ...]
+  order_by: tuple[str, ...]
+  described: tuple[tuple[str, Any], ...]  # (name, SqlType) as the database reported them
+
+  @classmethod
+  def from_config(cls, config: BuilderConfig) -> Plan:
+    """Checks the config and the result columns of its queries (LIMIT 0).
+
+    Raises:
+      ConfigError, SourceError, SchemaError: see the dataset card.
+    """
+    spec = _check_config(config)
+    sources = _sources(config)
+    order_by = tuple(_as_list(config.order_by) or _as_list(config.partition_key))
+    with sql_connections.open_session(spec) as session:
+      result = _describe(session, sources[0])
+      for source in sources[1:]:
+        _check_same_columns(
+            _signature(result), source, _signature(_describe(session, source)),
+            f"split {sources[0].split!r} returns",
+        )
+    _check_key_columns(config, order_by, [column.name for column in result])
+    plans = columns_lib.plan_columns(
+        result, config.columns,
+        columns_lib.Defaults(nulls=config.nulls, numeric=config.numeric, temporal=config.temporal),
+        cast_example="CAST(column AS TEXT)" if spec.driver == "sqlite" else "column::text",
+    )
+    return cls(config, spec, tuple(sources), tuple(plans), order_by, tuple(_signature(result)))
+
+  def features(self) -> dict[str, tfds.features.FeatureConnector]:
+    """Every column's feature (and NULL mask), in result order."""
+    found = {}
+    for plan in self.column_plans:
+      found.update(plan.features())
+    return found
+
+  def prepare(self, session: sql_connections.ReadSession, on_beam: bool) -> Prepared:
+    """Checks the snapshot's data, computes the statistics, plans the reads.
+
+    Args:
+      session: The build's read-only session: everything is read in it.
+      on_beam: Plan Beam partitions, in a snapshot exported for the workers.
+    """
+    config = self.config
+    for source in self.sources:
+      _check_same_columns(
+          list(self.described), source, _signature(_describe(session, source)),
+          "the build was planned with",
+      )
+    if config.split_key:
+      _refuse_null_keys(session, self.sources[0], config.split_key, "split_key")
+    split_sources = self._split_sources()
+    statistics = columns_lib.compute_statistics(
+        session, self.column_plans, split_sources,
+        next((s for s in split_sources if s.split == config.statistics_split), None),
+    )
+    codecs = tuple(columns_lib.finalize(self.column_plans, statistics))
+    snapshot = session.export_snapshot() if on_beam else None
+    jobs, queries_record = {}, {}
+    for source in split_sources:
+      ranges = self._partition_ranges(session, source) if on_beam else [None]
+      jobs[source.split] = [
+          self._job(session, source, codecs, snapshot, partition, index, len(ranges))
+          for index, partition in enumerate(ranges)
+      ]
+      queries_record[source.split] = self._query_record(session, source, ranges)
+    if not self.order_by:
+      logging.warning("database/%s: row order is %s.", config.name, NO_ORDER)
+    preprocessing = {name: stats["record"] for name, stats in statistics.items()}
+    return Prepared(
+        jobs=jobs,
+        class_names={c.name: c.class_names for c in codecs if c.class_names is not None},
+        preprocessing=preprocessing,
+        provenance={
+            "source": session.facts(),
+            "queries": queries_record,
+            "order": {"order_by": list(self.order_by)} if self.order_by else NO_ORDER,
+            "split_mode": _split_mode(config),
+            "columns": {codec.name: _column_record(codec) for codec in codecs},
+            "preprocessing": preprocessing,
+        },
+    )
+
+  def _split_sources(self) -> list[queries.SplitSource]:
+    if not self.config.split_percent:
+      return list(self.sources)
+    return [
+        dataclasses.replace(self.sources[0], split=split, bucket_range=bucket_range)
+        for split, bucket_range in queries.bucket_ranges(self.config.split_percent).items()
+    ]
+
+  def _partition_ranges(self, session, source: queries.SplitSource) -> list[tuple[Any, Any] | None]:
+    """Key ranges of about equal row counts, computed in SQL (ntile)."""
+    key, count = self.config.partition_key, self.config.num_partitions
+    if not key or count < 2:
+      return [None]
+    _refuse_null_keys(session, source, key, "partition_key")
+    sql, params = queries.partition_starts_sql(session, source, key, count)
+    return queries.partition_ranges([row[0] for row in session.fetch_all(sql, params, source.query)])
+
+  def _job(self, session, source, codecs, snapshot, partition, index, count) -> reading.ReadJob:
+    sql, params = queries.rows_sql(
+        session, source, self.order_by, partition=partition,
+        partition_key=self.config.partition_key,
+    )
+    names = [plan.name for plan in self.column_plans]
+    label = f"split {source.split!r}" + (f", partition {index + 1}/{count}" if count > 1 else "")
+    return reading.ReadJob(
+        spec=self.spec, snapshot=snapshot, sql=sql, params=params, user_query=source.query,
+        codecs=codecs, key_names=self.order_by,
+        key_indexes=tuple(names.index(name) for name in self.order_by),
+        split=source.split, label=label, fetch_size=self.config.fetch_size,
+    )
+
+  def _query_record(self, session, source: queries.SplitSource, ranges) -> dict[str, Any]:
+    """The serial statement of a split, its parameters, partitions and skipped rows."""
+    sql, params = queries.rows_sql(session, source, self.order_by)
+    record: dict[str, Any] = {"sql": sql, "params": params}
+    if len(ranges) > 1:
+      record["partitions"] = [
+          [columns_lib.json_value(low), columns_lib.json_value(high)] for low, high in ranges
+      ]
+    skipping = [plan.name for plan in self.column_plans if plan.null_action == "skip_row"]
+    if skipping:
+      sql, params = queries.null_count_sql(session, source, skipping)
+      record["rows_skipped_for_nulls"] = session.fetch_all(sql, params, source.query)[0][0]
+    return record
+
+
+def _column_record(codec: sql_types.ColumnCodec) -> dict[str, str]:
+  return {
+      "source_type": codec.sql_type.source, "type": codec.sql_type.describe(),
+      "stored_as": codec.storage, "nulls": codec.nulls.action,
+  }
+
+
+def _refuse_null_keys(session, source: queries.SplitSource, column: str, setting: str) -> None:
+  sql, params = queries.null_count_sql(session, source, [column])
+  nulls = session.fetch_all(sql, params, source.query)[0][0]
+  if nulls:
+    where = f"split {source.split!r}" if setting == "partition_key" else "the query"
+    raise errors.SourceError(
+        errors.with_hint(
+            f"{setting} column {column!r} is NULL in {nulls} rows of {where}, which "
+            "would belong to no split or partition",
+            f"Filter them out (WHERE {column} IS NOT NULL) or COALESCE the key.",
+        )
+    )
+
+
+def _describe(session, source: queries.SplitSource) -> list[sql_connections.ResultColumn]:
+  plain = dataclasses.replace(source, bucket_range=None)
+  sql, params = queries.rows_sql(session, plain, (), limit_zero=True)
+  return session.describe(sql, params, source.query)
+
+
+def _signature(columns: Sequence[sql_connections.ResultColumn]) -> list[tuple[str, Any]]:
+  return [(column.name, column.sql_type) for column in columns]
+
+
+def _check_same_columns(
+    expected: list[tuple[str, Any]], source: queries.SplitSource,
+    found: list[tuple[str, Any]], reference: str,
+) -> None:
+  if found != expected:
+    raise errors.SchemaError(
+        errors.with_hint(
+            f"Split {source.split!r} returns columns {_column_list(found)}, but "
+            f"{reference} {_column_list(expected)}",
+            "Every split query must return the same column names and types, in "
+            "the same order (cast or alias them), and tables must not change "
+            "their columns during a build.",
+        )
+    )
+
+
+def _column_list(items) -> str:
+  return ", ".join(f"{name} {sql_type.describe() if sql_type else '?'}" for name, sql_type in items)
+
+
+def _check_config(config: BuilderConfig) -> sql_connections.ConnectionSpec:
+  """Validates the config on its own; returns where to connect."""
+  def fail(message: str) -> errors.ConfigError:
+    return errors.ConfigError(f"database config {config.name!r}: {message}")
+
+  driver = config.driver or ("sqlite" if config.sqlite_path else "postgresql")
+  if driver not in sql_connections.DRIVERS:
+    raise fail(f"driver={config.driver!r}; use one of {sql_connections.DRIVERS}.")
+  if driver == "sqlite" and not config.sqlite_path:
+    raise fail("driver='sqlite' needs `sqlite_path` (the database file).")
+  if driver == "postgresql" and config.sqlite_path:
+    raise fail("`sqlite_path` is set but driver='postgresql'; drop one of them.")
+  if driver == "sqlite" and (config.dsn or config.dsn_env):
+    raise fail("`dsn`/`dsn_env` are for PostgreSQL; SQLite reads `sqlite_path`.")
+  if config.dsn and config.dsn_env:
+    raise fail("give `dsn` or `dsn_env`, not both.")
+  _check_splits(config, fail)
+  if config.fetch_size < 1 or config.num_partitions < 1:
+    raise fail("fetch_size and num_partitions must be at least 1.")
+  order_by = _as_list(config.order_by)
+  if config.partition_key and order_by and order_by[0] != config.partition_key:
+    raise fail(
+        f"partition_key {config.partition_key!r} must be the first column of order_by "
+        f"{order_by}, so that partitions in key order give the serial order."
+    )
+  if not isinstance(config.columns, Mapping):
+    raise fail("`columns` must map column names to settings.")
+  for option, choices in (("nulls", sql_types.NULL_POLICIES), ("numeric", sql_types.NUMERIC_MODES),
+                          ("temporal", sql_types.TEMPORAL_MODES)):
+    if getattr(config, option) not in choices:
+      raise fail(f"{option}={getattr(config, option)!r}; use one of {choices}.")
+  if config.nulls == "default":
+    raise fail("nulls='default' needs a value per column: set it in `columns` instead.")
+  sqlite_path = str(paths.resolve(config.sqlite_path, config.data_root)) if driver == "sqlite" else ""
+  return sql_connections.ConnectionSpec(
+      driver=driver, dsn=config.dsn, dsn_env=config.dsn_env, sqlite_path=sqlite_path,
+      application_name=config.application_name,
+  )
+
+
+def _check_splits(config: BuilderConfig, fail) -> None:
+  if bool(config.query) == bool(config.split_queries):
+    raise fail(
+        "give either `query` (one SELECT) or `split_queries` ({split: SELECT}), "
+        "not both or neither."
+    )
+  if config.split_queries and (config.split_percent or config.split_key):
+    raise fail("`split_percent`/`split_key` divide `query`; with `split_queries` leave them out.")
+  if bool(config.split_percent) != bool(config.split_key):
+    raise fail("a hash split needs both `split_percent` ({split: percent}) and `split_key` (a column).")
+  if config.split_percent:
+    total = sum(config.split_percent.values())
+    if any(value <= 0 for value in config.split_percent.values()) or abs(total - 100) > 1e-9:
+      raise fail(
+          f"split_percent {config.split_percent} must be positive and sum to 100 "
+          f"(they sum to {total})."
+      )
+  names = list(config.split_queries or config.split_percent or ["train"])
+  bad = [name for name in names if not _SPLIT_NAME.match(str(name))]
+  if bad:
+    raise fail(f"split names {bad} are not valid; use letters, digits and _.")
+  empty = [split for split, query in config.split_queries.items() if not str(query).strip()]
+  if empty:
+    raise fail(f"split_queries {empty} are empty; give each split a SELECT.")
+
+
+def _sources(config: BuilderConfig) -> list[queries.SplitSource]:
+  if config.split_queries:
+    return [
+        queries.SplitSource(split, query, config.params)
+        for split, query in config.split_queries.items()
+    ]
+  return [queries.SplitSource(
+      "all" if config.split_percent else "train", config.query, config.params,
+      split_key=config.split_key, split_seed=config.split_seed,
+  )]
+
+
+def _check_key_columns(config: BuilderConfig, order_by: Sequence[str], names: list[str]) -> None:
+  for setting, wanted in (("order_by", list(order_by)), ("split_key", [config.split_key]),
+                          ("partition_key", [config.partition_key])):
+    missing = [name for name in wanted if name and name not in names]
+    if missing:
+      raise errors.ConfigError(
+          f"{setting} names {missing}, which the query does not return. Its "
+          f"columns are {names}; add them to the SELECT or fix the names."
+      )
+
+
+def _split_mode(config: BuilderConfig) -> dict[str, Any]:
+  if config.split_queries:
+    return {"mode": "one query per split"}
+  if config.split_percent:
+    return {
+        "mode": "hash split",
+        "key": config.split_key,
+        "percent": dict(config.split_percent),
+        "seed": config.split_seed,
+        "rule": "bucket = first 32 bits of md5('<seed>:<key as text>'); splits take "
+                "consecutive bucket ranges in config order",
+    }
+  return {"mode": "single query -> train"}
+
+
+def _as_list(value: list[str] | str) -> list[str]:
+  return [value] if isinstance(value, str) and value else list(value or [])

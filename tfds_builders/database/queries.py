@@ -1,0 +1,167 @@
+"""The SQL the database builder runs: a split's rows, their order, partitions and statistics.
+
+Every statement wraps the user's query as a subquery. Values the builder adds
+(split bounds, partition bounds, offsets) are bound parameters; identifiers
+it adds (key and column names) are quoted by the session (`psycopg2.sql` on
+PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from tfds_builders.core import sql_connections
+
+BUCKETS = 2**32  # split buckets: the first 32 bits of an md5
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSource:
+  """The rows of one split: a user query, maybe narrowed to a bucket range.
+
+  Attributes:
+    split: Split name.
+    query: The user's SELECT.
+    params: Its bound parameters.
+    split_key: Column hashed into buckets (hash-split mode), else "".
+    split_seed: Seed mixed into the hash.
+    bucket_range: `[low, high)` of `split_bucket` values kept, or None.
+  """
+
+  split: str
+  query: str
+  params: Any
+  split_key: str = ""
+  split_seed: int = 0
+  bucket_range: tuple[int, int] | None = None
+
+
+def bucket_ranges(percentages: dict[str, float]) -> dict[str, tuple[int, int]]:
+  """Split name -> `[low, high)` buckets, consecutive in config order."""
+  ranges, total, low = {}, 0.0, 0
+  names = list(percentages)
+  for index, name in enumerate(names):
+    total += percentages[name]
+    high = BUCKETS if index == len(names) - 1 else round(total / 100 * BUCKETS)
+    ranges[name] = (low, high)
+    low = high
+  return ranges
+
+
+def _where(text: sql_connections.QueryText, source: SplitSource,
+           partition: tuple[Any, Any] | None = None, partition_key: str = "") -> list[str]:
+  conditions = []
+  if source.bucket_range is not None:
+    low, high = source.bucket_range
+    bucket = sql_connections.bucket_sql(
+        text.session, text.ident(source.split_key), text.bind(str(source.split_seed))
+    )
+    # One occurrence of the bucket expression, so its seed is bound once.
+    conditions.append(f"{bucket} - {text.bind(low)} BETWEEN 0 AND {text.bind(high - low - 1)}")
+  if partition is not None:
+    low, high = partition
+    key = text.ident(partition_key)
+    if low is not None:
+      conditions.append(f"{key} >= {text.bind(low)}")
+    if high is not None:
+      conditions.append(f"{key} < {text.bind(high)}")
+  return conditions
+
+
+def rows_sql(
+    session: sql_connections.ReadSession, source: SplitSource, order_by: Sequence[str],
+    *, partition: tuple[Any, Any] | None = None, partition_key: str = "",
+    limit_zero: bool = False,
+) -> tuple[str, Any]:
+  """The statement streaming a split (or one partition of it), in order."""
+  text = session.query_text(source.query, source.params)
+  sql = f"SELECT * FROM ({text.query}) AS tfds_source"
+  conditions = _where(text, source, partition, partition_key)
+  if conditions:
+    sql += " WHERE " + " AND ".join(f"({condition})" for condition in conditions)
+  if order_by and not limit_zero:
+    sql += " ORDER BY " + ", ".join(text.ident(name) for name in order_by)
+  if limit_zero:
+    sql += " LIMIT 0"
+  return text.build(sql)
+
+
+def _over_split(
+    session: sql_connections.ReadSession, source: SplitSource, select: str,
+    tail: str = "", bind: Sequence[Any] = (),
+) -> tuple[str, Any]:
+  """`SELECT <select> FROM (split rows) AS s <tail>`; `{}` in select/tail are identifiers."""
+  text = session.query_text(source.query, source.params)
+  conditions = _where(text, source)
+  inner = f"SELECT * FROM ({text.query}) AS tfds_source"
+  if conditions:
+    inner += " WHERE " + " AND ".join(f"({condition})" for condition in conditions)
+  placeholders = [text.bind(value) for value in bind]
+  tail = tail.format(*placeholders) if placeholders else tail
+  return text.build(f"SELECT {select} FROM ({inner}) AS tfds_split {tail}")
+
+
+def null_count_sql(session, source: SplitSource, columns: Sequence[str]) -> tuple[str, Any]:
+  """The number of rows where any of `columns` is NULL."""
+  condition = " OR ".join(f"{session.quote(column)} IS NULL" for column in columns)
+  return _over_split(session, source, "count(*)", f"WHERE {condition}")
+
+
+def distinct_sql(session, source: SplitSource, column: str) -> tuple[str, Any]:
+  quoted = session.quote(column)
+  return _over_split(session, source, f"DISTINCT {quoted}", f"WHERE {quoted} IS NOT NULL")
+
+
+def moments_sql(session, source: SplitSource, column: str) -> tuple[str, Any]:
+  """count, avg, stddev_pop, min, max of a column over the split."""
+  quoted = session.quote(column)
+  return _over_split(
+      session, source,
+      f"count({quoted}), avg({quoted}), stddev_pop({quoted}), min({quoted}), max({quoted})",
+  )
+
+
+def nth_value_sql(session, source: SplitSource, column: str, offset: int) -> tuple[str, Any]:
+  """The `offset`-th non-NULL value of a column in ascending order (a median)."""
+  quoted = session.quote(column)
+  return _over_split(
+      session, source, quoted, f"WHERE {quoted} IS NOT NULL ORDER BY {quoted} LIMIT 1 OFFSET {{}}",
+      bind=[offset],
+  )
+
+
+def mode_sql(session, source: SplitSource, column: str) -> tuple[str, Any]:
+  """The most frequent non-NULL value (ties: the smallest)."""
+  quoted = session.quote(column)
+  return _over_split(
+      session, source, quoted,
+      f"WHERE {quoted} IS NOT NULL GROUP BY {quoted} ORDER BY count(*) DESC, {quoted} LIMIT 1",
+  )
+
+
+def partition_starts_sql(session, source: SplitSource, key: str, count: int) -> tuple[str, Any]:
+  """The first key of each of `count` equal-sized ranges (ntile), in order."""
+  quoted = session.quote(key)
+  text = session.query_text(source.query, source.params)
+  conditions = _where(text, source)
+  inner = f"SELECT * FROM ({text.query}) AS tfds_source"
+  if conditions:
+    inner += " WHERE " + " AND ".join(f"({condition})" for condition in conditions)
+  # A CTE keeps placeholders in binding order: the user's query comes first.
+  return text.build(
+      f"WITH tfds_split AS ({inner}) SELECT min({quoted}) FROM (SELECT {quoted}, "
+      f"ntile({text.bind(count)}) OVER (ORDER BY {quoted}) AS tfds_part FROM tfds_split) "
+      "AS tfds_parts GROUP BY tfds_part ORDER BY tfds_part"
+  )
+
+
+def partition_ranges(starts: Sequence[Any]) -> list[tuple[Any, Any]]:
+  """`[low, high)` key ranges (None: unbounded) covering every key, from range starts."""
+  bounds = []
+  for start in starts[1:]:
+    if not bounds or start != bounds[-1]:
+      bounds.append(start)
+  edges = [None, *bounds, None]
+  return list(zip(edges[:-1], edges[1:]))
