@@ -373,8 +373,8 @@ def test_split_writer_formats_hold_the_same_records_and_lengths(tmp_path, file_f
   assert read_back == [serialized for _, serialized in records]
 
 
-@pytest.mark.parametrize("value", [0, 1, 127, 128, -1, -(2**63), 2**63 - 1, 2**35])
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, -1, -(2**63), 2**63 - 1, 2**35])
 def test_int64_scalar_feature_matches_protobuf(value: int) -> None:
-  encoded = serialization.example([serialization.int64_scalar_feature(serialization.FeatureKey("n"), value)])
+  encoded = serialization.example([[serialization.int64_scalar_encoder(serialization.FeatureKey("n"))(value)]])
   expected = _proto({"n": tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))})
   assert tf.train.Example.FromString(encoded) == expected

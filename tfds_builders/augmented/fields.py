@@ -225,6 +225,7 @@ class FieldCodec:
       self._encode = self._encode_ints
       info = np.iinfo(np.int64 if spec.dtype == "bool" else spec.dtype)
       self._range = (int(info.min), int(info.max)) if spec.dtype != "bool" else (0, 1)
+      self._int64_scalar = serialization.int64_scalar_encoder(self._key)
 
   def encode(self, value: Any) -> list[serialization.Payload]:
     """The map-entry parts of `value`.
@@ -246,7 +247,7 @@ class FieldCodec:
     if self._scalar and type(value) is int and self.spec.dtype != "bool":  # pylint: disable=unidiomatic-typecheck
       if not self._range[0] <= value <= self._range[1]:
         raise FieldValueError(f"{value} is out of the range of {self.spec.dtype}")
-      return serialization.int64_scalar_feature(self._key, value)
+      return [self._int64_scalar(value)]
     array = self._array(value, "b" if self.spec.dtype == "bool" else "biu")
     if array.size and self.spec.dtype != "bool":
       low, high = int(array.min()), int(array.max())

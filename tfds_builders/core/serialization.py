@@ -84,23 +84,30 @@ def int64_feature(key: FeatureKey, values: Iterable[int]) -> list[Payload]:
   return _entry(key, 1 + len(varint(len(inner))) + len(inner), [_TAG_3 + varint(len(inner)) + inner])
 
 
-def int64_scalar_feature(key: FeatureKey, value: int) -> list[Payload]:
-  """Parts of a map entry holding a one-value int64_list: the common scalar case."""
-  packed = _int64_varint(value)
-  return [_int64_scalar_head(key.key_field, len(packed)), packed]
+def int64_scalar_encoder(key: FeatureKey) -> Callable[[int], bytes]:
+  """A function from one int to its map entry as a one-value int64_list.
 
+  The scalar case is per-example hot (ids, labels, counts), so the framing,
+  which depends only on the varint's length (1 to 10 bytes), is built once per
+  key, and varints below 2**21 are unrolled.
+  """
+  prefixes = [b""] + [
+      b"".join(int64_feature(key, (1 << (7 * (n - 1)),)))[:-n] for n in range(1, 11)
+  ]
+  small = [prefixes[1] + varint(n) for n in range(128)]
+  two, three = prefixes[2], prefixes[3]
 
-@functools.lru_cache(maxsize=4096)
-def _int64_scalar_head(key_field: bytes, size: int) -> bytes:
-  # Everything before the varint depends only on the key and the varint's
-  # length (1 to 10 bytes), so each is built once.
-  inner_size = 1 + len(varint(size)) + size
-  feature_size = 1 + len(varint(inner_size)) + inner_size
-  entry_size = len(key_field) + 1 + len(varint(feature_size)) + feature_size
-  return b"".join([
-      _TAG_1, varint(entry_size), key_field, _TAG_2, varint(feature_size),
-      _TAG_3, varint(inner_size), _TAG_1, varint(size),
-  ])
+  def encode(value: int) -> bytes:
+    if 0 <= value < 128:
+      return small[value]
+    if 0 < value < 1 << 21:
+      if value < 1 << 14:
+        return two + bytes(((value & 0x7F) | 0x80, value >> 7))
+      return three + bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    encoded = _int64_varint(value)
+    return prefixes[len(encoded)] + encoded
+
+  return encode
 
 
 def float_feature(key: FeatureKey, values: np.ndarray) -> list[Payload]:

@@ -40,7 +40,6 @@ _EPOCH_DATE_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _EPOCH = datetime.datetime(1970, 1, 1)
 _EPOCH_UTC = _EPOCH.replace(tzinfo=datetime.timezone.utc)
 _MICROSECOND = datetime.timedelta(microseconds=1)
-_INT64_MASK = 0xFFFFFFFFFFFFFFFF
 
 # PostgreSQL type names (pg_type.typname of the type or of an array's element).
 _POSTGRES_KINDS = {
@@ -448,7 +447,7 @@ def _storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
       return lambda values: join(serialization.bytes_feature(key, np.asarray(values, "<f8").tobytes()))
     return lambda values: join(serialization.bytes_list_feature(key, values))
   if storage in ("int64", "class"):
-    return _int64_scalar(key)
+    return serialization.int64_scalar_encoder(key)
   if storage == "bool":
     # True/False (and SQLite's 1/0) only: anything else is a KeyError.
     by_value = {value: join(serialization.int64_feature(key, (int(value),))) for value in (False, True)}
@@ -477,28 +476,6 @@ def _fixed_width(template: list, width: int, pack: Callable[[Any], bytes]) -> Ca
   # A fixed-size payload has constant framing: encode once, reuse the prefix.
   prefix = b"".join(template)[:-width]
   return lambda value: prefix + pack(value)
-
-
-def _int64_scalar(key: serialization.FeatureKey) -> Callable[[int], bytes]:
-  # The framing depends only on the varint's length (1..10 bytes).
-  prefixes = [b""] + [
-      b"".join(serialization.int64_feature(key, (1 << (7 * (n - 1)),)))[:-n] for n in range(1, 11)
-  ]
-  small = [prefixes[1] + serialization.varint(n) for n in range(128)]
-  two, three = prefixes[2], prefixes[3]
-  varint = serialization.varint
-
-  def store(value: int) -> bytes:
-    if 0 <= value < 128:
-      return small[value]
-    if 0 < value < 1 << 21:  # ids and counts: the varint unrolled
-      if value < 1 << 14:
-        return two + bytes(((value & 0x7F) | 0x80, value >> 7))
-      return three + bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
-    encoded = varint(value & _INT64_MASK)
-    return prefixes[len(encoded)] + encoded
-
-  return store
 
 
 _CACHED_FRAMING_BYTES = 4096
