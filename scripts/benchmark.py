@@ -472,32 +472,51 @@ def _cross_product_arguments(parser: argparse.ArgumentParser) -> None:
       "report peak RSS largest/smallest",
   )
   group.add_argument(
-      "--name-bytes", type=int, default=16,
-      help="bytes of each record's `name` feature (default 16: records of about 50 bytes)",
+      "--name-bytes", type=int, default=16, help="bytes of each record's `name` feature (default 16)",
+  )
+  group.add_argument(
+      "--embedding-size", type=int, default=8,
+      help="floats in each record's `embedding` feature (default 8: records of about 100 bytes; "
+      "0 drops it and `tags`, for small records of about 50 bytes)",
+  )
+  group.add_argument(
+      "--memory-budget", type=parse_size, metavar="SIZE",
+      help="the builder's memory_budget_bytes (default: the builder's, 256MiB); a budget "
+      "below the right side's size measures the blocked path (right side re-read per left row)",
   )
 
 
-def write_cross_product_side(path: pathlib.Path, count: int, name_bytes: int) -> None:
-  """`count` Examples: `id` int64, `name` bytes (shared with the other side), `score` float."""
+def write_cross_product_side(path: pathlib.Path, count: int, name_bytes: int, embedding_size: int) -> None:
+  """`count` Examples: `id` int64, `name` bytes (on both sides), `score` float;
+  with `embedding_size`, also `embedding` floats and two `tags`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+  rng = np.random.default_rng(count)
   with tf.io.TFRecordWriter(str(path)) as writer:
     for index in range(count):
-      writer.write(tf.train.Example(features=tf.train.Features(feature={
+      feature = {
           "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[index])),
           "name": tf.train.Feature(bytes_list=tf.train.BytesList(
               value=[f"{path.stem}-{index}".encode().ljust(name_bytes, b".")])),
           "score": tf.train.Feature(float_list=tf.train.FloatList(value=[index / 7])),
-      })).SerializeToString())
+      }
+      if embedding_size:
+        feature["embedding"] = tf.train.Feature(float_list=tf.train.FloatList(
+            value=rng.standard_normal(embedding_size, dtype=np.float32)))
+        feature["tags"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"tag-a", b"tag-b"]))
+      writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
   os.sync()
 
 
 def _prefixed_records(path: pathlib.Path, prefix: str) -> list[bytes]:
   """Every record of a file with `prefix` before each feature name, via protobuf."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.util import deprecation  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
 
   renamed = []
-  for record in tf.compat.v1.io.tf_record_iterator(str(path)):
+  with deprecation.silence():  # deprecated for eager use, yet the fastest reader
+    records = tf.compat.v1.io.tf_record_iterator(str(path))
+  for record in records:
     features = tf.train.Example.FromString(record).features.feature
     renamed.append(tf.train.Example(features=tf.train.Features(
         feature={prefix + name: value for name, value in features.items()}
@@ -538,12 +557,15 @@ def combine_tfrecords_with_overlap_handling(file1_path, file2_path, output_path,
         writer.write(combined_example.SerializeToString())
 
 
-def cross_product_builder(left_path: pathlib.Path, right_path: pathlib.Path, data_dir: pathlib.Path) -> None:
+def cross_product_builder(
+    left_path: pathlib.Path, right_path: pathlib.Path, data_dir: pathlib.Path, memory_budget: int | None = None
+) -> None:
   """The cross_product builder (default product, prefix policy), into a fresh data_dir."""
   from tfds_builders.cross_product import Builder  # pylint: disable=g-import-not-at-top
   from tfds_builders.cross_product import BuilderConfig  # pylint: disable=g-import-not-at-top
 
-  config = BuilderConfig(name="bench", left=[str(left_path)], right=[str(right_path)])
+  budget = {"memory_budget_bytes": memory_budget} if memory_budget else {}
+  config = BuilderConfig(name="bench", left=[str(left_path)], right=[str(right_path)], **budget)
   with quiet_stdout():
     Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
 
@@ -555,15 +577,15 @@ def run_cross_product(args: argparse.Namespace, work_dir: pathlib.Path) -> list[
     side = int(np.ceil(np.sqrt(wanted)))
     left_path, right_path = work_dir / f"left-{side}.tfrecord", work_dir / f"right-{side}.tfrecord"
     print(f"cross_product: writing {side} x {side} records", file=sys.stderr)
-    write_cross_product_side(left_path, side, args.name_bytes)
-    write_cross_product_side(right_path, side, args.name_bytes)
+    write_cross_product_side(left_path, side, args.name_bytes, args.embedding_size)
+    write_cross_product_side(right_path, side, args.name_bytes, args.embedding_size)
     for path in (left_path, right_path):
       warm_page_cache(path)
     # "input" is the bytes of the pairs the floor writes: the size of the work.
     pair_bytes = side * sum(len(r) for r in _prefixed_records(left_path, "left/")) + side * sum(
         len(r) for r in _prefixed_records(right_path, "right/"))
     phases = [
-        Phase("builder", lambda out: cross_product_builder(left_path, right_path, out)),
+        Phase("builder", lambda out: cross_product_builder(left_path, right_path, out, args.memory_budget)),
         Phase("floor", lambda out: cross_product_floor(left_path, right_path, out / "floor.tfrecord")),
     ]
     if not args.skip_seed:
@@ -576,10 +598,610 @@ def run_cross_product(args: argparse.Namespace, work_dir: pathlib.Path) -> list[
     if args.profile:
       out = work_dir / "out-profile"
       print(f"\ncProfile of one builder run on {side * side} pairs:")
-      print(profile_call(lambda: cross_product_builder(left_path, right_path, out), args.profile_top))
+      print(profile_call(
+          lambda: cross_product_builder(left_path, right_path, out, args.memory_budget), args.profile_top))
       shutil.rmtree(out)
     left_path.unlink()
     right_path.unlink()
+  return rows
+
+
+# -- augmented ---------------------------------------------------------------
+
+
+def _augmented_arguments(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group("augmented options")
+  group.add_argument(
+      "--record-bytes", type=parse_size, default=parse_size("10KB"), metavar="SIZE",
+      help="bytes of each base record's `image` feature (default 10KB); the new "
+      "fields (label int64, weight float64) add about 30 bytes",
+  )
+
+
+def write_augmented_base(work_dir: pathlib.Path, size: int, record_bytes: int) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path, int]:
+  """A raw TFRecord base (`id`, `image`), the same file as a prepared TFDS dataset, and labels.csv.
+
+  Returns:
+    The raw file, the prepared dataset's version directory, the side table,
+    and the number of records.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  count = max(1, size // record_bytes)
+  raw_path = work_dir / "base.tfrecord"
+  rng = np.random.default_rng(0)
+  with tf.io.TFRecordWriter(str(raw_path)) as writer:
+    for index in range(count):
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[index])),
+          "image": tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[rng.integers(0, 256, record_bytes, dtype=np.uint8).tobytes()])),
+      })).SerializeToString())
+  table_path = work_dir / "labels.csv"
+  with open(table_path, "w") as table:
+    table.write("id,label,weight\n")
+    table.writelines(f"{index},{index % 10},{index / 7}\n" for index in range(count))
+  # The same records as a prepared dataset, registered without a rewrite: the
+  # way to give TFDS (and the builder) existing TFRecords with known features.
+  prepared_dir = work_dir / "prepared" / "bench_base" / "1.0.0"
+  prepared_dir.mkdir(parents=True)
+  os.link(raw_path, prepared_dir / "bench_base-train.tfrecord-00000-of-00001")
+  with quiet_stdout():
+    tfds.folder_dataset.write_metadata(
+        data_dir=prepared_dir,
+        features=tfds.features.FeaturesDict({
+            "id": tfds.features.Scalar(np.int64),
+            "image": tfds.features.Tensor(shape=(), dtype=np.str_),
+        }),
+        split_infos=[tfds.core.SplitInfo(name="train", shard_lengths=[count], num_bytes=raw_path.stat().st_size)],
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        check_data=False,
+    )
+  os.sync()
+  return raw_path, prepared_dir, table_path, count
+
+
+def augmented_floor(raw_path: pathlib.Path, table_path: pathlib.Path, out_path: pathlib.Path) -> None:
+  """The floor: read, parse, add the two fields (joined on id from a dict), serialize, one TFRecordWriter."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with open(table_path, newline="") as table:
+    rows = {int(row["id"]): (int(row["label"]), float(row["weight"])) for row in csv.DictReader(table)}
+  with tf.io.TFRecordWriter(str(out_path)) as writer:
+    for record in tf.compat.v1.io.tf_record_iterator(str(raw_path)):
+      example = tf.train.Example.FromString(record)
+      features = example.features.feature
+      label, weight = rows[features["id"].int64_list.value[0]]
+      features["label"].int64_list.value.append(label)
+      features["weight"].float_list.value.append(weight)
+      writer.write(example.SerializeToString())
+
+
+# The seed write-up's example 1 (/work/shared/seeds/003_*.txt), verbatim but for
+# `example_pb2`, the write-up's stand-in for the Example proto: tf.train here.
+def append_field(tfrecord_path_in, tfrecord_path_out):
+  """Appends a bytes `label` computed from each example's image."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with tf.io.TFRecordWriter(tfrecord_path_out) as writer:
+    for raw_record in tf.data.TFRecordDataset(tfrecord_path_in):
+      example = tf.train.Example()
+      example.ParseFromString(raw_record.numpy())
+
+      # Add the new field; replace with your actual logic
+      new_label = calculate_label(example.features.feature['image'].bytes_list.value[0])  # example logic
+      example.features.feature['label'].bytes_list.value.append(new_label.encode())
+
+      writer.write(example.SerializeToString())
+
+
+def calculate_label(image_bytes):
+  """The seed's placeholder label."""
+  del image_bytes
+  return "somelabel"
+
+
+def augmented_builder(base: dict[str, object], table_path: pathlib.Path, mode: str, data_dir: pathlib.Path) -> None:
+  """The augmented builder joining labels.csv on id, into a fresh data_dir."""
+  from tfds_builders.augmented import Builder  # pylint: disable=g-import-not-at-top
+  from tfds_builders.augmented import BuilderConfig  # pylint: disable=g-import-not-at-top
+
+  config = BuilderConfig(name="bench", side_table=str(table_path), join_key="id", mode=mode, **base)
+  with quiet_stdout():
+    Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
+
+
+def format_augmented_ratios(rows: Sequence[Row]) -> str:
+  """materialize/floor and materialize/overlay time ratios, per input size and base kind."""
+  lines = [
+      "| input | base | materialize/floor (goal <= 1.5) | materialize/overlay (goal >= 10) |",
+      "|---|---|---:|---:|",
+  ]
+  for size in sorted({row.input_bytes for row in rows}):
+    group = {row.phase: row for row in rows if row.input_bytes == size}
+    for label, materialize, overlay in (("raw TFRecords", "builder", "overlay"),
+                                        ("prepared", "materialize_prepared", "overlay_prepared")):
+      lines.append(
+          f"| {format_size(size)} | {label} | {_ratio(group.get(materialize), group.get('floor'), 'seconds')} "
+          f"| {_ratio(group.get(materialize), group.get(overlay), 'seconds')} |"
+      )
+  return "\n".join(lines)
+
+
+def run_augmented(args: argparse.Namespace, work_dir: pathlib.Path) -> list[Row]:
+  """materialize and overlay, on a raw and a prepared base, vs floor and seed, per size."""
+  rows: list[Row] = []
+  for size in args.sizes:
+    size_dir = work_dir / f"input-{size}"
+    size_dir.mkdir()
+    print(f"augmented: writing a {format_size(size)} base in {size_dir}", file=sys.stderr)
+    raw_path, prepared_dir, table_path, count = write_augmented_base(size_dir, size, args.record_bytes)
+    warm_page_cache(raw_path)
+    raw_base = {"base_records": {"train": [str(raw_path)]}}
+    prepared_base = {"base": str(prepared_dir)}
+    phases = [
+        Phase("builder", lambda out: augmented_builder(raw_base, table_path, "materialize", out)),
+        Phase("floor", lambda out: augmented_floor(raw_path, table_path, out / "floor.tfrecord")),
+        Phase("overlay", lambda out: augmented_builder(raw_base, table_path, "overlay", out)),
+        Phase("materialize_prepared", lambda out: augmented_builder(prepared_base, table_path, "materialize", out)),
+        Phase("overlay_prepared", lambda out: augmented_builder(prepared_base, table_path, "overlay", out)),
+    ]
+    if not args.skip_seed:
+      phases.append(Phase("seed", lambda out: append_field(str(raw_path), str(out / "seed.tfrecord"))))
+    rows += measure(
+        "augmented", phases, input_bytes=raw_path.stat().st_size, examples=count,
+        repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
+    )
+    if args.profile:
+      for mode, base in (("materialize", raw_base), ("overlay", prepared_base)):
+        out = work_dir / "out-profile"
+        print(f"\ncProfile of one {mode} run ({next(iter(base))}) on {format_size(size)}:")
+        print(profile_call(lambda: augmented_builder(base, table_path, mode, out), args.profile_top))
+        shutil.rmtree(out)
+    shutil.rmtree(size_dir)
+  print(f"\naugmented ratios (builder = materialize on the raw base):\n{format_augmented_ratios(rows)}")
+  return rows
+
+
+# -- concatenated ------------------------------------------------------------
+
+
+def _concatenated_arguments(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group("concatenated options")
+  group.add_argument(
+      "--num-sources", type=int, default=2, metavar="N",
+      help="number of sources the input is divided into (default 2)",
+  )
+  group.add_argument(
+      "--source-kind", choices=("tfds", "tfrecord"), default="tfds",
+      help="sources as prepared TFDS datasets (default) or raw TFRecord globs, "
+      "whose schema inference reads every record once more before writing",
+  )
+  group.add_argument(
+      "--compression-table", action="store_true",
+      help="also build with zlib_features=[tokens] and --file_format array_record, "
+      "and on the bundled dummy_data; print size and build time of each",
+  )
+
+
+def write_concatenated_sources(work_dir: pathlib.Path, size: int, count: int) -> tuple[list[pathlib.Path], list[pathlib.Path], int]:
+  """Raw TFRecord sources of about `size` bytes in all, and the same files as prepared datasets.
+
+  Each example: `image` (3072 bytes of low-entropy pixels, so compression has
+  something to gain), `label` (int64) and `tokens` (0-63 int64 values).
+
+  Returns:
+    The raw files, the prepared datasets' version directories, the example count.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  total = max(count, size // 3300)
+  raw_paths, prepared_dirs = [], []
+  for number in range(count):
+    raw_path = work_dir / f"site_{number}.tfrecord"
+    examples = total // count
+    with tf.io.TFRecordWriter(str(raw_path)) as writer:
+      for index in range(examples):
+        tokens = rng.integers(0, 1000, index % 64).tolist()
+        writer.write(tf.train.Example(features=tf.train.Features(feature={
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[rng.integers(0, 16, 3072, dtype=np.uint8).tobytes()])),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[index % 10])),
+            "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=tokens)),
+        })).SerializeToString())
+    prepared_dir = work_dir / "prepared" / f"site_{number}" / "1.0.0"
+    prepared_dir.mkdir(parents=True)
+    os.link(raw_path, prepared_dir / f"site_{number}-train.tfrecord-00000-of-00001")
+    with quiet_stdout():
+      tfds.folder_dataset.write_metadata(
+          data_dir=prepared_dir,
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Tensor(shape=(), dtype=np.str_),
+              "label": tfds.features.ClassLabel(num_classes=10),
+              "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+          }),
+          split_infos=[tfds.core.SplitInfo(name="train", shard_lengths=[examples],
+                                           num_bytes=raw_path.stat().st_size)],
+          filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+          check_data=False,
+      )
+    raw_paths.append(raw_path)
+    prepared_dirs.append(prepared_dir)
+  os.sync()
+  return raw_paths, prepared_dirs, (total // count) * count
+
+
+def concatenated_floor(paths: Sequence[pathlib.Path], out_path: pathlib.Path) -> None:
+  """The floor: every source record, read and written as it is with one TFRecordWriter."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with tf.io.TFRecordWriter(str(out_path)) as writer:
+    for path in paths:
+      for record in tf.compat.v1.io.tf_record_iterator(str(path)):
+        writer.write(record)
+
+
+def concatenated_builder(sources: list[dict], data_dir: pathlib.Path, **options) -> object:
+  """The concatenated builder on the sources, into a fresh data_dir; returns it."""
+  from tfds_builders.concatenated import Builder  # pylint: disable=g-import-not-at-top
+  from tfds_builders.concatenated import BuilderConfig  # pylint: disable=g-import-not-at-top
+
+  file_format = options.pop("file_format", None)
+  config = BuilderConfig(name="bench", sources=sources, **options)
+  with quiet_stdout():
+    builder = Builder(config=config, data_dir=str(data_dir), file_format=file_format)
+    builder.download_and_prepare()
+  return builder
+
+
+# The seed write-up's example 2 (/work/shared/seeds/000_*.txt), with its two
+# datasets being our sources read by TFDS and concatenated by tf.data; tokens,
+# which vary in length, are padded as in its example 3.
+def seed_concatenate_and_zip(dataset_dirs: Sequence[pathlib.Path], out_dir: pathlib.Path) -> None:
+  """list -> np.array -> np.savez_compressed -> zip, as the seed does."""
+  import zipfile  # pylint: disable=g-import-not-at-top
+
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  datasets = [tfds.builder_from_directory(str(d)).as_dataset(split="train") for d in dataset_dirs]
+  concatenated_dataset = datasets[0]
+  for dataset in datasets[1:]:
+    concatenated_dataset = concatenated_dataset.concatenate(dataset)
+  images = []
+  labels = []
+  sequences = []
+  for example in concatenated_dataset:
+    images.append(example["image"].numpy())
+    labels.append(example["label"].numpy())
+    sequences.append(example["tokens"].numpy())
+  max_length = max(len(seq) for seq in sequences)
+  padded_sequences = [np.pad(seq, (0, max_length - len(seq)), "constant") for seq in sequences]
+  images_array = np.array(images)
+  labels_array = np.array(labels)
+  padded_array = np.array(padded_sequences)
+  npz_path = out_dir / "concatenated_images.npz"
+  np.savez_compressed(npz_path, images=images_array, labels=labels_array, tokens=padded_array)
+  with zipfile.ZipFile(out_dir / "concatenated_images.zip", "w") as zipf:
+    zipf.write(npz_path)
+  os.remove(npz_path)
+
+
+def _dir_bytes(path: pathlib.Path) -> int:
+  return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def format_concatenated_ratios(rows: Sequence[Row]) -> str:
+  """build/floor and seed/export time ratios per input size."""
+  lines = [
+      "| input | builder/floor (goal <= 1.5) | seed/export-npz-stored (goal >= 3) "
+      "| seed/export-npz-deflate | seed/export-tfrecord |",
+      "|---|---:|---:|---:|---:|",
+  ]
+  for size in sorted({row.input_bytes for row in rows}):
+    group = {row.phase: row for row in rows if row.input_bytes == size}
+    seed = group.get("seed-export")
+    lines.append(
+        f"| {format_size(size)} | {_ratio(group.get('builder'), group.get('floor'), 'seconds')} "
+        f"| {_ratio(seed, group.get('export-npz-stored'), 'seconds')} "
+        f"| {_ratio(seed, group.get('export-npz-deflate'), 'seconds')} "
+        f"| {_ratio(seed, group.get('export-tfrecord'), 'seconds')} |"
+    )
+  return "\n".join(lines)
+
+
+_COMPRESSION_HEADER = (
+    "| input | output | build s | dataset bytes | tfrecord zip stored | tfrecord zip deflate |\n"
+    "|---|---|---:|---:|---:|---:|"
+)
+
+
+def concatenated_compression_rows(sources: list[dict], work_dir: pathlib.Path, label: str) -> list[str]:
+  """Size and build time of each output compression TFDS offers, plus the zip of each export."""
+  from tfds_builders import archive  # pylint: disable=g-import-not-at-top
+
+  variants = {
+      "tfrecord": {},
+      "tfrecord + zlib_features=[tokens]": {"zlib_features": ["tokens"]},
+      "array_record (TFDS: group_size:1, zstd)": {"file_format": "array_record"},
+  }
+  lines = []
+  for name, options in variants.items():
+    out = work_dir / "out-compression"
+    start = time.perf_counter()
+    builder = concatenated_builder(sources, out, **dict(options))
+    seconds = time.perf_counter() - start
+    sizes = ["-", "-"]
+    if "file_format" not in options:
+      sizes = []
+      for compression in ("stored", "deflate"):
+        zip_path = archive.export(builder.data_path, work_dir / "out.zip", compression=compression)
+        sizes.append(str(os.path.getsize(zip_path)))
+        zip_path.unlink()
+    lines.append(f"| {label} | {name} | {seconds:.2f} | {_dir_bytes(pathlib.Path(builder.data_path))} "
+                 f"| {sizes[0]} | {sizes[1]} |")
+    shutil.rmtree(out)
+  return lines
+
+
+def run_concatenated(args: argparse.Namespace, work_dir: pathlib.Path) -> list[Row]:
+  """Build vs floor, and export (npz, tfrecord) vs the seed, per size."""
+  from tfds_builders import archive  # pylint: disable=g-import-not-at-top
+
+  rows: list[Row] = []
+  compression_rows = []
+  if args.compression_table:
+    from tfds_builders.concatenated import Builder  # pylint: disable=g-import-not-at-top
+
+    demo = Builder.BUILDER_CONFIGS[0]
+    compression_rows += concatenated_compression_rows(
+        [dict(s, tfrecords={split: str(pathlib.Path(demo.data_root) / p) for split, p in s["tfrecords"].items()})
+         for s in demo.sources], work_dir, "dummy_data")
+  for size in args.sizes:
+    size_dir = work_dir / f"input-{size}"
+    size_dir.mkdir()
+    print(f"concatenated: writing {args.num_sources} sources of {format_size(size)} in all", file=sys.stderr)
+    raw_paths, prepared_dirs, count = write_concatenated_sources(size_dir, size, args.num_sources)
+    for path in raw_paths:
+      warm_page_cache(path)
+    if args.source_kind == "tfds":
+      sources = [{"name": d.parent.name, "dataset_dir": str(d)} for d in prepared_dirs]
+    else:
+      sources = [{"name": p.stem, "tfrecords": str(p)} for p in raw_paths]
+    input_bytes = sum(p.stat().st_size for p in raw_paths)
+    built = concatenated_builder(sources, size_dir / "built")
+    built_dir = pathlib.Path(built.data_path)
+    phases = [
+        Phase("builder", lambda out: concatenated_builder(sources, out)),
+        Phase("floor", lambda out: concatenated_floor(raw_paths, out / "floor.tfrecord")),
+        Phase("export-npz-stored", lambda out: archive.export(built_dir, out / "a.zip", "npz")),
+        Phase("export-npz-deflate", lambda out: archive.export(built_dir, out / "a.zip", "npz", compression="deflate")),
+        Phase("export-tfrecord", lambda out: archive.export(built_dir, out / "a.zip", "tfrecord")),
+    ]
+    if not args.skip_seed:
+      phases.append(Phase("seed-export", lambda out: seed_concatenate_and_zip(prepared_dirs, out)))
+    rows += measure(
+        "concatenated", phases, input_bytes=input_bytes, examples=count,
+        repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
+    )
+    if args.compression_table:
+      compression_rows += concatenated_compression_rows(sources, work_dir, format_size(input_bytes))
+    if args.profile:
+      out = work_dir / "out-profile"
+      print(f"\ncProfile of one builder run on {format_size(input_bytes)}:")
+      print(profile_call(lambda: concatenated_builder(sources, out), args.profile_top))
+      shutil.rmtree(out)
+    shutil.rmtree(size_dir)
+  if compression_rows:
+    print("\nconcatenated compression (dataset bytes: every file of the version directory):")
+    print("\n".join([_COMPRESSION_HEADER, *compression_rows]))
+  print(f"\nconcatenated ratios ({args.source_kind} sources):\n{format_concatenated_ratios(rows)}")
+  return rows
+
+
+# -- database ----------------------------------------------------------------
+
+
+_DATABASE_QUERY = "SELECT id, label, score, ratio, name, flag FROM tfds_bench.rows_{rows}"
+
+
+def _database_arguments(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group(
+      "database options (sizes are row counts of a generated PostgreSQL table; needs "
+      "TFDS_BUILDERS_PG_DSN: `source scripts/start_postgres.sh`)")
+  counts = group.add_mutually_exclusive_group()
+  counts.add_argument(
+      "--db-rows", type=parse_count, default=10**6, metavar="COUNT",
+      help="rows of the table, e.g. 1M (default)",
+  )
+  counts.add_argument(
+      "--db-rows-sweep", type=lambda text: [parse_count(p) for p in text.split(",") if p.strip()],
+      metavar="COUNTS", help="comma-separated row counts, e.g. 100k,1M,10M: RSS sweep",
+  )
+  group.add_argument(
+      "--db-keep-tables", action="store_true",
+      help="keep the generated tables (schema tfds_bench) for the next run",
+  )
+
+
+def database_dsn() -> str:
+  dsn = os.environ.get("TFDS_BUILDERS_PG_DSN", "")
+  if not dsn:
+    sys.exit("database: TFDS_BUILDERS_PG_DSN is not set; run `source scripts/start_postgres.sh`")
+  return dsn
+
+
+def database_table(dsn: str, rows: int) -> int:
+  """Creates tfds_bench.rows_N with generate_series (unless it exists); returns its bytes."""
+  import psycopg2  # pylint: disable=g-import-not-at-top
+
+  table = f"tfds_bench.rows_{rows}"
+  with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+    cursor.execute("CREATE SCHEMA IF NOT EXISTS tfds_bench")
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+    if not cursor.fetchone()[0]:
+      print(f"database: generating {table}", file=sys.stderr)
+      cursor.execute(
+          f"CREATE TABLE {table} AS SELECT g::int8 AS id, (g % 10)::int4 AS label, "
+          "(g * 0.001)::float8 AS score, (g % 997)::float4 AS ratio, 'item ' || g AS name, "
+          f"(g % 2 = 0) AS flag FROM generate_series(1, {int(rows)}) AS g"
+      )
+      cursor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+      cursor.execute(f"ANALYZE {table}")
+    cursor.execute(f"SELECT count(*) FROM {table}")  # warms the server's cache
+    cursor.execute("SELECT pg_table_size(%s::regclass)", [table])
+    return cursor.fetchone()[0]
+
+
+def database_drop_table(dsn: str, rows: int) -> None:
+  import psycopg2  # pylint: disable=g-import-not-at-top
+
+  with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+    cursor.execute(f"DROP TABLE IF EXISTS tfds_bench.rows_{int(rows)}")
+
+
+def _database_example(id_, label, score, ratio, name, flag) -> bytes:
+  """One row as a tf.train.Example via protobuf, as hand-written code does it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  feature = tf.train.Feature
+  return tf.train.Example(features=tf.train.Features(feature={
+      "id": feature(int64_list=tf.train.Int64List(value=[id_])),
+      "label": feature(int64_list=tf.train.Int64List(value=[label])),
+      "score": feature(float_list=tf.train.FloatList(value=[score])),
+      "ratio": feature(float_list=tf.train.FloatList(value=[ratio])),
+      "name": feature(bytes_list=tf.train.BytesList(value=[name])),
+      "flag": feature(int64_list=tf.train.Int64List(value=[flag])),
+  })).SerializeToString()
+
+
+class _CopyToTFRecord(io.RawIOBase):
+  """A file object for `copy_expert`: parses COPY text lines, writes Examples."""
+
+  def __init__(self, writer, encode):
+    super().__init__()
+    self._writer = writer
+    self._encode = encode
+    self._rest = b""
+
+  def writable(self) -> bool:
+    return True
+
+  def write(self, data) -> int:
+    lines = (self._rest + bytes(data)).split(b"\n")
+    self._rest = lines.pop()
+    for line in lines:
+      id_, label, score, ratio, name, flag = line.split(b"\t")
+      self._writer.write(self._encode(
+          int(id_), int(label), float(score), float(ratio), name, int(flag == b"t")))
+    return len(data)
+
+
+def _database_wire_encoder() -> Callable[..., bytes]:
+  """Builds `_database_example`'s Example with core.serialization (the builder's encoder)."""
+  from tfds_builders.core import serialization as wire  # pylint: disable=g-import-not-at-top
+
+  keys = [wire.FeatureKey(name) for name in ("id", "label", "score", "ratio", "name", "flag")]
+
+  def encode(id_, label, score, ratio, name, flag) -> bytes:
+    return wire.example([
+        wire.int64_feature(keys[0], (id_,)), wire.int64_feature(keys[1], (label,)),
+        wire.float_feature(keys[2], np.array([score], np.float32)),
+        wire.float_feature(keys[3], np.array([ratio], np.float32)),
+        wire.bytes_feature(keys[4], name), wire.int64_feature(keys[5], (flag,)),
+    ])
+
+  return encode
+
+
+def database_floor(dsn: str, query: str, out_path: pathlib.Path, wire: bool = False) -> None:
+  """The floor: COPY (query) TO STDOUT, parse each line, tf.train.Example, TFRecordWriter.
+
+  With `wire`, examples are built with core.serialization instead of protobuf
+  objects: the floor with the builder's encoder.
+  """
+  import psycopg2  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+    with tf.io.TFRecordWriter(str(out_path)) as writer:
+      target = _CopyToTFRecord(writer, _database_wire_encoder() if wire else _database_example)
+      cursor.copy_expert(f"COPY ({query}) TO STDOUT", target, size=1 << 16)
+
+
+def database_seed(dsn: str, query: str, out_path: pathlib.Path, batch_size: int | None = None) -> None:
+  """The seed's path: pandas read_sql -> tf.data from_tensor_slices -> Examples -> TFRecord.
+
+  With `batch_size`, the dataset is iterated in batches and rows are taken
+  from the batch arrays: the same path, tuned (per-element tf.data iteration
+  costs more than the rest).
+  """
+  import warnings  # pylint: disable=g-import-not-at-top
+
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  import psycopg2  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with psycopg2.connect(dsn) as connection, warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # pandas prefers SQLAlchemy connectables
+    frame = pd.read_sql(query, connection)
+  dataset = tf.data.Dataset.from_tensor_slices(dict(frame))
+  with tf.io.TFRecordWriter(str(out_path)) as writer:
+    if not batch_size:
+      for row in dataset.as_numpy_iterator():
+        writer.write(_database_example(
+            int(row["id"]), int(row["label"]), float(row["score"]), float(row["ratio"]),
+            row["name"], int(row["flag"])))
+      return
+    for batch in dataset.batch(batch_size).as_numpy_iterator():
+      for id_, label, score, ratio, name, flag in zip(
+          batch["id"].tolist(), batch["label"].tolist(), batch["score"].tolist(),
+          batch["ratio"].tolist(), batch["name"].tolist(), batch["flag"].tolist()):
+        writer.write(_database_example(id_, label, score, ratio, name, int(flag)))
+
+
+def database_builder(dsn: str, query: str, data_dir: pathlib.Path, **options) -> None:
+  """The database builder on `query`, into a fresh data_dir."""
+  from tfds_builders.database import Builder  # pylint: disable=g-import-not-at-top
+  from tfds_builders.database import BuilderConfig  # pylint: disable=g-import-not-at-top
+
+  config = BuilderConfig(name="bench", dsn=dsn, query=query, **options)
+  with quiet_stdout():
+    Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
+
+
+def run_database(args: argparse.Namespace, work_dir: pathlib.Path) -> list[Row]:
+  """builder vs floor (COPY) vs seed (pandas) on generated PostgreSQL tables."""
+  dsn = database_dsn()
+  rows: list[Row] = []
+  for count in sorted(args.db_rows_sweep or [args.db_rows]):
+    table_bytes = database_table(dsn, count)
+    query = _DATABASE_QUERY.format(rows=count)
+    phases = [
+        Phase("builder", lambda out: database_builder(dsn, query, out)),
+        Phase("floor", lambda out: database_floor(dsn, query, out / "floor.tfrecord")),
+        Phase("floor_wire", lambda out: database_floor(dsn, query, out / "floor.tfrecord", wire=True)),
+        Phase("builder_ordered", lambda out: database_builder(dsn, query, out, order_by="id")),
+    ]
+    if not args.skip_seed:
+      phases += [
+          Phase("seed", lambda out: database_seed(dsn, query, out / "seed.tfrecord")),
+          Phase("seed_batched", lambda out: database_seed(dsn, query, out / "seed.tfrecord", 1024)),
+      ]
+    rows += measure(
+        "database", phases, input_bytes=table_bytes, examples=count,
+        repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
+    )
+    if args.profile:
+      out = work_dir / "out-profile"
+      print(f"\ncProfile of one builder run on {count} rows:")
+      print(profile_call(lambda: database_builder(dsn, query, out), args.profile_top))
+      shutil.rmtree(out)
+    if not args.db_keep_tables:
+      database_drop_table(dsn, count)
   return rows
 
 
@@ -595,7 +1217,24 @@ CASES: dict[str, Case] = {
         run=run_cross_product,
         add_arguments=_cross_product_arguments,
     ),
-    # concatenated, augmented, database: not yet measured.
+    "augmented": Case(
+        help="new fields joined from a CSV onto a TFRecord base: materialize and overlay, "
+        "raw and prepared base (floor: parse + add + TFRecordWriter; seed: example 1)",
+        run=run_augmented,
+        add_arguments=_augmented_arguments,
+    ),
+    "concatenated": Case(
+        help="sources copied into one dataset (floor: read + TFRecordWriter); export "
+        "to npz/tfrecord zip vs the seed's example 2 (list -> np.array -> savez_compressed -> zip)",
+        run=run_concatenated,
+        add_arguments=_concatenated_arguments,
+    ),
+    "database": Case(
+        help="rows of a generated PostgreSQL table (sizes: --db-rows; floor: COPY TO "
+        "STDOUT + tf.train.Example + TFRecordWriter; seed: pandas read_sql + from_tensor_slices)",
+        run=run_database,
+        add_arguments=_database_arguments,
+    ),
 }
 
 

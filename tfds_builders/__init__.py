@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # Every builder folder tfds_builders/<name>/ holding <name>_dataset_builder.py.
-BUILDERS = ("numpy_arrays",)
+BUILDERS = ("numpy_arrays", "cross_product", "concatenated", "database", "augmented")
 
 from tfds_builders import registry as _registry  # noqa: E402
 from tfds_builders import tfds_hooks as _tfds_hooks  # noqa: E402
@@ -16,3 +16,10 @@ from tfds_builders import tfds_hooks as _tfds_hooks  # noqa: E402
 _tfds_hooks.register_builders_lazily(__name__, BUILDERS)
 # Namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG, for tfds.load("team:name/...").
 _registry.register_from_env()
+
+
+def load_augmented(*args, **kwargs):
+  """An `augmented` overlay zipped onto its base; see `tfds_builders.augmented.load_augmented`."""
+  from tfds_builders.augmented import overlay_loader  # pylint: disable=g-import-not-at-top
+
+  return overlay_loader.load_augmented(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""The `tfds-builders` console command: list our builders, inspect prepared datasets."""
+"""The `tfds-builders` console command: list builders, inspect, publish, export and import datasets."""
 
 from __future__ import annotations
 
@@ -77,7 +77,56 @@ def _parser() -> argparse.ArgumentParser:
       "--json", action="store_true", help="print one JSON object instead of text"
   )
   inspect.set_defaults(run=_run_inspect)
+
+  export = commands.add_parser(
+      "export", help="write a prepared dataset to one .zip archive, streaming",
+      description="Write a prepared dataset version directory to one .zip, "
+      "streaming (memory does not grow with the dataset). tfrecord: the "
+      "dataset directory itself, restorable with `tfds-builders import`. npz: "
+      "one .npy per split and feature (np.load(OUT)['train/image']); "
+      "variable-length features are padded with --pad-value, and "
+      "<split>/<feature>_length.npy keeps their true lengths (export only).",
+  )
+  export.add_argument("dataset_dir", help="prepared dataset version directory")
+  export.add_argument("out_zip", help="archive to write")
+  export.add_argument("--format", choices=("tfrecord", "npz"), default="tfrecord",
+                      help="archive contents (default tfrecord)")
+  export.add_argument("--compression", choices=("stored", "deflate"), default="stored",
+                      help="zip member compression (default stored)")
+  export.add_argument("--pad-value", type=float, default=0.0,
+                      help="npz: pad value of variable-length numeric features (default 0)")
+  export.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
+                      help="npz: export only this split (repeatable; default all)")
+  export.set_defaults(run=_run_export)
+
+  import_parser = commands.add_parser(
+      "import", help="restore a dataset from an archive made by export",
+      description="Restore a --format tfrecord archive into DATA_DIR as "
+      "<dataset>/<config>/<version>/, byte for byte. The archive's manifest and "
+      "every member's CRC-32 are checked first; a failed import leaves nothing "
+      "that tfds.load accepts.",
+  )
+  import_parser.add_argument("archive", help="archive written by `tfds-builders export`")
+  import_parser.add_argument("data_dir", help="TFDS data_dir to restore into")
+  import_parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+  import_parser.set_defaults(run=_run_import)
   return parser
+
+
+def _run_export(args: argparse.Namespace) -> int:
+  from tfds_builders import archive  # pylint: disable=g-import-not-at-top
+
+  path = archive.export(args.dataset_dir, args.out_zip, args.format, compression=args.compression,
+                        pad_value=args.pad_value, splits=args.splits)
+  print(f"exported {args.dataset_dir} to {path} ({args.format})")
+  return EXIT_OK
+
+
+def _run_import(args: argparse.Namespace) -> int:
+  from tfds_builders import archive  # pylint: disable=g-import-not-at-top
+
+  print(f"imported {archive.import_(args.archive, args.data_dir, overwrite=args.overwrite)}")
+  return EXIT_OK
 
 
 def _run_list(args: argparse.Namespace) -> int:
