@@ -378,3 +378,11 @@ def test_int64_scalar_feature_matches_protobuf(value: int) -> None:
   encoded = serialization.example([[serialization.int64_scalar_encoder(serialization.FeatureKey("n"))(value)]])
   expected = _proto({"n": tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))})
   assert tf.train.Example.FromString(encoded) == expected
+
+
+def test_check_choice_names_the_field_value_and_choices() -> None:
+  errors.check_choice("rows", ("rows", "files"), "layout")
+  with pytest.raises(errors.ConfigError, match=r"^layout='cols'; use one of \('rows', 'files'\)\.$"):
+    errors.check_choice("cols", ("rows", "files"), "layout")
+  with pytest.raises(ValueError, match=r"^cfg: mode='x'"):
+    errors.check_choice("x", ("a",), "mode", lambda message: ValueError(f"cfg: {message}"))

@@ -80,8 +80,7 @@ def export(
       dtype of a padded feature cannot hold.
     SchemaError: for features npz cannot hold (string tensors of rank >= 1).
   """
-  if format not in FORMATS:
-    raise errors.ConfigError(f"format={format!r}; use one of {FORMATS}.")
+  errors.check_choice(format, FORMATS, "format")
   if compression not in COMPRESSIONS:
     raise errors.ConfigError(f"compression={compression!r}; use one of {sorted(COMPRESSIONS)}.")
   dataset_dir = epath.Path(dataset_dir)

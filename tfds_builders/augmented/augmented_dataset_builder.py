@@ -371,8 +371,7 @@ def _check_config(config: BuilderConfig) -> None:
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"augmented config {config.name!r}: {message}")
 
-  if config.mode not in MODES:
-    raise fail(f"mode={config.mode!r}; use one of {MODES}.")
+  errors.check_choice(config.mode, MODES, "mode", fail)
   if bool(config.base) == bool(config.base_records):
     raise fail(
         "give either `base` (a prepared TFDS dataset: directory or name) or "
@@ -389,8 +388,7 @@ def _check_config(config: BuilderConfig) -> None:
     raise fail("a side table needs `join_key`: the base feature matched with the table's key column.")
   if config.join_key and not has_table:
     raise fail("`join_key` only applies with a side table.")
-  if config.missing_policy not in MISSING_POLICIES:
-    raise fail(f"missing_policy={config.missing_policy!r}; use one of {MISSING_POLICIES}.")
+  errors.check_choice(config.missing_policy, MISSING_POLICIES, "missing_policy", fail)
   if config.missing_defaults and config.missing_policy != "default":
     raise fail("missing_defaults only applies with missing_policy='default'.")
   if not isinstance(config.num_workers, int) or config.num_workers < 1:

@@ -291,8 +291,7 @@ def show_key(key: Any) -> str:
 
 
 def _format_of(path: epath.Path, table_format: str) -> str:
-  if table_format not in FORMATS:
-    raise errors.ConfigError(f"side_table_format={table_format!r}; use one of {FORMATS}.")
+  errors.check_choice(table_format, FORMATS, "side_table_format")
   if table_format != "auto":
     return table_format
   suffix = path.suffix.lower()

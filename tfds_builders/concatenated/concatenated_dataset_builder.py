@@ -233,8 +233,7 @@ def _check_config(config: BuilderConfig) -> None:
   unknown = sorted(set(config.promotions) - set(agreement.PROMOTIONS))
   if unknown:
     raise fail(f"unknown promotions {unknown}; use any of {agreement.PROMOTIONS}.")
-  if config.mixing not in mixing.MIXINGS:
-    raise fail(f"mixing={config.mixing!r}; use one of {mixing.MIXINGS}.")
+  errors.check_choice(config.mixing, mixing.MIXINGS, "mixing", fail)
   if config.mixing == "concatenate" and config.weights is not None:
     raise fail("weights only apply with mixing='interleave'.")
   mixing.check(None if config.weights is None else list(config.weights.values()), config.stopping_strategy)

@@ -19,10 +19,7 @@ _DRAWS_PER_BATCH = 1000  # as Hugging Face: the same seed gives the same draws
 
 def check(weights: Sequence[float] | None, stopping_strategy: str) -> None:
   """Raises ConfigError for an unknown strategy or non-positive weights."""
-  if stopping_strategy not in STOPPING_STRATEGIES:
-    raise errors.ConfigError(
-        f"stopping_strategy={stopping_strategy!r}; use one of {STOPPING_STRATEGIES}."
-    )
+  errors.check_choice(stopping_strategy, STOPPING_STRATEGIES, "stopping_strategy")
   if weights is not None and not all(w > 0 and np.isfinite(w) for w in weights):
     raise errors.ConfigError(
         f"weights {list(weights)} must all be positive numbers (a source with weight "

@@ -307,12 +307,9 @@ def check_codec(codec: ColumnCodec) -> None:
 
   if codec.sql_type.kind not in KINDS:
     raise fail(f"type {codec.sql_type.kind!r} is unknown; use one of {KINDS}.")
-  if codec.numeric not in NUMERIC_MODES:
-    raise fail(f"numeric={codec.numeric!r}; use one of {NUMERIC_MODES}.")
-  if codec.temporal not in TEMPORAL_MODES:
-    raise fail(f"temporal={codec.temporal!r}; use one of {TEMPORAL_MODES}.")
-  if codec.nulls.action not in NULL_POLICIES:
-    raise fail(f"nulls={codec.nulls.action!r}; use one of {NULL_POLICIES}.")
+  errors.check_choice(codec.numeric, NUMERIC_MODES, "numeric", fail)
+  errors.check_choice(codec.temporal, TEMPORAL_MODES, "temporal", fail)
+  errors.check_choice(codec.nulls.action, NULL_POLICIES, "nulls", fail)
   if codec.nulls.action == "default" and codec.nulls.default is None:
     raise fail("nulls='default' needs a `default` value (or an `impute` statistic).")
   if codec.nulls.default is not None:

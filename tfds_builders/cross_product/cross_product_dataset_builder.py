@@ -286,10 +286,8 @@ def _check_config(config: BuilderConfig) -> None:
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"cross_product config {config.name!r}: {message}")
 
-  if config.mode not in pairs.MODES:
-    raise fail(f"mode={config.mode!r}; use one of {pairs.MODES}.")
-  if config.collision_policy not in COLLISION_POLICIES:
-    raise fail(f"collision_policy={config.collision_policy!r}; use one of {COLLISION_POLICIES}.")
+  errors.check_choice(config.mode, pairs.MODES, "mode", fail)
+  errors.check_choice(config.collision_policy, COLLISION_POLICIES, "collision_policy", fail)
   if not config.left:
     raise fail("`left` lists no input; give TFRecord files, directories or globs.")
   if config.mode == "product" and not config.right:

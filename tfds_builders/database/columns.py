@@ -71,16 +71,16 @@ class ColumnOptions:
         vocabulary=vocabulary, unknown=raw.get("unknown"), normalize=raw.get("normalize"),
         apply=bool(raw.get("apply", True)),
     )
-    if options.type is not None and options.type not in sql_types.KINDS:
-      raise fail(f"type={options.type!r}; use one of {sql_types.KINDS}.")
-    if options.impute is not None and options.impute not in IMPUTE_STATISTICS:
-      raise fail(f"impute={options.impute!r}; use one of {IMPUTE_STATISTICS}.")
+    if options.type is not None:
+      errors.check_choice(options.type, sql_types.KINDS, "type", fail)
+    if options.impute is not None:
+      errors.check_choice(options.impute, IMPUTE_STATISTICS, "impute", fail)
     if options.impute is not None and options.default is not None:
       raise fail("give either `default` (a constant) or `impute` (a statistic), not both.")
     if options.impute is not None and options.nulls not in (None, "default", "mask"):
       raise fail(f"`impute` fills NULLs, but nulls={options.nulls!r}; use 'default' or 'mask'.")
-    if options.normalize is not None and options.normalize not in NORMALIZATIONS:
-      raise fail(f"normalize={options.normalize!r}; use one of {NORMALIZATIONS}.")
+    if options.normalize is not None:
+      errors.check_choice(options.normalize, NORMALIZATIONS, "normalize", fail)
     if options.normalize and options.categorical:
       raise fail("a column is either categorical or normalized, not both.")
     if options.unknown is not None and not options.categorical:

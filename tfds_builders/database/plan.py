@@ -261,8 +261,7 @@ def _check_config(config: BuilderConfig) -> sql_connections.ConnectionSpec:
     raise fail("`columns` must map column names to settings.")
   for option, choices in (("nulls", sql_types.NULL_POLICIES), ("numeric", sql_types.NUMERIC_MODES),
                           ("temporal", sql_types.TEMPORAL_MODES)):
-    if getattr(config, option) not in choices:
-      raise fail(f"{option}={getattr(config, option)!r}; use one of {choices}.")
+    errors.check_choice(getattr(config, option), choices, option, fail)
   if config.nulls == "default":
     raise fail("nulls='default' needs a value per column: set it in `columns` instead.")
   sqlite_path = str(paths.resolve(config.sqlite_path, config.data_root)) if driver == "sqlite" else ""

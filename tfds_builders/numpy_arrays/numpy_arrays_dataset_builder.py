@@ -243,10 +243,8 @@ def _check_config(config: BuilderConfig) -> None:
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"numpy_arrays config {config.name!r}: {message}")
 
-  if config.layout not in LAYOUTS:
-    raise fail(f"layout={config.layout!r}; use one of {LAYOUTS}.")
-  if config.npz_members not in NPZ_MEMBER_MODES:
-    raise fail(f"npz_members={config.npz_members!r}; use one of {NPZ_MEMBER_MODES}.")
+  errors.check_choice(config.layout, LAYOUTS, "layout", fail)
+  errors.check_choice(config.npz_members, NPZ_MEMBER_MODES, "npz_members", fail)
   if bool(config.splits) == bool(config.paths):
     raise fail(
         "give either `splits` ({split: [paths]}) or `paths` with "
