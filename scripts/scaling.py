@@ -76,7 +76,28 @@ def numpy_arrays_workload(work_dir: pathlib.Path, size: int, partitions: int) ->
   return lambda data_dir: Builder(config=config, data_dir=str(data_dir))
 
 
-WORKLOADS = {"numpy_arrays": numpy_arrays_workload}
+_PAIR_BYTES = 340  # one output pair of the benchmark's default records
+
+
+def cross_product_workload(work_dir: pathlib.Path, size: int, partitions: int) -> Callable[..., object]:
+  """Two TFRecord inputs whose product writes about `size` bytes in `partitions` left blocks."""
+  sys.path.insert(0, str(pathlib.Path(__file__).parent))
+  import benchmark  # pylint: disable=g-import-not-at-top  # the benchmark's record generator
+  from tfds_builders.cross_product import Builder, BuilderConfig  # pylint: disable=g-import-not-at-top
+
+  side = max(2, int((size / _PAIR_BYTES) ** 0.5))
+  inputs = work_dir / f"pairs-{size}-{partitions}"
+  inputs.mkdir(parents=True)
+  for name in ("left", "right"):
+    benchmark.write_cross_product_side(inputs / f"{name}.tfrecord", side, 16, 8)
+  config = BuilderConfig(
+      name="scaling", left=[str(inputs / "left.tfrecord")], right=[str(inputs / "right.tfrecord")],
+      left_rows_per_partition=-(-side // partitions),
+  )
+  return lambda data_dir: Builder(config=config, data_dir=str(data_dir))
+
+
+WORKLOADS = {"numpy_arrays": numpy_arrays_workload, "cross_product": cross_product_workload}
 
 
 def build_seconds(make_builder: Callable[..., object], data_dir: pathlib.Path, workers: int | None) -> float:

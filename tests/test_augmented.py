@@ -611,9 +611,9 @@ def test_load_augmented_refuses_what_is_not_an_overlay(tmp_path):
     load_augmented(str(tmp_path / "nowhere"), split="train")
 
 
-def test_exported_from_the_package():
-  assert tfds_builders.load_augmented is not None
-  assert callable(tfds_builders.load_augmented)
+def test_the_package_level_loader_delegates_to_the_overlay_loader(tmp_path):
+  with pytest.raises(errors.SourceError, match="No prepared TFDS dataset"):
+    tfds_builders.load_augmented(str(tmp_path / "nowhere"), split="train")
 
 
 # ------------------------------------------------------------- function --

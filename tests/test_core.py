@@ -20,6 +20,13 @@ from tfds_builders.core import shard_writer
 from tfds_builders.core import tfrecord_io
 
 
+def _encode_mapping(values: dict[str, bytes]) -> bytes:
+  """An Example of one-value bytes features, built by the fast path."""
+  return serialization.example(
+      serialization.bytes_feature(serialization.FeatureKey(name), payload) for name, payload in values.items()
+  )
+
+
 def _proto(features: dict[str, tf.train.Feature]) -> tf.train.Example:
   return tf.train.Example(features=tf.train.Features(feature=features))
 
@@ -81,8 +88,8 @@ def test_example_from_joined_entries_equals_example() -> None:
 
 
 def test_merged_examples_parse_as_union_of_features() -> None:
-  left = serialization.encode_mapping({"left/x": b"1", "left/y": b"22"})
-  right = serialization.encode_mapping({"right/x": b"333"})
+  left = _encode_mapping({"left/x": b"1", "left/y": b"22"})
+  right = _encode_mapping({"right/x": b"333"})
   merged = tf.train.Example.FromString(serialization.merge_examples(left, right))
   assert {k: v.bytes_list.value[0] for k, v in merged.features.feature.items()} == {
       "left/x": b"1", "left/y": b"22", "right/x": b"333",
@@ -104,7 +111,7 @@ def _template(tmp_path, split: str = "train") -> naming.ShardedFileTemplate:
 
 
 def test_split_writer_cuts_shards_by_size_and_keeps_order(tmp_path) -> None:
-  records = [(i, serialization.encode_mapping({"i": str(i).encode() * 50})) for i in range(25)]
+  records = [(i, _encode_mapping({"i": str(i).encode() * 50})) for i in range(25)]
   writer = shard_writer.SplitWriter(
       _template(tmp_path), file_adapters.FileFormat.TFRECORD, max_shard_bytes=500
   )
@@ -355,7 +362,7 @@ def test_infer_files_reports_corruption_before_a_schema_error(tmp_path) -> None:
 
 @pytest.mark.parametrize("file_format", [file_adapters.FileFormat.TFRECORD, file_adapters.FileFormat.ARRAY_RECORD])
 def test_split_writer_formats_hold_the_same_records_and_lengths(tmp_path, file_format) -> None:
-  records = [(i, serialization.encode_mapping({"i": bytes([i]) * 100})) for i in range(30)]
+  records = [(i, _encode_mapping({"i": bytes([i]) * 100})) for i in range(30)]
   template = naming.ShardedFileTemplate(
       data_dir=tmp_path, dataset_name="demo", split="train", filetype_suffix=file_format.file_suffix
   )

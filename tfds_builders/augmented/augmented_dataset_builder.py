@@ -41,7 +41,7 @@ BASE_INDEX = "_base_index"
 BASE_FINGERPRINT = "_base_fingerprint"
 MATCHED = "_matched"
 ALIGNMENT_FIELDS = (BASE_INDEX, BASE_FINGERPRINT, MATCHED)
-FINGERPRINT = "farmhash64: tf.bitcast(tf.fingerprint([raw record]), tf.int64)"
+FINGERPRINT = "farmhash64 of the raw record as int64 (augmented.base.record_fingerprints)"
 # Examples whose function results infer the features of undeclared fields.
 INFERENCE_EXAMPLES = 8
 # Records handed together to TensorFlow (join keys, fingerprints) and to a worker.
@@ -126,6 +126,7 @@ def _bundled(**kwargs) -> BuilderConfig:
 class Builder(streaming_builder.StreamingBuilder):
   """An existing dataset plus new fields, materialized or as an overlay."""
 
+  DESCRIPTION = _DESCRIPTION
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release (raw TFRecord bases start at 1.0.0)."}
   BUILDER_CONFIGS = [
@@ -166,9 +167,8 @@ class Builder(streaming_builder.StreamingBuilder):
       return self.builder_config.release_notes
     return {str(self.version): _release_note(self.builder_config, None if self.is_prepared() else self._plan)}
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    features = None if self.is_prepared() else self._plan.features
-    return self.streaming_info(description=_DESCRIPTION, features=features)
+  def inferred_features(self) -> tfds.features.FeaturesDict:
+    return self._plan.features
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
@@ -705,7 +705,7 @@ def _pipelined_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_
 
   def keys_and_fingerprints(records: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     keys = tf.io.parse_example(records, key_spec)[plan.join_key]
-    return keys, tf.bitcast(tf.fingerprint(records), tf.int64)
+    return keys, base_lib.record_fingerprints(records)
 
   # About _BATCH_BYTES of records per batch, a few batches in flight.
   record_bytes = max(1, file.num_bytes // max(1, file.num_records))
@@ -728,7 +728,7 @@ def _pipelined_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_
 
 def fingerprints(records: Sequence[bytes]) -> np.ndarray:
   """The fingerprint of each raw record (int64), as the overlay loader computes it."""
-  return tf.bitcast(tf.fingerprint(tf.constant(records, dtype=tf.string)), tf.int64).numpy()
+  return base_lib.record_fingerprints(tf.constant(records, dtype=tf.string)).numpy()
 
 
 def _join(plan: _Plan, file: base_lib.BaseFile, start: int, keys: Sequence[Any]) -> list[bytes | None]:

@@ -204,7 +204,7 @@ class _Join:
 
   def check(self, base_record: tf.Tensor, overlay_record: tf.Tensor, index: tf.Tensor):
     overlay = self.overlay_features.deserialize_example(overlay_record)
-    fingerprint = tf.bitcast(tf.fingerprint(tf.reshape(base_record, [1])), tf.int64)[0]
+    fingerprint = base_lib.record_fingerprints(tf.reshape(base_record, [1]))[0]
     # tf.debugging.Assert stops iteration with InvalidArgumentError carrying `data`.
     checks = [
         tf.debugging.Assert(

@@ -86,6 +86,7 @@ def _bundled(**kwargs) -> BuilderConfig:
 class Builder(streaming_builder.StreamingBuilder):
   """Datasets of the same features concatenated or interleaved, with provenance."""
 
+  DESCRIPTION = _DESCRIPTION
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
@@ -105,9 +106,8 @@ class Builder(streaming_builder.StreamingBuilder):
       ),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    features = None if self.is_prepared() else self._plan.features
-    return self.streaming_info(description=_DESCRIPTION, features=features)
+  def inferred_features(self) -> tfds.features.FeaturesDict:
+    return self._plan.features
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded

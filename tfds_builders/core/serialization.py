@@ -139,11 +139,6 @@ def merge_examples(*serialized: bytes) -> bytes:
   return b"".join(serialized)
 
 
-def encode_mapping(values: Mapping[str, Payload]) -> bytes:
-  """Serializes a flat `{name: bytes}` mapping as an Example of bytes features."""
-  return example(bytes_feature(FeatureKey(name), payload) for name, payload in values.items())
-
-
 def rename_features(serialized: bytes, rename: Callable[[str], str | None]) -> bytes:
   """Re-serializes an Example with renamed features; `None` drops one.
 

@@ -63,17 +63,23 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   MAX_SHARD_BYTES = DEFAULT_MAX_SHARD_BYTES
 
-  def streaming_info(
-      self, *, description: str, features: tfds.features.FeaturesDict | None
-  ) -> tfds.core.DatasetInfo:
-    """DatasetInfo for `_info()`: ordered, with a metadata dict for provenance."""
+  # The dataset card's summary; each builder sets it from its `_DESCRIPTION`.
+  DESCRIPTION = ""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # A prepared version's features come from its features.json, so loading it
+    # needs neither the sources nor a new inference.
     return tfds.core.DatasetInfo(
         builder=self,
-        description=description,
-        features=features,
+        description=self.DESCRIPTION,
+        features=None if self.is_prepared() else self.inferred_features(),
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(),
     )
+
+  def inferred_features(self) -> tfds.features.FeaturesDict:
+    """The features this config's sources give; read only before preparing."""
+    raise NotImplementedError
 
   def is_prepared(self) -> bool:
     """Whether this version is already on disk (then features come from it)."""

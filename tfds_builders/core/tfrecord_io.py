@@ -103,11 +103,6 @@ def corrupt_record(name: str, index: int, error: Exception) -> errors.SourceErro
   )
 
 
-def count_records(source: RecordFile) -> int:
-  """The number of records in a file (a full read, no parsing)."""
-  return sum(1 for _ in read_records(source))
-
-
 @dataclasses.dataclass(frozen=True)
 class PreparedSplit:
   """One split of a prepared TFDS dataset, as raw record files."""

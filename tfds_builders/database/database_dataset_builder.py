@@ -62,6 +62,8 @@ class BuilderConfig(streaming_builder.StreamingConfig):
     partition_key: Column (first of `order_by`) whose ranges split each split
       into partitions on Beam.
     num_partitions: Partitions per split on Beam.
+    use_beam: Read the partitions on Beam workers, in one exported snapshot;
+      also chosen by `--beam_pipeline_options`.
     application_name: PostgreSQL `application_name` of the connections.
   """
 
@@ -107,6 +109,7 @@ _PENGUIN_COLUMNS = {
 class Builder(streaming_builder.StreamingBuilder):
   """Rows of SQL queries as a TFDS dataset."""
 
+  DESCRIPTION = _DESCRIPTION
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
@@ -140,9 +143,8 @@ class Builder(streaming_builder.StreamingBuilder):
   ]
   _reading: _Reading | None = None  # the build's session, set by _generate_splits
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    features = None if self.is_prepared() else tfds.features.FeaturesDict(self._plan.features())
-    return self.streaming_info(description=_DESCRIPTION, features=features)
+  def inferred_features(self) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict(self._plan.features())
 
   def _generate_splits(self, dl_manager, download_config):
     # One read-only snapshot for every split and statistic; Beam workers join it.
