@@ -25,6 +25,8 @@ setuptools.setup(
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9.4,<4.10",
         "numpy>=1.24",
+        # Compiles the TFRecord frame walk that makes overlays fast (core/record_index.py).
+        "numba>=0.59",
         "psycopg2-binary>=2.9",
         # Needed by the `tfds` CLI and by TFDS's Beam path.
         "apache-beam>=2.50",

@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -105,6 +106,20 @@ def write_records(path: pathlib.Path, records: Iterable[bytes], compression: str
 
 def read_records(paths: Iterable[Any]) -> list[bytes]:
   return [record.numpy() for record in tf.data.TFRecordDataset([str(p) for p in paths])]
+
+
+def frames_of(paths: Iterable[Any]) -> list[tuple[int, int]]:
+  """(length, stored masked CRC) of every record, parsed here with struct: the overlay's fingerprint oracle."""
+  frames = []
+  for path in paths:
+    data = pathlib.Path(path).read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack_from("<Q", data, offset)
+      (crc,) = struct.unpack_from("<I", data, offset + 12 + length)
+      frames.append((length, crc))
+      offset += 16 + length
+  return frames
 
 
 def raw_base(root: pathlib.Path, counts: Mapping[str, list[int]] | None = None) -> dict[str, list[str]]:
@@ -473,11 +488,13 @@ def test_overlay_holds_only_the_new_fields_and_alignment(tmp_path):
                   side_table=str(labels_csv(tmp_path / "labels.csv", range(100, 110))), join_key="id")
   assert set(overlay.info.features) == {"label", "weight", "_base_index", "_base_fingerprint"}
   base_records = read_records(sources["train"])
-  for index, (record, raw) in enumerate(zip(stored(overlay), base_records, strict=True)):
+  frames = frames_of(sources["train"])
+  for index, (record, raw, (length, crc)) in enumerate(zip(stored(overlay), base_records, frames, strict=True)):
     assert set(features_of(record)) == {"label", "weight", "_base_index", "_base_fingerprint"}
     decoded = overlay.info.features.deserialize_example_np(record)
     assert decoded["_base_index"] == index
-    assert decoded["_base_fingerprint"] == builder_lib.fingerprints([raw])[0]
+    assert length == len(raw)
+    assert decoded["_base_fingerprint"] == (length << 32 | crc)
   metadata = overlay.info.metadata["augmented"]
   assert metadata["mode"] == "overlay"
   assert metadata["base"]["kind"] == "records"
@@ -1046,23 +1063,26 @@ def test_field_values_that_do_not_fit(spec_text, value, fragment):
     fields.FieldCodec(fields.parse_declared("f", spec_text, "test")).encode(value)
 
 
-# ------------------------------------------- the overlay's tf.data reader --
+# ------------------------------------------------ the overlay's sparse read --
 
 
 @pytest.mark.parametrize("missing_policy", ["error", "skip"])
-def test_overlay_read_by_the_pipeline_equals_one_read_record_by_record(tmp_path, monkeypatch, missing_policy):
+def test_overlay_reading_frames_equals_one_reading_every_record(tmp_path, missing_policy):
   sources = raw_base(tmp_path / "raw")
   kept = [i for i in range(100, 110) if missing_policy == "error" or i % 4]
   config = dict(base_records=sources, side_table=str(labels_csv(tmp_path / "l.csv", kept)), join_key="id",
                 mode="overlay", missing_policy=missing_policy)
-  by_records = build(tmp_path, "by_records", **config)
-  monkeypatch.setattr(builder_lib, "_PIPELINE_MIN_BYTES", 0)  # every base file through tf.data
-  monkeypatch.setattr(builder_lib, "_PIPELINE_BATCH_RECORDS", 2)
-  pipelined = build(tmp_path, "pipelined", **config)
+  sparse = build(tmp_path, "sparse", **config)
+  verified = build(tmp_path, "verified", verify_base=True, **config)
   for split in ("train", "test"):
-    assert stored(pipelined, split) == stored(by_records, split)
-  assert_examples_equal(examples(load_augmented(pipelined.data_dir, split="train")),
-                        examples(load_augmented(by_records.data_dir, split="train")))
+    assert stored(sparse, split) == stored(verified, split)
+  assert_examples_equal(examples(load_augmented(sparse.data_dir, split="train")),
+                        examples(load_augmented(verified.data_dir, split="train")))
+
+
+def test_verify_base_applies_to_overlays_only(tmp_path):
+  with pytest.raises(errors.ConfigError, match="verify_base only applies with mode='overlay'"):
+    make_builder(tmp_path, base_records=raw_base(tmp_path / "raw"), side_table="x.csv", join_key="id", verify_base=True)
 
 
 def _with_two_ids(record: bytes) -> bytes:
@@ -1086,24 +1106,40 @@ def _prepared_copy_with(tmp_path: pathlib.Path, prepared_base: pathlib.Path, rep
     (lambda record: _with_two_ids(record), r"record 1 has 2 values of join key 'id'"),
     (lambda record: b"\xff\xff not a proto", r"record 1 is not a tf.train.Example"),
 ])
-def test_overlay_pipeline_names_the_record_it_cannot_read(tmp_path, monkeypatch, prepared_base, replace, message):
+def test_overlay_names_the_record_whose_join_key_it_cannot_read(tmp_path, prepared_base, replace, message):
   base_dir, shard_name, _ = _prepared_copy_with(tmp_path, prepared_base, replace)
-  monkeypatch.setattr(builder_lib, "_PIPELINE_MIN_BYTES", 0)
   with pytest.raises(errors.SchemaError, match=rf"{shard_name}: {message}"):
     build(tmp_path, "o", mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
           join_key="id", overwrite_fields=["label"])
   assert_nothing_loadable(tmp_path / "tfds")
 
 
-def test_overlay_pipeline_names_a_corrupt_record(tmp_path, monkeypatch, prepared_base):
+def test_an_overlay_checks_record_data_when_verify_base_or_when_loaded(tmp_path, prepared_base):
   base_dir, shard_name, _ = _prepared_copy_with(tmp_path, prepared_base, lambda record: record)
   shard = base_dir / shard_name
   data = bytearray(shard.read_bytes())
-  data[-10] ^= 0xFF  # inside the last record
+  data[-10] ^= 0xFF  # inside the last record's data
   shard.write_bytes(bytes(data))
   last = tfds.builder_from_directory(str(base_dir)).info.splits["train"].shard_lengths[1] - 1
-  monkeypatch.setattr(builder_lib, "_PIPELINE_MIN_BYTES", 0)
+  config = dict(mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
+                join_key="id", overwrite_fields=["label"])
   with pytest.raises(errors.SourceError, match=rf"{shard_name}: record {last} is corrupt or truncated"):
+    build(tmp_path, "verified", verify_base=True, **config)
+  assert_nothing_loadable(tmp_path / "tfds")
+  # Reading only frames and join keys, the build cannot see it; the loader's reads do.
+  overlay = build(tmp_path, "sparse", **config)
+  with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
+    examples(load_augmented(overlay.data_dir, split="train"))
+
+
+def test_an_overlay_names_a_record_whose_header_is_corrupt(tmp_path, prepared_base):
+  base_dir, shard_name, _ = _prepared_copy_with(tmp_path, prepared_base, lambda record: record)
+  shard = base_dir / shard_name
+  offset = 16 + len(read_records([shard])[0])  # record 1's header
+  data = bytearray(shard.read_bytes())
+  data[offset + 1] ^= 0xFF  # its length
+  shard.write_bytes(bytes(data))
+  with pytest.raises(errors.SourceError, match=rf"{shard_name}: record 1 \(at byte {offset}\) has a corrupt header"):
     build(tmp_path, "o", mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
           join_key="id", overwrite_fields=["label"])
   assert_nothing_loadable(tmp_path / "tfds")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from tfds_builders.augmented import function_calls
 from tfds_builders.augmented import side_table as side_table_lib
 from tfds_builders.core import errors
 from tfds_builders.core import paths
+from tfds_builders.core import record_index
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
 
@@ -41,16 +43,13 @@ BASE_INDEX = "_base_index"
 BASE_FINGERPRINT = "_base_fingerprint"
 MATCHED = "_matched"
 ALIGNMENT_FIELDS = (BASE_INDEX, BASE_FINGERPRINT, MATCHED)
-FINGERPRINT = "farmhash64 of the raw record as int64 (augmented.base.record_fingerprints)"
+FINGERPRINT = "length << 32 | masked CRC32C of the base record, as stored in its TFRecord frame (core.record_index)"
+OVERLAY_FORMAT = 2
 # Examples whose function results infer the features of undeclared fields.
 INFERENCE_EXAMPLES = 8
-# Records handed together to TensorFlow (join keys, fingerprints) and to a worker.
+# Records handed together to a worker process.
 _BATCH_RECORDS = 128
 _BATCH_BYTES = 8 * 1024 * 1024
-# An overlay joined from a side table alone reads base files at least this
-# large with a tf.data pipeline (its ~20 ms set-up is then worth it).
-_PIPELINE_MIN_BYTES = 4 * 1024 * 1024
-_PIPELINE_BATCH_RECORDS = 512
 
 
 @dataclasses.dataclass
@@ -87,6 +86,10 @@ class BuilderConfig(streaming_builder.StreamingConfig):
       (dropped, counted in the metadata) or `default`.
     missing_defaults: `{column: value}` used under `missing_policy="default"`.
     overwrite_fields: New fields allowed to replace base features of that name.
+    verify_base: Overlay only. An overlay joined from a side table reads just
+      each base record's frame and join key, not its data (that is what makes
+      it fast); True reads every record and checks its CRC as materialize
+      does. Either way the loader's reads check every CRC.
     num_workers: Processes calling `function` in a local build (Beam builds
       run one shard per Beam worker instead).
     data_root: Directory that relative paths are taken from.
@@ -111,6 +114,7 @@ class BuilderConfig(streaming_builder.StreamingConfig):
   missing_policy: str = "error"
   missing_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
   overwrite_fields: list[str] = dataclasses.field(default_factory=list)
+  verify_base: bool = False
   num_workers: int = 1
   data_root: str | None = None
 
@@ -240,6 +244,7 @@ class _Plan:
   function_specs: tuple[fields.FieldSpec, ...]
   missing_policy: str
   overwrite: frozenset[str]
+  verify_base: bool
   num_workers: int
 
   @property
@@ -277,7 +282,7 @@ class _Plan:
   def metadata(self) -> dict[str, Any]:
     """What the overlay loader checks, and what was added from where."""
     return {
-        "format": 1,
+        "format": OVERLAY_FORMAT,
         "mode": self.mode,
         "base": {
             **self.base.identity(),
@@ -363,7 +368,7 @@ class _Plan:
         join_kind=join_kind, default_row=default_row,
         function=config.function, function_specs=function_specs,
         missing_policy=config.missing_policy, overwrite=frozenset(config.overwrite_fields),
-        num_workers=config.num_workers,
+        verify_base=config.verify_base, num_workers=config.num_workers,
     )
 
 
@@ -391,6 +396,8 @@ def _check_config(config: BuilderConfig) -> None:
   errors.check_choice(config.missing_policy, MISSING_POLICIES, "missing_policy", fail)
   if config.missing_defaults and config.missing_policy != "default":
     raise fail("missing_defaults only applies with missing_policy='default'.")
+  if config.verify_base and config.mode != "overlay":
+    raise fail("verify_base only applies with mode='overlay' (materialize reads and checks every record).")
   if not isinstance(config.num_workers, int) or config.num_workers < 1:
     raise fail(f"num_workers={config.num_workers!r}; use a positive integer.")
 
@@ -543,13 +550,12 @@ class _Batch:
 def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[str, bytes]]:
   """The output examples of one base file, in its record order.
 
-  Per batch of records, protobuf's parser reads the join keys and TensorFlow
-  fingerprints the records (overlay); the function (if any) runs on the
-  examples, in worker processes if a pool is open; each output example is
-  then assembled from bytes: the base record as it is (materialize) and the
-  new fields' map entries. An overlay joined from a side table alone never
-  needs the records in Python: a tf.data pipeline reads keys and
-  fingerprints in background threads while this one writes.
+  Per batch of records, protobuf's parser reads the join keys; the function
+  (if any) runs on the examples, in worker processes if a pool is open; each
+  output example is then assembled from bytes: the base record as it is
+  (materialize) and the new fields' map entries. An overlay's alignment
+  fingerprints come from the records' frames (`core.record_index`); one
+  joined from a side table alone reads nothing else but the join keys.
   """
   file = plan.base.splits[split].files[file_index]
   offset = plan.base.splits[split].offsets[file_index]
@@ -563,6 +569,8 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
       part for spec in (plan.side.specs if plan.side else ()) for part in fields.FieldCodec(spec).empty()
   )
 
+  frames = _frame_fingerprints(file) if overlay else None
+
   def looked_up(batch: _Batch, keys: list[Any] | None = None, record_fingerprints: np.ndarray | None = None) -> _Batch:
     if plan.side is not None:
       batch.rows = _join(plan, file, batch.start, _join_keys(plan, file, batch) if keys is None else keys)
@@ -570,7 +578,7 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
       indices = np.arange(offset + batch.start, offset + batch.start + batch.size, dtype=np.int64)
       matched = None if batch.rows is None or not skip else [row is not None for row in batch.rows]
       if record_fingerprints is None:
-        record_fingerprints = fingerprints(batch.records)
+        record_fingerprints = np.fromiter(itertools.islice(frames, batch.size), np.int64, batch.size)
       batch.alignment = alignment.entries(indices, record_fingerprints, matched)
     return batch
 
@@ -581,8 +589,8 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
         if not skip or batch.rows is None or batch.rows[i] is not None
     ]
 
-  if overlay and plan.side is not None and not plan.function and file.num_bytes >= _PIPELINE_MIN_BYTES:
-    batches = (looked_up(*found) for found in _pipelined_batches(plan, file))
+  if overlay and plan.side is not None and not plan.function and not plan.verify_base:
+    batches = (looked_up(*found) for found in _scanned_batches(plan, file))
   else:
     batches = map(looked_up, _batches(file))
   if plan.function:
@@ -591,6 +599,13 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
   else:
     with_results = ((batch, ()) for batch in batches)
 
+  if overlay and not function_codecs:  # side table only: whole batches at once
+    for batch, _ in with_results:
+      rows = [empty_row if row is None else row for row in batch.rows] if skip else batch.rows
+      first = offset + batch.start
+      keys = map(_key, itertools.repeat(split), range(first, first + batch.size))
+      yield from zip(keys, map(serialization.example_from_entries, zip(rows, batch.alignment)))
+    return
   for batch, results in with_results:
     results_iter = iter(results)
     for i in range(batch.size):
@@ -609,10 +624,7 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
           entries += _function_entries(plan, function_codecs, next(results_iter), key, f"record {batch.start + i} of {file.name}")
         else:
           entries += [codec.empty() for codec in function_codecs]
-      if overlay and not function_codecs:  # a side-table row entry and the alignment entry, each one bytes
-        body = entries[0][0] + batch.alignment[i] if entries else batch.alignment[i]
-        yield _key(split, offset + batch.start + i), serialization.example([[body]])
-      elif overlay:
+      if overlay:
         entries.append([batch.alignment[i]])
         yield _key(split, offset + batch.start + i), serialization.example(entries)
       else:
@@ -690,45 +702,50 @@ def _batches(file: base_lib.BaseFile, first: int = 0) -> Iterator[_Batch]:
     yield _Batch(start, records, len(records))
 
 
-def _pipelined_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Batch, list[Any] | None, np.ndarray | None]]:
-  """`(batch, join keys, fingerprints)` of a base file, computed by a tf.data pipeline.
+def _scanned_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Batch, list[Any], np.ndarray]]:
+  """`(batch, join keys, fingerprints)` of a base file, reading only frames and join keys."""
+  found = 0
+  for block in record_index.scan(file.record_file(), key=plan.join_key, key_kind=plan.join_kind):
+    wrong = np.flatnonzero(block.key_counts != 1)
+    if len(wrong):
+      raise _wrong_join_key(plan, file, block.first + int(wrong[0]), int(block.key_counts[wrong[0]]))
+    found += len(block)
+    _check_count(file, found)
+    yield _Batch(block.first, None, len(block)), block.keys, block.fingerprints()
+  _check_count(file, found, final=True)
 
-  TensorFlow reads the file (checking CRCs), parses the join keys and
-  fingerprints the records in background threads; the records themselves
-  never reach Python. If it fails on a batch (a corrupt record, a join key
-  that is not one value, a record that is no Example), the rest of the file
-  is read record by record from that batch on, so that the error names the
-  record exactly as `_batches` and `_join_keys` do.
-  """
-  dtype = tf.int64 if plan.join_kind == side_table_lib.INT_KEY else tf.string
-  key_spec = {plan.join_key: tf.io.FixedLenFeature([], dtype)}
 
-  def keys_and_fingerprints(records: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    keys = tf.io.parse_example(records, key_spec)[plan.join_key]
-    return keys, base_lib.record_fingerprints(records)
+def _frame_fingerprints(file: base_lib.BaseFile) -> Iterator[int]:
+  """Every record's frame fingerprint, streamed, its count checked."""
+  found = 0
+  for block in record_index.scan(file.record_file()):
+    found += len(block)
+    _check_count(file, found)
+    yield from block.fingerprints().tolist()
+  _check_count(file, found, final=True)
 
-  # About _BATCH_BYTES of records per batch, a few batches in flight.
-  record_bytes = max(1, file.num_bytes // max(1, file.num_records))
-  batch_records = max(1, min(_PIPELINE_BATCH_RECORDS, _BATCH_BYTES // record_bytes))
-  dataset = (
-      tf.data.TFRecordDataset(file.path, compression_type=file.compression, buffer_size=_BATCH_BYTES)
-      .batch(batch_records)
-      .map(keys_and_fingerprints, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-      .prefetch(tf.data.AUTOTUNE)
+
+def _check_count(file: base_lib.BaseFile, found: int, final: bool = False) -> None:
+  if found > file.num_records or (final and found != file.num_records):
+    raise errors.SourceError(
+        errors.with_hint(
+            f"{file.path} holds {'more than ' if not final else ''}{found} records; the base "
+            f"records {file.num_records} for it",
+            "The base changed while it was read, or its dataset_info.json is wrong; rebuild it",
+        )
+    )
+
+
+def _wrong_join_key(plan: _Plan, file: base_lib.BaseFile, index: int, count: int) -> errors.SchemaError:
+  if count == record_index.MALFORMED:
+    return errors.SchemaError(
+        f"{file.path}: record {index} is not a tf.train.Example (its bytes are not valid "
+        "protobuf wire format). Repair or regenerate the base file."
+    )
+  return errors.SchemaError(
+      f"{file.path}: record {index} has {count} values of join key "
+      f"{plan.join_key!r} ({plan.join_kind}), not one. Repair the record or choose another join_key."
   )
-  start = 0
-  try:
-    for keys, record_fingerprints in dataset.as_numpy_iterator():
-      yield _Batch(start, None, len(record_fingerprints)), keys.tolist(), record_fingerprints
-      start += len(record_fingerprints)
-  except (tf.errors.OpError, UnicodeDecodeError):  # the latter when TF's message quotes binary bytes
-    for batch in _batches(file, first=start):
-      yield batch, None, None
-
-
-def fingerprints(records: Sequence[bytes]) -> np.ndarray:
-  """The fingerprint of each raw record (int64), as the overlay loader computes it."""
-  return base_lib.record_fingerprints(tf.constant(records, dtype=tf.string)).numpy()
 
 
 def _join(plan: _Plan, file: base_lib.BaseFile, start: int, keys: Sequence[Any]) -> list[bytes | None]:
@@ -760,14 +777,8 @@ def _join_keys(plan: _Plan, file: base_lib.BaseFile, batch: _Batch) -> list[Any]
       feature = tf.train.Example.FromString(raw).features.feature
       values = getattr(feature[name], kind).value if name in feature else ()
     except message.DecodeError as error:
-      raise errors.SchemaError(
-          f"{file.path}: record {batch.start + i} is not a tf.train.Example ({error}). "
-          "Repair or regenerate the base file."
-      ) from error
+      raise _wrong_join_key(plan, file, batch.start + i, record_index.MALFORMED) from error
     if len(values) != 1:
-      raise errors.SchemaError(
-          f"{file.path}: record {batch.start + i} has {len(values)} values of join key "
-          f"{name!r} ({kind}), not one. Repair the record or choose another join_key."
-      )
+      raise _wrong_join_key(plan, file, batch.start + i, len(values))
     keys.append(values[0])
   return keys

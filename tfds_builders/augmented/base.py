@@ -10,7 +10,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from etils import epath
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
@@ -312,11 +311,3 @@ def iter_records(file: BaseFile) -> Iterator[bytes]:
   """The raw records of one base file (SourceError names file and index on corruption)."""
   return tfrecord_io.read_records(file.record_file())
 
-
-def record_fingerprints(records: tf.Tensor) -> tf.Tensor:
-  """FarmHash64 of each raw record, as int64: how an overlay is aligned to its base.
-
-  The builder (when writing an overlay) and `load_augmented` (when checking
-  it) both call this, so the two can never hash records differently.
-  """
-  return tf.bitcast(tf.fingerprint(records), tf.int64)

@@ -6,12 +6,15 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from etils import epath
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfds_builders.augmented import augmented_dataset_builder as builder_lib
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.core import errors
+from tfds_builders.core import record_index
 from tfds_builders.core import tfrecord_io
 
 BaseArg = str | Mapping[str, Sequence[str] | str] | None
@@ -45,9 +48,13 @@ def load_augmented(
       whose files changed in number, name, size or record count, is rejected
       before reading (SourceError saying what differs).
     * Every example is checked: the overlay stores its base example's index
-      and a fingerprint of the base's raw record; a mismatch (the base was
-      rewritten in place) stops iteration with `tf.errors.InvalidArgumentError`
-      naming the example. A wrong join is never returned.
+      and its record's frame fingerprint (length and stored CRC32C). As each
+      base file is opened, its frames are read again and compared, and
+      TensorFlow checks every record it reads against its CRC. A mismatch
+      (the base was rewritten in place) stops iteration with
+      `tf.errors.InvalidArgumentError` naming the example; a record whose
+      bytes no longer match their CRC stops it with `tf.errors.DataLossError`.
+      A wrong join is never returned.
     * Examples the side table had no row for (missing_policy="skip") are
       left out.
 
@@ -109,6 +116,7 @@ def load_augmented(
   }
   base_raw = _raw_records(base_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
   overlay_raw = _raw_records(overlay_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
+  frames = _frame_fingerprints(base_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
   indices = _indices(ranges)
   name = overlay_builder.info.full_name
   join = _Join(
@@ -118,7 +126,7 @@ def load_augmented(
       new_names=list(metadata["new_fields"]),
       decoders=decoders,
   )
-  dataset = tf.data.Dataset.zip((base_raw, overlay_raw, indices)).map(
+  dataset = tf.data.Dataset.zip((base_raw, overlay_raw, indices, frames)).map(
       join.check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
   )
   if metadata.get("missing_policy") == "skip":
@@ -140,8 +148,11 @@ def _overlay_metadata(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
         f"{where} was built with mode={metadata.get('mode')!r}: it already holds the base "
         "features. Load it with tfds.load or tfds.builder_from_directory."
     )
-  if metadata.get("format") != 1:
-    raise errors.SourceError(f"{where} has overlay format {metadata.get('format')!r}; this loader reads format 1. Upgrade tfds_builders.")
+  if metadata.get("format") != builder_lib.OVERLAY_FORMAT:
+    raise errors.SourceError(
+        f"{where} has overlay format {metadata.get('format')!r}; this loader reads format "
+        f"{builder_lib.OVERLAY_FORMAT}. Rebuild the overlay with this version of tfds_builders."
+    )
   return metadata
 
 
@@ -165,9 +176,12 @@ def _open_base(recorded: Mapping[str, Any], base: BaseArg, base_data_dir: str | 
   return base_lib.open_prepared(location, base_data_dir, splits)
 
 
-def _raw_records(files: Mapping[str, list[tuple[str, str, int]]], ranges: list[tuple[str, int, int]]) -> tf.data.Dataset:
-  """The raw records of index ranges of splits, in order, read file slice by file slice."""
-  slices = []  # (path, compression, skip, take)
+FileList = Mapping[str, list[tuple[str, str, int]]]  # split -> (path, compression, records)
+
+
+def _file_slices(files: FileList, ranges: list[tuple[str, int, int]]) -> list[list[Any]]:
+  """`[paths, compressions, skips, takes]`: the file slices covering index ranges of splits, in order."""
+  slices = []
   for split, start, stop in ranges:
     first = 0
     for path, compression, count in files[split]:
@@ -175,13 +189,35 @@ def _raw_records(files: Mapping[str, list[tuple[str, str, int]]], ranges: list[t
       if end > skip:
         slices.append((path, compression, skip, end - skip))
       first += count
+  return [list(column) for column in zip(*slices)]
+
+
+def _raw_records(files: FileList, ranges: list[tuple[str, int, int]]) -> tf.data.Dataset:
+  """The raw records of index ranges of splits, in order, read file slice by file slice."""
+  slices = _file_slices(files, ranges)
   if not slices:
     return tf.data.Dataset.from_tensor_slices(tf.constant([], dtype=tf.string))
-  paths, compressions, skips, takes = (list(column) for column in zip(*slices))
-  return tf.data.Dataset.from_tensor_slices((paths, compressions, skips, takes)).flat_map(
+  return tf.data.Dataset.from_tensor_slices(tuple(slices)).flat_map(
       lambda path, compression, skip, take: tf.data.TFRecordDataset(
           path, compression_type=compression).skip(tf.cast(skip, tf.int64)).take(tf.cast(take, tf.int64))
   )
+
+
+def _frame_fingerprints(files: FileList, ranges: list[tuple[str, int, int]]) -> tf.data.Dataset:
+  """Each record's frame fingerprint, read from a file's headers when the file is reached."""
+  slices = _file_slices(files, ranges)
+  if not slices:
+    return tf.data.Dataset.from_tensor_slices(tf.constant([], dtype=tf.int64))
+
+  def read(path: tf.Tensor, compression: tf.Tensor, skip: tf.Tensor, take: tf.Tensor) -> np.ndarray:
+    record_file = tfrecord_io.RecordFile(epath.Path(path.numpy().decode()), compression.numpy().decode())
+    return record_index.fingerprints(record_file, int(skip), int(take))
+
+  def file_fingerprints(path, compression, skip, take) -> tf.data.Dataset:
+    found = tf.py_function(read, [path, compression, skip, take], tf.int64)
+    return tf.data.Dataset.from_tensor_slices(tf.reshape(found, [-1]))
+
+  return tf.data.Dataset.from_tensor_slices(tuple(slices)).flat_map(file_fingerprints)
 
 
 def _indices(ranges: list[tuple[str, int, int]]) -> tf.data.Dataset:
@@ -202,9 +238,9 @@ class _Join:
   new_names: list[str]
   decoders: Mapping[str, Any] | None
 
-  def check(self, base_record: tf.Tensor, overlay_record: tf.Tensor, index: tf.Tensor):
+  def check(self, base_record: tf.Tensor, overlay_record: tf.Tensor, index: tf.Tensor, frame: tf.Tensor):
     overlay = self.overlay_features.deserialize_example(overlay_record)
-    fingerprint = base_lib.record_fingerprints(tf.reshape(base_record, [1]))[0]
+    frame_length = tf.bitwise.right_shift(frame, 32)
     # tf.debugging.Assert stops iteration with InvalidArgumentError carrying `data`.
     checks = [
         tf.debugging.Assert(
@@ -214,10 +250,15 @@ class _Join:
              ". Rebuild the overlay."],
         ),
         tf.debugging.Assert(
-            tf.equal(overlay[builder_lib.BASE_FINGERPRINT], fingerprint),
+            tf.equal(overlay[builder_lib.BASE_FINGERPRINT], frame),
             [f"Overlay {self.name} does not match its base at base example", index,
              ": the base record's fingerprint differs from the one the overlay was built "
              "from (the base was rewritten since). Rebuild the overlay against this base."],
+        ),
+        tf.debugging.Assert(
+            tf.equal(tf.cast(tf.strings.length(base_record), tf.int64), frame_length),
+            [f"Base example", index, f"of overlay {self.name} changed while it was read "
+             "(its length differs from its frame's). Load it again."],
         ),
     ]
     matched = overlay.get(builder_lib.MATCHED, tf.constant(True))

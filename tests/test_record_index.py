@@ -1,0 +1,165 @@
+"""core.record_index: frames and join keys read from headers, checked against struct and protobuf."""
+
+from __future__ import annotations
+
+import gzip
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from etils import epath
+
+from tfds_builders.core import errors
+from tfds_builders.core import record_index
+from tfds_builders.core import tfrecord_io
+
+
+def varint(value: int) -> bytes:
+  value &= (1 << 64) - 1
+  out = bytearray()
+  while value > 0x7F:
+    out.append((value & 0x7F) | 0x80)
+    value >>= 7
+  return bytes(out + bytes([value]))
+
+
+def delimited(field: int, payload: bytes) -> bytes:
+  return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def entry(name: str, feature: bytes) -> bytes:
+  return delimited(1, delimited(1, name.encode()) + delimited(2, feature))
+
+
+def example(*entries: bytes) -> bytes:
+  return delimited(1, b"".join(entries))
+
+
+def int64s(*values: int) -> tf.train.Feature:
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def proto(**features: tf.train.Feature) -> bytes:
+  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+# Records whose key `id` protobuf reads in every way the wire format allows.
+RECORDS = [
+    proto(id=int64s(7), image=tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x" * 5000]))),
+    proto(image=tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"y" * 300])), id=int64s(-5)),
+    proto(id=int64s(1, 2)),  # two values
+    proto(other=int64s(1)),  # no key
+    proto(id=tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"7"]))),  # another kind
+    proto(id=tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))),
+    proto(id=int64s()),  # an empty list
+    proto(id=int64s(2**62 + 3)),
+    example(entry("id", delimited(3, b"\x08" + varint(41)))),  # unpacked int64
+    example(entry("id", delimited(3, b"\x08\x01")), entry("id", delimited(3, b"\x08\x02"))),  # later entry wins
+    example(entry("id", delimited(3, b"\x08\x01"))) + example(entry("x", delimited(3, b"\x08\x02"))),  # merged
+    example(entry("id", delimited(1, b"") + delimited(3, b"\x08\x09"))),  # oneof: the last member set
+    example(entry("id", delimited(3, b"\x08\x09") + delimited(1, b""))),
+    example(entry("id", delimited(3, b"\x08\x01") + delimited(3, b"\x08\x02"))),  # repeated list: merged
+    b"",  # an empty Example
+]
+
+
+def protobuf_view(raw: bytes, name: str, kind: str) -> tuple[int, object]:
+  """(count, last value) of a feature as protobuf parses it."""
+  feature = tf.train.Example.FromString(raw).features.feature
+  values = list(getattr(feature[name], kind).value) if name in feature else []
+  return len(values), (values[-1] if values else None)
+
+
+def write(path: pathlib.Path, records: list[bytes], compression: str = "") -> tfrecord_io.RecordFile:
+  with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=compression)) as writer:
+    for record in records:
+      writer.write(record)
+  return tfrecord_io.RecordFile(epath.Path(path), compression)
+
+
+def struct_frames(path: pathlib.Path) -> list[tuple[int, int, int]]:
+  """(offset, length, stored CRC) of each record, parsed with struct."""
+  data = path.read_bytes()
+  frames, offset = [], 0
+  while offset < len(data):
+    (length,) = struct.unpack_from("<Q", data, offset)
+    frames.append((offset, length, struct.unpack_from("<I", data, offset + 12 + length)[0]))
+    offset += 16 + length
+  return frames
+
+
+def scanned(record_file: tfrecord_io.RecordFile, **options) -> dict[str, list]:
+  blocks = list(record_index.scan(record_file, **options))
+  assert [block.first for block in blocks] == list(np.cumsum([0] + [len(b) for b in blocks[:-1]]))
+  return {
+      "frames": [(int(o), int(n), int(c)) for b in blocks for o, n, c in zip(b.offsets, b.lengths, b.crcs)],
+      "counts": [int(c) for b in blocks for c in (b.key_counts if b.key_counts is not None else [])],
+      "keys": [k for b in blocks for k in (b.keys or [])],
+  }
+
+
+@pytest.mark.parametrize("block_records", [1, 4, 65536])
+def test_frames_and_int_keys_equal_struct_and_protobuf(tmp_path, block_records, monkeypatch):
+  monkeypatch.setattr(record_index, "_WINDOW_BYTES", 1000)  # records cross window edges
+  record_file = write(tmp_path / "r.tfrecord", RECORDS)
+  found = scanned(record_file, key="id", key_kind="int64_list", block_records=block_records)
+  assert found["frames"] == struct_frames(tmp_path / "r.tfrecord")
+  for raw, count, key in zip(RECORDS, found["counts"], found["keys"], strict=True):
+    want_count, want_value = protobuf_view(raw, "id", "int64_list")
+    assert count == want_count, raw
+    if count == 1:
+      assert key == want_value, raw
+
+
+def test_bytes_keys_and_gzip(tmp_path):
+  records = [proto(name=tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"n{i}".encode() * i]))) for i in range(50)]
+  plain = scanned(write(tmp_path / "p.tfrecord", records), key="name", key_kind="bytes_list")
+  zipped = scanned(write(tmp_path / "g.tfrecord.gz", records, "GZIP"), key="name", key_kind="bytes_list")
+  assert plain["keys"] == [protobuf_view(raw, "name", "bytes_list")[1] for raw in records]
+  assert plain["counts"] == [1] * 50
+  assert zipped == plain
+  assert plain["frames"] == struct_frames(tmp_path / "p.tfrecord")
+
+
+def test_what_is_no_example_is_malformed(tmp_path):
+  records = [b"\xff\xff not a proto", example(entry("id", b"\x1a\x05\x08")), proto(id=int64s(3))]
+  found = scanned(write(tmp_path / "r.tfrecord", records), key="id")
+  assert found["counts"] == [record_index.MALFORMED, record_index.MALFORMED, 1]
+
+
+def test_fingerprints_of_a_slice(tmp_path):
+  record_file = write(tmp_path / "r.tfrecord", RECORDS)
+  frames = struct_frames(tmp_path / "r.tfrecord")
+  every = [length << 32 | crc for _, length, crc in frames]
+  np.testing.assert_array_equal(record_index.fingerprints(record_file), every)
+  np.testing.assert_array_equal(record_index.fingerprints(record_file, 3, 4), every[3:7])
+  np.testing.assert_array_equal(record_index.fingerprints(record_file, 14, 10), every[14:])
+
+
+def test_an_empty_file_has_no_records(tmp_path):
+  (tmp_path / "e.tfrecord").write_bytes(b"")
+  assert not list(record_index.scan(tfrecord_io.RecordFile(epath.Path(tmp_path / "e.tfrecord"), "")))
+
+
+@pytest.mark.parametrize("compression", ["", "GZIP"])
+def test_a_truncated_file_names_the_record(tmp_path, compression):
+  path = tmp_path / "r.tfrecord"
+  write(path, RECORDS[:3])
+  offset = struct_frames(path)[2][0]
+  data = path.read_bytes()[:-3]
+  path.write_bytes(gzip.compress(data) if compression else data)
+  with pytest.raises(errors.SourceError, match=rf"r.tfrecord: record 2 \(at byte {offset}\) is truncated"):
+    list(record_index.scan(tfrecord_io.RecordFile(epath.Path(path), compression)))
+
+
+def test_a_corrupt_header_names_the_record(tmp_path):
+  path = tmp_path / "r.tfrecord"
+  write(path, RECORDS[:3])
+  offset = struct_frames(path)[1][0]
+  data = bytearray(path.read_bytes())
+  data[offset + 9] ^= 0x01  # the length's CRC
+  path.write_bytes(bytes(data))
+  with pytest.raises(errors.SourceError, match=rf"record 1 \(at byte {offset}\) has a corrupt header"):
+    list(record_index.scan(tfrecord_io.RecordFile(epath.Path(path), "")))
