@@ -22,7 +22,7 @@ from tfds_builders.core import tfrecord_io
 
 _HEADER_BYTES = 12  # length, masked CRC of the length
 _FRAME_BYTES = 16  # header and the masked CRC of the data
-_WINDOW_BYTES = 64 * 1024 * 1024  # mapped (or decompressed) at a time: RSS stays flat
+_WINDOW_BYTES = 16 * 1024 * 1024  # mapped (or decompressed) at a time: RSS stays flat
 _BLOCK_RECORDS = 65536
 # _walk_frames statuses.
 _FULL, _INCOMPLETE, _BAD_HEADER = 0, 1, 2
