@@ -20,7 +20,6 @@ from tfds_builders.augmented import function_calls
 from tfds_builders.augmented import side_table as side_table_lib
 from tfds_builders.core import errors
 from tfds_builders.core import paths
-from tfds_builders.core import record_index
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
 
@@ -704,11 +703,13 @@ def _batches(file: base_lib.BaseFile, first: int = 0) -> Iterator[_Batch]:
 
 def _scanned_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Batch, list[Any], np.ndarray]]:
   """`(batch, join keys, fingerprints)` of a base file, reading only frames and join keys."""
+  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: overlays only
   found = 0
   for block in record_index.scan(file.record_file(), key=plan.join_key, key_kind=plan.join_kind):
     wrong = np.flatnonzero(block.key_counts != 1)
     if len(wrong):
-      raise _wrong_join_key(plan, file, block.first + int(wrong[0]), int(block.key_counts[wrong[0]]))
+      count = int(block.key_counts[wrong[0]])
+      raise _wrong_join_key(plan, file, block.first + int(wrong[0]), None if count == record_index.MALFORMED else count)
     found += len(block)
     _check_count(file, found)
     yield _Batch(block.first, None, len(block)), block.keys, block.fingerprints()
@@ -717,6 +718,7 @@ def _scanned_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Ba
 
 def _frame_fingerprints(file: base_lib.BaseFile) -> Iterator[int]:
   """Every record's frame fingerprint, streamed, its count checked."""
+  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top
   found = 0
   for block in record_index.scan(file.record_file()):
     found += len(block)
@@ -736,8 +738,8 @@ def _check_count(file: base_lib.BaseFile, found: int, final: bool = False) -> No
     )
 
 
-def _wrong_join_key(plan: _Plan, file: base_lib.BaseFile, index: int, count: int) -> errors.SchemaError:
-  if count == record_index.MALFORMED:
+def _wrong_join_key(plan: _Plan, file: base_lib.BaseFile, index: int, count: int | None) -> errors.SchemaError:
+  if count is None:  # no tf.train.Example
     return errors.SchemaError(
         f"{file.path}: record {index} is not a tf.train.Example (its bytes are not valid "
         "protobuf wire format). Repair or regenerate the base file."
@@ -777,7 +779,7 @@ def _join_keys(plan: _Plan, file: base_lib.BaseFile, batch: _Batch) -> list[Any]
       feature = tf.train.Example.FromString(raw).features.feature
       values = getattr(feature[name], kind).value if name in feature else ()
     except message.DecodeError as error:
-      raise _wrong_join_key(plan, file, batch.start + i, record_index.MALFORMED) from error
+      raise _wrong_join_key(plan, file, batch.start + i, None) from error
     if len(values) != 1:
       raise _wrong_join_key(plan, file, batch.start + i, len(values))
     keys.append(values[0])

@@ -103,31 +103,28 @@ def _varint(buf, pos, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def _skip_field(buf, pos, end, wire_type):
-  """The position after a field's value; -1 if malformed."""
-  if wire_type == 0:
-    _, pos = _varint(buf, pos, end)
-  elif wire_type == 1:
-    pos += 8
-  elif wire_type == 2:
+def _field(buf, pos, end):
+  """The protobuf field at pos: (tag, first, last, position after it); that position is -1 if malformed.
+
+  For a length-delimited field buf[first:last] is its payload; for a varint
+  `first` is its value; otherwise both are -1.
+  """
+  tag, pos = _varint(buf, pos, end)
+  if pos < 0:
+    return 0, -1, -1, -1
+  wire_type = tag & 7
+  if wire_type == 2:
     length, pos = _varint(buf, pos, end)
-    if pos < 0 or length < 0:
-      return -1
-    pos += length
-  elif wire_type == 5:
-    pos += 4
-  else:
-    return -1
-  return pos if pos <= end else -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _length_delimited(buf, pos, end):
-  """(start, end) of a length-delimited value at pos; start -1 if malformed."""
-  length, pos = _varint(buf, pos, end)
-  if pos < 0 or length < 0 or pos + length > end:
-    return -1, -1
-  return pos, pos + length
+    if pos < 0 or length < 0 or pos + length > end:
+      return tag, -1, -1, -1
+    return tag, pos, pos + length, pos + length
+  if wire_type == 0:
+    value, pos = _varint(buf, pos, end)
+    return tag, value, -1, pos
+  size = 8 if wire_type == 1 else 4 if wire_type == 5 else -1
+  if size < 0 or pos + size > end:
+    return tag, -1, -1, -1
+  return tag, -1, -1, pos + size
 
 
 @numba.njit(cache=True, nogil=True)
@@ -140,56 +137,37 @@ def _feature_span(buf, start, end, name):
   found_start, found_end = -1, -1
   pos = start
   while pos < end:
-    tag, pos = _varint(buf, pos, end)
+    tag, features_start, features_end, pos = _field(buf, pos, end)
     if pos < 0:
       return -2, -2
-    if tag != 0x0A:  # not Example.features
-      pos = _skip_field(buf, pos, end, tag & 7)
-      if pos < 0:
-        return -2, -2
-      continue
-    features_start, features_end = _length_delimited(buf, pos, end)
-    if features_start < 0:
-      return -2, -2
-    pos = features_start
-    while pos < features_end:
-      tag, pos = _varint(buf, pos, features_end)
-      if pos < 0:
+    entry_pos = features_start if tag == 0x0A else features_end  # Example.features, else skipped
+    while entry_pos < features_end:
+      tag, entry_start, entry_end, entry_pos = _field(buf, entry_pos, features_end)
+      if entry_pos < 0:
         return -2, -2
       if tag != 0x0A:  # not a map entry
-        pos = _skip_field(buf, pos, features_end, tag & 7)
-        if pos < 0:
-          return -2, -2
         continue
-      entry_start, entry_end = _length_delimited(buf, pos, features_end)
-      if entry_start < 0:
-        return -2, -2
       key_start, key_end, value_start, value_end = -1, -1, entry_end, entry_end
-      pos = entry_start
-      while pos < entry_end:
-        tag, pos = _varint(buf, pos, entry_end)
-        if pos < 0:
+      inner = entry_start
+      while inner < entry_end:
+        tag, first, last, inner = _field(buf, inner, entry_end)
+        if inner < 0:
           return -2, -2
         if tag == 0x0A:
-          key_start, key_end = _length_delimited(buf, pos, entry_end)
-          pos = key_end
+          key_start, key_end = first, last
         elif tag == 0x12:
-          value_start, value_end = _length_delimited(buf, pos, entry_end)
-          pos = value_end
-        else:
-          pos = _skip_field(buf, pos, entry_end, tag & 7)
-        if pos < 0:
-          return -2, -2
-      if key_end - key_start == name.shape[0]:
-        same = True
-        for i in range(name.shape[0]):
-          if buf[key_start + i] != name[i]:
-            same = False
-            break
-        if same:
-          found_start, found_end = value_start, value_end
-      pos = entry_end
+          value_start, value_end = first, last
+      if key_end - key_start == name.shape[0] and _equal(buf, key_start, name):
+        found_start, found_end = value_start, value_end
   return found_start, found_end
+
+
+@numba.njit(cache=True, nogil=True)
+def _equal(buf, start, name) -> bool:
+  for i in range(name.shape[0]):
+    if buf[start + i] != name[i]:
+      return False
+  return True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -197,30 +175,23 @@ def _list_values(buf, start, end, kind_field, state):
   """Adds one `*List` message's values to state = [count, last int, last bytes start, end]."""
   pos = start
   while pos < end:
-    tag, pos = _varint(buf, pos, end)
+    tag, first, last, pos = _field(buf, pos, end)
     if pos < 0:
       return False
     if kind_field == 3 and tag == 0x08:  # one unpacked int64
-      value, pos = _varint(buf, pos, end)
       state[0] += 1
-      state[1] = value
+      state[1] = first
     elif kind_field == 3 and tag == 0x0A:  # packed int64s
-      packed_start, packed_end = _length_delimited(buf, pos, end)
-      if packed_start < 0:
-        return False
-      pos = packed_start
-      while pos < packed_end and pos >= 0:
-        value, pos = _varint(buf, pos, packed_end)
+      packed = first
+      while packed < last:
+        value, packed = _varint(buf, packed, last)
+        if packed < 0:
+          return False
         state[0] += 1
         state[1] = value
     elif kind_field == 1 and tag == 0x0A:  # one bytes value
-      state[2], state[3] = _length_delimited(buf, pos, end)
-      pos = state[3]
       state[0] += 1
-    else:
-      pos = _skip_field(buf, pos, end, tag & 7)
-    if pos < 0:
-      return False
+      state[2], state[3] = first, last
   return True
 
 
@@ -231,32 +202,17 @@ def _single_values(buf, offsets, lengths, name, kind_field, counts, ints, starts
   for i in range(offsets.shape[0]):
     record_start = offsets[i] + _HEADER_BYTES
     feature_start, feature_end = _feature_span(buf, record_start, record_start + lengths[i], name)
-    counts[i] = 0
-    if feature_start == -2:
-      counts[i] = MALFORMED
-      continue
     state[:] = 0
+    ok = feature_start != -2
     pos = feature_start
-    ok = True
-    while ok and feature_start >= 0 and pos < feature_end:
-      tag, pos = _varint(buf, pos, feature_end)
-      if pos < 0:
-        ok = False
-        break
-      field = tag >> 3
-      if (tag & 7) == 2 and 1 <= field <= 3:  # a oneof member: a different one clears ours
-        list_start, list_end = _length_delimited(buf, pos, feature_end)
-        if list_start < 0:
-          ok = False
-          break
-        if field == kind_field:
-          ok = _list_values(buf, list_start, list_end, kind_field, state)
+    while ok and pos >= 0 and pos < feature_end:
+      tag, first, last, pos = _field(buf, pos, feature_end)
+      ok = pos >= 0
+      if ok and (tag & 7) == 2 and 1 <= (tag >> 3) <= 3:  # a oneof member: a different one clears ours
+        if (tag >> 3) == kind_field:
+          ok = _list_values(buf, first, last, kind_field, state)
         else:
           state[:] = 0
-        pos = list_end
-      else:
-        pos = _skip_field(buf, pos, feature_end, tag & 7)
-        ok = pos >= 0
     counts[i] = state[0] if ok else MALFORMED
     ints[i] = state[1]
     starts[i] = state[2]
