@@ -14,7 +14,6 @@ import tensorflow_datasets as tfds
 from tfds_builders.augmented import augmented_dataset_builder as builder_lib
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.core import errors
-from tfds_builders.core import record_index
 from tfds_builders.core import tfrecord_io
 
 BaseArg = str | Mapping[str, Sequence[str] | str] | None
@@ -210,6 +209,7 @@ def _frame_fingerprints(files: FileList, ranges: list[tuple[str, int, int]]) -> 
     return tf.data.Dataset.from_tensor_slices(tf.constant([], dtype=tf.int64))
 
   def read(path: tf.Tensor, compression: tf.Tensor, skip: tf.Tensor, take: tf.Tensor) -> np.ndarray:
+    from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba, on first use
     record_file = tfrecord_io.RecordFile(epath.Path(path.numpy().decode()), compression.numpy().decode())
     return record_index.fingerprints(record_file, int(skip), int(take))
 
