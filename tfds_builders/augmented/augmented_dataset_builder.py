@@ -568,7 +568,9 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
       part for spec in (plan.side.specs if plan.side else ()) for part in fields.FieldCodec(spec).empty()
   )
 
-  frames = _frame_fingerprints(file) if overlay else None
+  scanned = overlay and plan.side is not None and not plan.function and not plan.verify_base
+  # Overlays that read the records take fingerprints from a separate frame walk.
+  frames = _frame_fingerprints(file) if overlay and not scanned else None
 
   def looked_up(batch: _Batch, keys: list[Any] | None = None, record_fingerprints: np.ndarray | None = None) -> _Batch:
     if plan.side is not None:
@@ -588,7 +590,7 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
         if not skip or batch.rows is None or batch.rows[i] is not None
     ]
 
-  if overlay and plan.side is not None and not plan.function and not plan.verify_base:
+  if scanned:
     batches = (looked_up(*found) for found in _scanned_batches(plan, file))
   else:
     batches = map(looked_up, _batches(file))
@@ -704,26 +706,28 @@ def _batches(file: base_lib.BaseFile, first: int = 0) -> Iterator[_Batch]:
 def _scanned_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Batch, list[Any], np.ndarray]]:
   """`(batch, join keys, fingerprints)` of a base file, reading only frames and join keys."""
   from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: overlays only
-  found = 0
-  for block in record_index.scan(file.record_file(), key=plan.join_key, key_kind=plan.join_kind):
+  for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind):
     wrong = np.flatnonzero(block.key_counts != 1)
     if len(wrong):
       count = int(block.key_counts[wrong[0]])
       raise _wrong_join_key(plan, file, block.first + int(wrong[0]), None if count == record_index.MALFORMED else count)
-    found += len(block)
-    _check_count(file, found)
     yield _Batch(block.first, None, len(block)), block.keys, block.fingerprints()
-  _check_count(file, found, final=True)
 
 
 def _frame_fingerprints(file: base_lib.BaseFile) -> Iterator[int]:
-  """Every record's frame fingerprint, streamed, its count checked."""
+  """Every record's frame fingerprint, streamed."""
+  for block in _scanned_blocks(file):
+    yield from block.fingerprints().tolist()
+
+
+def _scanned_blocks(file: base_lib.BaseFile, **scan_options: Any) -> Iterator[Any]:
+  """`core.record_index.scan` of a base file, its record count checked against the base's."""
   from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top
   found = 0
-  for block in record_index.scan(file.record_file()):
+  for block in record_index.scan(file.record_file(), **scan_options):
     found += len(block)
     _check_count(file, found)
-    yield from block.fingerprints().tolist()
+    yield block
   _check_count(file, found, final=True)
 
 

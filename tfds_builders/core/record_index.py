@@ -245,18 +245,13 @@ class Block:
 
   def fingerprints(self) -> np.ndarray:
     """`length << 32 | stored CRC` per record, as int64: identifies its bytes without reading them."""
-    return frame_fingerprints(self.lengths, self.crcs)
-
-
-def frame_fingerprints(lengths: np.ndarray, crcs: np.ndarray) -> np.ndarray:
-  return (lengths.astype(np.int64) << 32) | crcs.astype(np.int64)
+    return (self.lengths.astype(np.int64) << 32) | self.crcs.astype(np.int64)
 
 
 class _Windows:
   """Consecutive windows of a file's (uncompressed) bytes, as NumPy views."""
 
   def __init__(self, file: tfrecord_io.RecordFile):
-    self._file = file
     self._handle: BinaryIO = file.path.open("rb")
     self._gzip = gzip.GzipFile(fileobj=self._handle) if file.compression == "GZIP" else None
     self._size = None if self._gzip else self._handle.seek(0, 2)
@@ -320,7 +315,7 @@ def scan(
       while True:
         count, stop, status, needed = _walk_frames(buf[pos:], _CRC32C_TABLE, offsets, lengths, crcs)
         if count:
-          yield _block(buf, pos, start, first, offsets[:count], lengths[:count], crcs[:count], name, key_kind)
+          yield _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count], name, key_kind)
           first += count
         pos += stop
         if status != _FULL:
@@ -340,20 +335,19 @@ def scan(
     windows.close()
 
 
-def _block(buf, pos, start, first, offsets, lengths, crcs, name, key_kind) -> Block:
-  """A Block of records framed at buf[pos:], their offsets made absolute."""
+def _block(buf, buf_offset, first, offsets, lengths, crcs, name, key_kind) -> Block:
+  """A Block of records framed in buf (which starts at byte buf_offset of the file)."""
   counts, keys = None, None
   if name is not None:
     count = len(offsets)
     counts = np.empty(count, np.int64)
     ints, spans_start, spans_end = np.zeros(count, np.int64), np.zeros(count, np.int64), np.zeros(count, np.int64)
-    _single_values(buf[pos:], offsets, lengths, name, KIND_FIELDS[key_kind], counts, ints, spans_start, spans_end)
+    _single_values(buf, offsets, lengths, name, KIND_FIELDS[key_kind], counts, ints, spans_start, spans_end)
     if key_kind == "int64_list":
       keys = ints.tolist()
     else:
-      window = buf[pos:]
-      keys = [window[s:e].tobytes() for s, e in zip(spans_start.tolist(), spans_end.tolist())]
-  return Block(first, offsets + (start + pos), lengths.copy(), crcs.astype(np.uint32), counts, keys)
+      keys = [buf[s:e].tobytes() for s, e in zip(spans_start.tolist(), spans_end.tolist())]
+  return Block(first, offsets + buf_offset, lengths.copy(), crcs.astype(np.uint32), counts, keys)
 
 
 def _frame_error(file: tfrecord_io.RecordFile, index: int, offset: int, status: int) -> errors.SourceError:
