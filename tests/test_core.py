@@ -128,6 +128,53 @@ def test_split_writer_cuts_shards_by_size_and_keeps_order(tmp_path) -> None:
   assert per_shard == list(info.shard_lengths)
 
 
+def _blocked(records: list[tuple[int, bytes]], pattern: list[int]) -> list:
+  """The records as a stream of single examples (0) and framed blocks (their size)."""
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
+
+  stream, at = [], 0
+  for size in pattern:
+    if size == 0:
+      stream.append(records[at])
+      at += 1
+    else:
+      chunk = records[at:at + size]
+      stream.append(([key for key, _ in chunk], record_blocks.framed([value for _, value in chunk])))
+      at += size
+  assert at == len(records)
+  return stream
+
+
+@pytest.mark.parametrize("file_format", [file_adapters.FileFormat.TFRECORD, file_adapters.FileFormat.ARRAY_RECORD])
+def test_split_writer_takes_blocks_between_records_and_cuts_them_at_the_budget(tmp_path, file_format) -> None:
+  records = [(i, _encode_mapping({"i": bytes([i]) * 90})) for i in range(40)]
+  (tmp_path / "one_by_one").mkdir()
+  (tmp_path / "blocked").mkdir()
+  template = naming.ShardedFileTemplate(
+      data_dir=tmp_path / "one_by_one", dataset_name="demo", split="train", filetype_suffix=file_format.file_suffix
+  )
+  expected = shard_writer.SplitWriter(template, file_format, max_shard_bytes=1000).write(records)
+  blocked_template = naming.ShardedFileTemplate(
+      data_dir=tmp_path / "blocked", dataset_name="demo", split="train", filetype_suffix=file_format.file_suffix
+  )
+  stream = _blocked(records, [0, 0, 25, 0, 3, 0, 8])  # a block spans shards; records follow blocks in a shard
+  info = shard_writer.SplitWriter(blocked_template, file_format, max_shard_bytes=1000).write(stream)
+  assert list(info.shard_lengths) == list(expected.shard_lengths)
+  for index in range(len(info.shard_lengths)):
+    one = expected.filename_template.sharded_filepath(shard_index=index, num_shards=len(info.shard_lengths))
+    other = info.filename_template.sharded_filepath(shard_index=index, num_shards=len(info.shard_lengths))
+    if file_format == file_adapters.FileFormat.TFRECORD:  # byte for byte what TensorFlow's writer wrote
+      assert other.read_bytes() == one.read_bytes()
+
+
+def test_head_and_unblocked_cut_a_stream_by_examples() -> None:
+  records = [(i, _encode_mapping({"i": bytes([i]) * 5})) for i in range(12)]
+  stream = _blocked(records, [0, 5, 0, 4, 0])
+  assert list(shard_writer.unblocked(stream)) == records
+  for count in (0, 1, 2, 5, 8, 12, 50):
+    assert list(shard_writer.unblocked(shard_writer.head(stream, count))) == records[:count]
+
+
 def test_split_writer_refuses_an_empty_split(tmp_path) -> None:
   writer = shard_writer.SplitWriter(
       _template(tmp_path, "test"), file_adapters.FileFormat.TFRECORD, max_shard_bytes=500

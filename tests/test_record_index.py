@@ -96,7 +96,7 @@ def scanned(record_file: tfrecord_io.RecordFile, **options) -> dict[str, list]:
   return {
       "frames": [(int(o), int(n), int(c)) for b in blocks for o, n, c in zip(b.offsets, b.lengths, b.crcs)],
       "counts": [int(c) for b in blocks for c in (b.key_counts if b.key_counts is not None else [])],
-      "keys": [k for b in blocks for k in (b.keys or [])],
+      "keys": [k.item() if isinstance(k, np.generic) else k for b in blocks for k in (b.keys if b.keys is not None else [])],
   }
 
 

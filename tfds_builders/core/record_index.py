@@ -31,24 +31,36 @@ KIND_FIELDS = {"bytes_list": 1, "float_list": 2, "int64_list": 3}
 MALFORMED = -1  # a key count: the record is no valid tf.train.Example
 
 
-def _crc32c_table() -> np.ndarray:
-  table = np.zeros(256, np.int64)
+def _crc32c_tables() -> np.ndarray:
+  """Slicing-by-8 tables of CRC32C (Castagnoli, reflected)."""
+  tables = np.zeros((8, 256), np.int64)
   for byte in range(256):
     crc = byte
     for _ in range(8):
       crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    table[byte] = crc
-  return table
+    tables[0, byte] = crc
+  for k in range(1, 8):
+    tables[k] = (tables[k - 1] >> 8) ^ tables[0, tables[k - 1] & 0xFF]
+  return tables
 
 
-_CRC32C_TABLE = _crc32c_table()
+_CRC32C = _crc32c_tables()
 
 
 @numba.njit(cache=True, nogil=True)
-def _masked_crc32c(buf: np.ndarray, start: int, count: int, table: np.ndarray) -> int:
-  crc = 0xFFFFFFFF
-  for i in range(start, start + count):
-    crc = table[(crc ^ buf[i]) & 0xFF] ^ (crc >> 8)
+def masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
+  """The masked CRC32C of buf[start:start + count], as TFRecord frames store it."""
+  crc = np.int64(0xFFFFFFFF)
+  pos, end = start, start + count
+  while end - pos >= 8:
+    crc ^= np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24)
+    crc = (_CRC32C[7, crc & 0xFF] ^ _CRC32C[6, (crc >> 8) & 0xFF] ^ _CRC32C[5, (crc >> 16) & 0xFF]
+           ^ _CRC32C[4, crc >> 24] ^ _CRC32C[3, buf[pos + 4]] ^ _CRC32C[2, buf[pos + 5]]
+           ^ _CRC32C[1, buf[pos + 6]] ^ _CRC32C[0, buf[pos + 7]])
+    pos += 8
+  while pos < end:
+    crc = _CRC32C[0, (crc ^ buf[pos]) & 0xFF] ^ (crc >> 8)
+    pos += 1
   crc ^= 0xFFFFFFFF
   return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -62,7 +74,7 @@ def _little_endian(buf: np.ndarray, start: int, count: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk_frames(buf, table, offsets, lengths, crcs):
+def _walk_frames(buf, offsets, lengths, crcs):
   """Frames records from buf[0] until the buffer or the output arrays end.
 
   Returns:
@@ -75,7 +87,7 @@ def _walk_frames(buf, table, offsets, lengths, crcs):
     if pos + _HEADER_BYTES > size:
       return count, pos, _INCOMPLETE, _HEADER_BYTES
     length = _little_endian(buf, pos, 8)
-    if _masked_crc32c(buf, pos, 8, table) != _little_endian(buf, pos + 8, 4):
+    if masked_crc32c(buf, pos, 8) != _little_endian(buf, pos + 8, 4):
       return count, pos, _BAD_HEADER, 0
     if length < 0 or pos + _FRAME_BYTES + length > size:
       return count, pos, _INCOMPLETE, _FRAME_BYTES + length
@@ -230,7 +242,8 @@ class Block:
     crcs: Each record's masked CRC32C, as stored after it.
     key_counts: With `key`: how many values of the key each record has
       (`MALFORMED` for a record that is no Example).
-    keys: With `key`: each record's last key value (int, or bytes).
+    keys: With `key`: each record's last key value (an int64 array, or a
+      list of bytes).
   """
 
   first: int
@@ -238,7 +251,7 @@ class Block:
   lengths: np.ndarray
   crcs: np.ndarray
   key_counts: np.ndarray | None = None
-  keys: list[Any] | None = None
+  keys: np.ndarray | list[bytes] | None = None
 
   def __len__(self) -> int:
     return len(self.offsets)
@@ -313,7 +326,7 @@ def scan(
       buf = np.frombuffer(view, np.uint8)
       pos = 0
       while True:
-        count, stop, status, needed = _walk_frames(buf[pos:], _CRC32C_TABLE, offsets, lengths, crcs)
+        count, stop, status, needed = _walk_frames(buf[pos:], offsets, lengths, crcs)
         if count:
           yield _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count], name, key_kind)
           first += count
@@ -344,7 +357,7 @@ def _block(buf, buf_offset, first, offsets, lengths, crcs, name, key_kind) -> Bl
     ints, spans_start, spans_end = np.zeros(count, np.int64), np.zeros(count, np.int64), np.zeros(count, np.int64)
     _single_values(buf, offsets, lengths, name, KIND_FIELDS[key_kind], counts, ints, spans_start, spans_end)
     if key_kind == "int64_list":
-      keys = ints.tolist()
+      keys = ints
     else:
       keys = [buf[s:e].tobytes() for s, e in zip(spans_start.tolist(), spans_end.tolist())]
   return Block(first, offsets + buf_offset, lengths.copy(), crcs.astype(np.uint32), counts, keys)

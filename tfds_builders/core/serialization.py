@@ -91,9 +91,7 @@ def int64_scalar_encoder(key: FeatureKey) -> Callable[[int], bytes]:
   which depends only on the varint's length (1 to 10 bytes), is built once per
   key, and varints below 2**21 are unrolled.
   """
-  prefixes = [b""] + [
-      b"".join(int64_feature(key, (1 << (7 * (n - 1)),)))[:-n] for n in range(1, 11)
-  ]
+  prefixes = int64_scalar_prefixes(key)
   small = [prefixes[1] + varint(n) for n in range(128)]
   two, three = prefixes[2], prefixes[3]
 
@@ -108,6 +106,11 @@ def int64_scalar_encoder(key: FeatureKey) -> Callable[[int], bytes]:
     return prefixes[len(encoded)] + encoded
 
   return encode
+
+
+def int64_scalar_prefixes(key: FeatureKey) -> list[bytes]:
+  """The map entry of a one-value int64_list up to its varint, by the varint's length (index 1 to 10)."""
+  return [b""] + [b"".join(int64_feature(key, (1 << (7 * (n - 1)),)))[:-n] for n in range(1, 11)]
 
 
 def float_feature(key: FeatureKey, values: np.ndarray) -> list[Payload]:

@@ -18,7 +18,8 @@ from tfds_builders.core import shard_writer
 DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
 
 KeySerialized = shard_writer.KeySerialized
-PartitionFn = Callable[[], Iterator[KeySerialized]]
+StreamItem = shard_writer.StreamItem
+PartitionFn = Callable[[], Iterator[StreamItem]]
 
 
 @dataclasses.dataclass
@@ -46,7 +47,7 @@ class Partitions:
 
   generators: Sequence[PartitionFn]
 
-  def __iter__(self) -> Iterator[KeySerialized]:
+  def __iter__(self) -> Iterator[StreamItem]:
     return itertools.chain.from_iterable(generate() for generate in self.generators)
 
 
@@ -54,7 +55,9 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of our builders: `_generate_examples` yields `(key, Example bytes)`.
 
   The bytes must be a serialized `tf.train.Example` that
-  `self.info.features` decodes; `core.serialization` builds them. Skipping
+  `self.info.features` decodes; `core.serialization` builds them. Runs of
+  small examples may come as one block, `(keys, shard_writer.FramedRecords)`, framed
+  by `core.record_blocks` and written with one call. Skipping
   TFDS's per-example Python encoding and its shuffle buffer is what keeps our
   builds near the raw TFRecord floor with flat memory. Examples are stored in
   generation order (`disable_shuffling=True`), so keys only need to be unique
@@ -140,11 +143,11 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _write_split(
       self,
       split_name: str,
-      examples: Iterable[KeySerialized],
+      examples: Iterable[StreamItem],
       download_config: tfds.download.DownloadConfig,
   ) -> tfds.core.SplitInfo:
     if download_config.max_examples_per_split is not None:
-      examples = itertools.islice(examples, download_config.max_examples_per_split)
+      examples = shard_writer.head(examples, download_config.max_examples_per_split)
     shard_config = download_config.get_shard_config()
     max_bytes = min(self.MAX_SHARD_BYTES, shard_config.max_shard_size)
     writer = shard_writer.SplitWriter(
