@@ -25,8 +25,11 @@ setuptools.setup(
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9.4,<4.10",
         "numpy>=1.24",
-        # Compiles the TFRecord frame walk that makes overlays fast (core/record_index.py).
+        # Compiles the TFRecord frame walk and block encoders that make overlays fast
+        # (core/record_index.py, core/record_blocks.py).
         "numba>=0.59",
+        # Reads side tables a column at a time (CSV and Parquet); Beam requires it too.
+        "pyarrow>=14",
         "psycopg2-binary>=2.9",
         # Needed by the `tfds` CLI and by TFDS's Beam path.
         "apache-beam>=2.50",

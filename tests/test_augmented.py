@@ -1144,3 +1144,106 @@ def test_an_overlay_names_a_record_whose_header_is_corrupt(tmp_path, prepared_ba
     build(tmp_path, "o", mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
           join_key="id", overwrite_fields=["label"])
   assert_nothing_loadable(tmp_path / "tfds")
+
+
+# -- the columnar side-table path agrees with the row-by-row path -------------
+
+from etils import epath  # noqa: E402  # pylint: disable=g-import-not-at-top
+from tfds_builders.augmented import side_table as side_table_lib  # noqa: E402  # pylint: disable=g-import-not-at-top
+
+COLUMNAR_TABLES = {
+    "numbers and words": "id,label,weight,name,neg\n" + "".join(
+        f"{i},{i % 10},{i / 7!r},w{i}é,{-i * 1000003}\n" for i in range(300)),
+    "decimal forms": "id,x\n1,5.\n2,.5\n3,-1e5\n4,2.5E-3\n5,7\n6,0.1\n",
+    "tsv windows lines": "id\tlabel\r\n1\tcat\r\n2\tdog\r\n",
+    "empty strings": "id,name\n1,\n2,x\n",
+    "an empty cell makes numbers text": "id,x\n1,\n2,3\n",
+    "hex is text": "id,x\n1,0x1F\n2,0x20\n",
+    "bom and padded header": "\ufeff id , name \n1,a\n2,b\n",
+}
+ROW_PATH_TABLES = {  # read (or refused) only by the row-by-row path, which decides
+    "quoted": 'id,name\n1,"a,b"\n2,"c"\n',
+    "spaces around numbers": "id,x\n1, 5\n2,6\n",
+    "underscores": "id,x\n1,1_000\n2,2\n",
+    "inf": "id,x\n1,inf\n2,1.5\n",
+    "plus sign key": "id,x\n+1,a\n2,b\n",
+    "huge int": "id,x\n1,99999999999999999999\n",
+    "duplicate key": "id,x\n1,a\n1,b\n",
+    "short row": "id,x\n1\n2,3\n",
+    "lone carriage returns": "id,x\r1,a\r2,b\r",
+}
+
+
+def read_side_table(path: pathlib.Path, columnar: bool, monkeypatch, **options) -> Any:
+  with monkeypatch.context() as patch:
+    if not columnar:
+      patch.setattr(side_table_lib, "_columnar", lambda *args: None)
+    options = {"table_format": "auto", "key_column": "id", "columns": [], "key_kind": "int64_list", "declared": {}, **options}
+    return side_table_lib.read_file(epath.Path(path), **options)
+
+
+def side_table_view(table: Any, keys: list[Any]) -> tuple:
+  rows = table.index.rows(np.array(keys, np.int64) if keys and isinstance(keys[0], int) else keys)
+  return table.specs, [None if row < 0 else table.entries.item(row) for row in rows.tolist()]
+
+
+@pytest.mark.parametrize("name", sorted(COLUMNAR_TABLES))
+def test_columnar_csv_tables_equal_the_row_by_row_path(tmp_path, monkeypatch, name):
+  path = tmp_path / ("t.tsv" if "tsv" in name else "t.csv")
+  path.write_bytes(COLUMNAR_TABLES[name].encode())
+  data = path.read_bytes()
+  assert side_table_lib._columnar(data, str(path), "csv", "id", [], "int64_list", {}, "") is not None
+  keys = list(range(-2, 305))
+  fast, slow = (read_side_table(path, columnar, monkeypatch) for columnar in (True, False))
+  assert side_table_view(fast, keys) == side_table_view(slow, keys)
+  assert len(fast) == len(slow) and fast.sha256 == slow.sha256
+
+
+@pytest.mark.parametrize("name", sorted(ROW_PATH_TABLES))
+def test_csv_tables_the_columnar_path_declines_read_as_before(tmp_path, monkeypatch, name):
+  path = tmp_path / "t.csv"
+  path.write_bytes(ROW_PATH_TABLES[name].encode())
+  assert side_table_lib._columnar(path.read_bytes(), str(path), "csv", "id", [], "int64_list", {}, "") is None
+  outcomes = []
+  for columnar in (True, False):
+    try:
+      outcomes.append(side_table_view(read_side_table(path, columnar, monkeypatch), [1, 2]))
+    except errors.TfdsBuildersError as error:
+      outcomes.append(str(error))
+  assert outcomes[0] == outcomes[1]
+
+
+def test_columnar_declared_types_string_keys_and_parquet_equal_the_row_by_row_path(tmp_path, monkeypatch):
+  csv_path = tmp_path / "t.csv"
+  csv_path.write_text("id,small,ratio,text\n" + "".join(f"k{i},{i % 100},{i / 3!r},{i}\n" for i in range(50)))
+  declared = {"small": fields.parse_declared("small", "int8", ""), "ratio": fields.parse_declared("ratio", "float32", ""),
+              "text": fields.parse_declared("text", "string", "")}
+  keys = [f"k{i}".encode() for i in range(-1, 52)]
+  fast, slow = (read_side_table(csv_path, columnar, monkeypatch, key_kind="bytes_list", declared=declared)
+                for columnar in (True, False))
+  assert side_table_view(fast, keys) == side_table_view(slow, keys)
+  parquet_path = tmp_path / "t.parquet"
+  pq.write_table(pa.table({
+      "id": pa.array(range(40), pa.int32()), "f": pa.array(np.arange(40) / 9, pa.float32()),
+      "flag": pa.array([i % 3 == 0 for i in range(40)]), "name": pa.array([f"n{i}" for i in range(40)]),
+      "blob": pa.array([bytes([i]) * i for i in range(40)], pa.binary()),
+  }), parquet_path)
+  assert side_table_lib._columnar(parquet_path.read_bytes(), str(parquet_path), "parquet", "id", [], "int64_list", {}, "")
+  fast, slow = (read_side_table(parquet_path, columnar, monkeypatch) for columnar in (True, False))
+  assert side_table_view(fast, list(range(-1, 42))) == side_table_view(slow, list(range(-1, 42)))
+
+
+def test_declared_int_out_of_range_is_named_by_row(tmp_path, monkeypatch):
+  path = tmp_path / "t.csv"
+  path.write_text("id,small\n1,5\n2,300\n")
+  with pytest.raises(errors.SchemaError, match=r"t.csv: line 3, column 'small': 300 is out of the range of int8"):
+    read_side_table(path, True, monkeypatch, declared={"small": fields.parse_declared("small", "int8", "")})
+
+
+@pytest.mark.parametrize("keys", [list(range(0, 100, 3)), [5, -2**63, 2**63 - 1, 0]])
+def test_key_index_finds_dense_and_sparse_int_keys(keys):
+  index = side_table_lib.KeyIndex(np.array(keys, np.int64))
+  probes = keys + [1, -1, 2**62, -(2**63) + 1, 101]
+  expected = [keys.index(key) if key in keys else -1 for key in probes]
+  assert index.rows(np.array(probes, np.int64)).tolist() == expected
+  assert len(index) == len(keys)

@@ -238,7 +238,9 @@ class _Plan:
   side: side_table_lib.SideTable | None
   join_key: str | None
   join_kind: str | None
-  default_row: bytes | None
+  # The map entries of an example whose key has no row: the default row
+  # (missing_policy="default") or empty values (an overlay's unmatched rows).
+  fallback_entries: bytes | None
   function: str
   function_specs: tuple[fields.FieldSpec, ...]
   missing_policy: str
@@ -359,12 +361,13 @@ class _Plan:
           f"{[spec.name for spec in new_specs]}). Remove them or fix the names."
       )
     _check_names(config, base, new_specs, side)
-    default_row = None
-    if side and config.missing_policy == "default":
-      default_row = _default_row(config, side)
+    fallback_entries = None
+    if side:
+      fallback_entries = _default_row(config, side) if config.missing_policy == "default" else b"".join(
+          part for spec in side.specs for part in fields.FieldCodec(spec).empty())
     return cls(
         mode=config.mode, base=base, side=side, join_key=config.join_key or None,
-        join_kind=join_kind, default_row=default_row,
+        join_kind=join_kind, fallback_entries=fallback_entries,
         function=config.function, function_specs=function_specs,
         missing_policy=config.missing_policy, overwrite=frozenset(config.overwrite_fields),
         verify_base=config.verify_base, num_workers=config.num_workers,
@@ -542,19 +545,40 @@ class _Batch:
   start: int  # index of the first record in the file
   records: list[bytes] | None  # None: only keys and fingerprints were read (overlay)
   size: int
-  rows: list[bytes | None] | None = None  # encoded side-table entries; None: no row
-  alignment: list[bytes] | None = None  # encoded overlay alignment entries
+  rows: np.ndarray | None = None  # per record, its side-table row; NO_ROW: none (skip or default)
+  alignment: np.ndarray | None = None  # per record, its overlay alignment entries (a row of bytes)
 
 
-def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[str, bytes]]:
+NO_ROW = -1
+
+
+class _Keys(Sequence[str]):
+  """The keys of consecutive examples of a split, made when asked for."""
+
+  def __init__(self, split: str, indices: range):
+    self._split = split
+    self._indices = indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, at: Any) -> Any:
+    if isinstance(at, slice):
+      return _Keys(self._split, self._indices[at])
+    return _key(self._split, self._indices[at])
+
+
+def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[streaming_builder.StreamItem]:
   """The output examples of one base file, in its record order.
 
-  Per batch of records, protobuf's parser reads the join keys; the function
-  (if any) runs on the examples, in worker processes if a pool is open; each
-  output example is then assembled from bytes: the base record as it is
-  (materialize) and the new fields' map entries. An overlay's alignment
-  fingerprints come from the records' frames (`core.record_index`); one
-  joined from a side table alone reads nothing else but the join keys.
+  Per batch of records, the join keys are read (protobuf's parser, or the
+  frame walk of `core.record_index`); the function (if any) runs on the
+  examples, in worker processes if a pool is open; each output example is
+  then assembled from bytes: the base record as it is (materialize) and the
+  new fields' map entries. An overlay's alignment fingerprints come from the
+  records' frames; one joined from a side table alone reads nothing else but
+  the join keys, and its examples are assembled and framed a block at a time
+  (`core.record_blocks`).
   """
   file = plan.base.splits[split].files[file_index]
   offset = plan.base.splits[split].offsets[file_index]
@@ -564,20 +588,17 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
   function_codecs = [fields.FieldCodec(spec) for spec in plan.function_specs]
   dropped = plan.dropped_base_keys
   drop = (lambda name: None if name in dropped else name) if dropped else None
-  empty_row = b"".join(
-      part for spec in (plan.side.specs if plan.side else ()) for part in fields.FieldCodec(spec).empty()
-  )
 
   scanned = overlay and plan.side is not None and not plan.function and not plan.verify_base
   # Overlays that read the records take fingerprints from a separate frame walk.
   frames = _frame_fingerprints(file) if overlay and not scanned else None
 
-  def looked_up(batch: _Batch, keys: list[Any] | None = None, record_fingerprints: np.ndarray | None = None) -> _Batch:
+  def looked_up(batch: _Batch, keys: Any = None, record_fingerprints: np.ndarray | None = None) -> _Batch:
     if plan.side is not None:
       batch.rows = _join(plan, file, batch.start, _join_keys(plan, file, batch) if keys is None else keys)
     if overlay:
       indices = np.arange(offset + batch.start, offset + batch.start + batch.size, dtype=np.int64)
-      matched = None if batch.rows is None or not skip else [row is not None for row in batch.rows]
+      matched = None if batch.rows is None or not skip else batch.rows != NO_ROW
       if record_fingerprints is None:
         record_fingerprints = np.fromiter(itertools.islice(frames, batch.size), np.int64, batch.size)
       batch.alignment = alignment.entries(indices, record_fingerprints, matched)
@@ -587,38 +608,35 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
     return [
         function_calls.Call(_key(split, offset + batch.start + i), f"record {batch.start + i} of {file.name}", raw)
         for i, raw in enumerate(batch.records)
-        if not skip or batch.rows is None or batch.rows[i] is not None
+        if not skip or batch.rows is None or batch.rows[i] != NO_ROW
     ]
 
-  if scanned:
-    batches = (looked_up(*found) for found in _scanned_batches(plan, file))
-  else:
-    batches = map(looked_up, _batches(file))
+  if scanned:  # side table only: whole blocks at once
+    from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba: overlays only
+    for batch in (looked_up(*found) for found in _scanned_batches(plan, file)):
+      first = offset + batch.start
+      framed = record_blocks.framed_examples(plan.side.entries, batch.rows, batch.alignment, plan.fallback_entries)
+      yield _Keys(split, range(first, first + batch.size)), framed
+    return
+
+  batches = map(looked_up, _batches(file))
   if plan.function:
     runner = function_calls.FunctionRunner(plan.function, plan.base.features_source, plan.num_workers)
     with_results = runner.map((batch, calls_of(batch)) for batch in batches)
   else:
     with_results = ((batch, ()) for batch in batches)
-
-  if overlay and not function_codecs:  # side table only: whole batches at once
-    for batch, _ in with_results:
-      rows = [empty_row if row is None else row for row in batch.rows] if skip else batch.rows
-      first = offset + batch.start
-      keys = map(_key, itertools.repeat(split), range(first, first + batch.size))
-      yield from zip(keys, map(serialization.example_from_entries, zip(rows, batch.alignment)))
-    return
   for batch, results in with_results:
     results_iter = iter(results)
     for i in range(batch.size):
       entries: list[Any] = []
       matched = True
       if batch.rows is not None:
-        row = batch.rows[i]
-        if row is None:  # missing_policy="skip"
+        row = int(batch.rows[i])
+        if row == NO_ROW and skip:
           if not overlay:
             continue
-          matched, row = False, empty_row
-        entries.append([row])
+          matched = False
+        entries.append([plan.fallback_entries if row == NO_ROW else plan.side.entries.item(row)])
       if function_codecs:
         key = _key(split, offset + batch.start + i)
         if matched:
@@ -626,7 +644,7 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[tuple[s
         else:
           entries += [codec.empty() for codec in function_codecs]
       if overlay:
-        entries.append([batch.alignment[i]])
+        entries.append([batch.alignment[i].tobytes()])
         yield _key(split, offset + batch.start + i), serialization.example(entries)
       else:
         raw = batch.records[i]
@@ -651,8 +669,9 @@ class _Alignment:
   """An overlay's alignment entries for a batch, assembled with NumPy.
 
   The base index and fingerprint are int64 features stored as 8 raw bytes
-  (TFDS `Encoding.BYTES`), so every record's entries have the same layout:
-  constant heads with the values' bytes in between.
+  (TFDS `Encoding.BYTES`), and `_matched` is 0 or 1, so every record's
+  entries have the same width: constant heads with the values' bytes in
+  between.
   """
 
   def __init__(self, with_matched: bool):
@@ -661,14 +680,16 @@ class _Alignment:
       parts = serialization.bytes_feature(serialization.FeatureKey(name), b"\0" * 8)
       heads.append(np.frombuffer(b"".join(parts[:-1]), np.uint8))
     self._heads = heads
-    self._width = sum(len(head) + 8 for head in heads)
-    matched_key = serialization.FeatureKey(MATCHED)
-    self._matched = (
-        [b"".join(serialization.int64_feature(matched_key, (flag,))) for flag in (0, 1)]
-        if with_matched else None
-    )
+    self._matched = None
+    if with_matched:
+      matched_key = serialization.FeatureKey(MATCHED)
+      self._matched = np.array([
+          np.frombuffer(b"".join(serialization.int64_feature(matched_key, (flag,))), np.uint8) for flag in (0, 1)
+      ])
+    self._width = sum(len(head) + 8 for head in heads) + (self._matched.shape[1] if with_matched else 0)
 
-  def entries(self, indices: np.ndarray, fingerprints: np.ndarray, matched: Sequence[bool] | None) -> list[bytes]:
+  def entries(self, indices: np.ndarray, fingerprints: np.ndarray, matched: np.ndarray | None) -> np.ndarray:
+    """Each record's alignment entries, a row of a (records, width) uint8 array."""
     count = len(indices)
     block = np.empty((count, self._width), np.uint8)
     column = 0
@@ -677,13 +698,9 @@ class _Alignment:
       column += len(head)
       block[:, column:column + 8] = values.astype("<i8").view(np.uint8).reshape(count, 8)
       column += 8
-    blob = block.tobytes()
-    width = self._width
-    entries = [blob[i * width:(i + 1) * width] for i in range(count)]
     if self._matched is not None:
-      flags = matched if matched is not None else [True] * count
-      entries = [entry + self._matched[flag] for entry, flag in zip(entries, flags)]
-    return entries
+      block[:, column:] = self._matched[np.ones(count, np.int64) if matched is None else matched.astype(np.int64)]
+    return block
 
 
 def _batches(file: base_lib.BaseFile, first: int = 0) -> Iterator[_Batch]:
@@ -754,23 +771,22 @@ def _wrong_join_key(plan: _Plan, file: base_lib.BaseFile, index: int, count: int
   )
 
 
-def _join(plan: _Plan, file: base_lib.BaseFile, start: int, keys: Sequence[Any]) -> list[bytes | None]:
-  """The encoded side-table row of each record (None: no row), by missing_policy."""
-  rows = [plan.side.rows.get(key) for key in keys]
-  if None not in rows:
+def _join(plan: _Plan, file: base_lib.BaseFile, start: int, keys: Any) -> np.ndarray:
+  """Each record's side-table row (NO_ROW: none, allowed unless missing_policy is `error`)."""
+  rows = plan.side.index.rows(keys)
+  if plan.missing_policy != "error":
     return rows
-  for i, key in enumerate(keys):
-    if rows[i] is None:
-      if plan.missing_policy == "error":
-        raise errors.SourceError(
-            errors.with_hint(
-                f"Base example {file.name} record {start + i} has {plan.join_key}="
-                f"{side_table_lib.show_key(key)}, which side table {plan.side.source} does not have",
-                "Add the row, or set missing_policy to 'skip' (drop such examples) or "
-                "'default' (with missing_defaults)",
-            )
+  missing = np.flatnonzero(rows == NO_ROW)
+  if len(missing):
+    first = int(missing[0])
+    raise errors.SourceError(
+        errors.with_hint(
+            f"Base example {file.name} record {start + first} has {plan.join_key}="
+            f"{side_table_lib.show_key(keys[first])}, which side table {plan.side.source} does not have",
+            "Add the row, or set missing_policy to 'skip' (drop such examples) or "
+            "'default' (with missing_defaults)",
         )
-      rows[i] = plan.default_row  # None under "skip"
+    )
   return rows
 
 

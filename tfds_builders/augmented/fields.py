@@ -235,6 +235,41 @@ class FieldCodec:
     """
     return self._encode(value)
 
+  def encode_column(self, values: Any) -> Any:
+    """The map entries of a whole column of scalar values, encoded as `encode` would.
+
+    Args:
+      values: A NumPy array, or for strings a `core.record_blocks.ByteColumn`.
+
+    Returns:
+      A `record_blocks.ByteColumn`, or None for values only `encode` takes
+      (non-scalar features, or values whose kind does not fit).
+
+    Raises:
+      FieldValueError: if a value is out of the feature's range.
+    """
+    from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba
+
+    is_bytes = isinstance(values, record_blocks.ByteColumn)
+    if not self._scalar or is_bytes != (self.spec.dtype == STRING):
+      return None
+    if is_bytes:
+      return record_blocks.bytes_entries(self._key, values)
+    kind = values.dtype.kind
+    if self.spec.dtype in _FLOAT_LIST_DTYPES or self.spec.dtype == "float64":
+      if kind not in "biuf":
+        return None
+      if self.spec.dtype == "float64":
+        return record_blocks.fixed_entries(self._key, values.astype("<f8"), "bytes")
+      return record_blocks.fixed_entries(self._key, values.astype(np.float32).astype("<f4"), "float_list")
+    if kind not in ("b" if self.spec.dtype == "bool" else "biu"):
+      return None
+    if len(values) and self.spec.dtype != "bool":
+      low, high = int(values.min()), int(values.max())
+      if low < self._range[0] or high > self._range[1]:
+        raise FieldValueError(f"values {low}..{high} are out of the range of {self.spec.dtype}")
+    return record_blocks.int64_entries(self._key, values.astype(np.int64))
+
   def empty(self) -> list[serialization.Payload]:
     """Zeros (or empty strings) of the feature's shape, None dimensions empty."""
     shape = tuple(0 if dim is None else dim for dim in self.spec.shape)

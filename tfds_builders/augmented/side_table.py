@@ -6,8 +6,8 @@ import csv
 import dataclasses
 import hashlib
 import io
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from etils import epath
 import numpy as np
@@ -16,35 +16,44 @@ from tfds_builders.augmented import fields
 from tfds_builders.core import errors
 from tfds_builders.core import paths
 
+if TYPE_CHECKING:
+  from tfds_builders.core import record_blocks
+
 FORMATS = ("auto", "csv", "parquet")
 INT_KEY = "int64_list"
 BYTES_KEY = "bytes_list"
 _TRUE = frozenset(("true", "t", "yes", "1"))
 _FALSE = frozenset(("false", "f", "no", "0"))
 JoinKey = int | bytes
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
 class SideTable:
-  """A side table's rows by join key, and the features of its columns.
+  """A side table's rows, found by join key, and the features of its columns.
 
   Attributes:
     source: What was read, for messages and provenance (a path or `SQL query`).
     key_column: The column holding the join key.
     specs: One FieldSpec per added column, in column order.
-    rows: Join key -> the row's added values, serialized once as the map
-      entries of a tf.train.Example (checked against `specs` on the way).
+    index: Finds the rows of join keys.
+    entries: Per row, its added values serialized once as the map entries of
+      a tf.train.Example (checked against `specs` on the way).
     sha256: Digest of the file's bytes (None for SQL).
   """
 
   source: str
   key_column: str
   specs: tuple[fields.FieldSpec, ...]
-  rows: Mapping[JoinKey, bytes]
+  index: KeyIndex
+  entries: record_blocks.ByteColumn
   sha256: str | None = None
 
+  def __len__(self) -> int:
+    return len(self.entries)
+
   def encode(self, values: Sequence[Any]) -> bytes:
-    """One row's values (in `specs` order) as map entries, like `rows` holds.
+    """One row's values (in `specs` order) as map entries, like `entries` holds.
 
     Raises:
       FieldValueError: if a value does not fit its column's feature.
@@ -54,8 +63,46 @@ class SideTable:
     )
 
   def provenance(self) -> dict[str, Any]:
-    return {"source": self.source, "key_column": self.key_column, "rows": len(self.rows),
+    return {"source": self.source, "key_column": self.key_column, "rows": len(self),
             "columns": [spec.name for spec in self.specs], "sha256": self.sha256}
+
+
+class KeyIndex:
+  """Row numbers of join keys: a table for dense int keys, binary search for sparse ones, a dict for strings."""
+
+  def __init__(self, keys: np.ndarray | Sequence[bytes]):
+    self._rows: dict[bytes, int] | None = None
+    self._dense: np.ndarray | None = None
+    self._count = len(keys)
+    if not isinstance(keys, np.ndarray):
+      self._rows = {key: row for row, key in enumerate(keys)}
+      self._count = len(self._rows)
+      return
+    self._low = int(keys.min()) if len(keys) else 0
+    span = int(keys.max()) - self._low + 1 if len(keys) else 0
+    if span <= 4 * len(keys) + 4096:
+      self._dense = np.full(span, -1, np.int64)
+      self._dense[keys - self._low] = np.arange(len(keys))
+      self._count = int(np.count_nonzero(self._dense >= 0))
+    else:
+      self._order = np.argsort(keys, kind="stable")
+      self._sorted = keys[self._order]
+      self._count = int(np.count_nonzero(np.diff(self._sorted))) + 1
+
+  def __len__(self) -> int:
+    """The number of distinct keys."""
+    return self._count
+
+  def rows(self, keys: np.ndarray | Sequence[bytes]) -> np.ndarray:
+    """Each key's row number, -1 where the table has none."""
+    if self._rows is not None:
+      return np.fromiter((self._rows.get(key, -1) for key in keys), np.int64, len(keys))
+    keys = np.asarray(keys, np.int64)
+    if self._dense is not None:
+      inside = (keys >= self._low) & (keys < self._low + len(self._dense))
+      return np.where(inside, self._dense[np.where(inside, keys - self._low, 0)], -1)
+    at = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
+    return np.where(self._sorted[at] == keys, self._order[at], -1)
 
 
 def read_file(
@@ -88,6 +135,10 @@ def read_file(
   table_format = _format_of(path, table_format)
   data = path.read_bytes()
   source = str(path)
+  sha256 = hashlib.sha256(data).hexdigest()
+  table = _columnar(data, source, table_format, key_column, columns, key_kind, declared, sha256)
+  if table is not None:
+    return table
   if table_format == "csv":
     header, lines, records = _csv_records(data, source)
   else:
@@ -95,7 +146,7 @@ def read_file(
   return build(
       source=source, header=header, lines=lines, records=records, key_column=key_column,
       columns=columns, key_kind=key_kind, declared=declared, typed=table_format == "parquet",
-      sha256=hashlib.sha256(data).hexdigest(),
+      sha256=sha256,
   )
 
 
@@ -215,7 +266,13 @@ def build(
   rows = _rows_at_once(codecs, columns_values, key_cells, key_kind)
   if rows is None:  # some row is wrong: find and name the first, row by row
     rows = _rows_one_by_one(codecs, columns_values, key_cells, key_kind, key_column, lines, source)
-  return SideTable(source, key_column, tuple(specs), rows, sha256)
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
+  keys = list(rows)
+  return SideTable(
+      source, key_column, tuple(specs),
+      KeyIndex(np.array(keys, np.int64) if key_kind == INT_KEY else keys),
+      record_blocks.ByteColumn.from_items(list(rows.values())), sha256,
+  )
 
 
 def _rows_at_once(
@@ -239,15 +296,19 @@ def _plain_keys(key_cells: Sequence[Any], key_kind: str) -> list[JoinKey] | None
   # pylint: disable=unidiomatic-typecheck  # bool is an int, numpy scalars are not: both go to _key
   wanted = int if key_kind == INT_KEY else bytes
   if all(type(cell) is wanted for cell in key_cells):  # typed keys (Parquet, SQL), as they are
-    return list(key_cells)
-  if not all(type(cell) is str for cell in key_cells):
+    keys = list(key_cells)
+  elif not all(type(cell) is str for cell in key_cells):
     return None
-  if key_kind == INT_KEY:
+  elif key_kind == INT_KEY:
     try:
-      return list(map(int, key_cells))  # fails on "" as _key does
+      keys = list(map(int, key_cells))  # fails on "" as _key does
     except ValueError:
       return None
-  return None if "" in key_cells else [cell.encode("utf-8") for cell in key_cells]
+  else:
+    return None if "" in key_cells else [cell.encode("utf-8") for cell in key_cells]
+  if key_kind == INT_KEY and keys and not (_INT64_MIN <= min(keys) and max(keys) <= _INT64_MAX):
+    return None
+  return keys
 
 
 def _rows_one_by_one(
@@ -280,8 +341,202 @@ def _rows_one_by_one(
   return rows
 
 
+# ------------------------------------------------------------ columnar --
+#
+# A CSV or Parquet table read by pyarrow and encoded a column at a time. It
+# takes only tables whose every cell it reads as the row-by-row path would
+# (`build`); anything else (quoted CSV, nulls, odd number formats, bad or
+# duplicate keys, values that do not fit) goes to that path, which decides
+# and names the row.
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _columnar(
+    data: bytes, source: str, table_format: str, key_column: str, columns: Sequence[str],
+    key_kind: str, declared: Mapping[str, fields.FieldSpec], sha256: str,
+) -> SideTable | None:
+  """The side table read column by column, or None where `build` must read it row by row."""
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
+  typed = table_format == "parquet"
+  table = _parquet_table(data) if typed else _csv_table(data, source)
+  if table is None or table.num_rows == 0:
+    return None
+  header = table.column_names
+  added = list(columns) or [name for name in header if name != key_column]
+  if len(set(header)) != len(header) or key_column not in header or not added or not set(added) <= set(header):
+    return None
+  keys = _columnar_keys(table.column(key_column), key_kind, typed)
+  if keys is None:
+    return None
+  index = KeyIndex(keys)
+  if len(index) != table.num_rows:  # a duplicate key
+    return None
+  specs, entries = [], []
+  for name in added:
+    encoded = _columnar_field(name, table.column(name), declared.get(name), typed, source)
+    if encoded is None:
+      return None
+    specs.append(encoded[0])
+    entries.append(encoded[1])
+  return SideTable(source, key_column, tuple(specs), index, record_blocks.joined_rows(entries), sha256)
+
+
+def _csv_table(data: bytes, source: str) -> Any:
+  """All cells as strings, or None for CSV that Python's csv module must read (quotes, lone CRs, NULs)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from pyarrow import csv as pa_csv  # pylint: disable=g-import-not-at-top
+
+  data = data[len(_UTF8_BOM):] if data.startswith(_UTF8_BOM) else data
+  if b'"' in data or b"\0" in data or (b"\r" in data and data.count(b"\r") != data.count(b"\r\n")):
+    return None
+  delimiter = "\t" if source.lower().endswith(".tsv") else ","
+  first_line = data[:data.find(b"\n")] if b"\n" in data else data
+  try:
+    header = [name.strip() for name in first_line.rstrip(b"\r").decode("utf-8").split(delimiter)]
+    names = [f"c{i}" for i in range(len(header))]
+    table = pa_csv.read_csv(
+        pa.py_buffer(data),
+        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char=False),
+        convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False),
+    )
+  except (UnicodeDecodeError, pa.ArrowException):
+    return None
+  return table.rename_columns(header)
+
+
+def _parquet_table(data: bytes) -> Any:
+  try:
+    import pyarrow as pa  # pylint: disable=g-import-not-at-top
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+    return pq.read_table(pa.BufferReader(data))
+  except Exception:  # pylint: disable=broad-except  # the row-by-row path names the problem
+    return None
+
+
+def _columnar_keys(column: Any, key_kind: str, typed: bool) -> np.ndarray | list[bytes] | None:
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
+
+  if column.null_count:
+    return None
+  if key_kind == INT_KEY:
+    if typed and not pa.types.is_integer(column.type):
+      return None
+    if not typed and (record_blocks.number_forms(_byte_column(column)) != record_blocks.INTEGER).any():
+      return None
+    try:
+      return column.cast(pa.int64()).to_numpy()
+    except pa.ArrowException:  # out of the int64 range
+      return None
+  if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+          or (typed and (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)))):
+    return None
+  keys = _byte_column(column).items()
+  return None if b"" in keys else keys
+
+
+def _columnar_field(
+    name: str, column: Any, spec: fields.FieldSpec | None, typed: bool, source: str
+) -> tuple[fields.FieldSpec, record_blocks.ByteColumn] | None:
+  """A column's spec and map entries, as the row-by-row path would make them; or None."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
+
+  if column.null_count:
+    return None
+  arrow_type = column.type
+  is_text = pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+  if typed:
+    if is_text or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+      values = _byte_column(column)
+    elif pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
+      values = column.to_numpy()
+    else:
+      return None
+    if spec is None:
+      sample = _arrow_column(column.slice(0, 100), name, source)
+      spec = _infer_typed(name, sample, [f"row {index}" for index in range(len(sample))], source)
+  else:
+    texts = _byte_column(column)
+    forms = record_blocks.number_forms(texts)
+    spec = spec or _infer_text_spec(name, texts, forms, source)
+    values = None if spec is None else _text_values(column, texts, forms, spec)
+  if spec is None or values is None:
+    return None
+  try:
+    entries = fields.FieldCodec(spec).encode_column(values)
+  except fields.FieldValueError:
+    return None
+  return None if entries is None else (spec, entries)
+
+
+def _infer_text_spec(
+    name: str, texts: record_blocks.ByteColumn, forms: np.ndarray, source: str
+) -> fields.FieldSpec | None:
+  """`_infer_text`'s spec, or None where only Python's int() and float() can tell."""
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
+
+  where = f"side table {source}"
+  for dtype, parse, odd in (("int64", int, forms != record_blocks.INTEGER),
+                            ("float64", float, forms == record_blocks.NOT_A_NUMBER)):
+    if not odd.any():
+      return fields.FieldSpec(name, dtype, (), where)
+    cells = (texts.item(i).decode("utf-8") for i in np.flatnonzero(odd))  # the first usually decides
+    if all(_parses(parse, cell) for cell in cells):
+      return None  # numbers in a form taken here only by Python (" 1", "1_000", "inf")
+  return fields.FieldSpec(name, fields.STRING, (), where)
+
+
+def _parses(parse: Any, cell: str) -> bool:
+  try:
+    parse(cell)
+    return True
+  except ValueError:
+    return False
+
+
+def _text_values(
+    column: Any, texts: record_blocks.ByteColumn, forms: np.ndarray, spec: fields.FieldSpec
+) -> np.ndarray | record_blocks.ByteColumn | None:
+  """CSV cells as the spec's values, where their form shows Python would parse them the same."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
+
+  if spec.shape != ():
+    return None
+  if spec.dtype == fields.STRING:
+    return texts
+  if spec.dtype == "bool":
+    return None
+  integer = spec.dtype.startswith(("int", "uint"))
+  if (forms != record_blocks.INTEGER).any() if integer else (forms == record_blocks.NOT_A_NUMBER).any():
+    return None
+  try:
+    return column.cast(pa.int64() if integer else pa.float64()).to_numpy()
+  except pa.ArrowException:  # out of the int64 range
+    return None
+
+
+def _byte_column(column: Any) -> record_blocks.ByteColumn:
+  """A string or binary Arrow column's values, without copying them one by one."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
+
+  array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+  large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+  _, offsets_buffer, data_buffer = array.buffers()
+  offsets = np.frombuffer(offsets_buffer, np.int64 if large else np.int32)[array.offset:array.offset + len(array) + 1]
+  offsets = offsets.astype(np.int64)
+  data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+  return record_blocks.ByteColumn(data[offsets[0]:offsets[-1]], offsets - offsets[0])
+
+
 def show_key(key: Any) -> str:
   """A join key as it appears in messages."""
+  if isinstance(key, np.generic):
+    key = key.item()
   if isinstance(key, bytes):
     try:
       return repr(key.decode("utf-8"))
@@ -439,11 +694,14 @@ def _key(value: Any, key_kind: str, key_column: str, line: str, source: str) -> 
     try:
       if isinstance(value, (float, np.floating)) and not float(value).is_integer():
         raise ValueError
-      return int(value)
+      key = int(value)
+      if not _INT64_MIN <= key <= _INT64_MAX:
+        raise ValueError
+      return key
     except (TypeError, ValueError):
       raise errors.SchemaError(
           f"Side table {source}: {line}: join key {value!r} in column {key_column!r} "
-          "is not an integer, but the base stores the key as int64. Fix the key column."
+          "is not an integer in the int64 range, but the base stores the key as int64. Fix the key column."
       ) from None
   if isinstance(value, str):
     return value.encode("utf-8")
