@@ -15,6 +15,7 @@ from tfds_builders.core import errors
 from tfds_builders.core import example_schema
 from tfds_builders.core import paths
 from tfds_builders.core import provenance
+from tfds_builders.core import record_index
 from tfds_builders.core import serialization
 from tfds_builders.core import shard_writer
 from tfds_builders.core import tfrecord_io
@@ -365,6 +366,7 @@ _SEQUENCE = tf.train.SequenceExample(
 ])
 def test_infer_files_gives_what_the_exact_pass_gives(tmp_path, monkeypatch, batch_bytes, compression, records, more) -> None:
   monkeypatch.setattr(example_schema, "_BATCH_BYTES", batch_bytes)  # 48: one record outgrows the buffer
+  monkeypatch.setattr(record_index, "_WINDOW_BYTES", batch_bytes)  # and the mapped window
   files = []
   for number, file_records in enumerate([records * 3, records + more + records]):
     path = tmp_path / f"part-{number}.tfrecord"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from google.protobuf import message
@@ -212,7 +211,6 @@ _TAG_OF_KIND = {kind: tag for tag, kind in _KIND_OF_TAG.items()}
 _BATCH_BYTES = 16 << 20
 # Values of a bytes_list walked record-parallel; longer lists go the exact way.
 _MAX_BYTES_VALUES = 64
-_RECORD_LENGTH = struct.Struct("<Q")
 _GATHER_BYTES = 1 << 20
 
 
@@ -292,7 +290,7 @@ class _Inference:
 
   def _add_batches(self, file: tfrecord_io.RecordFile) -> int:
     count = 0
-    batches = _joined_batches(file) if file.compression else _framed_batches(file)
+    batches = _joined_batches(file) if file.compression else _mapped_batches(file)
     for batch in batches:
       self._add_batch(batch, file, count)
       count += len(batch.starts)
@@ -334,49 +332,23 @@ class _Inference:
         self.schema[name] = FeatureSpec(spec.kind, None)
 
 
-def _framed_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:
-  """Batches of an uncompressed file, framed here (length, CRC, data, CRC).
+def _mapped_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:
+  """Batches of an uncompressed file, framed by `core.record_index` in mapped windows.
+
+  Nothing is copied: `_scan` reads only tags, lengths and keys, so the pages
+  of large values (images, audio) are never read.
 
   Raises:
-    _NotFramed: if a record's length runs past the end of the file.
+    _NotFramed: if a record's header is corrupt or runs past the end of the file.
   """
-  remaining = file.path.stat().length
-  capacity = _BATCH_BYTES
-  buffer = bytearray(capacity)
-  filled = 0
-  unpack = _RECORD_LENGTH.unpack_from
-  with file.path.open("rb") as stream:
-    while True:
-      got = stream.readinto(memoryview(buffer)[filled:])
-      filled += got
-      remaining -= got
-      starts, ends = [], []
-      position, needed = 0, 0
-      while position + 12 <= filled:
-        (length,) = unpack(buffer, position)
-        end = position + 12 + length
-        if end + 4 > filled:
-          needed = end + 4 - position
-          break
-        starts.append(position + 12)
-        ends.append(end)
-        position = end + 4
-      if starts:
-        yield _RecordBatch(np.frombuffer(buffer, np.uint8, filled), np.array(starts, np.int64),
-                           np.array(ends, np.int64), crc_checked=False)
-      tail = filled - position
-      if needed > tail + remaining or (not got and tail):
-        raise _NotFramed(file.name)
-      if not got and not tail:
-        return
-      if needed > capacity:  # one record larger than the buffer
-        capacity = needed
-        grown = bytearray(capacity)
-        grown[:tail] = buffer[position:filled]
-        buffer = grown
-      else:
-        buffer[:tail] = buffer[position:filled]
-      filled = tail
+  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba
+
+  try:
+    for block in record_index.scan(file, with_window=True):
+      starts, ends = block.record_bounds()
+      yield _RecordBatch(block.window, starts, ends, crc_checked=False)
+  except errors.SourceError as error:
+    raise _NotFramed(file.name) from error
 
 
 def _joined_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:

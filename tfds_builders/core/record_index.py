@@ -244,6 +244,9 @@ class Block:
       (`MALFORMED` for a record that is no Example).
     keys: With `key`: each record's last key value (an int64 array, or a
       list of bytes).
+    window: With `with_window`: the mapped (or decompressed) file bytes from
+      `window_start` on that hold the block's records; reading a record's
+      data there touches only the pages it reads.
   """
 
   first: int
@@ -252,6 +255,13 @@ class Block:
   crcs: np.ndarray
   key_counts: np.ndarray | None = None
   keys: np.ndarray | list[bytes] | None = None
+  window: np.ndarray | None = None
+  window_start: int = 0
+
+  def record_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+    """Where each record's data starts and ends in `window`."""
+    starts = self.offsets - self.window_start + _HEADER_BYTES
+    return starts, starts + self.lengths
 
   def __len__(self) -> int:
     return len(self.offsets)
@@ -298,6 +308,7 @@ def scan(
     key: str | None = None,
     key_kind: str = "int64_list",
     block_records: int = _BLOCK_RECORDS,
+    with_window: bool = False,
 ) -> Iterator[Block]:
   """The record frames of one file (and one feature's values), block by block.
 
@@ -310,6 +321,8 @@ def scan(
     key: A feature to read from every record.
     key_kind: The key's kind: `int64_list` or `bytes_list`.
     block_records: Records per block.
+    with_window: Give each block the bytes holding its records. The window
+      stays mapped while a block refers to it: drop blocks once read.
 
   Raises:
     SourceError: naming the file and record whose header is corrupt or
@@ -328,15 +341,14 @@ def scan(
       while True:
         count, stop, status, needed = _walk_frames(buf[pos:], offsets, lengths, crcs)
         if count:
-          yield _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count], name, key_kind)
+          block = _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count], name, key_kind)
+          yield dataclasses.replace(block, window=buf[pos:], window_start=start + pos) if with_window else block
           first += count
         pos += stop
         if status != _FULL:
           break
       remaining = len(buf) - pos
-      del buf
-      if isinstance(view, memoryview):
-        view.release()
+      del buf, view  # unmapped once no block refers to it
       if status == _BAD_HEADER:
         raise _frame_error(file, first, start + pos, status)
       if reaches_end:
