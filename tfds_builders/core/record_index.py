@@ -74,8 +74,12 @@ def _little_endian(buf: np.ndarray, start: int, count: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk_frames(buf, offsets, lengths, crcs):
+def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys):
   """Frames records from buf[0] until the buffer or the output arrays end.
+
+  With a `name`, also reads each record's values of that feature into
+  `keys` (count, last int, last bytes start, end; see `_key_values`) while
+  the record's first bytes are in cache.
 
   Returns:
     (records framed, where it stopped, status, bytes the next frame needs).
@@ -94,6 +98,8 @@ def _walk_frames(buf, offsets, lengths, crcs):
     offsets[count] = pos
     lengths[count] = length
     crcs[count] = _little_endian(buf, pos + _HEADER_BYTES + length, 4)
+    if name.shape[0]:
+      _key_values(buf, pos + _HEADER_BYTES, pos + _HEADER_BYTES + length, name, kind_field, keys[count])
     count += 1
     pos += _FRAME_BYTES + length
   return count, pos, _FULL, 0
@@ -208,27 +214,25 @@ def _list_values(buf, start, end, kind_field, state):
 
 
 @numba.njit(cache=True, nogil=True)
-def _single_values(buf, offsets, lengths, name, kind_field, counts, ints, starts, ends):
-  """Per record: how many values of kind `kind_field` feature `name` has, and the last one."""
-  state = np.zeros(4, np.int64)
-  for i in range(offsets.shape[0]):
-    record_start = offsets[i] + _HEADER_BYTES
-    feature_start, feature_end = _feature_span(buf, record_start, record_start + lengths[i], name)
-    state[:] = 0
-    ok = feature_start != -2
-    pos = feature_start
-    while ok and pos >= 0 and pos < feature_end:
-      tag, first, last, pos = _field(buf, pos, feature_end)
-      ok = pos >= 0
-      if ok and (tag & 7) == 2 and 1 <= (tag >> 3) <= 3:  # a oneof member: a different one clears ours
-        if (tag >> 3) == kind_field:
-          ok = _list_values(buf, first, last, kind_field, state)
-        else:
-          state[:] = 0
-    counts[i] = state[0] if ok else MALFORMED
-    ints[i] = state[1]
-    starts[i] = state[2]
-    ends[i] = state[3]
+def _key_values(buf, start, end, name, kind_field, state):
+  """state = [count, last int, last bytes start, end] of feature `name`'s values of kind `kind_field`.
+
+  The count is MALFORMED if the record is no valid Example.
+  """
+  state[:] = 0
+  feature_start, feature_end = _feature_span(buf, start, end, name)
+  ok = feature_start != -2
+  pos = feature_start
+  while ok and pos >= 0 and pos < feature_end:
+    tag, first, last, pos = _field(buf, pos, feature_end)
+    ok = pos >= 0
+    if ok and (tag & 7) == 2 and 1 <= (tag >> 3) <= 3:  # a oneof member: a different one clears ours
+      if (tag >> 3) == kind_field:
+        ok = _list_values(buf, first, last, kind_field, state)
+      else:
+        state[:] = 0
+  if not ok:
+    state[0] = MALFORMED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,9 +333,11 @@ def scan(
       truncated.
   """
   windows = _Windows(file)
-  name = np.frombuffer(key.encode(), np.uint8) if key is not None else None
+  name = np.frombuffer(key.encode(), np.uint8) if key is not None else np.zeros(0, np.uint8)
+  kind_field = KIND_FIELDS[key_kind]
   offsets, lengths = np.empty(block_records, np.int64), np.empty(block_records, np.int64)
   crcs = np.empty(block_records, np.int64)
+  keys = np.zeros((block_records, 4), np.int64)
   start, first, needed = 0, 0, 0
   try:
     while True:
@@ -339,9 +345,10 @@ def scan(
       buf = np.frombuffer(view, np.uint8)
       pos = 0
       while True:
-        count, stop, status, needed = _walk_frames(buf[pos:], offsets, lengths, crcs)
+        count, stop, status, needed = _walk_frames(buf[pos:], offsets, lengths, crcs, name, kind_field, keys)
         if count:
-          block = _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count], name, key_kind)
+          block = _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count],
+                         keys[:count] if key is not None else None, key_kind)
           yield dataclasses.replace(block, window=buf[pos:], window_start=start + pos) if with_window else block
           first += count
         pos += stop
@@ -360,19 +367,16 @@ def scan(
     windows.close()
 
 
-def _block(buf, buf_offset, first, offsets, lengths, crcs, name, key_kind) -> Block:
+def _block(buf, buf_offset, first, offsets, lengths, crcs, keys, key_kind) -> Block:
   """A Block of records framed in buf (which starts at byte buf_offset of the file)."""
-  counts, keys = None, None
-  if name is not None:
-    count = len(offsets)
-    counts = np.empty(count, np.int64)
-    ints, spans_start, spans_end = np.zeros(count, np.int64), np.zeros(count, np.int64), np.zeros(count, np.int64)
-    _single_values(buf, offsets, lengths, name, KIND_FIELDS[key_kind], counts, ints, spans_start, spans_end)
+  counts, values = None, None
+  if keys is not None:
+    counts = keys[:, 0].copy()
     if key_kind == "int64_list":
-      keys = ints
+      values = keys[:, 1].copy()
     else:
-      keys = [buf[s:e].tobytes() for s, e in zip(spans_start.tolist(), spans_end.tolist())]
-  return Block(first, offsets + buf_offset, lengths.copy(), crcs.astype(np.uint32), counts, keys)
+      values = [buf[s:e].tobytes() for s, e in zip(keys[:, 2].tolist(), keys[:, 3].tolist())]
+  return Block(first, offsets + buf_offset, lengths.copy(), crcs.astype(np.uint32), counts, values)
 
 
 def _frame_error(file: tfrecord_io.RecordFile, index: int, offset: int, status: int) -> errors.SourceError:
