@@ -44,6 +44,8 @@ MATCHED = "_matched"
 ALIGNMENT_FIELDS = (BASE_INDEX, BASE_FINGERPRINT, MATCHED)
 FINGERPRINT = "length << 32 | masked CRC32C of the base record, as stored in its TFRecord frame (core.record_index)"
 OVERLAY_FORMAT = 2
+# A record's side-table row when its key has none (missing_policy skip or default).
+NO_ROW = -1
 # Examples whose function results infer the features of undeclared fields.
 INFERENCE_EXAMPLES = 8
 # Records handed together to a worker process.
@@ -547,9 +549,6 @@ class _Batch:
   size: int
   rows: np.ndarray | None = None  # per record, its side-table row; NO_ROW: none (skip or default)
   alignment: np.ndarray | None = None  # per record, its overlay alignment entries (a row of bytes)
-
-
-NO_ROW = -1
 
 
 class _Keys(Sequence[str]):

@@ -64,6 +64,27 @@ def _split_block(block: Block, count: int) -> tuple[Block, Block]:
   return (keys[:count], head_frames), (keys[count:], tail_frames)
 
 
+class _BlockPiece:
+  """A non-empty block handed to the writer; the writer puts back in `rest` what it did not take."""
+
+  def __init__(self, block: Block):
+    self.block = block
+    self.rest: Block | None = None
+
+
+def _pieces(items: Iterable[StreamItem]) -> Iterator[bytes | _BlockPiece]:
+  """Each example's bytes, or a block (then what the writer left of it, until nothing is left)."""
+  for item in items:
+    if not isinstance(item[1], FramedRecords):
+      yield item[1]
+      continue
+    block: Block | None = item
+    while block is not None and len(block[1]):
+      piece = _BlockPiece(block)
+      yield piece
+      block = piece.rest
+
+
 def unblocked(items: Iterable[StreamItem]) -> Iterator[KeySerialized]:
   """The stream with every block replaced by its `(key, serialized)` pairs."""
   for keys, value in items:
@@ -160,36 +181,23 @@ class SplitWriter:
     shard = None
     size = count = 0
     try:
-      for item in examples:
-        if isinstance(item[1], FramedRecords):
-          blocks = [item]
-          while blocks:
-            block = blocks.pop()
-            if shard is None:
-              temp_paths.append(self._temp_path(len(temp_paths)))
-              shard = _TFRecordShard(temp_paths[-1])
-              size = count = 0
-            sizes = np.cumsum(block[1].record_sizes()) + size
-            fits = int(np.searchsorted(sizes, budget)) + 1  # records up to the one reaching the budget
-            if fits < len(block[1]):
-              block, rest = _split_block(block, fits)
-              blocks.append(rest)
-            shard.write_block(block[1])
-            size = int(sizes[len(block[1]) - 1])
-            count += len(block[1])
-            if size >= budget:
-              shard.close()
-              shard = None
-              shard_lengths.append(count)
-          continue
-        _, serialized = item
+      for piece in _pieces(examples):
         if shard is None:
           temp_paths.append(self._temp_path(len(temp_paths)))
           shard = _TFRecordShard(temp_paths[-1])
           size = count = 0
-        shard.write(serialized)
-        size += len(serialized)
-        count += 1
+        if not isinstance(piece, _BlockPiece):
+          shard.write(piece)
+          size, count = size + len(piece), count + 1
+        else:  # a block, cut where it reaches the budget; the rest comes back
+          keys, frames = piece.block
+          sizes = np.cumsum(frames.record_sizes()) + size
+          fits = int(np.searchsorted(sizes, budget)) + 1  # records up to the one reaching the budget
+          if fits < len(frames):
+            (keys, frames), rest = _split_block((keys, frames), fits)
+            piece.rest = rest
+          shard.write_block(frames)
+          size, count = int(sizes[len(frames) - 1]), count + len(frames)
         if size >= budget:
           shard.close()
           shard = None
