@@ -126,8 +126,11 @@ NOT_A_NUMBER, INTEGER, DECIMAL = 0, 1, 2
 
 
 def number_forms(texts: ByteColumn) -> np.ndarray:
-  """Per text: INTEGER (`[+-]digits`), DECIMAL (`[+-]digits.digits[e[+-]digits]`, either side of
-  the point may be empty but not both) or NOT_A_NUMBER (anything else, spaces and `inf` included)."""
+  """Per text: INTEGER (`-12`, `+7`), DECIMAL (digits with a point, an exponent or both: `1.5`,
+  `.5`, `5.`, `-1e5`) or NOT_A_NUMBER (anything else, spaces, `_`, `inf` and `nan` included).
+
+  Every INTEGER parses with Python's `int()` and every DECIMAL with `float()`.
+  """
   return _number_forms(texts.data, texts.offsets)
 
 
