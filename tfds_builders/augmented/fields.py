@@ -261,7 +261,7 @@ class FieldCodec:
         return None
       if self.spec.dtype == "float64":
         return record_blocks.fixed_entries(self._key, values.astype("<f8"), "bytes")
-      return record_blocks.fixed_entries(self._key, values.astype(np.float32).astype("<f4"), "float_list")
+      return record_blocks.fixed_entries(self._key, values.astype("<f4"), "float_list")
     if kind not in ("b" if self.spec.dtype == "bool" else "biu"):
       return None
     if len(values) and self.spec.dtype != "bool":

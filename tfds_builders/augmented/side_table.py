@@ -73,7 +73,6 @@ class KeyIndex:
   def __init__(self, keys: np.ndarray | Sequence[bytes]):
     self._rows: dict[bytes, int] | None = None
     self._dense: np.ndarray | None = None
-    self._count = len(keys)
     if not isinstance(keys, np.ndarray):
       self._rows = {key: row for row, key in enumerate(keys)}
       self._count = len(self._rows)

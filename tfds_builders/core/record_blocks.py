@@ -18,9 +18,10 @@ import numpy as np
 from tfds_builders.core import record_index
 from tfds_builders.core import serialization
 from tfds_builders.core import shard_writer
+from tfds_builders.core import tfrecord_io
 
 _TAG_1, _TAG_2 = 0x0A, 0x12
-_FRAME_BYTES = 16  # length (8), its masked CRC (4), the data's masked CRC (4)
+_FRAME_BYTES = tfrecord_io.FRAME_BYTES
 
 
 @dataclasses.dataclass(frozen=True)

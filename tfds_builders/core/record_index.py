@@ -20,8 +20,8 @@ import numpy as np
 from tfds_builders.core import errors
 from tfds_builders.core import tfrecord_io
 
-_HEADER_BYTES = 12  # length, masked CRC of the length
-_FRAME_BYTES = 16  # header and the masked CRC of the data
+_HEADER_BYTES = tfrecord_io.FRAME_HEADER_BYTES
+_FRAME_BYTES = tfrecord_io.FRAME_BYTES
 _WINDOW_BYTES = 16 * 1024 * 1024  # mapped (or decompressed) at a time: RSS stays flat
 _BLOCK_RECORDS = 65536
 # _walk_frames statuses.

@@ -15,6 +15,7 @@ from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core import naming
 
 from tfds_builders.core import errors
+from tfds_builders.core import tfrecord_io
 
 KeySerialized = tuple[object, bytes]
 
@@ -42,10 +43,11 @@ class FramedRecords:
     """The records without their frames."""
     blob = self.data.tobytes()
     starts = [0, *self.ends[:-1].tolist()]
-    return [blob[start + _HEADER_BYTES:end - _CRC_BYTES] for start, end in zip(starts, self.ends.tolist())]
+    return [blob[start + tfrecord_io.FRAME_HEADER_BYTES:end - tfrecord_io.FRAME_CRC_BYTES]
+            for start, end in zip(starts, self.ends.tolist())]
 
   def record_sizes(self) -> np.ndarray:
-    return np.diff(self.ends, prepend=0) - _HEADER_BYTES - _CRC_BYTES
+    return np.diff(self.ends, prepend=0) - tfrecord_io.FRAME_BYTES
 
   def split(self, count: int) -> tuple[FramedRecords, FramedRecords]:
     """The first `count` frames, and the rest."""
@@ -53,7 +55,6 @@ class FramedRecords:
     return FramedRecords(self.data[:cut], self.ends[:count]), FramedRecords(self.data[cut:], self.ends[count:] - cut)
 
 
-_HEADER_BYTES, _CRC_BYTES = 12, 4  # a TFRecord frame: length and its CRC, data, the data's CRC
 Block = tuple[Sequence[object], FramedRecords]
 StreamItem = KeySerialized | Block
 

@@ -14,6 +14,10 @@ from tfds_builders.core import errors
 from tfds_builders.core import paths
 
 COMPRESSIONS = ("auto", "none", "gzip")
+# A TFRecord frame: length (8) and its masked CRC32C (4), the data, the data's masked CRC32C (4).
+FRAME_HEADER_BYTES = 12
+FRAME_CRC_BYTES = 4
+FRAME_BYTES = FRAME_HEADER_BYTES + FRAME_CRC_BYTES
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
