@@ -113,6 +113,49 @@ def test_frames_and_int_keys_equal_struct_and_protobuf(tmp_path, block_records, 
       assert key == want_value, raw
 
 
+LAYOUT = {"id": "int64_list", "image": "bytes_list"}
+# Records with their number of values of each LAYOUT feature, or None where the
+# layout check must refuse them (other features or kinds, non-canonical wire).
+LAYOUT_RECORDS = [(raw, None) for raw in RECORDS[2:]] + [
+    (RECORDS[0], [1, 1]),
+    (RECORDS[1], [1, 1]),  # image first
+    (proto(id=int64s(3), image=tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"", b"c" * 200]))), [1, 3]),
+    (proto(id=int64s(-1, 2**63 - 1, 0), image=tf.train.Feature(bytes_list=tf.train.BytesList())), [3, 0]),
+    (proto(id=int64s(4), image=tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"z"])), extra=int64s(1)), None),
+    (example(entry("id", delimited(3, delimited(1, b"\xff" * 10 + b"\x01"))), entry("image", delimited(1, b""))), None),
+    (example(entry("id", delimited(3, delimited(1, b"\x85"))), entry("image", delimited(1, b""))), None),
+    (example(entry("id", delimited(3, b"\x08\x05")), entry("image", delimited(1, b""))), None),  # unpacked
+    (example(entry("image", delimited(1, delimited(1, b"q"))), entry("id", b"")), None),  # a Feature with no kind
+    (example(entry("id", delimited(3, delimited(1, b"\x05"))), entry("image", delimited(1, b""))), [1, 0]),
+]
+
+
+@pytest.mark.parametrize("block_records", [1, 65536])
+def test_layout_check_equals_protobuf_on_canonical_records_and_reads_the_key(tmp_path, block_records):
+  layout = record_index.ExampleLayout.of(LAYOUT)
+  record_file = write(tmp_path / "r.tfrecord", [raw for raw, _ in LAYOUT_RECORDS])
+  blocks = list(record_index.scan(record_file, key="id", layout=layout, block_records=block_records))
+  conforms = np.concatenate([block.conforms for block in blocks])
+  value_counts = np.concatenate([block.value_counts for block in blocks])
+  for (raw, want), conform, counts in zip(LAYOUT_RECORDS, conforms, value_counts, strict=True):
+    assert conform == (want is not None), raw
+    if conform:
+      assert counts.tolist() == want, raw
+      assert want == [protobuf_view(raw, name, kind)[0] for name, kind in LAYOUT.items()]
+  # Keys read by the layout's parse equal those of the key-only walk.
+  assert scanned(record_file, key="id", layout=layout, block_records=block_records) == scanned(record_file, key="id")
+  # ExampleLayout.check on records in a buffer finds the same.
+  starts, ends, offset = [], [], 0
+  data = (tmp_path / "r.tfrecord").read_bytes()
+  for raw, _ in LAYOUT_RECORDS:
+    starts.append(offset + 12)
+    ends.append(offset + 12 + len(raw))
+    offset += 16 + len(raw)
+  checked, checked_counts = layout.check(np.frombuffer(data, np.uint8), np.array(starts), np.array(ends))
+  assert checked.tolist() == conforms.tolist()
+  assert checked_counts[checked].tolist() == value_counts[conforms].tolist()
+
+
 def test_bytes_keys_and_gzip(tmp_path):
   records = [proto(name=tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"n{i}".encode() * i]))) for i in range(50)]
   plain = scanned(write(tmp_path / "p.tfrecord", records), key="name", key_kind="bytes_list")
