@@ -1078,6 +1078,87 @@ def test_overlay_reading_frames_equals_one_reading_every_record(tmp_path, missin
     assert stored(sparse, split) == stored(verified, split)
   assert_examples_equal(examples(load_augmented(sparse.data_dir, split="train")),
                         examples(load_augmented(verified.data_dir, split="train")))
+  # The sparse overlay learned the raw base's schema (tokens: lengths 1 to 3) and counts in its own walk.
+  assert sparse.info.metadata["augmented"]["base"] == verified.info.metadata["augmented"]["base"]
+  assert sparse.info.metadata["augmented"]["base"]["features"]["content"]["features"]["tokens"]["tensor"]["shape"] == {"dimensions": ["-1"]}
+  assert provenance_of(sparse)["base"] == provenance_of(verified)["base"]
+
+
+def provenance_of(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+  return builder.info.metadata[provenance.PROVENANCE_KEY]
+
+
+def _flip_a_byte_of_record_1(path: pathlib.Path, records: list[bytes]) -> None:
+  data = bytearray(write_records(path, records).read_bytes())
+  data[12 + len(records[0]) + 4 + 12 + 5] ^= 0xFF  # inside record 1's Example (12-byte header, 4-byte CRC)
+  path.write_bytes(bytes(data))
+
+
+def _truncate(path: pathlib.Path, records: list[bytes]) -> None:
+  path.write_bytes(write_records(path, records).read_bytes()[:-3])
+
+
+def _replace_record_1(record: bytes):
+  return lambda path, records: write_records(path, [records[0], record] + records[2:])
+
+
+# Ways to damage a base file of 3 records: each writes the damaged file.
+BAD_SECOND_FILES = {
+    "corrupt": _flip_a_byte_of_record_1,
+    "truncated": _truncate,
+    "other-kind": _replace_record_1(example_bytes(id=[b"two"], text=[b"t"], score=[1.0], tokens=[1])),
+    "not-an-example": _replace_record_1(b"\xff\xff not a proto"),
+    "extra-feature": _replace_record_1(example_bytes(id=[1], text=[b"t"], score=[1.0], tokens=[1], x=[2])),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BAD_SECOND_FILES))
+def test_a_walked_overlay_names_a_bad_base_record_as_a_first_read_does(tmp_path, damage):
+  """An overlay learns a raw base's schema in its walk: a bad record fails the build with the first read's error."""
+  sources = raw_base(tmp_path / "raw")
+  path = pathlib.Path(sources["train"][1])
+  original = path.read_bytes()
+  BAD_SECOND_FILES[damage](path, read_records([path]))
+  table = str(labels_csv(tmp_path / "l.csv", range(100, 110)))
+  with pytest.raises((errors.SourceError, errors.SchemaError)) as first_read:
+    make_builder(tmp_path, base_records=sources, side_table=table, join_key="id")  # materialize: read first
+  with pytest.raises(first_read.type) as walked:
+    build(tmp_path, "o", mode="overlay", base_records=sources, side_table=table, join_key="id")
+  bad = f"{path}: record {2 if damage == 'truncated' else 1} "  # the last record is truncated
+  assert bad in str(walked.value) and bad in str(first_read.value)
+  if damage != "truncated":  # the frame walk words a truncated record its own way
+    assert str(walked.value) == str(first_read.value)
+  assert_nothing_loadable(tmp_path / "tfds")
+  path.write_bytes(original)  # repaired: a rerun succeeds
+  builder = build(tmp_path, "o", mode="overlay", base_records=sources, side_table=table, join_key="id")
+  assert builder.info.splits["train"].num_examples == 7
+
+
+def test_a_walked_overlay_cut_short_still_records_the_whole_base(tmp_path):
+  sources = raw_base(tmp_path / "raw")
+  config = dict(mode="overlay", base_records=sources, side_table=str(labels_csv(tmp_path / "l.csv", range(100, 110))),
+                join_key="id")
+  whole = build(tmp_path, "whole", **config)
+  cut = make_builder(tmp_path, "cut", **config)
+  cut.download_and_prepare(download_config=tfds.download.DownloadConfig(max_examples_per_split=2))
+  assert cut.info.splits["train"].num_examples == 2
+  assert cut.info.metadata["augmented"]["base"] == whole.info.metadata["augmented"]["base"]
+
+
+def test_a_walked_overlay_skips_empty_files_and_refuses_an_empty_split(tmp_path):
+  sources = raw_base(tmp_path / "raw")
+  empty = tmp_path / "raw" / "empty.tfrecord"
+  empty.write_bytes(b"")
+  table = str(labels_csv(tmp_path / "l.csv", range(100, 110)))
+  builder = build(tmp_path, "o", mode="overlay", base_records={"train": [str(empty)] + sources["train"]},
+                  side_table=table, join_key="id")
+  assert builder.info.metadata["augmented"]["base"]["splits"]["train"][0] == ["empty.tfrecord", "", 0, 0]
+  assert [e["id"] for e in examples(load_augmented(builder.data_dir, split="train"))] == list(range(100, 107))
+  with pytest.raises(errors.SourceError, match=r"Base split\(s\) \['test'\] hold no records"):
+    make_builder(tmp_path, "e", mode="overlay", base_records={"train": sources["train"], "test": [str(empty)]},
+                 side_table=table, join_key="id")
+  with pytest.raises(errors.SourceError, match=r"hold no records\. Give files with at least one"):
+    make_builder(tmp_path, "n", mode="overlay", base_records={"train": [str(empty)]}, side_table=table, join_key="id")
 
 
 def test_verify_base_applies_to_overlays_only(tmp_path):

@@ -177,13 +177,12 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
-    plan = self._plan
-    self.info.metadata[METADATA_KEY] = plan.metadata()
-    self.record_provenance(**plan.provenance())
-    return {split: self._generate_examples(split=split) for split in plan.base.splits}
+    return {split: self._generate_examples(split=split) for split in self._plan.base.splits}
 
   def _generate_examples(self, split: str) -> streaming_builder.Partitions:
     plan = self._plan
+    if plan.walk:  # file offsets are learned as the walk goes: one partition reads the files in order
+      return streaming_builder.Partitions([functools.partial(_walked_split_examples, plan, split)])
     return streaming_builder.Partitions([
         functools.partial(_file_examples, plan, split, index)
         for index in range(len(plan.base.splits[split].files))
@@ -191,15 +190,23 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def _generate_splits(self, dl_manager, download_config):
     plan = self._plan
-    local_pool = not self._uses_beam(download_config) and plan.function
+    uses_beam = self._uses_beam(download_config)
+    if plan.walk and uses_beam:  # Beam's partitions need every file's offset first
+      plan = self._plan = plan.with_base(plan.walk.base())
+    elif plan.walk:
+      plan.walk.reset()
+    local_pool = not uses_beam and plan.function
     with (
         function_calls.worker_pool(plan.function, plan.base.features_source, plan.num_workers)
         if local_pool else contextlib.nullcontext()
     ):
       split_infos = super()._generate_splits(dl_manager, download_config)
-    self.info.metadata[METADATA_KEY]["missing"] = {
-        info.name: plan.missing_count(info) for info in split_infos
+    if plan.walk:
+      plan = self._plan = plan.with_base(plan.walk.base())
+    self.info.metadata[METADATA_KEY] = {
+        **plan.metadata(), "missing": {info.name: plan.missing_count(info) for info in split_infos},
     }
+    self.record_provenance(**plan.provenance())
     return split_infos
 
   @functools.cached_property
@@ -249,6 +256,18 @@ class _Plan:
   overwrite: frozenset[str]
   verify_base: bool
   num_workers: int
+  # A raw base whose schema and counts the overlay's own walk learns (`base`
+  # is then provisional: no counts); None when `base` is complete.
+  walk: base_lib.RecordsWalk | None = None
+
+  @property
+  def reads_keys_only(self) -> bool:
+    """An overlay joined from a side table alone: it reads only frames and join keys."""
+    return _reads_keys_only(self.mode, self.side is not None, self.function, self.verify_base)
+
+  def with_base(self, base: base_lib.Base) -> _Plan:
+    """This plan with a complete base, no longer walked."""
+    return dataclasses.replace(self, base=base, walk=None)
 
   @property
   def new_specs(self) -> tuple[fields.FieldSpec, ...]:
@@ -324,9 +343,13 @@ class _Plan:
   @classmethod
   def from_config(cls, config: BuilderConfig) -> _Plan:
     _check_config(config)
+    walk = None
     if config.base_records:
       sources = {split: config.base_records[split] for split in _known_splits(config)}
-      base = base_lib.open_records(sources, config.base_compression, config.data_root)
+      has_table = bool(config.side_table or config.side_table_sql)
+      if _reads_keys_only(config.mode, has_table, config.function, config.verify_base):
+        walk = base_lib.RecordsWalk.survey(sources, config.base_compression, config.data_root)
+      base = walk.provisional() if walk else base_lib.open_records(sources, config.base_compression, config.data_root)
     else:
       base = base_lib.open_prepared(_base_location(config), config.base_data_dir, config.splits)
     declared = {
@@ -372,8 +395,12 @@ class _Plan:
         join_kind=join_kind, fallback_entries=fallback_entries,
         function=config.function, function_specs=function_specs,
         missing_policy=config.missing_policy, overwrite=frozenset(config.overwrite_fields),
-        verify_base=config.verify_base, num_workers=config.num_workers,
+        verify_base=config.verify_base, num_workers=config.num_workers, walk=walk,
     )
+
+
+def _reads_keys_only(mode: str, has_table: bool, function: str, verify_base: bool) -> bool:
+  return mode == "overlay" and has_table and not function and not verify_base
 
 
 def _check_config(config: BuilderConfig) -> None:
@@ -567,7 +594,21 @@ class _Keys(Sequence[str]):
     return _key(self._split, self._indices[at])
 
 
-def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[streaming_builder.StreamItem]:
+def _walked_split_examples(plan: _Plan, split: str) -> Iterator[streaming_builder.StreamItem]:
+  """The output examples of a walked base's split: its files in order, each counted once walked."""
+  offset = 0
+  for index in range(len(plan.base.splits[split].files)):
+    count = 0
+    for keys, records in _file_examples(plan, split, index, offset):
+      count += len(keys)
+      yield keys, records
+    plan.walk.counted(split, index, count)
+    offset += count
+
+
+def _file_examples(
+    plan: _Plan, split: str, file_index: int, offset: int | None = None
+) -> Iterator[streaming_builder.StreamItem]:
   """The output examples of one base file, in its record order.
 
   Per batch of records, the join keys are read (protobuf's parser, or the
@@ -580,7 +621,7 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[streami
   (`core.record_blocks`).
   """
   file = plan.base.splits[split].files[file_index]
-  offset = plan.base.splits[split].offsets[file_index]
+  offset = plan.base.splits[split].offsets[file_index] if offset is None else offset
   overlay = plan.mode == "overlay"
   skip = plan.missing_policy == "skip"
   alignment = _Alignment(with_matched=skip) if overlay else None
@@ -588,7 +629,7 @@ def _file_examples(plan: _Plan, split: str, file_index: int) -> Iterator[streami
   dropped = plan.dropped_base_keys
   drop = (lambda name: None if name in dropped else name) if dropped else None
 
-  scanned = overlay and plan.side is not None and not plan.function and not plan.verify_base
+  scanned = plan.reads_keys_only
   # Overlays that read the records take fingerprints from a separate frame walk.
   frames = _frame_fingerprints(file) if overlay and not scanned else None
 
@@ -720,9 +761,15 @@ def _batches(file: base_lib.BaseFile, first: int = 0) -> Iterator[_Batch]:
 
 
 def _scanned_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Batch, list[Any], np.ndarray]]:
-  """`(batch, join keys, fingerprints)` of a base file, reading only frames and join keys."""
+  """`(batch, join keys, fingerprints)` of a base file, reading only frames and join keys.
+
+  A walked base's records are also checked against its schema in the same pass.
+  """
   from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: overlays only
-  for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind):
+  walk_options = dict(layout=plan.walk.layout, with_window=True) if plan.walk else {}
+  for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind, **walk_options):
+    if plan.walk:
+      plan.walk.add(file.record_file(), block)
     wrong = np.flatnonzero(block.key_counts != 1)
     if len(wrong):
       count = int(block.key_counts[wrong[0]])
@@ -748,6 +795,8 @@ def _scanned_blocks(file: base_lib.BaseFile, **scan_options: Any) -> Iterator[An
 
 
 def _check_count(file: base_lib.BaseFile, found: int, final: bool = False) -> None:
+  if file.num_records is None:  # a walked base: this walk counts it
+    return
   if found > file.num_records or (final and found != file.num_records):
     raise errors.SourceError(
         errors.with_hint(

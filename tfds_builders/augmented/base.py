@@ -29,7 +29,7 @@ class BaseFile:
 
   path: str
   compression: str  # "" or "GZIP"
-  num_records: int
+  num_records: int | None  # None: not counted yet (a base being walked, see RecordsWalk)
   num_bytes: int
 
   @property
@@ -195,13 +195,30 @@ def open_records(
     SourceError: for a missing file or a corrupt record (naming file and index).
     SchemaError: for records that are no Examples or disagree on features.
   """
+  record_files = _expand_records(sources, compression, root)
+  schema, counts = example_schema.infer_files([file for files in record_files.values() for file in files])
+  return _records_base(sources, record_files, schema, counts, root)
+
+
+def _expand_records(
+    sources: Mapping[str, Sequence[str] | str], compression: str, root: str | None
+) -> dict[str, list[tfrecord_io.RecordFile]]:
   if not sources:
     raise errors.ConfigError("base_records is empty; give {split: [files or globs]}.")
-  record_files = {
+  return {
       split: tfrecord_io.expand(patterns, compression=compression, root=root)
       for split, patterns in sources.items()
   }
-  schema, counts = example_schema.infer_files([file for files in record_files.values() for file in files])
+
+
+def _records_base(
+    sources: Mapping[str, Sequence[str] | str],
+    record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]],
+    schema: example_schema.Schema | None,
+    counts: Sequence[int | None],
+    root: str | None,
+) -> Base:
+  """The Base of raw files given their schema and record counts (None: not known yet)."""
   counts_left = iter(counts)
   base_splits = {
       split: BaseSplit(split, tuple(
@@ -210,10 +227,11 @@ def open_records(
       for split, files in record_files.items()
   }
   if schema is None:
-    raise errors.SourceError(
-        f"The base_records {dict(sources)} hold no records. Give files with at least one tf.train.Example."
-    )
-  empty = [split for split, base_split in base_splits.items() if not base_split.num_examples]
+    raise _no_records(sources)
+  empty = [
+      split for split, base_split in base_splits.items()
+      if all(file.num_records == 0 or not file.num_bytes for file in base_split.files)
+  ]
   if empty:
     raise errors.SourceError(
         f"Base split(s) {empty} hold no records; give each split at least one "
@@ -228,6 +246,88 @@ def open_records(
       features_json=json.dumps(features.to_json(), sort_keys=True),
       splits=base_splits,
   )
+
+
+def _no_records(sources: Mapping[str, Sequence[str] | str]) -> errors.SourceError:
+  return errors.SourceError(
+      f"The base_records {dict(sources)} hold no records. Give files with at least one tf.train.Example."
+  )
+
+
+class RecordsWalk:
+  """Raw TFRecord files read once, by the build's own walk, rather than first by `open_records`.
+
+  `open_records` reads every record for the schema and counts before a
+  build starts. A build that walks every record anyway (an overlay reading
+  frames and join keys with `core.record_index.scan`) learns the same on its
+  way: it checks each block against `layout`, `add`s it, and reports each
+  file's count. `base()` is then the Base `open_records` gives, reached
+  through the same checks and errors (which surface as the walk reaches the
+  record). Before that, `provisional()` has the features and kinds of the
+  first record, and no counts.
+  """
+
+  def __init__(self, sources: Mapping[str, Sequence[str] | str],
+               record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]], root: str | None,
+               first: tuple[tfrecord_io.RecordFile, bytes]):
+    self._sources = sources
+    self._record_files = record_files
+    self._root = root
+    self._first = first
+    self.reset()
+
+  @classmethod
+  def survey(cls, sources: Mapping[str, Sequence[str] | str], compression: str, root: str | None) -> RecordsWalk | None:
+    """The files and their first record; None if one is compressed (then use `open_records`)."""
+    record_files = _expand_records(sources, compression, root)
+    if any(file.compression for files in record_files.values() for file in files):
+      return None
+    for files in record_files.values():
+      for file in files:
+        for record in tfrecord_io.read_records(file):
+          return cls(sources, record_files, root, (file, record))
+    raise _no_records(sources)
+
+  def reset(self) -> None:
+    """Forgets what a walk learned (a build that failed, run again)."""
+    self._inference = example_schema.SchemaInference()
+    file, record = self._first
+    self._inference.add_record(record, file.name, 0)
+    self._counts: dict[tuple[str, int], int] = {}
+
+  @property
+  def layout(self) -> Any:
+    """The `core.record_index.ExampleLayout` to scan the files with."""
+    return self._inference.layout
+
+  def provisional(self) -> Base:
+    """The base with the first record's features and no record counts."""
+    files = [file for files in self._record_files.values() for file in files]
+    return _records_base(self._sources, self._record_files, self._inference.schema, [None] * len(files), self._root)
+
+  def add(self, file: tfrecord_io.RecordFile, block: Any) -> None:
+    """Adds a `scan` block (scanned with `layout` and its window) of a file to the schema.
+
+    Raises:
+      SchemaError, SourceError: as `open_records`, naming the file and record.
+    """
+    starts, ends = block.record_bounds()
+    self._inference.add_checked(
+        block.conforms, block.value_counts, lambda row: block.window[starts[row]:ends[row]].tobytes(),
+        file, block.first, crc_checked=False,
+    )
+
+  def counted(self, split: str, index: int, count: int) -> None:
+    """Records that file `index` of `split` was walked to its end and holds `count` records."""
+    self._counts[(split, index)] = count
+
+  def base(self) -> Base:
+    """The Base `open_records` gives: learned from the walk if it read every file, else read again."""
+    keys = [(split, index) for split, files in self._record_files.items() for index in range(len(files))]
+    if all(key in self._counts for key in keys):
+      counts = [self._counts[key] for key in keys]
+      return _records_base(self._sources, self._record_files, self._inference.schema, counts, self._root)
+    return open_records(self._sources, "none", self._root)
 
 
 def _common_dir(record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]]) -> str:
