@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from etils import epath
 
+from tfds_builders.core import crc32c
 from tfds_builders.core import errors
 from tfds_builders.core import record_index
 from tfds_builders.core import tfrecord_io
@@ -154,6 +155,25 @@ def test_layout_check_equals_protobuf_on_canonical_records_and_reads_the_key(tmp
   checked, checked_counts = layout.check(np.frombuffer(data, np.uint8), np.array(starts), np.array(ends))
   assert checked.tolist() == conforms.tolist()
   assert checked_counts[checked].tolist() == value_counts[conforms].tolist()
+
+
+def test_both_crc32c_implementations_give_the_checksums_tensorflow_writes(tmp_path):
+  rng = np.random.default_rng(0)
+  records = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for size in [0, 1, 7, 8, 9, 15, 16, 17, 100, 4099]]
+  write(tmp_path / "c.tfrecord", records)
+  data = np.frombuffer((tmp_path / "c.tfrecord").read_bytes(), np.uint8)
+  implementations = [crc32c.table_masked_crc32c] + ([crc32c.hardware_masked_crc32c] if crc32c.HARDWARE else [])
+  for offset, length, stored_crc in struct_frames(tmp_path / "c.tfrecord"):
+    header_crc = int.from_bytes(data[offset + 8:offset + 12].tobytes(), "little")
+    for masked_crc32c in implementations:
+      assert masked_crc32c(data, offset + 12, length) == stored_crc, (masked_crc32c, length)
+      assert masked_crc32c(data, offset, 8) == header_crc
+  # Unaligned starts and every tail length agree.
+  buffer = rng.integers(0, 256, 300, dtype=np.uint8)
+  for start in range(9):
+    for count in range(0, 40):
+      assert {f(buffer, start, count) for f in implementations} == {crc32c.table_masked_crc32c(buffer, start, count)}
+  assert crc32c.masked_crc32c is (crc32c.hardware_masked_crc32c if crc32c.HARDWARE else crc32c.table_masked_crc32c)
 
 
 def test_bytes_keys_and_gzip(tmp_path):

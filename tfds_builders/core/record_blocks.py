@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from tfds_builders.core import record_index
+from tfds_builders.core import crc32c
 from tfds_builders.core import serialization
 from tfds_builders.core import shard_writer
 from tfds_builders.core import tfrecord_io
@@ -286,7 +286,7 @@ def _framed_examples(entries_data, entries_offsets, index, fixed, fallback, with
     body = entry.shape[0] + width
     length = 1 + _varint_size(body) + body if with_head else body
     _put_little_endian(data, pos, length, 8)
-    _put_little_endian(data, pos + 8, record_index.masked_crc32c(data, pos, 8), 4)
+    _put_little_endian(data, pos + 8, crc32c.masked_crc32c(data, pos, 8), 4)
     record = pos + 12
     pos = record
     if with_head:
@@ -296,6 +296,6 @@ def _framed_examples(entries_data, entries_offsets, index, fixed, fallback, with
     pos += entry.shape[0]
     data[pos:pos + width] = fixed[i]
     pos += width
-    _put_little_endian(data, pos, record_index.masked_crc32c(data, record, length), 4)
+    _put_little_endian(data, pos, crc32c.masked_crc32c(data, record, length), 4)
     pos += 4
   return data, ends

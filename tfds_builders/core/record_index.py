@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import numba
 import numpy as np
 
+from tfds_builders.core import crc32c
 from tfds_builders.core import errors
 from tfds_builders.core import tfrecord_io
 
@@ -32,40 +33,6 @@ _FULL, _INCOMPLETE, _BAD_HEADER = 0, 1, 2
 KIND_FIELDS = {"bytes_list": 1, "float_list": 2, "int64_list": 3}
 MALFORMED = -1  # a key count: the record is no valid tf.train.Example
 _KIND_TAGS = np.array([field << 3 | 2 for field in KIND_FIELDS.values()], np.uint8)  # bytes, float, int64
-
-
-def _crc32c_tables() -> np.ndarray:
-  """Slicing-by-8 tables of CRC32C (Castagnoli, reflected)."""
-  tables = np.zeros((8, 256), np.int64)
-  for byte in range(256):
-    crc = byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    tables[0, byte] = crc
-  for k in range(1, 8):
-    tables[k] = (tables[k - 1] >> 8) ^ tables[0, tables[k - 1] & 0xFF]
-  return tables
-
-
-_CRC32C = _crc32c_tables()
-
-
-@numba.njit(cache=True, nogil=True)
-def masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
-  """The masked CRC32C of buf[start:start + count], as TFRecord frames store it."""
-  crc = np.int64(0xFFFFFFFF)
-  pos, end = start, start + count
-  while end - pos >= 8:
-    crc ^= np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24)
-    crc = (_CRC32C[7, crc & 0xFF] ^ _CRC32C[6, (crc >> 8) & 0xFF] ^ _CRC32C[5, (crc >> 16) & 0xFF]
-           ^ _CRC32C[4, crc >> 24] ^ _CRC32C[3, buf[pos + 4]] ^ _CRC32C[2, buf[pos + 5]]
-           ^ _CRC32C[1, buf[pos + 6]] ^ _CRC32C[0, buf[pos + 7]])
-    pos += 8
-  while pos < end:
-    crc = _CRC32C[0, (crc ^ buf[pos]) & 0xFF] ^ (crc >> 8)
-    pos += 1
-  crc ^= 0xFFFFFFFF
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 @numba.njit(cache=True, nogil=True)
@@ -97,7 +64,7 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
     if pos + _HEADER_BYTES > size:
       return count, pos, _INCOMPLETE, _HEADER_BYTES
     length = _little_endian(buf, pos, 8)
-    if masked_crc32c(buf, pos, 8) != _little_endian(buf, pos + 8, 4):
+    if crc32c.masked_crc32c(buf, pos, 8) != _little_endian(buf, pos + 8, 4):
       return count, pos, _BAD_HEADER, 0
     if length < 0 or pos + _FRAME_BYTES + length > size:
       return count, pos, _INCOMPLETE, _FRAME_BYTES + length
