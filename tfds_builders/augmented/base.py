@@ -282,17 +282,19 @@ class RecordsWalk:
     record_files = _expand_records(sources, compression, root)
     if any(file.compression for files in record_files.values() for file in files):
       return None
+    from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: overlays only
     for files in record_files.values():
       for file in files:
-        for record in tfrecord_io.read_records(file):
-          return cls(sources, record_files, root, (file, record))
+        for block in record_index.scan(file, block_records=1, with_window=True):  # mapped: no reader to start
+          starts, ends = block.record_bounds()
+          return cls(sources, record_files, root, (file, block.window[starts[0]:ends[0]].tobytes()))
     raise _no_records(sources)
 
   def reset(self) -> None:
     """Forgets what a walk learned (a build that failed, run again)."""
     self._inference = example_schema.SchemaInference()
     file, record = self._first
-    self._inference.add_record(record, file.name, 0)
+    self._inference.add_file_record(record, file, 0, crc_checked=False)
     self._counts: dict[tuple[str, int], int] = {}
 
   @property

@@ -289,11 +289,12 @@ class SchemaInference:
     begin = 0
     for mismatch in np.flatnonzero(~conforms).tolist():
       self._widen(value_counts, begin, mismatch)
-      self._add_unchecked(record_at(mismatch), file, first_index + mismatch, crc_checked)
+      self.add_file_record(record_at(mismatch), file, first_index + mismatch, crc_checked)
       begin = mismatch + 1
     self._widen(value_counts, begin, len(conforms))
 
-  def _add_unchecked(self, record: bytes, file: tfrecord_io.RecordFile, index: int, crc_checked: bool) -> None:
+  def add_file_record(self, record: bytes, file: tfrecord_io.RecordFile, index: int, crc_checked: bool) -> None:
+    """`add_record` of record `index` of a file; one that fails is first CRC-checked unless it was."""
     try:
       self.add_record(record, file.name, index)
     except errors.SchemaError:
@@ -316,7 +317,7 @@ class SchemaInference:
     for batch in batches:
       row = 0
       while row < len(batch.starts) and self.schema is None:  # the first record sets the schema
-        self._add_unchecked(batch.record(row), file, count + row, batch.crc_checked)
+        self.add_file_record(batch.record(row), file, count + row, batch.crc_checked)
         row += 1
       if row < len(batch.starts):
         conforms, value_counts = self.layout.check(batch.buffer, batch.starts[row:], batch.ends[row:])
