@@ -25,9 +25,11 @@ setuptools.setup(
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9.4,<4.10",
         "numpy>=1.24",
-        # Compiles the TFRecord frame walk and block encoders that make overlays fast
-        # (core/record_index.py, core/record_blocks.py).
+        # Compiles the TFRecord frame walk, block encoders and CRC32C that make overlays
+        # fast (core/record_index.py, core/record_blocks.py, core/crc32c.py); llvmlite,
+        # numba's own code generator, emits the CPU's CRC32 instruction.
         "numba>=0.59",
+        "llvmlite",
         # Reads side tables a column at a time (CSV and Parquet); Beam requires it too.
         "pyarrow>=14",
         "psycopg2-binary>=2.9",
