@@ -8,6 +8,7 @@ and 6x on long ones; both give the same values (tested).
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 from llvmlite import binding
 from llvmlite import ir
@@ -69,24 +70,23 @@ def table_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
   return _masked(crc)
 
 
-@intrinsic
-def _crc32c_u64(typingctx, crc, value):  # pylint: disable=unused-argument
-  """SSE4.2 `crc32` of 8 bytes."""
-  def codegen(context, builder, signature, args):
-    function_type = ir.FunctionType(ir.IntType(64), [ir.IntType(64), ir.IntType(64)])
-    function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.x86.sse42.crc32.64.64")
-    return builder.call(function, args)
-  return types.uint64(types.uint64, types.uint64), codegen
+def _crc_instruction(crc_bits: int, value_bits: int) -> Any:
+  """An intrinsic running SSE4.2 `crc32` on a value of `value_bits` (the CRC is held in `crc_bits`)."""
+  crc_type, value_type = getattr(types, f"uint{crc_bits}"), getattr(types, f"uint{value_bits}")
+  function_type = ir.FunctionType(ir.IntType(crc_bits), [ir.IntType(crc_bits), ir.IntType(value_bits)])
+
+  @intrinsic
+  def instruction(typingctx, crc, value):  # pylint: disable=unused-argument
+    def codegen(context, builder, signature, args):
+      name = f"llvm.x86.sse42.crc32.{crc_bits}.{value_bits}"
+      return builder.call(cgutils.get_or_insert_function(builder.module, function_type, name), args)
+    return crc_type(crc_type, value_type), codegen
+
+  return instruction
 
 
-@intrinsic
-def _crc32c_u8(typingctx, crc, value):  # pylint: disable=unused-argument
-  """SSE4.2 `crc32` of one byte."""
-  def codegen(context, builder, signature, args):
-    function_type = ir.FunctionType(ir.IntType(32), [ir.IntType(32), ir.IntType(8)])
-    function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.x86.sse42.crc32.32.8")
-    return builder.call(function, args)
-  return types.uint32(types.uint32, types.uint8), codegen
+_crc32c_u64 = _crc_instruction(64, 64)  # 8 bytes at a time
+_crc32c_u8 = _crc_instruction(32, 8)  # the last bytes
 
 
 @intrinsic
