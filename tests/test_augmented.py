@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.dataset_info import DatasetInfoFileError
 
 import tfds_builders
 from tfds_builders.augmented import Builder

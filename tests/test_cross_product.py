@@ -27,7 +27,6 @@ from tfds_builders.cross_product import Builder
 from tfds_builders.cross_product import BuilderConfig
 from tfds_builders.cross_product import PairSpace
 from tfds_builders.cross_product import pair_is_sampled
-from tfds_builders.cross_product import pairs
 from tfds_builders.cross_product import spill
 
 # TFDS may look datasets up on GCS (info, pre-built data); tests stay offline.

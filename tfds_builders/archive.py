@@ -235,9 +235,6 @@ def _leaf_items(features) -> Iterator[tuple[str, Any]]:
 
 def _spool_split(builder, split: str, infos, work_dir: epath.Path) -> dict[str, _Column]:
   """First pass: decodes the split in batches and appends each feature's values to a file."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
   work_dir.mkdir(parents=True)
   columns = {}
   for name, info in infos.items():

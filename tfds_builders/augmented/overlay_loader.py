@@ -257,7 +257,7 @@ class _Join:
         ),
         tf.debugging.Assert(
             tf.equal(tf.cast(tf.strings.length(base_record), tf.int64), frame_length),
-            [f"Base example", index, f"of overlay {self.name} changed while it was read "
+            ["Base example", index, f"of overlay {self.name} changed while it was read "
              "(its length differs from its frame's). Load it again."],
         ),
     ]

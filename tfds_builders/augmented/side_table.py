@@ -6,7 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from etils import epath

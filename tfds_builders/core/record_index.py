@@ -14,7 +14,7 @@ import dataclasses
 import gzip
 import mmap
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numba
 import numpy as np

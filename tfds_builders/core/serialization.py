@@ -11,7 +11,7 @@ features (protobuf merges repeated top-level messages), which is what
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Union
 
 import numpy as np
