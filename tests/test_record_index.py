@@ -146,13 +146,9 @@ def test_layout_check_equals_protobuf_on_canonical_records_and_reads_the_key(tmp
   # Keys read by the layout's parse equal those of the key-only walk.
   assert scanned(record_file, key="id", layout=layout, block_records=block_records) == scanned(record_file, key="id")
   # ExampleLayout.check on records in a buffer finds the same.
-  starts, ends, offset = [], [], 0
-  data = (tmp_path / "r.tfrecord").read_bytes()
-  for raw, _ in LAYOUT_RECORDS:
-    starts.append(offset + 12)
-    ends.append(offset + 12 + len(raw))
-    offset += 16 + len(raw)
-  checked, checked_counts = layout.check(np.frombuffer(data, np.uint8), np.array(starts), np.array(ends))
+  frames = np.array([(offset + 12, offset + 12 + length) for offset, length, _ in struct_frames(tmp_path / "r.tfrecord")])
+  data = np.frombuffer((tmp_path / "r.tfrecord").read_bytes(), np.uint8)
+  checked, checked_counts = layout.check(data, frames[:, 0], frames[:, 1])
   assert checked.tolist() == conforms.tolist()
   assert checked_counts[checked].tolist() == value_counts[conforms].tolist()
 

@@ -766,7 +766,7 @@ def _scanned_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Ba
   A walked base's records are also checked against its schema in the same pass.
   """
   from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: overlays only
-  walk_options = dict(layout=plan.walk.layout, with_window=True) if plan.walk else {}
+  walk_options = plan.walk.scan_options if plan.walk else {}
   for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind, **walk_options):
     if plan.walk:
       plan.walk.add(file.record_file(), block)

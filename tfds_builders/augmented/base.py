@@ -260,7 +260,7 @@ class RecordsWalk:
   `open_records` reads every record for the schema and counts before a
   build starts. A build that walks every record anyway (an overlay reading
   frames and join keys with `core.record_index.scan`) learns the same on its
-  way: it checks each block against `layout`, `add`s it, and reports each
+  way: it scans with `scan_options`, `add`s each block, and reports each
   file's count. `base()` is then the Base `open_records` gives, reached
   through the same checks and errors (which surface as the walk reaches the
   record). Before that, `provisional()` has the features and kinds of the
@@ -286,8 +286,7 @@ class RecordsWalk:
     for files in record_files.values():
       for file in files:
         for block in record_index.scan(file, block_records=1, with_window=True):  # mapped: no reader to start
-          starts, ends = block.record_bounds()
-          return cls(sources, record_files, root, (file, block.window[starts[0]:ends[0]].tobytes()))
+          return cls(sources, record_files, root, (file, block.record(0)))
     raise _no_records(sources)
 
   def reset(self) -> None:
@@ -298,9 +297,9 @@ class RecordsWalk:
     self._counts: dict[tuple[str, int], int] = {}
 
   @property
-  def layout(self) -> Any:
-    """The `core.record_index.ExampleLayout` to scan the files with."""
-    return self._inference.layout
+  def scan_options(self) -> dict[str, Any]:
+    """What `core.record_index.scan` needs to give the blocks `add` takes."""
+    return {"layout": self._inference.layout, "with_window": True}
 
   def provisional(self) -> Base:
     """The base with the first record's features and no record counts."""
@@ -308,16 +307,12 @@ class RecordsWalk:
     return _records_base(self._sources, self._record_files, self._inference.schema, [None] * len(files), self._root)
 
   def add(self, file: tfrecord_io.RecordFile, block: Any) -> None:
-    """Adds a `scan` block (scanned with `layout` and its window) of a file to the schema.
+    """Adds a block of a file, scanned with `scan_options`, to the schema.
 
     Raises:
       SchemaError, SourceError: as `open_records`, naming the file and record.
     """
-    starts, ends = block.record_bounds()
-    self._inference.add_checked(
-        block.conforms, block.value_counts, lambda row: block.window[starts[row]:ends[row]].tobytes(),
-        file, block.first, crc_checked=False,
-    )
+    self._inference.add_checked(block.conforms, block.value_counts, block.record, file, block.first, crc_checked=False)
 
   def counted(self, split: str, index: int, count: int) -> None:
     """Records that file `index` of `split` was walked to its end and holds `count` records."""

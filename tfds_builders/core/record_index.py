@@ -32,7 +32,9 @@ _FULL, _INCOMPLETE, _BAD_HEADER = 0, 1, 2
 # tf.train.Feature's fields holding the values of each kind.
 KIND_FIELDS = {"bytes_list": 1, "float_list": 2, "int64_list": 3}
 MALFORMED = -1  # a key count: the record is no valid tf.train.Example
-_KIND_TAGS = np.array([field << 3 | 2 for field in KIND_FIELDS.values()], np.uint8)  # bytes, float, int64
+# The wire tag of each kind's field in a Feature (length-delimited).
+_TAG_OF_KIND = {kind: field << 3 | 2 for kind, field in KIND_FIELDS.items()}
+_BYTES_TAG, _FLOAT_TAG = _TAG_OF_KIND["bytes_list"], _TAG_OF_KIND["float_list"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -257,7 +259,7 @@ def _value_count(buf, start, end, kind_tag):
   multiple of 4 bytes, int64 varints of at most 10 bytes) or nothing.
   """
   count = 0
-  if kind_tag == _KIND_TAGS[0]:
+  if kind_tag == _BYTES_TAG:
     pos = start
     while pos < end:
       _, pos = _length_field(buf, pos, end, 0x0A)
@@ -270,7 +272,7 @@ def _value_count(buf, start, end, kind_tag):
   packed_start, packed_end = _length_field(buf, start, end, 0x0A)
   if packed_end != end:
     return -1
-  if kind_tag == _KIND_TAGS[1]:
+  if kind_tag == _FLOAT_TAG:
     return -1 if (end - packed_start) % 4 else (end - packed_start) // 4
   run = 0  # continuation bytes in a row
   for pos in range(packed_start, end):
@@ -354,7 +356,7 @@ class ExampleLayout:
     encoded = [name.encode("utf-8") for name in kinds]
     offsets = np.zeros(len(encoded) + 1, np.int64)
     np.cumsum([len(name) for name in encoded], out=offsets[1:])
-    tags = np.array([KIND_FIELDS[kind] << 3 | 2 for kind in kinds.values()], np.uint8)
+    tags = np.array([_TAG_OF_KIND[kind] for kind in kinds.values()], np.uint8)
     return cls(np.frombuffer(b"".join(encoded), np.uint8), offsets, tags)
 
   @classmethod
@@ -369,7 +371,7 @@ class ExampleLayout:
     encoded = name.encode("utf-8")
     for number in range(len(self)):
       if self.names[self.name_offsets[number]:self.name_offsets[number + 1]].tobytes() == encoded:
-        return number if self.kind_tags[number] == KIND_FIELDS[kind] << 3 | 2 else -1
+        return number if self.kind_tags[number] == _TAG_OF_KIND[kind] else -1
     return -1
 
   def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -415,6 +417,11 @@ class Block:
   value_counts: np.ndarray | None = None
   window: np.ndarray | None = None
   window_start: int = 0
+
+  def record(self, row: int) -> bytes:
+    """The data of the block's record `row` (needs `window`)."""
+    start = int(self.offsets[row]) - self.window_start + _HEADER_BYTES
+    return self.window[start:start + int(self.lengths[row])].tobytes()
 
   def record_bounds(self) -> tuple[np.ndarray, np.ndarray]:
     """Where each record's data starts and ends in `window`."""
