@@ -153,10 +153,10 @@ def tfds_builders_cli(*args: str) -> subprocess.CompletedProcess:
   return run_command([CLI, *args])
 
 
-def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_python(code: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
   """Runs Python code in a fresh interpreter, for crash classes: a segfault fails the test, not pytest.
 
   Returns:
     The completed process (exit code 0, or CommandFailed with its stderr).
   """
-  return run_command([sys.executable, "-c", textwrap.dedent(code)], timeout=timeout)
+  return run_command([sys.executable, "-c", textwrap.dedent(code)], timeout=timeout, **env)

@@ -137,13 +137,11 @@ def test_load_by_namespace_in_a_fresh_process_without_builder_code(demo_dir, tmp
 
 _SLOW_PUBLISH = """
 import sys
-from etils import epath
 from tfds_builders import registry
-path_class = type(epath.Path(sys.argv[1]))
-def slow_copy(self, dst, *args, **kwargs):
+def slow_copy(source, destination):
   print("copying", flush=True)
   import time; time.sleep(30)
-path_class.copy = slow_copy
+registry._copy_file = slow_copy
 registry.publish(sys.argv[1], sys.argv[2], overwrite=True)
 """
 
@@ -179,4 +177,7 @@ def test_tfds_build_publish_dir_gives_a_loadable_registry(tmp_path) -> None:
   _, damages = registry.verify(tmp_path / "reg")
   assert [d.problem for d in damages] == ["no checksums recorded (not published with tfds-builders publish)"]
   registry.register("published", tmp_path / "reg")
+  with pytest.raises(errors.SourceError, match="no checksums recorded.*Re-publish it"):
+    tfds.load("published:numpy_arrays/demo:1.0.0", split="test")
+  registry.register("published", tmp_path / "reg", verify=False)  # the explicit opt-out
   assert len(list(tfds.load("published:numpy_arrays/demo:1.0.0", split="test"))) == 2

@@ -20,12 +20,16 @@ and detects truncated or altered ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import stat
+import struct
 import tempfile
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -33,6 +37,7 @@ from etils import epath
 import numpy as np
 
 from tfds_builders.core import errors
+from tfds_builders.core import safe_paths
 
 MANIFEST_NAME = "tfds_builders_archive.json"
 ARCHIVE_KIND = "tfds_builders dataset archive"
@@ -135,7 +140,12 @@ def _prepared(dataset_dir: epath.Path):
 
 def _member_prefix(builder) -> str:
   info = builder.info
-  parts = [info.name] + ([info.config_name] if info.config_name else []) + [str(info.version)]
+  where = f"{builder.data_path}/dataset_info.json"
+  hint = "Rebuild the dataset under a valid name, config and version"
+  parts = [safe_paths.check_name("dataset name", info.name, where, hint)]
+  if info.config_name:
+    parts.append(safe_paths.check_name("config name", info.config_name, where, hint))
+  parts.append(safe_paths.check_name("version", str(info.version), where, hint))
   return "/".join(parts)
 
 
@@ -145,18 +155,22 @@ def _created_by() -> dict[str, str]:
   return {"package": "tfds_builders", "package_version": __version__}
 
 
+_REGULAR_ONLY = "A prepared dataset holds regular files only; replace it by the file itself, or rebuild the dataset"
+
+
 def _files(directory: epath.Path) -> Iterator[epath.Path]:
+  """Regular files at or below `directory`; a symlink or special file is refused, never followed."""
+  yield from safe_paths.regular_files(directory, _REGULAR_ONLY)
   for path in sorted(directory.iterdir()):
-    if path.is_dir():
+    if path.is_dir() and not safe_paths.is_symlink(path):
       yield from _files(path)
-    else:
-      yield path
 
 
 def _write_directory(archive: zipfile.ZipFile, directory: epath.Path, prefix: str) -> None:
   for path in _files(directory):
     member = f"{prefix}/{path.relative_to(directory).as_posix()}"
-    with path.open("rb") as source, archive.open(member, "w", force_zip64=True) as target:
+    with safe_paths.open_regular(path, _REGULAR_ONLY) as source, \
+        archive.open(member, "w", force_zip64=True) as target:
       shutil.copyfileobj(source, target, _CHUNK)
 
 
@@ -424,124 +438,329 @@ def _padded_blocks(column: _Column, padded: tuple[int, ...], pad: Any) -> Iterat
 
 # ------------------------------------------------------------------ import --
 
+_NOT_OURS = "Only archives written by `tfds-builders export` can be imported; export the dataset again"
+_RECOPY = "Copy the archive again, completely, or export it again"
+# What zipfile raises on a damaged archive or member, beyond BadZipFile: a bad
+# deflate stream (zlib.error), an unknown compression method
+# (NotImplementedError), an encrypted member (RuntimeError), a cut file.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
+               ValueError, struct.error)
+_LOCAL_HEADER_SIZE = 30  # bytes before a member's name in its local header
+_S_IFMT_SHIFT = 16  # a zip member's Unix mode is the high half of external_attr
+_DOS_DIRECTORY = 0x10
+_MAX_MANIFEST_BYTES = 256 * 1024 * 1024  # ~2M files' entries
+
 
 def read_manifest(archive_path: epath.PathLike) -> dict[str, Any]:
-  """The manifest of one of our archives, after checking it is ours and whole.
+  """The manifest of one of our archives, after checking it is ours, whole and safe to extract.
 
   Raises:
     SourceError: if the file is missing, not a zip, truncated, not made by
-      `export`, of a newer format version, or missing or resizing members.
+      `export`, of a newer format version, or if a member is missing, resized,
+      unlisted, duplicated, a symlink or special file, shares another
+      member's data, or has a name that could leave the dataset folder.
   """
   archive_path = epath.Path(archive_path)
-  if not archive_path.exists():
-    raise errors.SourceError(f"{archive_path} does not exist; pass the .zip written by `tfds-builders export`.")
   with _open_zip(archive_path) as archive:
     return _checked_manifest(archive, archive_path)
 
 
 def _open_zip(archive_path: epath.Path) -> zipfile.ZipFile:
+  if not archive_path.exists():
+    raise errors.SourceError(f"{archive_path} does not exist; pass the .zip written by `tfds-builders export`.")
   try:
     return zipfile.ZipFile(str(archive_path))
-  except zipfile.BadZipFile as error:
+  except _ZIP_ERRORS as error:
     raise errors.SourceError(
         errors.with_hint(
             f"{archive_path} is not a zip archive, or is truncated (its zip directory, "
-            f"at the end of the file, is missing or damaged: {error})",
-            "Copy the archive again, completely",
+            f"at the end of the file, is missing or damaged: {type(error).__name__}: {error})",
+            _RECOPY,
         )
     ) from error
 
 
-def _checked_manifest(archive: zipfile.ZipFile, archive_path: epath.Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def _reading(archive_path: epath.Path, member: str) -> Iterator[None]:
+  """Turns zipfile's errors while reading `member` into a SourceError naming the archive and member."""
   try:
-    manifest = json.loads(archive.read(MANIFEST_NAME))
-  except KeyError:
+    yield
+  except _ZIP_ERRORS as error:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"{archive_path}: member {member} is corrupt or truncated ({type(error).__name__}: {error})",
+            _RECOPY,
+        )
+    ) from error
+
+
+def _checked_members(archive: zipfile.ZipFile, archive_path: epath.Path) -> dict[str, zipfile.ZipInfo]:
+  """Every member by name, refusing anything but uniquely named, plain, unencrypted, disjoint files."""
+  def refuse(info: zipfile.ZipInfo, problem: str) -> errors.SourceError:
+    return errors.SourceError(errors.with_hint(f"{archive_path}: member {info.filename!r} {problem}", _NOT_OURS))
+
+  members: dict[str, zipfile.ZipInfo] = {}
+  folded: dict[str, str] = {}
+  for info in archive.infolist():
+    if info.filename in members:
+      raise refuse(info, "occurs twice (duplicate member name)")
+    if info.filename.casefold() in folded:
+      raise refuse(info, f"differs from member {folded[info.filename.casefold()]!r} only by case")
+    mode = info.external_attr >> _S_IFMT_SHIFT
+    if info.is_dir() or info.external_attr & _DOS_DIRECTORY or stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+      kind = "directory" if info.is_dir() or info.external_attr & _DOS_DIRECTORY else safe_paths.file_kind(mode)
+      raise refuse(info, f"is a {kind} entry; archives hold regular files only")
+    if info.flag_bits & 0x1:
+      raise refuse(info, "is encrypted")
+    if info.filename != MANIFEST_NAME:
+      safe_paths.relative_parts(info.filename, f"{archive_path}: member {info.filename!r}", _NOT_OURS)
+    members[info.filename] = info
+    folded[info.filename.casefold()] = info.filename
+  for name in members:  # `a` and `a/b` cannot both be extracted
+    for end in range(len(name)):
+      if name[end] == "/" and name[:end] in members:
+        raise refuse(members[name[:end]], f"is both a file and the folder of member {name!r}")
+  _check_disjoint(members.values(), archive, archive_path)
+  return members
+
+
+def _check_disjoint(infos, archive: zipfile.ZipFile, archive_path: epath.Path) -> None:
+  """Refuses members whose data overlaps another's: zip's form of a hard link (or of a zip bomb)."""
+  ordered = sorted(infos, key=lambda info: info.header_offset)
+  for previous, info in zip(ordered, ordered[1:]):
+    if info.header_offset < previous.header_offset + _LOCAL_HEADER_SIZE + previous.compress_size:
+      raise errors.SourceError(
+          errors.with_hint(
+              f"{archive_path}: member {info.filename!r} shares its data with member "
+              f"{previous.filename!r} (a hard link, or overlapping entries)",
+              _NOT_OURS,
+          )
+      )
+  if ordered and ordered[-1].header_offset + _LOCAL_HEADER_SIZE + ordered[-1].compress_size > archive.start_dir:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"{archive_path}: member {ordered[-1].filename!r} runs past the end of the member data "
+            f"(into the zip directory at byte {archive.start_dir})",
+            _RECOPY,
+        )
+    )
+
+
+def _checked_manifest(archive: zipfile.ZipFile, archive_path: epath.Path) -> dict[str, Any]:
+  members = _checked_members(archive, archive_path)
+  if MANIFEST_NAME not in members:
     raise errors.SourceError(
         f"{archive_path} is a zip archive but not one written by `tfds-builders export` "
         f"(it has no {MANIFEST_NAME}). Only our archives can be imported."
-    ) from None
-  except (ValueError, zipfile.BadZipFile) as error:
-    raise errors.SourceError(f"{archive_path}: {MANIFEST_NAME} is unreadable ({error}).") from error
+    )
+  if members[MANIFEST_NAME].file_size > _MAX_MANIFEST_BYTES:  # it is read whole
+    raise _bad_manifest(archive_path, f"it claims {members[MANIFEST_NAME].file_size} bytes, over "
+                        f"{_MAX_MANIFEST_BYTES}")
+  with _reading(archive_path, MANIFEST_NAME):
+    text = archive.read(MANIFEST_NAME)
+  try:
+    manifest = json.loads(text)
+  except ValueError as error:
+    raise errors.SourceError(
+        errors.with_hint(f"{archive_path}: member {MANIFEST_NAME} is not valid JSON ({error})", _RECOPY)
+    ) from error
   if not isinstance(manifest, dict) or manifest.get("archive") != ARCHIVE_KIND:
     raise errors.SourceError(f"{archive_path}: {MANIFEST_NAME} does not describe a tfds_builders archive.")
-  if manifest.get("format_version", 0) > FORMAT_VERSION:
+  format_version = manifest.get("format_version", 0)
+  if not isinstance(format_version, int):
+    raise _bad_manifest(archive_path, f"format_version {format_version!r} is not an integer")
+  if format_version > FORMAT_VERSION:
     raise errors.SourceError(
-        f"{archive_path} has archive format version {manifest['format_version']}; this "
+        f"{archive_path} has archive format version {format_version}; this "
         f"tfds_builders reads up to {FORMAT_VERSION}. Upgrade tfds_builders."
     )
-  members = {info.filename: info for info in archive.infolist()}
-  listed = {entry["name"] for entry in manifest.get("files", [])}
+  if manifest.get("format") not in FORMATS:
+    raise _bad_manifest(archive_path, f"format {manifest.get('format')!r} is not one of {FORMATS}")
+  entries = _manifest_entries(manifest, archive_path)
   problems = []
-  for entry in manifest.get("files", []):
-    info = members.get(entry["name"])
+  for name, (size, crc) in entries.items():
+    info = members.get(name)
     if info is None:
-      problems.append(f"{entry['name']} is missing")
-    elif (info.file_size, info.CRC) != (entry["size"], entry["crc32"]):
-      problems.append(f"{entry['name']} has size {info.file_size}, CRC {info.CRC:08x}; "
-                      f"the manifest says {entry['size']}, {entry['crc32']:08x}")
-  problems += [f"{name} is not in the manifest" for name in sorted(set(members) - listed - {MANIFEST_NAME})]
+      problems.append(f"{name} is missing")
+    elif (info.file_size, info.CRC) != (size, crc):
+      problems.append(f"{name} has size {info.file_size}, CRC {info.CRC:08x}; "
+                      f"the manifest says {size}, {crc:08x}")
+  problems += [f"{name} is not in the manifest" for name in sorted(set(members) - set(entries) - {MANIFEST_NAME})]
   if problems:
     raise errors.SourceError(
         f"{archive_path} does not match its manifest: {'; '.join(problems[:5])}"
         f"{'; ...' if len(problems) > 5 else ''}. The archive was altered or is incomplete; export it again."
     )
+  if manifest["format"] == "tfrecord":
+    prefix = "/".join(_dataset_parts(manifest, archive_path))
+    if manifest.get("path") != prefix:
+      raise _bad_manifest(archive_path, f"path {manifest.get('path')!r} is not {prefix!r}, the dataset's own folder")
+    for name in entries:
+      if not name.startswith(prefix + "/"):
+        raise _bad_manifest(archive_path, f"member {name!r} is outside {prefix}/")
   return manifest
+
+
+def _bad_manifest(archive_path: epath.Path, problem: str) -> errors.SourceError:
+  return errors.SourceError(errors.with_hint(f"{archive_path}: {MANIFEST_NAME}: {problem}", _NOT_OURS))
+
+
+def _manifest_entries(manifest: dict[str, Any], archive_path: epath.Path) -> dict[str, tuple[int, int]]:
+  """The manifest's `files` as {name: (size, crc32)}, refusing malformed or repeated entries."""
+  files = manifest.get("files")
+  if not isinstance(files, list):
+    raise _bad_manifest(archive_path, "'files' is not a list")
+  entries: dict[str, tuple[int, int]] = {}
+  for index, entry in enumerate(files):
+    fields = entry if isinstance(entry, dict) else {}
+    name, size, crc = fields.get("name"), fields.get("size"), fields.get("crc32")
+    if not (isinstance(name, str) and isinstance(size, int) and isinstance(crc, int)):
+      raise _bad_manifest(archive_path, f"files[{index}] is not {{name, size, crc32}}: {entry!r:.200}")
+    if name in entries:
+      raise _bad_manifest(archive_path, f"files[{index}] lists {name!r} twice")
+    safe_paths.relative_parts(name, f"{archive_path}: {MANIFEST_NAME} files[{index}]", _NOT_OURS)
+    entries[name] = (size, crc)
+  return entries
+
+
+def _dataset_parts(manifest: dict[str, Any], archive_path: epath.Path) -> tuple[str, ...]:
+  """`(name, [config,] version)` of the manifest's dataset, each a valid TFDS name."""
+  dataset = manifest.get("dataset")
+  if not isinstance(dataset, dict):
+    raise _bad_manifest(archive_path, "'dataset' is not an object")
+  where = f"{archive_path}: {MANIFEST_NAME} dataset"
+  name = safe_paths.check_name("dataset name", dataset.get("name"), where, _NOT_OURS)
+  config = dataset.get("config")
+  version = safe_paths.check_name("version", dataset.get("version"), where, _NOT_OURS)
+  if config is None or config == "":
+    return (name, version)
+  return (name, safe_paths.check_name("config name", config, where, _NOT_OURS), version)
 
 
 def import_(archive_path: epath.PathLike, data_dir: epath.PathLike, *, overwrite: bool = False) -> epath.Path:
   """Restores a `tfrecord` archive into `data_dir`; returns the dataset directory.
 
-  The files are extracted (each checked against its CRC-32) into a temporary
-  directory beside the destination and moved into place only when all are
-  intact, so a failed import leaves nothing `tfds.load` would accept.
+  Every member name, the manifest's dataset name, config and version are
+  validated before anything is joined to `data_dir`. The files are extracted
+  (each checked against its CRC-32) into an `incomplete.*` folder beside the
+  destination and renamed into place only when all are intact, so a failed
+  import leaves nothing `tfds.load` would accept, and nothing outside
+  `data_dir/<name>/<config>/`.
+
+  Args:
+    archive_path: An archive written by `export(..., "tfrecord")`.
+    data_dir: The TFDS data_dir to restore into (it may itself be a symlink;
+      no folder below it that the archive names may be).
+    overwrite: Replace an existing prepared dataset of the same name, config
+      and version (never any other folder).
 
   Raises:
-    SourceError: for an archive that is not ours, truncated, altered, or in
-      the export-only npz format; or a destination that exists without
-      `overwrite`.
+    SourceError: for an archive that is not ours, truncated, altered, unsafe
+      or in the export-only npz format; a destination that exists without
+      `overwrite`, or that is not the same dataset; a symlink in the way.
   """
   archive_path = epath.Path(archive_path)
-  manifest = read_manifest(archive_path)
-  if manifest["format"] != "tfrecord":
-    raise errors.SourceError(
-        f"{archive_path} is an {manifest['format']} archive, which is export-only (its "
-        "arrays are padded copies, not the dataset). Read it with np.load, or export "
-        "with --format tfrecord to import."
-    )
-  prefix = manifest["path"]
-  target = epath.Path(data_dir) / prefix
-  if target.exists() and not overwrite:
-    raise errors.SourceError(
-        f"{target} already exists; remove it or import with --overwrite."
-    )
-  target.parent.mkdir(parents=True, exist_ok=True)
-  staging = target.parent / f"incomplete.{uuid.uuid4().hex[:8]}.{target.name}"
-  try:
-    with _open_zip(archive_path) as archive:
+  data_dir = epath.Path(data_dir)
+  with _open_zip(archive_path) as archive:
+    manifest = _checked_manifest(archive, archive_path)
+    if manifest["format"] != "tfrecord":
+      raise errors.SourceError(
+          f"{archive_path} is an {manifest['format']} archive, which is export-only (its "
+          "arrays are padded copies, not the dataset). Read it with np.load, or export "
+          "with --format tfrecord to import."
+      )
+    parts = _dataset_parts(manifest, archive_path)
+    target = data_dir.joinpath(*parts)
+    _check_destination(archive_path, data_dir, parts, overwrite)
+    created = _make_folders(data_dir, parts[:-1])
+    staging = target.parent / f"incomplete.{uuid.uuid4().hex[:8]}.{target.name}"
+    try:
+      staging.mkdir()
       for entry in manifest["files"]:
-        relative = entry["name"][len(prefix) + 1:]
-        if not entry["name"].startswith(prefix + "/") or ".." in relative.split("/"):
-          raise errors.SourceError(f"{archive_path}: member {entry['name']} is outside {prefix}/.")
-        destination = staging / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-          with archive.open(entry["name"]) as source, destination.open("wb") as copy:
-            shutil.copyfileobj(source, copy, _CHUNK)
-        except (zipfile.BadZipFile, EOFError, OSError) as error:
-          raise errors.SourceError(
-              f"{archive_path}: member {entry['name']} is corrupt or truncated ({error}). "
-              "Copy the archive again, completely."
-          ) from error
-    if not (staging / "dataset_info.json").exists():
-      raise errors.SourceError(f"{archive_path} holds no dataset_info.json under {prefix}/.")
-    if target.exists():
-      replaced = target.parent / f"incomplete.replaced.{uuid.uuid4().hex[:8]}.{target.name}"
-      target.rename(replaced)
-      staging.rename(target)
-      shutil.rmtree(replaced)
-    else:
-      staging.rename(target)
-  finally:
-    if staging.exists():
-      shutil.rmtree(staging)
+        relative = entry["name"].split("/")[len(parts):]
+        _extract(archive, archive_path, entry["name"], staging.joinpath(*relative))
+      _check_staged(archive_path, staging, parts)
+      _check_destination(archive_path, data_dir, parts, overwrite)  # again: the target may have changed
+      _move_into_place(staging, target)
+    finally:
+      if staging.exists():
+        safe_paths.rmtree(staging)
+      if not target.exists():
+        for folder in reversed(created):  # only folders this import made, and only if left empty
+          with contextlib.suppress(OSError):
+            folder.rmdir()
   return target
+
+
+def _label(parts: Sequence[str]) -> str:
+  return f"{'/'.join(parts[:-1])}:{parts[-1]}"
+
+
+def _check_destination(archive_path: epath.Path, data_dir: epath.Path, parts: tuple[str, ...], overwrite: bool) -> None:
+  """Refuses symlinks on the way to the target, and replacing anything but the same prepared dataset."""
+  safe_paths.refuse_symlinks(data_dir, parts, str(archive_path), "Remove the symlink, or import into another DATA_DIR")
+  target = data_dir.joinpath(*parts)
+  if not target.exists():
+    return
+  if not overwrite:
+    raise errors.SourceError(f"{target} already exists; remove it or import with --overwrite.")
+  hint = (f"--overwrite only replaces a prepared {_label(parts)} dataset; move {target} away "
+          "or import into another DATA_DIR")
+
+  def fail(message: str) -> errors.SourceError:
+    return errors.SourceError(f"{archive_path}: cannot overwrite {target}: {message}")
+
+  if not target.is_dir():
+    raise fail(errors.with_hint("it is not a folder", hint))
+  existing = tuple(part for part in safe_paths.dataset_identity(target, hint, fail) if part)
+  if existing != parts:
+    raise fail(errors.with_hint(f"it holds the dataset {_label(existing)}, not {_label(parts)}", hint))
+
+
+def _make_folders(data_dir: epath.Path, parts: Sequence[str]) -> list[epath.Path]:
+  """Creates data_dir/parts[0]/...; returns the folders it created, outermost first."""
+  created = []
+  for depth in range(len(parts) + 1):
+    folder = data_dir.joinpath(*parts[:depth])
+    if not folder.exists():
+      folder.mkdir(parents=True)
+      created.append(folder)
+  return created
+
+
+def _extract(archive: zipfile.ZipFile, archive_path: epath.Path, member: str, destination: epath.Path) -> None:
+  """Streams one member to a new file, its CRC-32 checked by zipfile at the end."""
+  destination.parent.mkdir(parents=True, exist_ok=True)
+  with _reading(archive_path, member):
+    source = archive.open(member)
+  with source, safe_paths.create_new(destination) as copy:
+    while True:
+      with _reading(archive_path, member):
+        chunk = source.read(_CHUNK)
+      if not chunk:
+        break
+      copy.write(chunk)
+
+
+def _check_staged(archive_path: epath.Path, staging: epath.Path, parts: tuple[str, ...]) -> None:
+  """The extracted dataset_info.json must name the dataset the manifest names."""
+  member = f"{'/'.join(parts)}/dataset_info.json"
+
+  def fail(message: str) -> errors.SourceError:
+    return errors.SourceError(f"{archive_path}: member {member}: {message}")
+
+  staged = tuple(part for part in safe_paths.dataset_identity(staging, _NOT_OURS, fail) if part)
+  if staged != parts:
+    raise fail(errors.with_hint(
+        f"names the dataset {_label(staged)}, but the manifest says {_label(parts)}", _NOT_OURS))
+
+
+def _move_into_place(staging: epath.Path, target: epath.Path) -> None:
+  if target.exists():
+    replaced = target.parent / f"incomplete.replaced.{uuid.uuid4().hex[:8]}.{target.name}"
+    target.rename(replaced)
+    staging.rename(target)
+    safe_paths.rmtree(replaced)
+  else:
+    staging.rename(target)
+

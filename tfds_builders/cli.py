@@ -49,11 +49,14 @@ def _parser() -> argparse.ArgumentParser:
       description="Copy a prepared dataset version into REGISTRY as "
       "<dataset>/<config>/<version>/, with a SHA-256 checksum of every file. "
       "Readers never see a half-published version. Published versions are "
-      "immutable unless --overwrite is given.",
+      "immutable unless --overwrite is given. Symlinks and special files in "
+      "DATASET_DIR, and names from its dataset_info.json that are no valid TFDS "
+      "name, config or version, are refused.",
   )
   publish.add_argument("dataset_dir", help="prepared dataset version directory")
   publish.add_argument("registry", help="registry root (local path or URL)")
-  publish.add_argument("--overwrite", action="store_true", help="replace an existing version")
+  publish.add_argument("--overwrite", action="store_true",
+                       help="replace an existing published version of the same dataset")
   publish.set_defaults(run=_run_publish)
 
   verify = commands.add_parser(
@@ -102,13 +105,15 @@ def _parser() -> argparse.ArgumentParser:
   import_parser = commands.add_parser(
       "import", help="restore a dataset from an archive made by export",
       description="Restore a --format tfrecord archive into DATA_DIR as "
-      "<dataset>/<config>/<version>/, byte for byte. The archive's manifest and "
-      "every member's CRC-32 are checked first; a failed import leaves nothing "
-      "that tfds.load accepts.",
+      "<dataset>/<config>/<version>/, byte for byte. The archive's manifest, "
+      "its member names (no absolute or .. paths, symlinks, links or duplicates) "
+      "and every member's CRC-32 are checked; a failed import leaves nothing "
+      "that tfds.load accepts and writes nothing outside that folder.",
   )
   import_parser.add_argument("archive", help="archive written by `tfds-builders export`")
   import_parser.add_argument("data_dir", help="TFDS data_dir to restore into")
-  import_parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+  import_parser.add_argument("--overwrite", action="store_true",
+                             help="replace an existing prepared dataset of the same name, config and version")
   import_parser.set_defaults(run=_run_import)
   return parser
 

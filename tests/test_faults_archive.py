@@ -1,0 +1,591 @@
+"""Fault suite of archive import, publish and namespace loads: hostile archives, dataset dirs and registries."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import stat
+import struct
+import sys
+import uuid
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import faults
+from faults import FaultCase
+from tfds_builders import archive
+from tfds_builders import registry
+from tfds_builders.core import errors
+
+tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
+
+PREFIX = "faults_demo/demo/1.0.0"
+SHARD = f"{PREFIX}/faults_demo-train.tfrecord-00000-of-00001"
+TRAIN_EXAMPLES = 9
+ONE_LINE = r"\Aexit 1: tfds-builders \w+: error: [^\n]+\n\Z"  # no traceback
+NOT_OURS = r"Only archives written by `tfds-builders export` can be imported"
+RECOPY = r"Copy the archive again, completely, or export it again"
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> pathlib.Path:
+  """A small prepared dataset with a config, two splits and a class label (so a labels file)."""
+  rows = {
+      split: [(i, {"score": float(i) / 4, "source": i % 2, "text": f"row {i}"}) for i in range(count)]
+      for split, count in (("train", TRAIN_EXAMPLES), ("test", 3))
+  }
+  builder = tfds.dataset_builders.store_as_tfds_dataset(
+      name="faults_demo", config="demo", version="1.0.0", data_dir=str(tmp_path_factory.mktemp("data")),
+      features=tfds.features.FeaturesDict({
+          "score": tfds.features.Scalar(dtype=np.float32),
+          "source": tfds.features.ClassLabel(names=["site_a", "site_b"]),
+          "text": tfds.features.Text(),
+      }),
+      split_datasets=rows, disable_shuffling=True,
+  )
+  return pathlib.Path(builder.data_path)
+
+
+@pytest.fixture(scope="module")
+def good_zip(demo_dir, tmp_path_factory) -> pathlib.Path:
+  return pathlib.Path(archive.export(demo_dir, tmp_path_factory.mktemp("good") / "demo.zip"))
+
+
+@pytest.fixture(scope="module")
+def deflated_zip(demo_dir, tmp_path_factory) -> pathlib.Path:
+  return pathlib.Path(archive.export(demo_dir, tmp_path_factory.mktemp("good") / "demo.zip", compression="deflate"))
+
+
+@dataclasses.dataclass
+class World:
+  """A scratch tree: the destination, a sentinel folder beside it that nothing may touch, the inputs."""
+
+  root: pathlib.Path
+  data: pathlib.Path  # data_dir, or registry root
+  outside: pathlib.Path  # the sentinel
+  zip: pathlib.Path  # the archive under test
+  dataset: pathlib.Path  # a copy of the demo dataset, for publish
+
+  @property
+  def sources(self) -> list[pathlib.Path]:
+    return [self.zip, self.dataset, self.outside]
+
+
+@pytest.fixture
+def world(tmp_path, demo_dir) -> World:
+  # The destination is nested two deep, so `../../x` would land in root/a, which is watched too.
+  made = World(root=tmp_path, data=tmp_path / "a/b/data", outside=tmp_path / "outside",
+               zip=tmp_path / "in/demo.zip", dataset=tmp_path / "in/demo/1.0.0")
+  made.outside.mkdir()
+  (made.outside / "keep.txt").write_text("sentinel")
+  made.data.parent.mkdir(parents=True)
+  shutil.copytree(demo_dir, made.dataset)
+  return made
+
+
+SENTINEL_SHA256 = hashlib.sha256(b"sentinel").hexdigest()
+
+
+def digests(root: pathlib.Path) -> dict[str, str]:
+  """sha256 of every file below root, by path relative to it."""
+  return {str(pathlib.Path(path).relative_to(root)): digest for path, digest in faults.tree_hashes([root]).items()}
+
+
+def check(case: FaultCase, run, repair, world: World, data_dir: pathlib.Path | None) -> object:
+  """faults.check_fault, also guarding everything around the destination (root/a) and the sentinel."""
+  watched = [*world.sources, world.root / "a"]
+  return faults.check_fault(case, run, repair, watched, data_dir)
+
+
+# ---------------------------------------------------------------- crafting --
+
+
+def members_of(zip_path: pathlib.Path) -> tuple[list[tuple[zipfile.ZipInfo | str, bytes]], dict]:
+  """The members of an archive (manifest aside) and its manifest."""
+  with zipfile.ZipFile(zip_path) as zf:
+    entries = [(info.filename, zf.read(info)) for info in zf.infolist() if info.filename != archive.MANIFEST_NAME]
+    return entries, json.loads(zf.read(archive.MANIFEST_NAME))
+
+
+def write_zip(
+    out: pathlib.Path, entries, manifest: dict, *, unlisted=(), phantom=(), twin_of: str | None = None,
+) -> None:
+  """Writes members and a manifest listing them with their true sizes and CRCs (so only the fault differs).
+
+  Args:
+    out: The archive to write.
+    entries: (name or ZipInfo, data) pairs, in order; a name may repeat.
+    manifest: The manifest, whose `files` is recomputed.
+    unlisted: Member names the manifest leaves out.
+    phantom: Names the manifest lists that are not in the archive.
+    twin_of: Adds a second directory entry `<twin_of>.link` sharing that member's data.
+  """
+  out.parent.mkdir(parents=True, exist_ok=True)
+  with warnings.catch_warnings(), zipfile.ZipFile(out, "w") as zf:
+    warnings.simplefilter("ignore")  # zipfile warns on the duplicate names we want
+    for name, data in entries:
+      zf.writestr(name, data)
+    if twin_of:
+      twin = copy.copy(zf.getinfo(twin_of))
+      twin.filename = twin.orig_filename = f"{twin_of}.link"
+      zf.filelist.append(twin)
+      zf.NameToInfo[twin.filename] = twin
+    files = [
+        {"name": info.filename, "size": info.file_size, "crc32": info.CRC}
+        for info in zf.infolist() if info.filename not in unlisted
+    ]
+    files += [{"name": name, "size": 1, "crc32": 0} for name in phantom]
+    zf.writestr(archive.MANIFEST_NAME, json.dumps({**manifest, "files": files}))
+
+
+def symlink_member(name: str) -> zipfile.ZipInfo:
+  """A member that unzip and tar would restore as a symlink (its data is the link's target)."""
+  info = zipfile.ZipInfo(name)
+  info.create_system = 3
+  info.external_attr = (stat.S_IFLNK | 0o777) << 16
+  return info
+
+
+def _add(name: str):
+  def craft(world: World, entries, manifest):
+    write_zip(world.zip, [*entries, (name.format(outside=world.outside), b"evil")], manifest)
+  return craft
+
+
+def _symlink(world: World, entries, manifest):
+  write_zip(world.zip, [*entries, (symlink_member(f"{PREFIX}/link"), b"../../../../outside")], manifest)
+
+
+def _hard_link(world: World, entries, manifest):
+  write_zip(world.zip, entries, manifest, twin_of=SHARD)
+
+
+def _duplicate(world: World, entries, manifest):
+  write_zip(world.zip, [*entries, (SHARD, b"second copy")], manifest)
+
+
+def _unlisted(world: World, entries, manifest):
+  write_zip(world.zip, [*entries, (f"{PREFIX}/evil.txt", b"evil")], manifest, unlisted={f"{PREFIX}/evil.txt"})
+
+
+def _phantom(world: World, entries, manifest):
+  write_zip(world.zip, entries, manifest, phantom=[f"{PREFIX}/ghost.txt"])
+
+
+def _manifest(**changes):
+  def craft(world: World, entries, manifest):
+    edited = {**manifest, **{k: v for k, v in changes.items() if k != "dataset"}}
+    edited["dataset"] = {**manifest["dataset"], **changes.get("dataset", {})}
+    write_zip(world.zip, entries, edited)
+  return craft
+
+
+def _renamed_dataset(world: World, entries, manifest):
+  """Manifest and member names agree on `other`, the dataset_info.json inside says `faults_demo`."""
+  renamed = [(name.replace("faults_demo/", "other/", 1), data) for name, data in entries]
+  dataset = {**manifest["dataset"], "name": "other"}
+  write_zip(world.zip, renamed, {**manifest, "path": "other/demo/1.0.0", "dataset": dataset})
+
+
+def _plain_dir(world: World) -> None:
+  """A folder that is not a dataset where the import (or publish) would go."""
+  (world.data / PREFIX).mkdir(parents=True)
+  (world.data / PREFIX / "notes.txt").write_text("mine")
+
+
+def _symlinked_parent(world: World) -> None:
+  world.data.mkdir()
+  (world.data / "faults_demo").symlink_to(world.outside, target_is_directory=True)
+
+
+def _undo_destination(world: World) -> None:
+  if (world.data / "faults_demo").is_symlink():
+    (world.data / "faults_demo").unlink()
+  shutil.rmtree(world.data, ignore_errors=True)
+
+
+IMPORT_CASES = [
+    FaultCase("absolute_member", errors.SourceError,
+              [r"demo\.zip: member '/.*/outside/evil\.txt'", "is absolute", NOT_OURS])
+    .param(_add("{outside}/evil.txt"), None, False, False),
+    FaultCase("dotdot_member", errors.SourceError,
+              [r"demo\.zip: member '.*/\.\./\.\./outside/evil\.txt'", r"has a '\.\.' component", NOT_OURS])
+    .param(_add(f"{PREFIX}/../../../../../outside/evil.txt"), None, False, False),
+    FaultCase("backslash_member", errors.SourceError, [r"demo\.zip: member '.*evil\.txt'", "holds a backslash"])
+    .param(_add(PREFIX + "/..\\..\\evil.txt"), None, False, False),
+    FaultCase("drive_letter_member", errors.SourceError, [r"demo\.zip: member 'C:/evil\.txt'", "component 'C:'"])
+    .param(_add("C:/evil.txt"), None, False, False),
+    FaultCase("symlink_member", errors.SourceError,
+              [rf"demo\.zip: member '{PREFIX}/link' is a symlink entry", "regular files only", NOT_OURS])
+    .param(_symlink, None, False, False),
+    FaultCase("hard_link_member", errors.SourceError,
+              [rf"demo\.zip: member '{SHARD}(\.link)?' shares its data with member", "hard link"])
+    .param(_hard_link, None, False, False),
+    FaultCase("duplicate_member", errors.SourceError, [rf"demo\.zip: member '{SHARD}' occurs twice", NOT_OURS])
+    .param(_duplicate, None, False, False),
+    FaultCase("member_not_in_manifest", errors.SourceError,
+              [r"demo\.zip does not match its manifest", rf"{PREFIX}/evil\.txt is not in the manifest", "export it again"])
+    .param(_unlisted, None, False, False),
+    FaultCase("manifest_entry_missing", errors.SourceError,
+              [r"demo\.zip does not match its manifest", rf"{PREFIX}/ghost\.txt is missing"])
+    .param(_phantom, None, False, False),
+    FaultCase("manifest_path_dotdot", errors.SourceError,
+              [r"demo\.zip: tfds_builders_archive\.json: path '\.\./\.\./x' is not 'faults_demo/demo/1\.0\.0'", NOT_OURS])
+    .param(_manifest(path="../../x"), None, False, False),
+    FaultCase("dataset_name_dotdot", errors.SourceError,
+              [r"demo\.zip: tfds_builders_archive\.json dataset: dataset name '\.\./\.\./x' is not a valid TFDS dataset name", NOT_OURS])
+    .param(_manifest(dataset={"name": "../../x"}), None, False, False),
+    FaultCase("config_name_slash", errors.SourceError,
+              [r"demo\.zip: tfds_builders_archive\.json dataset: config name 'demo/\.\./\.\.' is not a valid", NOT_OURS])
+    .param(_manifest(dataset={"config": "demo/../.."}), None, False, False),
+    FaultCase("manifest_names_another_dataset", errors.SourceError,
+              [r"demo\.zip: member other/demo/1\.0\.0/dataset_info\.json", "names the dataset faults_demo/demo:1.0.0, but the manifest says other/demo:1.0.0"])
+    .param(_renamed_dataset, None, False, False),
+    FaultCase("overwrite_a_non_dataset_dir", errors.SourceError,
+              [rf"demo\.zip: cannot overwrite .*/{PREFIX}", r"dataset_info\.json not found", "--overwrite only replaces a prepared faults_demo/demo:1.0.0 dataset"])
+    .param(None, _plain_dir, True, False),
+    FaultCase("symlink_on_the_way", errors.SourceError,
+              [r"demo\.zip: .*/data/faults_demo is a symlink", "refusing to write through it", "Remove the symlink"])
+    .param(None, _symlinked_parent, False, False),
+    # What users type: one line on stderr, exit code 1.
+    FaultCase("cli_dotdot_member", faults.CommandFailed,
+              [ONE_LINE, r"tfds-builders import: error: .*demo\.zip: member .*has a '\.\.' component", NOT_OURS])
+    .param(_add(f"{PREFIX}/../../../../../outside/evil.txt"), None, False, True),
+    FaultCase("cli_overwrite_a_non_dataset_dir", faults.CommandFailed,
+              [ONE_LINE, "cannot overwrite", "--overwrite only replaces a prepared"])
+    .param(None, _plain_dir, True, True),
+]
+
+
+def run_import(world: World, overwrite: bool, via_cli: bool):
+  if via_cli:
+    return faults.tfds_builders_cli("import", str(world.zip), str(world.data), *(["--overwrite"] * overwrite))
+  return archive.import_(world.zip, world.data, overwrite=overwrite)
+
+
+@pytest.mark.parametrize("case, craft, plant, overwrite, via_cli", IMPORT_CASES)
+def test_hostile_archive_is_refused(case, craft, plant, overwrite, via_cli, world, good_zip):
+  world.zip.parent.mkdir(exist_ok=True)
+  if craft:
+    craft(world, *members_of(good_zip))
+  else:
+    shutil.copyfile(good_zip, world.zip)
+  if plant:
+    plant(world)
+
+  def repair():
+    shutil.copyfile(good_zip, world.zip)
+    _undo_destination(world)
+
+  check(case, lambda: run_import(world, overwrite, via_cli), repair, world, world.data)
+  assert digests(world.data / PREFIX) == digests(world.dataset)  # the rerun restored the dataset, byte for byte
+  assert sorted(p.name for p in (world.data / "faults_demo/demo").iterdir()) == ["1.0.0"]  # no staging left
+  assert digests(world.outside) == {"keep.txt": SENTINEL_SHA256}
+
+
+# ------------------------------------------------------- damaged zip (class 6) --
+
+
+def _flip(data: bytearray, offset: int, value: int | None = None) -> None:
+  data[offset] = value if value is not None else data[offset] ^ 0xFF
+
+
+def _payload_offset(data: bytes, info: zipfile.ZipInfo) -> int:
+  name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+  return info.header_offset + 30 + name_length + extra_length
+
+
+def _damage(member: str, how: str):
+  """Damages `member` of the good archive.
+
+  `flip` a payload byte, write an invalid deflate `block`, set compression
+  `method` 99, or `encrypt` (set the encryption flag).
+  """
+  def craft(world: World, source: pathlib.Path) -> None:
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as zf:
+      info, start_dir = zf.getinfo(member), zf.start_dir
+    if how == "flip":
+      _flip(data, _payload_offset(data, info) + 5)
+    elif how == "block":
+      _flip(data, _payload_offset(data, info), 0xFF)  # BFINAL=1, BTYPE=11: a reserved block type
+    else:
+      central = data.index(b"PK\x01\x02" + data[start_dir + 4:start_dir + 6], start_dir)
+      while data[central + 46:central + 46 + len(member)] != member.encode():
+        sizes = struct.unpack("<HHH", data[central + 28:central + 34])
+        central += 46 + sum(sizes)
+      if how == "method":
+        for at in (info.header_offset + 8, central + 10):
+          data[at:at + 2] = struct.pack("<H", 99)
+      else:
+        for at in (info.header_offset + 6, central + 8):
+          data[at] |= 0x1
+    world.zip.write_bytes(bytes(data))
+  return craft
+
+
+def _truncate(world: World, source: pathlib.Path) -> None:
+  world.zip.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+
+
+def _garbage(world: World, source: pathlib.Path) -> None:
+  world.zip.write_bytes(b"PK\x03\x04 not really a zip")
+
+
+DAMAGE_CASES = [
+    FaultCase("truncated", errors.SourceError,
+              [r"demo\.zip is not a zip archive, or is truncated", RECOPY]).param(_truncate, "stored", False),
+    FaultCase("not_a_zip", errors.SourceError,
+              [r"demo\.zip is not a zip archive", "BadZipFile", RECOPY]).param(_garbage, "stored", False),
+    FaultCase("payload_byte_flipped", errors.SourceError,
+              [rf"demo\.zip: member {SHARD} is corrupt or truncated", "Bad CRC-32", RECOPY])
+    .param(_damage(SHARD, "flip"), "stored", False),
+    FaultCase("deflate_stream_broken", errors.SourceError,
+              [rf"demo\.zip: member {SHARD} is corrupt or truncated", r"zlib\.error|error:", RECOPY])
+    .param(_damage(SHARD, "block"), "deflate", False),
+    FaultCase("manifest_stream_broken", errors.SourceError,
+              [r"demo\.zip: member tfds_builders_archive\.json is corrupt or truncated", RECOPY])
+    .param(_damage(archive.MANIFEST_NAME, "block"), "stored", False),
+    FaultCase("unknown_compression", errors.SourceError,
+              [rf"demo\.zip: member {SHARD} is corrupt or truncated", "NotImplementedError", RECOPY])
+    .param(_damage(SHARD, "method"), "stored", False),
+    FaultCase("encrypted_member", errors.SourceError, [rf"demo\.zip: member '{SHARD}' is encrypted", NOT_OURS])
+    .param(_damage(SHARD, "encrypt"), "stored", False),
+    FaultCase("cli_payload_byte_flipped", faults.CommandFailed,
+              [ONE_LINE, rf"demo\.zip: member {SHARD} is corrupt", RECOPY])
+    .param(_damage(SHARD, "flip"), "stored", True),
+]
+
+
+@pytest.mark.parametrize("case, craft, compression, via_cli", DAMAGE_CASES)
+def test_damaged_archive_names_archive_and_member(case, craft, compression, via_cli, world, good_zip, deflated_zip):
+  source = deflated_zip if compression == "deflate" else good_zip
+  world.zip.parent.mkdir(exist_ok=True)
+  craft(world, source)
+  check(case, lambda: run_import(world, False, via_cli), lambda: shutil.copyfile(source, world.zip), world, world.data)
+  assert (world.data / PREFIX / "dataset_info.json").is_file()
+
+
+def test_read_manifest_of_a_directory_is_a_source_error(tmp_path):
+  with pytest.raises(errors.SourceError, match=rf"{tmp_path} is not a zip archive.*IsADirectoryError"):
+    archive.read_manifest(tmp_path)
+
+
+# ------------------------------------------------------------ publish (class 4) --
+
+
+def _info_field(field: str, value: str):
+  def plant(world: World) -> None:
+    info_path = world.dataset / "dataset_info.json"
+    info = json.loads(info_path.read_text())
+    info[field] = value
+    info_path.write_text(json.dumps(info))
+  return plant
+
+
+def _symlinked_shard(world: World) -> None:
+  shard = next(world.dataset.glob("*train.tfrecord*"))
+  (world.outside / shard.name).write_bytes(b"not the dataset's records")
+  shard.unlink()
+  shard.symlink_to(world.outside / shard.name)
+
+
+def _symlinked_dir(world: World) -> None:
+  (world.dataset / "extra").symlink_to(world.outside, target_is_directory=True)
+
+
+def _fifo(world: World) -> None:
+  os.mkfifo(world.dataset / "pipe")
+
+
+PUBLISH_CASES = [
+    FaultCase("name_dotdot", errors.SourceError,
+              [r"in/demo/1\.0\.0/dataset_info\.json field 'name': dataset name '\.\./\.\./x' is not a valid TFDS dataset name", "Fix dataset_info.json or rebuild the dataset"])
+    .param(_info_field("name", "../../x"), False, False),
+    FaultCase("config_name_slash", errors.SourceError,
+              [r"dataset_info\.json field 'configName': config name 'demo/\.\./\.\./x' is not a valid TFDS config name"])
+    .param(_info_field("configName", "demo/../../x"), False, False),
+    FaultCase("version_dotdot", errors.SourceError,
+              [r"dataset_info\.json field 'version': version '1\.0\.0/\.\./\.\.' is not a valid TFDS version \(MAJOR\.MINOR\.PATCH"])
+    .param(_info_field("version", "1.0.0/../.."), False, False),
+    FaultCase("symlinked_shard", errors.SourceError,
+              [r"in/demo/1\.0\.0/faults_demo-train\.tfrecord-00000-of-00001 is a symlink \(to '.*/outside/", "regular files only"])
+    .param(_symlinked_shard, False, False),
+    FaultCase("symlink_to_a_dir", errors.SourceError,
+              [r"in/demo/1\.0\.0/extra is a symlink \(to '.*/outside'\)", "regular files only"])
+    .param(_symlinked_dir, False, False),
+    FaultCase("fifo", errors.SourceError, [r"in/demo/1\.0\.0/pipe is a FIFO, not a regular file"])
+    .param(_fifo, False, False),
+    FaultCase("symlink_in_the_registry", errors.SourceError,
+              [r"publish of faults_demo/demo:1\.0\.0 to .*/data: .*/data/faults_demo is a symlink", "Remove the symlink"])
+    .param(_symlinked_parent, False, False),
+    FaultCase("overwrite_a_non_dataset_dir", errors.SourceError,
+              [rf"Cannot overwrite .*/data/{PREFIX}: .*dataset_info\.json not found", "--overwrite only replaces a published faults_demo/demo:1.0.0"])
+    .param(_plain_dir, True, False),
+    FaultCase("cli_name_dotdot", faults.CommandFailed,
+              [ONE_LINE, r"tfds-builders publish: error: .*dataset name '\.\./\.\./x' is not a valid TFDS dataset name"])
+    .param(_info_field("name", "../../x"), False, True),
+]
+
+
+@pytest.mark.parametrize("case, plant, overwrite, via_cli", PUBLISH_CASES)
+def test_hostile_dataset_dir_is_not_published(case, plant, overwrite, via_cli, world, demo_dir):
+  plant(world)
+
+  def repair():
+    shutil.rmtree(world.dataset)
+    shutil.copytree(demo_dir, world.dataset)
+    _undo_destination(world)
+
+  def run():
+    if via_cli:
+      return faults.tfds_builders_cli("publish", str(world.dataset), str(world.data), *(["--overwrite"] * overwrite))
+    return registry.publish(world.dataset, world.data, overwrite=overwrite)
+
+  check(case, run, repair, world, world.data)
+  assert registry.verify(world.data) == (1, [])
+  assert sorted(p.name for p in (world.data / "faults_demo/demo").iterdir()) == ["1.0.0"]  # no .incoming- left
+  assert sorted(p.name for p in (world.root / "a").iterdir()) == ["b"]  # nothing escaped to a/x
+
+
+# ------------------------------------------------------------- loading (class 7) --
+
+
+def _rewrite_a_record(version_dir: pathlib.Path) -> None:
+  """Changes one record's `score` and rewrites the shard: every CRC is valid, the bytes are not the published ones."""
+  shard = next(version_dir.glob("*train.tfrecord*"))
+  records = [bytes(r) for r in tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()]
+  example = tf.train.Example.FromString(records[0])
+  example.features.feature["score"].float_list.value[0] += 1000
+  records[0] = example.SerializeToString()
+  with tf.io.TFRecordWriter(str(shard)) as writer:
+    for record in records:
+      writer.write(record)
+
+
+def _edit_labels(version_dir: pathlib.Path) -> None:
+  labels = version_dir / "source.labels.txt"
+  labels.write_text(labels.read_text().replace("site_a", "site_z"))
+
+
+def _edit_info(version_dir: pathlib.Path) -> None:
+  (version_dir / "dataset_info.json").write_text("{ not json")
+
+
+def _symlink_shard(version_dir: pathlib.Path) -> None:
+  shard = next(version_dir.glob("*train.tfrecord*"))
+  twin = version_dir.parent / "twin.tfrecord"
+  shutil.copyfile(shard, twin)
+  shard.unlink()
+  shard.symlink_to(twin)
+
+
+def _drop_checksums(version_dir: pathlib.Path) -> None:
+  (version_dir / registry.CHECKSUMS_FILENAME).unlink()
+
+
+def _stray_file(version_dir: pathlib.Path) -> None:
+  (version_dir / "stray.txt").write_text("x")
+
+
+REPUBLISH = r"Re-publish it \(tfds-builders publish --overwrite\) or re-fetch it"
+LOAD_CASES = [
+    FaultCase("record_rewritten_with_valid_crc", errors.SourceError,
+              [r"1\.0\.0/faults_demo-train\.tfrecord-00000-of-00001: checksum mismatch", REPUBLISH, "TFDS_BUILDERS_REGISTRY_VERIFY=0"])
+    .param(_rewrite_a_record),
+    FaultCase("labels_edited", errors.SourceError,
+              [r"1\.0\.0/source\.labels\.txt: checksum mismatch", REPUBLISH]).param(_edit_labels),
+    FaultCase("dataset_info_edited", errors.SourceError,
+              [r"1\.0\.0/dataset_info\.json: checksum mismatch", REPUBLISH]).param(_edit_info),
+    FaultCase("shard_is_a_symlink", errors.SourceError,
+              [r"faults_demo-train\.tfrecord-00000-of-00001: a symlink \(to '.*twin\.tfrecord'\)", REPUBLISH]).param(_symlink_shard),
+    FaultCase("checksums_deleted", errors.SourceError,
+              [r"registry_checksums\.json: no checksums recorded", REPUBLISH]).param(_drop_checksums),
+    FaultCase("stray_file", errors.SourceError,
+              [r"1\.0\.0/stray\.txt: unexpected file", REPUBLISH]).param(_stray_file),
+]
+
+
+def _published(world: World, demo_dir: pathlib.Path) -> tuple[str, pathlib.Path]:
+  """Publishes the demo into world.data under a fresh namespace; returns (namespace, version dir)."""
+  version_dir = pathlib.Path(registry.publish(demo_dir, world.data))
+  namespace = f"faults{uuid.uuid4().hex[:8]}"
+  registry.register(namespace, world.data)
+  return namespace, version_dir
+
+
+def _train_scores(namespace: str) -> list[float]:
+  return [float(e["score"]) for e in tfds.as_numpy(tfds.load(f"{namespace}:faults_demo/demo:1.0.0", split="train"))]
+
+
+@pytest.mark.parametrize("case, tamper", LOAD_CASES)
+def test_tampered_registry_is_not_loaded(case, tamper, world, demo_dir):
+  namespace, version_dir = _published(world, demo_dir)
+  original = tfds.builder_from_directory(str(demo_dir)).as_dataset(split="train")
+  expected = [float(example["score"]) for example in tfds.as_numpy(original)]
+  tamper(version_dir)
+
+  def repair():
+    registry.publish(demo_dir, world.data, overwrite=True)
+
+  scores = faults.check_fault(case, lambda: _train_scores(namespace), repair, [world.data, world.outside], None)
+  assert scores == expected
+
+
+def test_a_change_after_a_verified_load_is_still_caught(world, demo_dir):
+  namespace, version_dir = _published(world, demo_dir)
+  assert len(_train_scores(namespace)) == TRAIN_EXAMPLES
+  verified = registry._VERIFIED  # pylint: disable=protected-access
+  cached = {key[0] for key in verified if key[0].startswith(str(version_dir))}
+  recorded = json.loads((version_dir / registry.CHECKSUMS_FILENAME).read_text())["sha256"]
+  assert cached == {str(version_dir / name) for name in recorded} and len(cached) == 5  # each file hashed once
+  _rewrite_a_record(version_dir)
+  with pytest.raises(errors.SourceError, match="faults_demo-train.tfrecord-00000-of-00001: checksum mismatch"):
+    _train_scores(namespace)
+
+
+def test_loading_unverified_is_an_explicit_opt_out(world, demo_dir, monkeypatch):
+  namespace, version_dir = _published(world, demo_dir)
+  expected = _train_scores(namespace)
+  _rewrite_a_record(version_dir)
+  monkeypatch.setenv(registry.VERIFY_ENV, "0")
+  assert _train_scores(namespace)[0] == pytest.approx(expected[0] + 1000)  # the tampering was real
+  monkeypatch.setenv(registry.VERIFY_ENV, "maybe")
+  with pytest.raises(errors.ConfigError, match="TFDS_BUILDERS_REGISTRY_VERIFY='maybe'; use 1"):
+    _train_scores(namespace)
+  monkeypatch.delenv(registry.VERIFY_ENV)
+  registry.register(namespace, world.data, verify=False)
+  assert _train_scores(namespace)[0] == pytest.approx(expected[0] + 1000)
+
+
+_FRESH_LOAD = """
+import tensorflow_datasets as tfds
+import tfds_builders  # registers the namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG
+print(len(list(tfds.load("team:faults_demo/demo:1.0.0", split="train"))))
+"""
+
+
+def test_a_fresh_process_refuses_a_tampered_version(world, demo_dir):
+  version_dir = pathlib.Path(registry.publish(demo_dir, world.data))
+  config = world.root / "registry.toml"
+  config.write_text(f'[namespaces]\nteam = "{world.data}"\n')
+  _edit_labels(version_dir)
+  case = FaultCase("fresh_process_labels_edited", faults.CommandFailed,
+                   [r"SourceError: .*1\.0\.0/source\.labels\.txt: checksum mismatch", REPUBLISH])
+
+  def run():
+    return faults.run_command([sys.executable, "-c", _FRESH_LOAD], **{registry.CONFIG_ENV: str(config)})
+
+  result = faults.check_fault(case, run, lambda: registry.publish(demo_dir, world.data, overwrite=True),
+                              [world.data, world.outside], None)
+  assert result.stdout.split()[-1] == str(TRAIN_EXAMPLES)
