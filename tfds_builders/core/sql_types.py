@@ -52,6 +52,8 @@ _POSTGRES_KINDS = {
     "date": "date", "time": "time", "timestamp": "timestamp",
     "timestamptz": "timestamptz",
 }
+# PostgreSQL text types that take COLLATE "C" (code-point order); "char" does not.
+POSTGRES_TEXT_TYPES = ("text", "varchar", "bpchar", "name", "citext")
 # SQLite declared types with a meaning beyond their affinity, by first word.
 _SQLITE_NAMED_KINDS = {
     "BOOLEAN": "bool", "BOOL": "bool", "DATE": "date", "DATETIME": "timestamp",
@@ -182,6 +184,7 @@ class NullPolicy:
       (leave the row out).
     default: The value for `default` (required) and `mask` (optional), in the
       column's own type: a number, a string (dates as ISO text), a list.
+      A masked class column needs one (its zero would be a real class).
   """
 
   action: str = "error"
@@ -295,12 +298,18 @@ class ValueProblem(Exception):
     self.hint = hint or "Cast the column in the query, or change its `type` in `columns`."
 
 
-def check_codec(codec: ColumnCodec) -> None:
+def check_codec(codec: ColumnCodec, check_default: bool = True) -> None:
   """Validates modes and the NULL policy's default value.
 
+  Args:
+    codec: The column's codec.
+    check_default: Whether to encode the default now; False while a
+      categorical column's classes are still to be computed from the data.
+
   Raises:
-    ConfigError: naming the column, if an option is unknown or the default
-      value does not fit the column's type.
+    ConfigError: naming the column, if an option is unknown, the default
+      value does not fit the column's type, or a masked NULL would be stored
+      as a real class.
   """
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"Column {codec.name!r}: {message}")
@@ -312,15 +321,36 @@ def check_codec(codec: ColumnCodec) -> None:
   errors.check_choice(codec.nulls.action, NULL_POLICIES, "nulls", fail)
   if codec.nulls.action == "default" and codec.nulls.default is None:
     raise fail("nulls='default' needs a `default` value (or an `impute` statistic).")
-  if codec.nulls.default is not None:
-    try:
-      codec.encoder()(codec.nulls.default)
-    except (ValueProblem, *_VALUE_ERRORS) as error:
-      raise fail(
-          f"default {codec.nulls.default!r} does not fit the column "
-          f"({codec.sql_type.describe()}, stored as {codec.storage}): {_reason(error)}. "
-          "Give a value of the column's type."
-      ) from None
+  if codec.nulls.action == "mask" and codec.storage == "class" and codec.nulls.default is None:
+    # The zero placeholder would be class 0: a real class, told apart only by the mask.
+    raise fail(
+        "nulls='mask' on a categorical column would store a NULL as class 0, a real "
+        "class. Set `unknown` to a class name that masked NULLs take (e.g. "
+        "{'unknown': '<missing>'}), or give a `default` class."
+    )
+  if codec.nulls.default is None or not check_default:
+    return
+  if codec.class_names is not None:
+    _check_default_class(codec, fail)
+  try:
+    codec.encoder()(codec.nulls.default)
+  except (ValueProblem, *_VALUE_ERRORS) as error:
+    raise fail(
+        f"default {codec.nulls.default!r} does not fit the column "
+        f"({codec.sql_type.describe()}, stored as {codec.storage}): {_reason(error)}. "
+        "Give a value of the column's type."
+    ) from None
+
+
+def _check_default_class(codec: ColumnCodec, fail: Callable[[str], Exception]) -> None:
+  default = class_name(codec.nulls.default)
+  if default in codec.class_names:
+    return
+  shown = list(codec.class_names[:10]) + (["..."] if len(codec.class_names) > 10 else [])
+  raise fail(
+      f"default {codec.nulls.default!r} is not one of its {len(codec.class_names)} classes "
+      f"{shown}. Give one of them, or set `unknown` to {default!r} to add it as a class."
+  )
 
 
 class RowEncoder:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -99,12 +100,18 @@ class Defaults:
 
 @dataclasses.dataclass(frozen=True)
 class ColumnPlan:
-  """A column's type and settings before the statistics are known."""
+  """A column's type and settings before the statistics are known.
+
+  Attributes:
+    nullable: False when the database guarantees no NULL (a NOT NULL table
+      column read as is); True when it may hold one, or nobody can tell.
+  """
 
   name: str
   sql_type: sql_types.SqlType
   options: ColumnOptions
   defaults: Defaults
+  nullable: bool = True
 
   @property
   def null_action(self) -> str:
@@ -112,7 +119,20 @@ class ColumnPlan:
       return self.options.nulls
     if self.options.impute or self.options.default is not None:
       return "default"
+    if self.defaults.nulls == "mask" and not self.nullable:
+      return "error"  # a config-wide mask would be always false here: no feature for it
     return self.defaults.nulls
+
+  @property
+  def classes_from_data(self) -> bool:
+    """Whether the ClassLabel names are the distinct values, known only at build time."""
+    return self.options.categorical and not self.options.vocabulary
+
+  @property
+  def fills_nulls(self) -> bool:
+    """Whether a NULL is stored as a value (`default` or `impute`), not skipped, refused or a placeholder."""
+    filled = self.options.default is not None or bool(self.options.impute)
+    return filled and self.null_action in ("default", "mask")
 
   def codec(self, statistics: Mapping[str, Any] | None = None) -> sql_types.ColumnCodec:
     """The codec; without `statistics`, placeholders stand for SQL-computed values."""
@@ -132,6 +152,8 @@ class ColumnPlan:
     default = options.default
     if options.impute:
       default = statistics.get("impute")
+    if default is None and unknown_class is not None and self.null_action == "mask":
+      default = unknown_class  # a masked NULL takes the unknown class, never a real one
     return sql_types.ColumnCodec(
         name=self.name,
         sql_type=self.sql_type,
@@ -158,8 +180,16 @@ def plan_columns(
     options_by_name: Mapping[str, Mapping[str, Any]],
     defaults: Defaults,
     cast_example: str,
+    not_null: Collection[str] = (),
 ) -> list[ColumnPlan]:
   """Checks the result columns and applies the config's per-column settings.
+
+  Args:
+    result: The query's columns, as the database describes them.
+    options_by_name: `BuilderConfig.columns`.
+    defaults: The config-wide settings.
+    cast_example: How to cast a column in this database's SQL.
+    not_null: Columns the database guarantees to hold no NULL.
 
   Raises:
     ConfigError: for settings of a column the query does not return, or
@@ -201,7 +231,7 @@ def plan_columns(
       raise sql_types.unsupported_type(
           column.name, column.type_name, cast_example.replace("column", column.name)
       )
-    plan = ColumnPlan(column.name, sql_type, options, defaults)
+    plan = ColumnPlan(column.name, sql_type, options, defaults, column.name not in not_null)
     _check_plan(plan)
     plans.append(plan)
   masks = {plan.name + sql_types.MASK_SUFFIX for plan in plans if plan.null_action == "mask"}
@@ -236,8 +266,14 @@ def _check_plan(plan: ColumnPlan) -> None:
     )
   if options.impute and plan.sql_type.array:
     raise fail("`impute` does not apply to array columns; use `default`.")
+  if options.impute and kind == "json":
+    raise fail(
+        f"impute={options.impute!r} needs values that can be ordered and compared, "
+        "and JSON cannot; cast the column to text in the query, or use `default`."
+    )
   if options.impute is None:
-    sql_types.check_codec(plan.codec())
+    # Classes computed from the data are unknown yet: `finalize` checks the default.
+    sql_types.check_codec(plan.codec(), check_default=not plan.classes_from_data)
 
 
 # ------------------------------------------------------------ statistics --
@@ -251,10 +287,14 @@ def compute_statistics(
 ) -> dict[str, dict[str, Any]]:
   """Vocabularies (over all splits) and statistics (over the statistics split), in SQL.
 
+  Only the rows the dataset stores count: rows that a `skip_row` column
+  leaves out are left out of every statistic.
+
   Returns:
     Column name -> {"class_names", "affine", "impute", "record"}; "record"
     is what goes into the dataset's metadata.
   """
+  required = [plan.name for plan in plans if plan.null_action == "skip_row"]
   found: dict[str, dict[str, Any]] = {}
   for plan in plans:
     if not plan.needs_statistics():
@@ -268,7 +308,7 @@ def compute_statistics(
       else:
         values: set[Any] = set()
         for source in sources:
-          sql, params = queries.distinct_sql(session, source, plan.name)
+          sql, params = queries.distinct_sql(session, source, plan.name, required)
           values.update(row[0] for row in session.fetch_all(sql, params, source.query))
         names = _sorted_names(values)
         record["categorical"] = {"source": f"distinct values of splits {[s.split for s in sources]}"}
@@ -277,26 +317,79 @@ def compute_statistics(
       record["categorical"]["unknown"] = plan.codec(stats).unknown_class or "error"
     if options.normalize or options.impute:
       source = _require_statistics_source(plan, statistics_source)
-      sql, params = queries.moments_sql(session, source, plan.name)
-      count, mean, std, low, high = session.fetch_all(sql, params, source.query)[0]
-      if not count:
-        raise errors.SourceError(
-            f"Column {plan.name!r} has no non-NULL value in split {source.split!r}, "
-            "so its statistics are undefined. Check the query, or drop the "
-            "normalize/impute settings."
-        )
-      if options.normalize:
-        stats["affine"], record["normalize"] = _normalization(
-            plan, source.split, mean, std, low, high
-        )
+      summary = _summary(session, plan, source, required)
       if options.impute:
-        value = _imputed(session, plan, source, count, mean, low, high)
+        value = _imputed(session, plan, source, summary, required)
         stats["impute"] = value
         record["impute"] = {
             "statistic": options.impute, "value": json_value(value), "split": source.split,
         }
+      if options.normalize:
+        moments = _Moments.of(summary)
+        if plan.fills_nulls:
+          # The stored column is normalized, filled NULLs included: its statistics are theirs too.
+          fill = stats["impute"] if options.impute else options.default
+          moments = moments.with_constant(_number(plan, fill), summary["rows"] - summary["count"])
+        stats["affine"], record["normalize"] = _normalization(plan, source.split, moments)
     found[plan.name] = stats
   return found
+
+
+def _summary(session, plan: ColumnPlan, source, required: Sequence[str]) -> dict[str, Any]:
+  """The aggregates the column's settings need (avg and stddev only for numbers)."""
+  options = plan.options
+  aggregates = ["rows", "count"]
+  if options.normalize == "standard" or options.impute == "mean":
+    aggregates.append("avg")
+  if options.normalize == "standard":
+    aggregates.append("stddev_pop")
+  if options.normalize == "minmax":
+    aggregates += ["min", "max"]
+  sql, params = queries.summary_sql(session, source, plan.name, aggregates, required)
+  summary = dict(zip(aggregates, session.fetch_all(sql, params, source.query)[0]))
+  if not summary["count"]:
+    raise errors.SourceError(
+        f"Column {plan.name!r} has no non-NULL value in split {source.split!r}, "
+        "so its statistics are undefined. Check the query, or drop the "
+        "normalize/impute settings."
+    )
+  return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class _Moments:
+  """Population statistics of a numeric column (None where not computed)."""
+
+  count: int
+  mean: float | None
+  std: float | None
+  low: float | None
+  high: float | None
+
+  @classmethod
+  def of(cls, summary: Mapping[str, Any]) -> _Moments:
+    number = lambda name: None if summary.get(name) is None else float(summary[name])
+    return cls(summary["count"], number("avg"), number("stddev_pop"), number("min"), number("max"))
+
+  def with_constant(self, value: float, times: int) -> _Moments:
+    """The statistics after `times` more values equal to `value` (Chan et al.'s update)."""
+    if not times:
+      return self
+    total = self.count + times
+    mean = std = None
+    if self.mean is not None:
+      mean = (self.count * self.mean + times * value) / total
+    if self.std is not None:
+      squares = (self.count * (self.std**2 + (self.mean - mean) ** 2)
+                 + times * (value - mean) ** 2)
+      std = math.sqrt(squares / total)
+    low = None if self.low is None else min(self.low, value)
+    high = None if self.high is None else max(self.high, value)
+    return _Moments(total, mean, std, low, high)
+
+
+def _number(plan: ColumnPlan, value: Any) -> float:
+  return sql_types.finite_or_fail(plan.name, "NULL fill value", value)
 
 
 def _require_statistics_source(plan: ColumnPlan, source: queries.SplitSource | None):
@@ -309,18 +402,18 @@ def _require_statistics_source(plan: ColumnPlan, source: queries.SplitSource | N
   return source
 
 
-def _normalization(plan, split, mean, std, low, high) -> tuple[tuple[float, float], dict]:
+def _normalization(plan: ColumnPlan, split: str, moments: _Moments) -> tuple[tuple[float, float], dict]:
   method = plan.options.normalize
   name = plan.name
   if method == "standard":
-    shift = sql_types.finite_or_fail(name, "mean", mean)
-    scale = sql_types.finite_or_fail(name, "standard deviation", std)
+    shift = sql_types.finite_or_fail(name, "mean", moments.mean)
+    scale = sql_types.finite_or_fail(name, "standard deviation", moments.std)
     record = {"method": "standard", "mean": shift, "std": scale}
   else:
-    shift = sql_types.finite_or_fail(name, "minimum", low)
-    scale = sql_types.finite_or_fail(name, "maximum", high) - shift
+    shift = sql_types.finite_or_fail(name, "minimum", moments.low)
+    scale = sql_types.finite_or_fail(name, "maximum", moments.high) - shift
     record = {"method": "minmax", "min": shift, "max": shift + scale}
-  record.update(split=split, applied=plan.options.apply)
+  record.update(split=split, applied=plan.options.apply, count=moments.count)
   if plan.options.apply and scale == 0:
     raise errors.SchemaError(
         f"Column {name!r} is constant in split {split!r} ({shift}), so "
@@ -332,19 +425,21 @@ def _normalization(plan, split, mean, std, low, high) -> tuple[tuple[float, floa
   return (shift, scale), record
 
 
-def _imputed(session, plan: ColumnPlan, source, count, mean, low, high) -> Any:
+def _imputed(session, plan: ColumnPlan, source, summary: Mapping[str, Any], required) -> Any:
+  """The statistic that fills NULLs, computed over the non-NULL values."""
   statistic = plan.options.impute
   if statistic == "mean":
-    return float(mean)
-  if statistic == "min":
-    return low
-  if statistic == "max":
-    return high
-  if statistic == "median":
-    # percentile_disc(0.5): the lower middle value, the same on every engine.
-    sql, params = queries.nth_value_sql(session, source, plan.name, (count - 1) // 2)
+    return float(summary["avg"])
+  text = plan.options.type is None and plan.sql_type.source in sql_types.POSTGRES_TEXT_TYPES
+  key = queries.sort_key(session, plan.name, plain_text=text)
+  if statistic == "mode":
+    sql, params = queries.mode_sql(session, source, plan.name, key, required)
   else:
-    sql, params = queries.mode_sql(session, source, plan.name)
+    # median: percentile_disc(0.5), the lower middle value, the same on every engine.
+    offset = (summary["count"] - 1) // 2 if statistic == "median" else 0
+    sql, params = queries.ordered_value_sql(
+        session, source, plan.name, key, offset, descending=statistic == "max", required=required,
+    )
   return session.fetch_all(sql, params, source.query)[0][0]
 
 

@@ -13,6 +13,7 @@ from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import sql_connections
 from tfds_builders.core import streaming_builder
+from tfds_builders.database import build_dirs
 from tfds_builders.database import plan as plan_lib
 from tfds_builders.database import reading
 
@@ -142,6 +143,13 @@ class Builder(streaming_builder.StreamingBuilder):
       ),
   ]
   _reading: _Reading | None = None  # the build's session, set by _generate_splits
+
+  def download_and_prepare(self, **kwargs) -> None:
+    """TFDS's `download_and_prepare`; a failure also removes the folders it created."""
+    with build_dirs.removed_on_failure(
+        self, kwargs.get("download_dir"), kwargs.get("download_config")
+    ):
+      super().download_and_prepare(**kwargs)
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(self._plan.features())

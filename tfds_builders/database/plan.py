@@ -15,6 +15,7 @@ from tfds_builders.core import paths
 from tfds_builders.core import sql_connections
 from tfds_builders.core import sql_types
 from tfds_builders.database import columns as columns_lib
+from tfds_builders.database import nullability
 from tfds_builders.database import queries
 from tfds_builders.database import reading
 
@@ -68,16 +69,19 @@ class Plan:
     order_by = tuple(_as_list(config.order_by) or _as_list(config.partition_key))
     with sql_connections.open_session(spec) as session:
       result = _describe(session, sources[0])
+      not_null = _never_null(session, sources[0], result)
       for source in sources[1:]:
         _check_same_columns(
             _signature(result), source, _signature(_describe(session, source)),
             f"split {sources[0].split!r} returns",
         )
+        not_null &= _never_null(session, source, result)
     _check_key_columns(config, order_by, [column.name for column in result])
     plans = columns_lib.plan_columns(
         result, config.columns,
         columns_lib.Defaults(nulls=config.nulls, numeric=config.numeric, temporal=config.temporal),
         cast_example="CAST(column AS TEXT)" if spec.driver == "sqlite" else "column::text",
+        not_null=not_null,
     )
     return cls(config, spec, tuple(sources), tuple(plans), order_by, tuple(_signature(result)))
 
@@ -206,6 +210,16 @@ def _describe(session, source: queries.SplitSource) -> list[sql_connections.Resu
   plain = dataclasses.replace(source, bucket_range=None)
   sql, params = queries.rows_sql(session, plain, (), limit_zero=True)
   return session.describe(sql, params, source.query)
+
+
+def _never_null(
+    session, source: queries.SplitSource, result: Sequence[sql_connections.ResultColumn],
+) -> set[str]:
+  """Names of the columns that the database guarantees are never NULL in this split's query."""
+  plain = dataclasses.replace(source, bucket_range=None)
+  sql, params = queries.rows_sql(session, plain, ())
+  return {result[position].name for position in nullability.never_null(session, sql, params)
+          if position < len(result)}
 
 
 def _signature(columns: Sequence[sql_connections.ResultColumn]) -> list[tuple[str, Any]]:

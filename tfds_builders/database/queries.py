@@ -90,11 +90,16 @@ def rows_sql(
 
 def _over_split(
     session: sql_connections.ReadSession, source: SplitSource, select: str,
-    tail: str = "", bind: Sequence[Any] = (),
+    tail: str = "", bind: Sequence[Any] = (), required: Sequence[str] = (),
 ) -> tuple[str, Any]:
-  """`SELECT <select> FROM (split rows) AS s <tail>`; `{}` in select/tail are identifiers."""
+  """`SELECT <select> FROM (split rows) AS s <tail>`; `{}` in select/tail are identifiers.
+
+  `required` columns must be non-NULL: rows a `skip_row` column leaves out
+  of the dataset are left out of its statistics too.
+  """
   text = session.query_text(source.query, source.params)
   conditions = _where(text, source)
+  conditions += [f"{session.quote(column)} IS NOT NULL" for column in required]
   inner = f"SELECT * FROM ({text.query}) AS tfds_source"
   if conditions:
     inner += " WHERE " + " AND ".join(f"({condition})" for condition in conditions)
@@ -109,35 +114,67 @@ def null_count_sql(session, source: SplitSource, columns: Sequence[str]) -> tupl
   return _over_split(session, source, "count(*)", f"WHERE {condition}")
 
 
-def distinct_sql(session, source: SplitSource, column: str) -> tuple[str, Any]:
-  quoted = session.quote(column)
-  return _over_split(session, source, f"DISTINCT {quoted}", f"WHERE {quoted} IS NOT NULL")
-
-
-def moments_sql(session, source: SplitSource, column: str) -> tuple[str, Any]:
-  """count, avg, stddev_pop, min, max of a column over the split."""
+def distinct_sql(session, source: SplitSource, column: str, required: Sequence[str] = ()) -> tuple[str, Any]:
   quoted = session.quote(column)
   return _over_split(
-      session, source,
-      f"count({quoted}), avg({quoted}), stddev_pop({quoted}), min({quoted}), max({quoted})",
+      session, source, f"DISTINCT {quoted}", f"WHERE {quoted} IS NOT NULL", required=required,
   )
 
 
-def nth_value_sql(session, source: SplitSource, column: str, offset: int) -> tuple[str, Any]:
-  """The `offset`-th non-NULL value of a column in ascending order (a median)."""
+# What `summary_sql` can compute; avg and stddev_pop are for numeric columns only.
+_AGGREGATES = {
+    "rows": "count(*)", "count": "count({0})", "avg": "avg({0})",
+    "stddev_pop": "stddev_pop({0})", "min": "min({0})", "max": "max({0})",
+}
+
+
+def summary_sql(
+    session, source: SplitSource, column: str, aggregates: Sequence[str],
+    required: Sequence[str] = (),
+) -> tuple[str, Any]:
+  """One row: the named `_AGGREGATES` of a column over the split, in order."""
   quoted = session.quote(column)
+  select = ", ".join(_AGGREGATES[name].format(quoted) for name in aggregates)
+  return _over_split(session, source, select, required=required)
+
+
+def sort_key(session, column: str, plain_text: bool) -> str:
+  """A column as an ORDER BY key: text in code-point order on every engine.
+
+  Args:
+    session: Quotes the column and says the driver.
+    column: Column name.
+    plain_text: Whether the column is a PostgreSQL text type (text, varchar,
+      bpchar, name, citext), which orders by the database's collation unless
+      told "C" (byte order of UTF-8, which is code-point order).
+  """
+  quoted = session.quote(column)
+  if session.driver == "sqlite":
+    return f"{quoted} COLLATE BINARY"  # a column's own collation (NOCASE) would win
+  return f'{quoted} COLLATE "C"' if plain_text else quoted
+
+
+def ordered_value_sql(
+    session, source: SplitSource, column: str, key: str, offset: int, *,
+    descending: bool = False, required: Sequence[str] = (),
+) -> tuple[str, Any]:
+  """The `offset`-th non-NULL value of a column in `key` order (min, max, median)."""
+  quoted = session.quote(column)
+  direction = " DESC" if descending else ""
   return _over_split(
-      session, source, quoted, f"WHERE {quoted} IS NOT NULL ORDER BY {quoted} LIMIT 1 OFFSET {{}}",
-      bind=[offset],
+      session, source, quoted,
+      f"WHERE {quoted} IS NOT NULL ORDER BY {key}{direction} LIMIT 1 OFFSET {{}}",
+      bind=[offset], required=required,
   )
 
 
-def mode_sql(session, source: SplitSource, column: str) -> tuple[str, Any]:
-  """The most frequent non-NULL value (ties: the smallest)."""
+def mode_sql(session, source: SplitSource, column: str, key: str, required: Sequence[str] = ()) -> tuple[str, Any]:
+  """The most frequent non-NULL value (ties: the smallest in `key` order)."""
   quoted = session.quote(column)
   return _over_split(
       session, source, quoted,
-      f"WHERE {quoted} IS NOT NULL GROUP BY {quoted} ORDER BY count(*) DESC, {quoted} LIMIT 1",
+      f"WHERE {quoted} IS NOT NULL GROUP BY {quoted} ORDER BY count(*) DESC, {key} LIMIT 1",
+      required=required,
   )
 
 
