@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
+import os
+import re
+import socket
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from absl import logging
+from etils import epath
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import split_builder as split_builder_lib
 
@@ -16,6 +23,17 @@ from tfds_builders.core import shard_writer
 
 # Same cap as TFDS's default ShardConfig, so readers see familiar shard sizes.
 DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
+
+# TFDS builds into `<config dir>/incomplete.<6 of A-Z0-9>_<version>/` and
+# renames it at the end (tfds.core.utils.file_utils.incomplete_dir); the uuid
+# form is older TFDS's. Nothing else of that name is ever touched.
+INCOMPLETE_DIR_NAME = re.compile(r"^incomplete\.(?:[A-Z0-9]{6}_|[0-9a-f]{32}\.).+$")
+# Written into a build's incomplete dir while our builder runs, so the next
+# build can tell a dead build's leftovers from a live one.
+OWNER_MARKER = ".tfds_builders_owner.json"
+# An incomplete dir without a marker (a TFDS build not of ours, or one killed
+# before it wrote the marker) is removed only after this long untouched.
+UNMARKED_STALE_SECONDS = 24 * 3600
 
 KeySerialized = shard_writer.KeySerialized
 StreamItem = shard_writer.StreamItem
@@ -100,6 +118,24 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         **details,
     )
 
+  def _download_and_prepare(
+      self,
+      dl_manager: tfds.download.DownloadManager,
+      download_config: tfds.download.DownloadConfig,
+  ) -> None:
+    # TFDS runs this inside the incomplete dir, which `data_dir` names now.
+    build_dir = epath.Path(self.data_dir)
+    owned = bool(INCOMPLETE_DIR_NAME.match(build_dir.name))
+    if owned:
+      BuildOwner.current().mark(build_dir)
+      remove_stale_builds(build_dir.parent, keep=build_dir)
+    try:
+      super()._download_and_prepare(dl_manager, download_config)
+    finally:
+      if owned:
+        # The dir becomes the dataset when TFDS renames it; no marker in it.
+        (build_dir / OWNER_MARKER).unlink(missing_ok=True)
+
   def _uses_beam(self, download_config: tfds.download.DownloadConfig) -> bool:
     return bool(
         download_config.beam_runner
@@ -165,3 +201,139 @@ def _partitions_of(split_name: str, examples: Iterable[KeySerialized]) -> Partit
         "divided into Partitions. Build it without Beam."
     )
   return examples
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOwner:
+  """The process that writes an incomplete build dir, and how to tell it is gone.
+
+  Attributes:
+    host: `socket.gethostname()` of the building machine.
+    boot_id: The Linux boot id ('' elsewhere): a new one means a reboot.
+    pid_namespace: The process's pid namespace ('' elsewhere): pids of another
+      namespace (another container) cannot be checked from here.
+    pid: The building process.
+    start_ticks: The process's start time in clock ticks after boot ('' if
+      unknown), so a pid reused by a newer process is not taken for the builder.
+  """
+
+  host: str
+  boot_id: str
+  pid_namespace: str
+  pid: int
+  start_ticks: str
+
+  @classmethod
+  def current(cls) -> BuildOwner:
+    pid = os.getpid()
+    return cls(socket.gethostname(), _boot_id(), _pid_namespace(), pid, _start_ticks(pid))
+
+  def mark(self, build_dir: epath.Path) -> None:
+    """Records this owner in `build_dir` (written whole, then renamed)."""
+    partial = build_dir / f"{OWNER_MARKER}.partial"
+    partial.write_text(json.dumps(dataclasses.asdict(self)))
+    partial.replace(build_dir / OWNER_MARKER)
+
+  @classmethod
+  def read(cls, build_dir: epath.Path) -> BuildOwner | None:
+    """The owner recorded in `build_dir`, or None if none (or unreadable)."""
+    try:
+      fields = json.loads((build_dir / OWNER_MARKER).read_text())
+      return cls(**{field.name: fields[field.name] for field in dataclasses.fields(cls)})
+    except (OSError, ValueError, TypeError, KeyError):
+      return None
+
+  def is_dead(self) -> bool:
+    """True only when this machine can prove the owner ended; else False."""
+    here = BuildOwner.current()
+    if type(self.pid) is not int or self.pid <= 0:
+      return False
+    if (self.host, self.pid_namespace) != (here.host, here.pid_namespace):
+      return False  # another machine or container: its pids mean nothing here
+    if self.boot_id and here.boot_id and self.boot_id != here.boot_id:
+      return True  # rebooted since: every process of that boot is gone
+    try:
+      os.kill(self.pid, 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:
+      pass  # alive, owned by another user
+    except OverflowError:
+      return False
+    return bool(self.start_ticks) and _start_ticks(self.pid) not in ("", self.start_ticks)
+
+
+def remove_stale_builds(
+    config_dir: epath.PathLike, keep: epath.PathLike | None = None
+) -> list[epath.Path]:
+  """Removes the incomplete build dirs in `config_dir` that no live build writes.
+
+  A dir is stale when its marker names a process this machine proves dead, or,
+  without a marker, when nothing in it changed for `UNMARKED_STALE_SECONDS`.
+  Dirs of live builds, of other machines and of unknown owners are kept.
+
+  Args:
+    config_dir: `<data_dir>/<dataset>/<config>`.
+    keep: The caller's own build dir.
+
+  Returns:
+    The removed dirs.
+  """
+  config_dir = epath.Path(config_dir)
+  keep = epath.Path(keep) if keep else None
+  removed = []
+  for build_dir in sorted(config_dir.glob("incomplete.*")):
+    if build_dir == keep or not INCOMPLETE_DIR_NAME.match(build_dir.name) or not build_dir.is_dir():
+      continue
+    owner = BuildOwner.read(build_dir)
+    stale = owner.is_dead() if owner else _untouched_for(build_dir) > UNMARKED_STALE_SECONDS
+    if not stale:
+      continue
+    try:
+      build_dir.rmtree()
+    except OSError as error:  # removed meanwhile by another build, or not ours to remove
+      logging.warning("Could not remove the stale build dir %s: %s", build_dir, error)
+      continue
+    logging.info("Removed %s, left by a build that %s.", build_dir,
+                 f"ended (pid {owner.pid} on {owner.host})" if owner else "stopped long ago")
+    removed.append(build_dir)
+  return removed
+
+
+def _untouched_for(build_dir: epath.Path) -> float:
+  """Seconds since anything in `build_dir` was written or created (0 if unknown)."""
+  if "://" in str(build_dir):
+    return 0.0  # remote file systems: ages are not compared, only markers
+  latest = 0.0
+  # A dir's mtime moves whenever an entry is created, renamed or removed in it.
+  for directory, _, files in os.walk(build_dir):
+    for path in [directory, *(os.path.join(directory, name) for name in files)]:
+      try:
+        latest = max(latest, os.stat(path).st_mtime)
+      except OSError:
+        return 0.0  # changing under us: someone is writing
+  return time.time() - latest if latest else 0.0
+
+
+def _boot_id() -> str:
+  try:
+    with open("/proc/sys/kernel/random/boot_id") as boot:  # noqa: PTH123
+      return boot.read().strip()
+  except OSError:
+    return ""
+
+
+def _pid_namespace() -> str:
+  try:
+    return os.readlink("/proc/self/ns/pid")
+  except OSError:
+    return ""
+
+
+def _start_ticks(pid: int) -> str:
+  try:
+    with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123
+      # The command name (field 2) may hold spaces; fields after it do not.
+      return stat.read().rsplit(")", 1)[1].split()[19]
+  except (OSError, IndexError):
+    return ""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import collections
 import contextlib
 import dataclasses
+import math
 import mmap
+import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from etils import epath
 import numpy as np
@@ -19,55 +25,236 @@ from tfds_builders.core import errors
 CHUNK_BYTES = 8 * 1024 * 1024
 _PAGE = mmap.PAGESIZE
 
+MAGIC = b"\x93NUMPY"
+# Format version -> (struct format of the header length, header text encoding).
+_HEADER_FORMATS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
+# NumPy's own limit (`max_header_size`): longer headers are refused unparsed.
+MAX_HEADER_BYTES = 10_000
+MAX_DIMS = 64  # NumPy 2's limit
+_INT64_MAX = 2**63 - 1
+_HEADER_KEYS = {"descr", "fortran_order", "shape"}
+_RESAVE = "Save the array again with np.save / np.savez."
+# What zipfile and zlib raise on a damaged archive: a bad CRC or header, a cut
+# or undecodable member, an encrypted or unknown compression method.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, EOFError,
+    NotImplementedError, RuntimeError, ValueError, OSError,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class ArrayHeader:
-  """What an `.npy` header says: enough to infer a schema without reading data."""
+  """What an `.npy` header says: enough to infer a schema without reading data.
+
+  Attributes:
+    dtype: The array's dtype (object and structured dtypes included: the
+      builder refuses them, never this parser).
+    shape: Non-negative dimensions whose byte count fits in int64.
+    fortran_order: Whether the data is stored column-major.
+    data_offset: Where the data starts, from the start of the `.npy` bytes.
+  """
 
   dtype: np.dtype
   shape: tuple[int, ...]
   fortran_order: bool
   data_offset: int
 
+  @property
+  def nbytes(self) -> int:
+    """The data's size in bytes (a Python int: never overflows)."""
+    return self.dtype.itemsize * math.prod(self.shape)
 
-def _unreadable(source: str, reason: str) -> errors.SourceError:
-  return errors.SourceError(
-      errors.with_hint(
-          f"{source}: {reason}",
-          "Save it with np.save / np.savez from a numeric or bool array.",
-      )
-  )
+  @property
+  def row_bytes(self) -> int:
+    return self.dtype.itemsize * math.prod(self.shape[1:])
+
+
+def _unreadable(source: str, reason: str, hint: str = _RESAVE) -> errors.SourceError:
+  return errors.SourceError(errors.with_hint(f"{source}: {reason}", hint))
 
 
 def read_header(stream: BinaryIO, source: str) -> ArrayHeader:
-  """Parses the `.npy` header at the stream's position, without unpickling.
+  """Parses the `.npy` header at the stream's start, without unpickling.
+
+  Every field is checked before it is used: the header length against NumPy's
+  limit and the bytes present, the dict's keys and value types, and the shape's
+  byte count in Python ints, so no later read or allocation can overflow.
+
+  Args:
+    stream: A binary stream positioned at the `.npy` magic.
+    source: The file (and `.npz` member) named in errors.
 
   Raises:
-    SourceError: if the stream is not an `.npy` array.
+    SourceError: if the stream is not a well-formed `.npy` array header.
   """
+  prefix = stream.read(len(MAGIC) + 2)
+  if len(prefix) < len(MAGIC) + 2 or not prefix.startswith(MAGIC):
+    raise _unreadable(
+        source, f"not a valid .npy array (it does not start with the NumPy magic {MAGIC!r})",
+        "Save it with np.save / np.savez from a numeric or bool array.",
+    )
+  version = (prefix[-2], prefix[-1])
+  if version not in _HEADER_FORMATS:
+    raise _unreadable(
+        source,
+        f"unsupported .npy format version {version[0]}.{version[1]} (readable: 1.0, 2.0, 3.0)",
+    )
+  length_format, encoding = _HEADER_FORMATS[version]
+  length_field = stream.read(struct.calcsize(length_format))
+  if len(length_field) < struct.calcsize(length_format):
+    raise _unreadable(source, "truncated inside the .npy header length field")
+  (header_len,) = struct.unpack(length_format, length_field)
+  if header_len > MAX_HEADER_BYTES:
+    raise _unreadable(
+        source,
+        f"not a valid .npy array (header_len {header_len} is over the "
+        f"{MAX_HEADER_BYTES}-byte limit NumPy also enforces)",
+    )
+  text = stream.read(header_len)
+  if len(text) < header_len:
+    raise _unreadable(
+        source,
+        f"not a valid .npy array (header_len {header_len} runs past the end: "
+        f"only {len(text)} header bytes follow)",
+    )
+  fields = _header_fields(text, encoding, source)
+  header = ArrayHeader(
+      dtype=_header_dtype(fields["descr"], source),
+      shape=_header_shape(fields["shape"], source),
+      fortran_order=_header_order(fields["fortran_order"], source),
+      data_offset=len(prefix) + len(length_field) + header_len,
+  )
+  _check_addressable(header, source)
+  return header
+
+
+def _header_fields(text: bytes, encoding: str, source: str) -> dict[str, Any]:
   try:
-    major, _ = np.lib.format.read_magic(stream)
-    read = {
-        1: np.lib.format.read_array_header_1_0,
-        2: np.lib.format.read_array_header_2_0,
-    }.get(major)
-    if read is None:
-      raise ValueError(f"unsupported .npy format version {major}")
-    shape, fortran_order, dtype = read(stream)
-  except ValueError as error:
-    raise _unreadable(source, f"not a valid .npy array ({error})") from error
-  return ArrayHeader(dtype, tuple(shape), fortran_order, stream.tell())
+    # literal_eval builds only literals: no names, calls or unpickling.
+    fields = ast.literal_eval(text.decode(encoding))
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
+    raise _unreadable(
+        source, f"not a valid .npy array (header is not a Python literal: {type(error).__name__})"
+    ) from error
+  if not isinstance(fields, dict):
+    raise _unreadable(
+        source, f"not a valid .npy array (header is a {type(fields).__name__}, not a dict)"
+    )
+  if set(fields) != _HEADER_KEYS:
+    keys = sorted(map(repr, fields))
+    raise _unreadable(
+        source,
+        f"not a valid .npy array (header keys are [{', '.join(keys)}], "
+        "expected 'descr', 'fortran_order' and 'shape')",
+    )
+  return fields
+
+
+def _header_dtype(descr: Any, source: str) -> np.dtype:
+  try:
+    return np.lib.format.descr_to_dtype(descr)
+  # A descr can fail in many ways (bad strings, nested lists, huge subarray
+  # shapes); each means the same thing here: not a NumPy dtype.
+  except Exception as error:  # pylint: disable=broad-except
+    raise _unreadable(
+        source,
+        f"not a valid .npy array (header descr {_shorten(descr)} is not a NumPy dtype: {error})",
+    ) from error
+
+
+def _header_shape(shape: Any, source: str) -> tuple[int, ...]:
+  # bool is an int subclass that NumPy accepts; no writer produces it.
+  if not isinstance(shape, tuple) or any(type(dim) is not int for dim in shape):
+    raise _unreadable(
+        source, f"not a valid .npy array (header shape {_shorten(shape)} is not a tuple of ints)"
+    )
+  if any(dim < 0 for dim in shape):
+    raise _unreadable(source, f"header shape {shape} has a negative dimension")
+  if len(shape) > MAX_DIMS:
+    raise _unreadable(
+        source, f"header shape has {len(shape)} dimensions, more than NumPy's {MAX_DIMS}"
+    )
+  return shape
+
+
+def _header_order(fortran_order: Any, source: str) -> bool:
+  if type(fortran_order) is not bool:
+    raise _unreadable(
+        source,
+        f"not a valid .npy array (header fortran_order {_shorten(fortran_order)} is not True or False)",
+    )
+  return fortran_order
+
+
+def _check_addressable(header: ArrayHeader, source: str) -> None:
+  # NumPy sizes arrays by the product of their non-zero dimensions in int64;
+  # past that no array (and no memory map) can have this shape.
+  span = header.dtype.itemsize * math.prod(dim for dim in header.shape if dim)
+  if span > _INT64_MAX:
+    raise _unreadable(
+        source,
+        f"header shape {header.shape} of {header.dtype.str} spans {span} bytes, "
+        "more than any array can address (int64); the header is corrupt",
+    )
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+@contextlib.contextmanager
+def _zip_errors(archive: epath.Path, member: str | None) -> Iterator[None]:
+  """Turns zipfile/zlib failures into a SourceError naming the archive and member."""
+  try:
+    yield
+  except errors.TfdsBuildersError:
+    raise
+  except _ZIP_ERRORS as error:
+    where = f"{archive}[{member}]" if member else str(archive)
+    raise errors.SourceError(
+        errors.with_hint(
+            f"{where}: the .npz archive is damaged ({type(error).__name__}: {error})",
+            f"Test it with `python -m zipfile -t {archive}` and copy or write it "
+            "again (np.savez); np.load cannot read it either.",
+        )
+    ) from error
+
+
+def _whole_read_limit() -> int:
+  """Bytes one streamed array may take in memory: half the machine's RAM."""
+  try:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+  except (ValueError, OSError, AttributeError):
+    return 8 * 1024**3
 
 
 class ArraySource:
   """One array on disk: an `.npy` file or a member of an `.npz` archive."""
 
-  def __init__(self, path: epath.Path, member: str | None = None):
+  def __init__(
+      self,
+      path: epath.Path,
+      member: str | None = None,
+      header: ArrayHeader | None = None,
+      member_size: int | None = None,
+  ):
+    """Reads the header (unless given, as `npz_sources` does for a whole archive).
+
+    Args:
+      path: The `.npy` file, or the `.npz` archive holding `member`.
+      member: The archive member's name, or None for an `.npy` file.
+      header: The already parsed header.
+      member_size: The member's uncompressed size declared by the archive.
+    """
     self.path = path
     self.member = member
     self.name = f"{path}" + (f"[{member}]" if member else "")
-    with self._open() as stream:
-      self.header = read_header(stream, self.name)
+    self.member_size = member_size
+    if header is None:
+      with self._open() as stream:
+        header = read_header(stream, self.name)
+    self.header = header
 
   @property
   def num_rows(self) -> int:
@@ -86,8 +273,13 @@ class ArraySource:
       if self.member is None:
         yield file
         return
-      with zipfile.ZipFile(file) as archive, archive.open(self.member) as stream:
-        yield stream
+      with _zip_errors(self.path, self.member):
+        with zipfile.ZipFile(file) as archive:
+          info = archive.getinfo(self.member)
+          if self.member_size is None:
+            self.member_size = info.file_size
+          with archive.open(info) as stream:
+            yield stream
 
   def _is_mappable(self) -> bool:
     return self.member is None and "://" not in str(self.path)
@@ -99,25 +291,56 @@ class ArraySource:
   def iter_chunks(self, rows_per_chunk: int | None) -> Iterator[np.ndarray]:
     """Yields consecutive row blocks; `None` yields the whole array once.
 
-    Local `.npy` files are memory-mapped and the pages of consumed blocks are
-    released, so resident memory stays near one block whatever the file size.
-    Archive members and remote files are streamed block by block.
+    The header's byte count is checked against the bytes present before any
+    data is mapped or read. Local `.npy` files are memory-mapped and the pages
+    of consumed blocks are released, so resident memory stays near one block
+    whatever the file size. Archive members and remote files are streamed block
+    by block, never reading past the size the header declares.
+
+    Raises:
+      SourceError: if the data is shorter or longer than the header says, or
+        the archive is damaged.
     """
     if self._is_mappable():
       yield from self._iter_mapped(rows_per_chunk)
     else:
       yield from self._iter_streamed(rows_per_chunk)
 
+  def _check_size(self, available: int) -> None:
+    """Compares the data bytes present with the header's count, exactly."""
+    header = self.header
+    if available < header.nbytes:
+      found = (
+          f"{header.data_offset + available} bytes on disk, header needs "
+          f"{header.data_offset + header.nbytes}"
+          if self.member is None
+          else f"expected {header.nbytes} data bytes, found {available}"
+      )
+      raise _unreadable(
+          self.name, f"truncated: {found}",
+          "The file was cut short (an interrupted copy or write); copy or save it again.",
+      )
+    if available > header.nbytes:
+      found = (
+          f"{available - header.nbytes} trailing bytes: the header's shape "
+          f"{header.shape} of {header.dtype.str} accounts for {header.nbytes} data "
+          f"bytes but {available} follow it"
+          if self.member is None
+          else f"the archive declares {available} data bytes for this member but its "
+          f"header's shape {header.shape} of {header.dtype.str} accounts for {header.nbytes}"
+      )
+      raise _unreadable(
+          self.name, found,
+          "The header does not describe the data (edited, appended to, or a forged "
+          "archive); save the array again with np.save / np.savez.",
+      )
+
   def _iter_mapped(self, rows_per_chunk: int | None) -> Iterator[np.ndarray]:
     header = self.header
     with open(self.path, "rb") as file:  # noqa: PTH123 - mmap needs an OS file
       size = file.seek(0, 2)
-      expected = header.data_offset + _nbytes(header.dtype, header.shape)
-      if size < expected:
-        raise _unreadable(
-            self.name, f"truncated: {size} bytes on disk, header needs {expected}"
-        )
-      if expected == header.data_offset:  # no data bytes: nothing to map
+      self._check_size(size - header.data_offset)
+      if header.nbytes == 0:  # no data bytes: nothing to map
         yield np.empty(header.shape, header.dtype)
         return
       mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
@@ -148,50 +371,94 @@ class ArraySource:
 
   def _iter_streamed(self, rows_per_chunk: int | None) -> Iterator[np.ndarray]:
     header = self.header
-    with self._open() as stream:
+    zip_errors = _zip_errors(self.path, self.member) if self.member else contextlib.nullcontext()
+    with self._open() as stream, zip_errors:
+      if self.member is None:
+        size = stream.seek(0, 2)
+        stream.seek(0)
+      else:
+        size = self.member_size
+      self._check_size(size - header.data_offset)
       stream.read(header.data_offset)  # skip the header again
-      if rows_per_chunk is None or header.fortran_order or not header.shape:
-        yield self._from_bytes(stream.read(), header.shape)
-        return
-      row_shape = header.shape[1:]
-      row_bytes = _nbytes(header.dtype, row_shape)
-      for start in range(0, header.shape[0], rows_per_chunk):
-        rows = min(rows_per_chunk, header.shape[0] - start)
-        yield self._from_bytes(stream.read(rows * row_bytes), (rows, *row_shape))
+      whole = rows_per_chunk is None or header.fortran_order or not header.shape
+      if whole and header.nbytes > _whole_read_limit():
+        raise errors.SourceError(
+            errors.with_hint(
+                f"{self.name}: the array has {header.nbytes} bytes and is read "
+                f"whole (layout='files' or Fortran order), more than half this "
+                "machine's memory",
+                "Save it as a C-ordered .npy file (memory-mapped, read in row "
+                "blocks) and use layout='rows'.",
+            )
+        )
+      if whole:
+        yield self._from_bytes(stream.read(header.nbytes), header.shape)
+      else:
+        row_shape = header.shape[1:]
+        for start in range(0, header.shape[0], rows_per_chunk):
+          rows = min(rows_per_chunk, header.shape[0] - start)
+          yield self._from_bytes(stream.read(rows * header.row_bytes), (rows, *row_shape))
+      # Reading to the end is also what makes zipfile check the member's CRC.
+      if stream.read(1):
+        raise _unreadable(self.name, "trailing bytes after the data the header declares")
 
   def _from_bytes(self, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    expected = _nbytes(self.header.dtype, shape)
+    expected = self.header.dtype.itemsize * math.prod(shape)
     if len(data) != expected:
       raise _unreadable(
-          self.name, f"truncated: expected {expected} data bytes, found {len(data)}"
+          self.name,
+          f"truncated: expected {expected} data bytes, found {len(data)}",
+          "The file was cut short (an interrupted copy or write); copy or save it again.",
       )
     order = "F" if self.header.fortran_order else "C"
     return np.ndarray(shape, self.header.dtype, buffer=data, order=order)
 
 
-def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
-  return dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-
-
 def rows_per_chunk(header: ArrayHeader) -> int:
   """How many rows of this array make about `CHUNK_BYTES`."""
-  return max(1, CHUNK_BYTES // max(1, _nbytes(header.dtype, header.shape[1:])))
+  return max(1, CHUNK_BYTES // max(1, header.row_bytes))
 
 
-def npz_members(path: epath.Path) -> list[str]:
-  """The `.npy` member names of an `.npz` archive, in archive order.
+def npz_sources(path: epath.Path) -> list[ArraySource]:
+  """The `.npy` members of an `.npz` archive, in archive order, headers read.
+
+  The archive is opened once for all members, so an archive of many members
+  costs one directory read.
 
   Raises:
-    SourceError: if the file is not a zip archive of `.npy` arrays.
+    SourceError: if the file is not an intact zip archive of `.npy` arrays.
   """
-  try:
-    with path.open("rb") as file, zipfile.ZipFile(file) as archive:
-      names = archive.namelist()
-  except zipfile.BadZipFile as error:
-    raise _unreadable(str(path), "not a valid .npz (zip) archive") from error
+  with path.open("rb") as file, _zip_errors(path, None):
+    try:
+      archive = zipfile.ZipFile(file)
+    except zipfile.BadZipFile as error:
+      raise _unreadable(
+          str(path), f"not a valid .npz (zip) archive ({error})",
+          "Save it with np.savez, or copy it again if the copy was cut short.",
+      ) from error
+    with archive:
+      infos = archive.infolist()
+      _check_npz_names(path, [info.filename for info in infos])
+      sources = []
+      for info in infos:
+        name = f"{path}[{info.filename}]"
+        with _zip_errors(path, info.filename), archive.open(info) as stream:
+          header = read_header(stream, name)
+        sources.append(ArraySource(path, info.filename, header, info.file_size))
+  return sources
+
+
+def _check_npz_names(path: epath.Path, names: list[str]) -> None:
   not_arrays = [name for name in names if not name.endswith(".npy")]
   if not_arrays or not names:
+    found = f"members that are not .npy arrays: {not_arrays[:10]}" if not_arrays else "no members"
     raise _unreadable(
-        str(path), f"archive holds no .npy arrays or other files: {not_arrays}"
+        str(path), f"archive holds {found}", "Save it with np.savez / np.savez_compressed.",
     )
-  return names
+  repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
+  if repeated:
+    raise _unreadable(
+        str(path), f"archive holds members {repeated} more than once (np.load would "
+        "read only the last)", "Write the archive again with np.savez.",
+    )
+

@@ -14,6 +14,7 @@ from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
+from tfds_builders.numpy_arrays import groups as groups_lib
 from tfds_builders.numpy_arrays import npy_files
 
 _DESCRIPTION = """\
@@ -23,9 +24,10 @@ inferred from the array headers; a dimension that varies between examples
 becomes `None`.
 """
 
+Patterns = groups_lib.Patterns
+
 LAYOUTS = ("rows", "files")
 NPZ_MEMBER_MODES = ("features", "examples")
-_SUFFIXES = (".npy", ".npz")
 _SUPPORTED_KINDS = "biufc"  # bool, signed, unsigned, float, complex
 _REFUSED_KINDS = {
     "O": "object arrays may hold pickled code and have no fixed layout; "
@@ -45,8 +47,11 @@ class BuilderConfig(streaming_builder.StreamingConfig):
   """Which arrays to read and how they map to examples and splits.
 
   Attributes:
-    splits: Split name -> files, directories or globs of `.npy` / `.npz`.
-    paths: Alternative to `splits`: sources divided by `split_fractions`.
+    splits: Split name -> files, directories or globs of `.npy` / `.npz`; or
+      split name -> {feature: `.npy` files}, whose files pair up in sorted
+      order as the features of the same examples (`X.npy` with `y.npy`).
+    paths: Alternative to `splits`: sources (a list, or a feature mapping)
+      divided by `split_fractions`.
     split_fractions: Split name -> fraction (summing to 1), used with `paths`.
       Each example lands in a split by a hash of its key and `split_seed`.
     split_seed: Seed of the fraction assignment.
@@ -61,8 +66,8 @@ class BuilderConfig(streaming_builder.StreamingConfig):
     use_beam: Write each file (group) on a Beam worker.
   """
 
-  splits: dict[str, list[str] | str] = dataclasses.field(default_factory=dict)
-  paths: list[str] = dataclasses.field(default_factory=list)
+  splits: dict[str, Patterns | dict[str, Patterns]] = dataclasses.field(default_factory=dict)
+  paths: Patterns | dict[str, Patterns] = dataclasses.field(default_factory=list)
   split_fractions: dict[str, float] = dataclasses.field(default_factory=dict)
   split_seed: int = 0
   layout: str = "rows"
@@ -132,7 +137,7 @@ class Builder(streaming_builder.StreamingBuilder):
 
 
 def _group_examples(
-    plan: _Plan, split: str, group: _Group, layout: str
+    plan: _Plan, split: str, group: groups_lib.Group, layout: str
 ) -> Iterator[tuple[str, bytes]]:
   """The serialized examples of one file (group) that belong to `split`."""
   encoders = {name: _encoder(name, spec) for name, spec in plan.specs.items()}
@@ -150,42 +155,10 @@ class _FeatureSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Group:
-  """Arrays that form examples together: one `.npy`, or one `.npz`'s members."""
-
-  key: str
-  sources: Mapping[str, npy_files.ArraySource]
-
-  def examples(self, layout: str) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    """Yields `(key, {feature: array})`, streaming rows chunk by chunk."""
-    if layout == "files":
-      yield self.key, {
-          name: _little_endian(source.read_all())
-          for name, source in self.sources.items()
-      }
-      return
-    names = list(self.sources)
-    chunk_rows = min(
-        npy_files.rows_per_chunk(source.header) for source in self.sources.values()
-    )
-    # Rows are paired one by one, not block by block: sources may yield blocks
-    # of different sizes (a Fortran-ordered array comes in one block).
-    row_iters = [_rows(self.sources[name].iter_chunks(chunk_rows)) for name in names]
-    for row, arrays in enumerate(zip(*row_iters)):
-      yield f"{self.key}:{row:09d}", dict(zip(names, arrays))
-
-
-def _rows(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-  """The rows of consecutive row blocks, in native byte order."""
-  for chunk in chunks:
-    yield from _little_endian(chunk)
-
-
-@dataclasses.dataclass(frozen=True)
 class _Plan:
   """The resolved sources of every split and the features inferred from them."""
 
-  groups_by_split: Mapping[str, Sequence[_Group]]
+  groups_by_split: Mapping[str, Sequence[groups_lib.Group]]
   specs: Mapping[str, _FeatureSpec]
   fractions: Mapping[str, float]
   seed: int
@@ -200,7 +173,7 @@ class _Plan:
         {name: _tensor_feature(name, spec) for name, spec in self.specs.items()}
     )
 
-  def groups_for(self, split: str) -> Sequence[_Group]:
+  def groups_for(self, split: str) -> Sequence[groups_lib.Group]:
     return self.groups_by_split["all" if self.fractions else split]
 
   def holds(self, split: str, key: str) -> bool:
@@ -233,7 +206,7 @@ class _Plan:
     all_groups = [group for groups in groups_by_split.values() for group in groups]
     return cls(
         groups_by_split=groups_by_split,
-        specs=_infer_specs(all_groups, config.layout),
+        specs=_infer_specs(all_groups, config.layout, paired=_is_paired(config)),
         fractions=dict(config.split_fractions),
         seed=config.split_seed,
     )
@@ -267,31 +240,54 @@ def _check_config(config: BuilderConfig) -> None:
         f"splits {empty} list no paths; give each split files, directories "
         "or globs, or leave it out."
     )
+  sources = list(config.splits.values()) if config.splits else [config.paths]
+  mappings = [source for source in sources if isinstance(source, Mapping)]
+  if mappings and len(mappings) != len(sources):
+    raise fail(
+        "give every split a feature mapping ({feature: files}) or every split a "
+        "list of files, not a mix: the splits must have the same features."
+    )
+  for mapping in mappings:
+    _check_feature_mapping(mapping, fail)
 
 
-def _groups(config: BuilderConfig, patterns: list[str] | str) -> list[_Group]:
-  groups = []
-  sources = paths.expand(
-      patterns, kind=".npy/.npz", keep=lambda name: name.endswith(_SUFFIXES), root=config.data_root
+def _is_paired(config: BuilderConfig) -> bool:
+  sources = list(config.splits.values()) if config.splits else [config.paths]
+  return any(isinstance(source, Mapping) for source in sources)
+
+
+def _check_feature_mapping(mapping: Mapping[str, Patterns], fail) -> None:
+  for feature, patterns in mapping.items():
+    # "/" would collide with the `<name>/shape` field of varying shapes.
+    if not isinstance(feature, str) or not feature or "/" in feature:
+      raise fail(
+          f"feature name {feature!r} in {dict(mapping)}: use a non-empty name "
+          "without '/'."
+      )
+    if not patterns:
+      raise fail(f"feature {feature!r} lists no files; give it .npy files or globs.")
+
+
+def _groups(config: BuilderConfig, patterns: Patterns | Mapping[str, Patterns]) -> list[groups_lib.Group]:
+  if isinstance(patterns, Mapping):
+    return groups_lib.paired_groups(patterns, root=config.data_root, config_name=config.name)
+  return groups_lib.listed_groups(
+      patterns, feature_name=config.feature_name, npz_members=config.npz_members,
+      root=config.data_root,
   )
-  for path, name in zip(sources, paths.source_names(sources, config.data_root)):
-    if path.name.endswith(".npy"):
-      groups.append(_Group(name, {config.feature_name: npy_files.ArraySource(path)}))
-    elif config.npz_members == "features":
-      members = npy_files.npz_members(path)
-      groups.append(
-          _Group(name, {m[: -len(".npy")]: npy_files.ArraySource(path, m) for m in members})
-      )
-    else:
-      groups.extend(
-          _Group(f"{name}/{m}", {config.feature_name: npy_files.ArraySource(path, m)})
-          for m in npy_files.npz_members(path)
-      )
-  return groups
 
 
-def _infer_specs(groups: Sequence[_Group], layout: str) -> dict[str, _FeatureSpec]:
-  """Features from headers only: dtype must agree, differing dims become None."""
+def _infer_specs(
+    groups: Sequence[groups_lib.Group], layout: str, paired: bool = False
+) -> dict[str, _FeatureSpec]:
+  """Features from headers only: dtype must agree, differing dims become None.
+
+  Args:
+    groups: Every split's groups.
+    layout: `rows` or `files`.
+    paired: Whether the config maps features to files (else a mismatch between
+      .npy files may be X and y given as one list, and the error says how to pair).
+  """
   first_group = groups[0]
   specs: dict[str, _FeatureSpec] = {}
   first_seen: dict[str, str] = {}
@@ -305,13 +301,16 @@ def _infer_specs(groups: Sequence[_Group], layout: str) -> dict[str, _FeatureSpe
       if name not in specs:
         specs[name], first_seen[name] = _FeatureSpec(dtype, shape), source.name
         continue
-      specs[name] = _merge(specs[name], _FeatureSpec(dtype, shape), name, first_seen[name], source.name)
+      specs[name] = _merge(
+          specs[name], _FeatureSpec(dtype, shape), name, first_seen[name], source.name,
+          suggest_pairing=not paired,
+      )
   for name, spec in specs.items():
     _check_encodable(name, spec)
   return specs
 
 
-def _check_same_features(group: _Group, reference: _Group) -> None:
+def _check_same_features(group: groups_lib.Group, reference: groups_lib.Group) -> None:
   if set(group.sources) != set(reference.sources):
     missing = sorted(set(reference.sources) - set(group.sources))
     extra = sorted(set(group.sources) - set(reference.sources))
@@ -322,13 +321,19 @@ def _check_same_features(group: _Group, reference: _Group) -> None:
     )
 
 
-def _check_same_rows(group: _Group) -> None:
+def _check_same_rows(group: groups_lib.Group) -> None:
   rows = {name: source.num_rows for name, source in group.sources.items()}
   if len(set(rows.values())) > 1:
+    files = ", ".join(f"{source.name} ({rows[name]} rows)" for name, source in group.sources.items())
+    paired = all(source.member is None for source in group.sources.values())
+    hint = (
+        "Pair files that hold the same examples in the same order (X[i] with y[i])."
+        if paired
+        else "Fix the arrays, or use layout='files' or npz_members='examples'."
+    )
     raise errors.SchemaError(
-        f"{group.key}: under layout='rows' the arrays of one archive are the "
-        f"features of the same examples and need equal first axes, got {rows}. "
-        "Fix the arrays, or use layout='files' or npz_members='examples'."
+        f"{group.key}: under layout='rows' these arrays are the features of the "
+        f"same examples and need equal first axes, got {rows} from {files}. {hint}"
     )
 
 
@@ -348,17 +353,33 @@ def _storable_dtype(source: npy_files.ArraySource, name: str) -> np.dtype:
 
 
 def _merge(
-    spec: _FeatureSpec, other: _FeatureSpec, name: str, first: str, source: str
+    spec: _FeatureSpec,
+    other: _FeatureSpec,
+    name: str,
+    first: str,
+    source: str,
+    suggest_pairing: bool = False,
 ) -> _FeatureSpec:
+  # X.npy and y.npy listed together land in one feature; what they need is a
+  # feature each, not one dtype.
+  pairing = (
+      f" If they are different features of the same examples (say X and y), map "
+      f"them: splits={{'train': {{'image': 'X.npy', 'label': 'y.npy'}}}}, or save one "
+      f"archive: np.savez(path, image=X, label=y)."
+      if suggest_pairing
+      else ""
+  )
   if spec.dtype != other.dtype:
     raise errors.SchemaError(
         f"Feature {name!r} is {spec.dtype} in {first} but {other.dtype} in "
-        f"{source}. Arrays are never cast silently: save them with one dtype."
+        f"{source}. Arrays are never cast silently: if they are the same feature, "
+        f"save them with one dtype.{pairing}"
     )
   if len(spec.shape) != len(other.shape):
     raise errors.SchemaError(
         f"Feature {name!r} has {len(spec.shape)} dims per example in {first} "
-        f"but {len(other.shape)} in {source}. Reshape them to the same rank."
+        f"but {len(other.shape)} in {source}. Reshape them to the same rank if "
+        f"they are the same feature.{pairing}"
     )
   shape = tuple(a if a == b else None for a, b in zip(spec.shape, other.shape))
   return _FeatureSpec(spec.dtype, shape)
@@ -412,9 +433,3 @@ def _raw_bytes(array: np.ndarray | np.generic) -> serialization.Payload:
   if isinstance(array, np.ndarray) and array.flags.c_contiguous and array.size:
     return memoryview(array).cast("B")
   return array.tobytes()
-
-
-def _little_endian(array: np.ndarray) -> np.ndarray:
-  if array.dtype.byteorder == ">":
-    return array.astype(array.dtype.newbyteorder("<"))
-  return array
