@@ -323,8 +323,8 @@ def test_sqlite_source_is_never_modified_and_writes_fail(tmp_path):
   for index, query in enumerate(("INSERT INTO t VALUES (3, 'c') RETURNING *",
                                  "UPDATE t SET v = 'z' RETURNING *",
                                  "SELECT * FROM t; DELETE FROM t")):
-    assert_build_fails(tmp_path / "out", errors.SourceError, "tries to modify the database",
-                       "only reads", name=f"write{index}", sqlite_path=path, query=query)
+    assert_build_fails(tmp_path / "out", errors.ConfigError, "`query` must be exactly one read-only query",
+                       "Nothing was sent to run", "READ ONLY", name=f"write{index}", sqlite_path=path, query=query)
   assert file_hashes(tmp_path / "src") == before
 
 
@@ -888,13 +888,13 @@ def test_postgres_bound_parameters_and_quoted_identifiers(tmp_path, pg):
     "SELECT * FROM {schema}.every_type FOR UPDATE",
 ])
 def test_postgres_writing_query_fails_clearly(tmp_path, pg, query):
-  assert_build_fails(tmp_path, errors.SourceError, "tries to modify the database", "READ ONLY",
+  assert_build_fails(tmp_path, errors.ConfigError, "tries to modify the database", "READ ONLY",
                      dsn=pg.dsn, query=query.format(schema=pg.schema))
   assert pg.run(f"SELECT count(*) FROM {pg.schema}.every_type") == [(3,)]
 
 
 @pytest.mark.parametrize("query, fragments", [
-    ("SELEC 1", ["syntax error", "Fix the SQL syntax"]),
+    ("SELECT 1 +", ["syntax error", "Fix the SQL syntax"]),
     ("SELECT * FROM no_such_table", ["no_such_table", "Check the table name"]),
     ("SELECT no_such_column FROM {schema}.every_type", ["no_such_column", "Check the column names"]),
 ])

@@ -66,6 +66,9 @@ class BuilderConfig(streaming_builder.StreamingConfig):
     use_beam: Read the partitions on Beam workers, in one exported snapshot;
       also chosen by `--beam_pipeline_options`.
     application_name: PostgreSQL `application_name` of the connections.
+    statement_timeout: Longest a statement may run (milliseconds, or "30s",
+      "5min"); empty: the server's default.
+    lock_timeout: Longest a statement may wait for a lock; empty: the server's.
   """
 
   driver: str = ""
@@ -89,6 +92,8 @@ class BuilderConfig(streaming_builder.StreamingConfig):
   partition_key: str = ""
   num_partitions: int = 1
   application_name: str = sql_connections.DEFAULT_APPLICATION_NAME
+  statement_timeout: int | str = ""
+  lock_timeout: int | str = ""
 
 
 def _bundled(**kwargs) -> BuilderConfig:

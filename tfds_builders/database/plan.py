@@ -282,6 +282,7 @@ def _check_config(config: BuilderConfig) -> sql_connections.ConnectionSpec:
   return sql_connections.ConnectionSpec(
       driver=driver, dsn=config.dsn, dsn_env=config.dsn_env, sqlite_path=sqlite_path,
       application_name=config.application_name,
+      statement_timeout=config.statement_timeout, lock_timeout=config.lock_timeout,
   )
 
 
