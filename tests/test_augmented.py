@@ -1194,22 +1194,25 @@ def test_overlay_names_the_record_whose_join_key_it_cannot_read(tmp_path, prepar
   assert_nothing_loadable(tmp_path / "tfds")
 
 
-def test_an_overlay_checks_record_data_when_verify_base_or_when_loaded(tmp_path, prepared_base):
+def test_an_overlay_checks_record_data_when_building_and_when_loaded(tmp_path, prepared_base):
   base_dir, shard_name, _ = _prepared_copy_with(tmp_path, prepared_base, lambda record: record)
   shard = base_dir / shard_name
+  config = dict(mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
+                join_key="id", overwrite_fields=["label"])
+  overlay = build(tmp_path, "before", **config)  # built on the intact base
   data = bytearray(shard.read_bytes())
   # Inside the last record's PNG: not its join key, wherever protobuf put the map entries.
   data[data.rindex(b"\x89PNG") + 20] ^= 0xFF
   shard.write_bytes(bytes(data))
   last = tfds.builder_from_directory(str(base_dir)).info.splits["train"].shard_lengths[1] - 1
-  config = dict(mode="overlay", base=str(base_dir), side_table=str(labels_csv(tmp_path / "l.csv", range(16))),
-                join_key="id", overwrite_fields=["label"])
-  with pytest.raises(errors.SourceError, match=rf"{shard_name}: record {last} is corrupt or truncated"):
-    build(tmp_path, "verified", verify_base=True, **config)
-  assert_nothing_loadable(tmp_path / "tfds")
-  # Reading only frames and join keys, the build cannot see it; the loader's reads do.
-  overlay = build(tmp_path, "sparse", **config)
-  with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
+  corrupt = rf"{shard_name}: record {last} is corrupt or truncated \(at byte \d+: its \d+ bytes of data do not match"
+  for name, options in (("verified", {"verify_base": True}), ("sparse", {})):
+    with pytest.raises(errors.SourceError, match=corrupt):
+      build(tmp_path, name, **options, **config)
+  assert not list((tmp_path / "tfds" / "augmented").glob("verified/*/dataset_info.json"))
+  assert not list((tmp_path / "tfds" / "augmented").glob("sparse/*/dataset_info.json"))
+  # The overlay built before the damage: the loader names the base file and record.
+  with pytest.raises(errors.SourceError, match=rf"cannot be read from base example train\[\d+\] on: .*{shard_name}: record {last}"):
     examples(load_augmented(overlay.data_dir, split="train"))
 
 

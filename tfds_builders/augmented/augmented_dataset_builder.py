@@ -22,6 +22,7 @@ from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
+from tfds_builders.core import tfrecord_io
 
 _DESCRIPTION = """\
 An existing dataset (a prepared TFDS dataset or raw TFRecord files of
@@ -87,9 +88,10 @@ class BuilderConfig(streaming_builder.StreamingConfig):
       (dropped, counted in the metadata) or `default`.
     missing_defaults: `{column: value}` used under `missing_policy="default"`.
     overwrite_fields: New fields allowed to replace base features of that name.
-    verify_base: Overlay only. An overlay joined from a side table reads just
-      each base record's frame and join key, not its data (that is what makes
-      it fast); True reads every record and checks its CRC as materialize
+    verify_base: Overlay only. An overlay joined from a side table walks each
+      base record's frame, checks its data against its CRC and reads its join
+      key in one compiled pass, without parsing the records (that is what
+      makes it fast); True reads and parses every record as materialize
       does. Either way the loader's reads check every CRC.
     num_workers: Processes calling `function` in a local build (Beam builds
       run one shard per Beam worker instead).
@@ -767,7 +769,8 @@ def _scanned_batches(plan: _Plan, file: base_lib.BaseFile) -> Iterator[tuple[_Ba
   """
   from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: overlays only
   walk_options = plan.walk.scan_options if plan.walk else {}
-  for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind, **walk_options):
+  # Every record's data is checked against its CRC here: nothing else reads it before the overlay is loaded.
+  for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind, check_data=True, **walk_options):
     if plan.walk:
       plan.walk.add(file.record_file(), block)
     wrong = np.flatnonzero(block.key_counts != 1)
@@ -784,27 +787,26 @@ def _frame_fingerprints(file: base_lib.BaseFile) -> Iterator[int]:
 
 
 def _scanned_blocks(file: base_lib.BaseFile, **scan_options: Any) -> Iterator[Any]:
-  """`core.record_index.scan` of a base file, its record count checked against the base's."""
+  """`core.record_index.scan` of a base file, its record count checked against the base's.
+
+  Raises:
+    SourceError: naming the file and both counts if they differ; blocks past
+      the base's count are counted, never yielded.
+  """
   from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top
-  found = 0
-  for block in record_index.scan(file.record_file(), **scan_options):
-    found += len(block)
-    _check_count(file, found)
-    yield block
-  _check_count(file, found, final=True)
-
-
-def _check_count(file: base_lib.BaseFile, found: int, final: bool = False) -> None:
+  blocks = record_index.scan(file.record_file(), **scan_options)
   if file.num_records is None:  # a walked base: this walk counts it
+    yield from blocks
     return
-  if found > file.num_records or (final and found != file.num_records):
-    raise errors.SourceError(
-        errors.with_hint(
-            f"{file.path} holds {'more than ' if not final else ''}{found} records; the base "
-            f"records {file.num_records} for it",
-            "The base changed while it was read, or its dataset_info.json is wrong; rebuild it",
-        )
-    )
+  found = 0
+  for block in blocks:
+    found += len(block)
+    if found > file.num_records:
+      found += sum(len(rest) for rest in blocks)
+      break
+    yield block
+  if found != file.num_records:
+    raise tfrecord_io.count_mismatch(file.path, file.num_records, found, file.count_source)
 
 
 def _wrong_join_key(plan: _Plan, file: base_lib.BaseFile, index: int, count: int | None) -> errors.SchemaError:

@@ -18,6 +18,9 @@ from tfds_builders.core import tfrecord_io
 
 PREPARED = "prepared"
 RECORDS = "records"
+# The config field that sets a raw base's compression, named in mismatch messages.
+COMPRESSION_FIELD = "base_compression"
+_SHARD_LENGTHS = "its dataset_info.json (shard_lengths)"
 # What rebuilds a base's FeaturesDict in any process: its JSON, and the
 # directory holding its feature metadata (ClassLabel names...), if any.
 FeaturesSource = tuple[str, str | None]
@@ -31,13 +34,15 @@ class BaseFile:
   compression: str  # "" or "GZIP"
   num_records: int | None  # None: not counted yet (a base being walked, see RecordsWalk)
   num_bytes: int
+  # Where num_records comes from, for the message when the file holds another number.
+  count_source: str = dataclasses.field(default="the count taken when the base was opened", compare=False)
 
   @property
   def name(self) -> str:
     return epath.Path(self.path).name
 
   def record_file(self) -> tfrecord_io.RecordFile:
-    return tfrecord_io.RecordFile(epath.Path(self.path), self.compression)
+    return tfrecord_io.RecordFile(epath.Path(self.path), self.compression, COMPRESSION_FIELD)
 
   def identity(self) -> list[Any]:
     # The file name, not its path: a base may move and keep its identity.
@@ -172,8 +177,16 @@ def open_prepared(location: str, data_dir: str | None, splits: Sequence[str] = (
   for split in split_names:
     prepared = tfrecord_io.prepared_split(builder, split)
     lengths = builder.info.splits[split].shard_lengths
+    if len(lengths) != len(prepared.files):
+      raise errors.SourceError(
+          errors.with_hint(
+              f"{builder.info.full_name} at {builder.data_path}: split {split!r} has {len(prepared.files)} shard "
+              f"files but {len(lengths)} shard_lengths in its dataset_info.json",
+              "Its metadata does not describe its files: rebuild the base dataset, or re-fetch it",
+          )
+      )
     base_splits[split] = BaseSplit(split, tuple(
-        BaseFile(str(file.path), "", count, file.path.stat().length)
+        BaseFile(str(file.path), "", count, _size_of(file.path), count_source=_SHARD_LENGTHS)
         for file, count in zip(prepared.files, lengths)
     ))
   return Base(
@@ -184,6 +197,19 @@ def open_prepared(location: str, data_dir: str | None, splits: Sequence[str] = (
       features_json=json.dumps(builder.info.features.to_json(), sort_keys=True),
       splits=base_splits,
   )
+
+
+def _size_of(path: epath.Path) -> int:
+  """A base file's size; SourceError naming it if it is missing."""
+  try:
+    return path.stat().length
+  except OSError as error:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"Base file {path} cannot be read ({error.strerror or error})",
+            "Re-fetch the base dataset, or rebuild it",
+        )
+    ) from error
 
 
 def open_records(
@@ -206,7 +232,7 @@ def _expand_records(
   if not sources:
     raise errors.ConfigError("base_records is empty; give {split: [files or globs]}.")
   return {
-      split: tfrecord_io.expand(patterns, compression=compression, root=root)
+      split: tfrecord_io.expand(patterns, compression=compression, root=root, compression_field=COMPRESSION_FIELD)
       for split, patterns in sources.items()
   }
 
@@ -347,7 +373,7 @@ def records_from_identity(
   """
   base_splits = {}
   for split, patterns in sources.items():
-    files = tfrecord_io.expand(patterns, compression=compression, root=root)
+    files = tfrecord_io.expand(patterns, compression=compression, root=root, compression_field=COMPRESSION_FIELD)
     recorded = identity["splits"].get(split)
     if recorded is None:
       raise errors.SourceError(
@@ -363,7 +389,8 @@ def records_from_identity(
           )
       )
     base_splits[split] = BaseSplit(split, tuple(
-        BaseFile(f.name, f.compression, rec[2], rec[3]) for f, rec in zip(files, recorded)
+        BaseFile(f.name, f.compression, rec[2], rec[3], count_source="the overlay's record of its base")
+        for f, rec in zip(files, recorded)
     ))
   return Base(
       kind=RECORDS, name=identity["name"], version=None, location=root or _common_dir(
@@ -405,6 +432,14 @@ def describe_difference(expected: Mapping[str, Any], actual: Mapping[str, Any]) 
 
 
 def iter_records(file: BaseFile) -> Iterator[bytes]:
-  """The raw records of one base file (SourceError names file and index on corruption)."""
-  return tfrecord_io.read_records(file.record_file())
+  """The raw records of one base file, checked against their CRCs and (once read to the end) their count.
+
+  Raises:
+    SourceError: naming the file and record of a corrupt or truncated record, or the
+      file and both counts if it holds another number of records than the base says.
+  """
+  records = tfrecord_io.read_records(file.record_file())
+  if file.num_records is None:  # a walked base: the walk counts it
+    return records
+  return tfrecord_io.counted(records, file.num_records, file.path, file.count_source)
 

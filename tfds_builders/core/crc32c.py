@@ -54,8 +54,16 @@ def _masked(crc):
 
 
 @numba.njit(cache=True, nogil=True)
+def _within(buf, start, count) -> bool:
+  """Whether buf[start:start + count] lies in buf, compared without adding (no wrap-around)."""
+  return start >= 0 and count >= 0 and count <= buf.shape[0] - start
+
+
+@numba.njit(cache=True, nogil=True)
 def table_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
-  """The masked CRC32C of buf[start:start + count], computed with slicing-by-8 tables."""
+  """The masked CRC32C of buf[start:start + count], computed with slicing-by-8 tables; -1 if out of bounds."""
+  if not _within(buf, start, count):
+    return -1
   crc = np.int64(0xFFFFFFFF)
   pos, end = start, start + count
   while end - pos >= 8:
@@ -101,7 +109,9 @@ def _load_u64(typingctx, array, pos):  # pylint: disable=unused-argument
 
 @numba.njit(cache=True, nogil=True)
 def hardware_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
-  """The masked CRC32C of buf[start:start + count], computed with the SSE4.2 instruction."""
+  """The masked CRC32C of buf[start:start + count], computed with the SSE4.2 instruction; -1 if out of bounds."""
+  if not _within(buf, start, count):
+    return -1
   crc = np.uint64(0xFFFFFFFF)
   pos, end = start, start + count
   while end - pos >= 8:

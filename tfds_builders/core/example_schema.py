@@ -249,17 +249,13 @@ class SchemaInference:
     self.layout: Any = None  # record_index.ExampleLayout of the schema, once there is one
 
   def add_file(self, file: tfrecord_io.RecordFile) -> int:
-    """Adds every record of a file; returns their number."""
-    before = (None if self.schema is None else dict(self.schema), self.layout)
-    try:
-      return self._add_batches(file)
-    except _NotFramed:  # truncated or corrupt framing: read_records names the record
-      self.schema, self.layout = before
-      count = 0
-      for index, record in enumerate(tfrecord_io.read_records(file)):
-        self.add_record(record, file.name, index)
-        count += 1
-      return count
+    """Adds every record of a file; returns their number.
+
+    A file whose framing is corrupt or truncated fails here with the walk's
+    SourceError (file, record, byte offset), after the records before it are
+    checked: it is never handed to another reader.
+    """
+    return self._add_batches(file)
 
   def add_record(self, record: bytes, source: str, index: int) -> None:
     """Parses one record and merges its spec (SchemaError names it if it does not fit)."""
@@ -340,10 +336,6 @@ class _RecordBatch:
     return self.buffer[self.starts[row]:self.ends[row]].tobytes()
 
 
-class _NotFramed(Exception):
-  """The file's framing is not intact: it is read again by the exact path."""
-
-
 def _mapped_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:
   """Batches of an uncompressed file, framed by `core.record_index` in mapped windows.
 
@@ -351,16 +343,14 @@ def _mapped_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:
   the pages of large values (images, audio) are never read.
 
   Raises:
-    _NotFramed: if a record's header is corrupt or runs past the end of the file.
+    SourceError: naming the file, record and byte offset of a record whose
+      header is corrupt or that runs past the end of the file.
   """
   from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba
 
-  try:
-    for block in record_index.scan(file, with_window=True):
-      starts, ends = block.record_bounds()
-      yield _RecordBatch(block.window, starts, ends, crc_checked=False)
-  except errors.SourceError as error:
-    raise _NotFramed(file.name) from error
+  for block in record_index.scan(file, with_window=True, as_reader=True):  # this pass reads records
+    starts, ends = block.record_bounds()
+    yield _RecordBatch(block.window, starts, ends, crc_checked=False)
 
 
 def _joined_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:

@@ -57,6 +57,8 @@ class ByteColumn:
 
 def joined_rows(columns: Sequence[ByteColumn]) -> ByteColumn:
   """Item i is the concatenation of every column's item i."""
+  if len({len(column) for column in columns}) != 1:  # the kernel indexes every column by the first's rows
+    raise ValueError(f"joined_rows takes columns of one length, not {[len(column) for column in columns]}.")
   joined = columns[0]
   for column in columns[1:]:
     data, offsets = _join_rows(joined.data, joined.offsets, column.data, column.offsets)
@@ -108,10 +110,12 @@ def framed_examples(
     fixed: Per record, more map entries of one width (a 2-D uint8 array).
     fallback: The entries of records whose index is -1.
   """
-  data, ends = _framed_examples(
-      entries.data, entries.offsets, np.ascontiguousarray(index, np.int64), np.ascontiguousarray(fixed, np.uint8),
-      np.frombuffer(fallback, np.uint8),
-  )
+  index = np.ascontiguousarray(index, np.int64)
+  fixed = np.ascontiguousarray(fixed, np.uint8)
+  # The kernel reads entries and rows without bounds checks: an index outside them must never reach it.
+  if fixed.ndim != 2 or len(fixed) != len(index) or (len(index) and not -1 <= index.min() <= index.max() < len(entries)):
+    raise ValueError(f"framed_examples takes an index in [-1, {len(entries)}) and one row of fixed per record.")
+  data, ends = _framed_examples(entries.data, entries.offsets, index, fixed, np.frombuffer(fallback, np.uint8))
   return shard_writer.FramedRecords(data, ends)
 
 

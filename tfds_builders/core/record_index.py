@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import mmap
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
@@ -28,7 +30,11 @@ _FRAME_BYTES = tfrecord_io.FRAME_BYTES
 _WINDOW_BYTES = 16 * 1024 * 1024  # mapped (or decompressed) at a time: RSS stays flat
 _BLOCK_RECORDS = 65536
 # _walk_frames statuses.
-_FULL, _INCOMPLETE, _BAD_HEADER = 0, 1, 2
+_FULL, _INCOMPLETE, _BAD_HEADER, _BAD_DATA = 0, 1, 2, 3
+# What a frame whose length is absurd needs: more than any file holds, and no overflow when added to.
+_MAX_NEEDED = 1 << 62
+# A GZIP stream is first checked to be this much longer than what is held before more of it is held.
+_PROBE_BYTES = 64 * 1024 * 1024
 # tf.train.Feature's fields holding the values of each kind.
 KIND_FIELDS = {"bytes_list": 1, "float_list": 2, "int64_list": 3}
 MALFORMED = -1  # a key count: the record is no valid tf.train.Example
@@ -46,7 +52,8 @@ def _little_endian(buf: np.ndarray, start: int, count: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, key_number, conforms, value_counts):
+def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, key_number, conforms, value_counts,
+                 check_data):
   """Frames records from buf[0] until the buffer or the output arrays end.
 
   While each record's bytes are in cache, with a `name` also reads its
@@ -54,7 +61,8 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
   end; see `_key_values`), and with a `layout` (names, name offsets, kind
   tags; see `ExampleLayout`) checks it into `conforms` and `value_counts`.
   The key is then read by the same parse (`key_number`: its feature in the
-  layout) unless the record does not conform.
+  layout) unless the record does not conform. With `check_data`, each
+  record's data is checked against its stored CRC (`_BAD_DATA` if not).
 
   Returns:
     (records framed, where it stopped, status, bytes the next frame needs).
@@ -63,17 +71,21 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
   pos = 0
   count = 0
   while count < offsets.shape[0]:
-    if pos + _HEADER_BYTES > size:
+    if size - pos < _HEADER_BYTES:
       return count, pos, _INCOMPLETE, _HEADER_BYTES
-    length = _little_endian(buf, pos, 8)
+    length = _little_endian(buf, pos, 8)  # lengths of 2**63 and more read as negative
     if crc32c.masked_crc32c(buf, pos, 8) != _little_endian(buf, pos + 8, 4):
       return count, pos, _BAD_HEADER, 0
-    if length < 0 or pos + _FRAME_BYTES + length > size:
-      return count, pos, _INCOMPLETE, _FRAME_BYTES + length
+    # Compared with the bytes left, never added to a position first: a crafted length must not wrap around.
+    if length < 0 or length > size - pos - _FRAME_BYTES:
+      return count, pos, _INCOMPLETE, _FRAME_BYTES + length if 0 <= length < _MAX_NEEDED else _MAX_NEEDED
+    start = pos + _HEADER_BYTES
+    stored_crc = _little_endian(buf, start + length, 4)
+    if check_data and crc32c.masked_crc32c(buf, start, length) != stored_crc:
+      return count, pos, _BAD_DATA, 0
     offsets[count] = pos
     lengths[count] = length
-    crcs[count] = _little_endian(buf, pos + _HEADER_BYTES + length, 4)
-    start = pos + _HEADER_BYTES
+    crcs[count] = stored_crc
     keyed = False
     if layout[1].shape[0] > 1:
       conforms[count] = _conforms(buf, start, start + length, layout, value_counts[count], key_number, keys[count])
@@ -81,7 +93,7 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
     if name.shape[0] and not keyed:
       _key_values(buf, start, start + length, name, kind_field, keys[count])
     count += 1
-    pos += _FRAME_BYTES + length
+    pos += _FRAME_BYTES + length  # within the buffer: checked above
   return count, pos, _FULL, 0
 
 
@@ -113,14 +125,14 @@ def _field(buf, pos, end):
   wire_type = tag & 7
   if wire_type == 2:
     length, pos = _varint(buf, pos, end)
-    if pos < 0 or length < 0 or pos + length > end:
+    if pos < 0 or length < 0 or length > end - pos:  # never pos + length: a crafted varint must not wrap
       return tag, -1, -1, -1
     return tag, pos, pos + length, pos + length
   if wire_type == 0:
     value, pos = _varint(buf, pos, end)
     return tag, value, -1, pos
   size = 8 if wire_type == 1 else 4 if wire_type == 5 else -1
-  if size < 0 or pos + size > end:
+  if size < 0 or size > end - pos:
     return tag, -1, -1, -1
   return tag, -1, -1, pos + size
 
@@ -225,10 +237,10 @@ def _key_values(buf, start, end, name, kind_field, state):
 @numba.njit(cache=True, nogil=True)
 def _length_field(buf, pos, end, tag):
   """(start, end) of the length-delimited field with `tag` at pos, filling at most up to `end`; (-1, -1) if not."""
-  if pos >= end or buf[pos] != tag:
+  if pos < 0 or pos >= end or buf[pos] != tag:
     return -1, -1
   length, start = _varint(buf, pos + 1, end)
-  if start < 0 or length < 0 or start + length > end:
+  if start < 0 or length < 0 or length > end - start:
     return -1, -1
   return start, start + length
 
@@ -350,6 +362,13 @@ class ExampleLayout:
   name_offsets: np.ndarray  # int64, one more than the names
   kind_tags: np.ndarray  # uint8, the wire tag of each feature's list
 
+  def __post_init__(self):
+    # The compiled checks index names by name_offsets without bounds checks.
+    offsets = self.name_offsets
+    if (len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(self.names) or (np.diff(offsets) < 0).any()
+        or len(self.kind_tags) != len(offsets) - 1):
+      raise ValueError("An ExampleLayout's name_offsets must rise from 0 to len(names), one more than kind_tags.")
+
   @classmethod
   def of(cls, kinds: Mapping[str, str]) -> ExampleLayout:
     """The layout of `{name: kind}`, kinds as in `KIND_FIELDS`."""
@@ -379,10 +398,16 @@ class ExampleLayout:
 
   def check(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Whether each record buf[starts[i]:ends[i]] conforms, and its features' value counts (rows, features)."""
+    starts, ends = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
+    # The compiled check reads without bounds checks: bounds outside buf must never reach it.
+    if buf.dtype != np.uint8 or buf.ndim != 1 or starts.shape != ends.shape or starts.ndim != 1:
+      raise ValueError("check takes a 1-D uint8 buffer and 1-D starts and ends of one length.")
+    if ((starts < 0) | (starts > ends) | (ends > len(buf))).any():
+      raise ValueError(f"Record bounds outside the buffer of {len(buf)} bytes: each needs 0 <= start <= end <= size.")
     conforms = np.zeros(len(starts), np.bool_)
     value_counts = np.zeros((len(starts), max(len(self), 1)), np.int64)
     if len(self):
-      _check_layouts(buf, starts.astype(np.int64), ends.astype(np.int64), self.as_tuple(), conforms, value_counts)
+      _check_layouts(buf, starts, ends, self.as_tuple(), conforms, value_counts)
     return conforms, value_counts[:, :len(self)]
 
 
@@ -437,13 +462,26 @@ class Block:
 
 
 class _Windows:
-  """Consecutive windows of a file's (uncompressed) bytes, as NumPy views."""
+  """Consecutive windows of a file's (uncompressed) bytes.
+
+  A local uncompressed file is mapped, so that the pages a walk skips are
+  never read; a GZIP or remote file is read as a stream, a window's worth at
+  a time. A GZIP stream that ends without its end marker sets `truncated`
+  and ends; any other GZIP or read error is a SourceError naming the file.
+  """
 
   def __init__(self, file: tfrecord_io.RecordFile):
-    self._handle: BinaryIO = file.path.open("rb")
+    self._file = file
+    try:
+      self._handle: BinaryIO = file.path.open("rb")
+    except OSError as error:
+      raise _read_error(file, error, at_start=True) from error
     self._gzip = gzip.GzipFile(fileobj=self._handle) if file.compression == "GZIP" else None
-    self._size = None if self._gzip else self._handle.seek(0, 2)
-    self._pending = b""  # decompressed bytes from self._pending_start on
+    self._fileno = None if self._gzip else _fileno(self._handle)
+    self.size = None if self._gzip else file.path.stat().length  # uncompressed bytes, once known
+    self.truncated = False
+    self._streamed_any = False
+    self._pending = b""  # streamed bytes from self._pending_start on
     self._pending_start = 0
 
   def close(self) -> None:
@@ -454,17 +492,65 @@ class _Windows:
   def window(self, start: int, min_bytes: int) -> tuple[memoryview | bytes, bool]:
     """Bytes from `start` (at least min_bytes unless the file ends), and whether they reach its end."""
     want = max(_WINDOW_BYTES, min_bytes)
-    if self._gzip is None:
-      aligned = start - start % mmap.ALLOCATIONGRANULARITY
-      length = min(self._size - aligned, want + start - aligned)
-      if length <= 0:
-        return b"", True
-      mapped = mmap.mmap(self._handle.fileno(), length, offset=aligned, access=mmap.ACCESS_READ)
-      return memoryview(mapped)[start - aligned:], aligned + length == self._size
+    if self._fileno is None:
+      return self._streamed(start, want)
+    aligned = start - start % mmap.ALLOCATIONGRANULARITY
+    length = min(self.size - aligned, want + start - aligned)
+    if length <= 0:
+      return b"", True
+    mapped = mmap.mmap(self._fileno, length, offset=aligned, access=mmap.ACCESS_READ)
+    return memoryview(mapped)[start - aligned:], aligned + length == self.size
+
+  def _streamed(self, start: int, want: int) -> tuple[bytes, bool]:
     kept = self._pending[start - self._pending_start:]
-    more = self._gzip.read(max(0, want - len(kept)))
-    self._pending, self._pending_start = kept + more, start
-    return self._pending, len(self._pending) < want
+    if self.size is not None:
+      want = min(want, self.size - start)
+    elif want - len(kept) > _PROBE_BYTES and not self._holds(start + want):
+      return kept, True  # shorter than a frame claims: its bytes are never held
+    parts, held, ended = [kept], len(kept), False
+    while held < want and not ended:
+      part = self._read(min(want - held, _WINDOW_BYTES))
+      parts.append(part)
+      held += len(part)
+      ended = not part
+    self._pending, self._pending_start = b"".join(parts), start
+    if ended:
+      self.size = start + held
+    return self._pending, self.size is not None and start + held >= self.size
+
+  def _read(self, count: int) -> bytes:
+    try:
+      part = self._gzip.read1(count) if self._gzip else self._handle.read(count)
+      self._streamed_any = self._streamed_any or bool(part)
+      return part
+    except EOFError:  # GZIP's end marker is missing: what was read is kept, the walk reports the rest
+      self.truncated = True
+      return b""
+    except (OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+      raise _read_error(self._file, error, at_start=not self._streamed_any) from error
+
+  def _holds(self, end: int) -> bool:
+    """Whether the GZIP stream has `end` bytes, decompressed and dropped (its size is kept if not)."""
+    with self._file.path.open("rb") as handle, gzip.GzipFile(fileobj=handle) as probe:
+      try:
+        probe.seek(end - 1)
+        if probe.read(1):
+          return True
+        self.size = probe.tell()
+      except EOFError:  # cut short before `end`: reported as a truncated stream
+        self.truncated = True
+        self.size = probe.tell()
+      except (OSError, zlib.error):
+        return True  # corrupt: the stream's own read reaches the same bytes and names it
+      return False
+
+
+def _fileno(handle: BinaryIO) -> int | None:
+  """The handle's file descriptor, or None if it has none to map (a remote file)."""
+  try:
+    return handle.fileno()
+  except (AttributeError, OSError, io.UnsupportedOperation):
+    return None
 
 
 def scan(
@@ -475,12 +561,16 @@ def scan(
     block_records: int = _BLOCK_RECORDS,
     with_window: bool = False,
     layout: ExampleLayout | None = None,
+    check_data: bool = False,
+    as_reader: bool = False,
 ) -> Iterator[Block]:
   """The record frames of one file (and one feature's values), block by block.
 
-  Reads only the headers (and, with `key`, the bytes leading to the key), so
-  records' data CRCs are not checked: TensorFlow checks them whenever the
-  records themselves are read. A GZIP file is decompressed as it is walked.
+  Reads only the headers (and, with `key` or `layout`, the bytes leading to
+  the key and the features' tags and lengths), unless `check_data`. Every
+  length read is checked against the bytes left before it is used, so a
+  crafted length is reported, never followed. A GZIP file is decompressed
+  as it is walked.
 
   Args:
     file: The TFRecord file.
@@ -490,10 +580,16 @@ def scan(
     with_window: Give each block the bytes holding its records. The window
       stays mapped while a block refers to it: drop blocks once read.
     layout: Check every record against it (`Block.conforms`).
+    check_data: Also check every record's data against its stored CRC,
+      which reads every page of the file.
+    as_reader: Word a bad frame as a record reader does (`record N is
+      corrupt or truncated (at byte B: ...)`), for paths that read records;
+      else as a walk does (`record N (at byte B) is truncated ...`).
 
   Raises:
-    SourceError: naming the file and record whose header is corrupt or
-      truncated.
+    SourceError: naming the file, record and byte offset of a frame that is
+      corrupt or truncated (or, with `check_data`, whose data is corrupt),
+      and a GZIP stream that is truncated, corrupt or no GZIP at all.
   """
   windows = _Windows(file)
   name = np.frombuffer(key.encode(), np.uint8) if key is not None else np.zeros(0, np.uint8)
@@ -515,7 +611,7 @@ def scan(
       while True:
         count, stop, status, needed = _walk_frames(
             buf[pos:], offsets, lengths, crcs, name, kind_field, keys, layout_arrays, key_number, conforms,
-            value_counts)
+            value_counts, check_data)
         if count:
           block = _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count],
                          keys[:count] if key is not None else None, key_kind)
@@ -527,12 +623,11 @@ def scan(
         if status != _FULL:
           break
       remaining = len(buf) - pos
+      header = buf[pos:pos + _HEADER_BYTES].tobytes()
       del buf, view  # unmapped once no block refers to it
-      if status == _BAD_HEADER:
-        raise _frame_error(file, first, start + pos, status)
+      if status in (_BAD_HEADER, _BAD_DATA) or (reaches_end and (remaining or windows.truncated)):
+        raise _frame_error(file, _Stop(first, start + pos, status, header, windows.size, windows.truncated), as_reader)
       if reaches_end:
-        if remaining:
-          raise _frame_error(file, first, start + pos, status)
         return
       start += pos
   finally:
@@ -551,17 +646,93 @@ def _block(buf, buf_offset, first, offsets, lengths, crcs, keys, key_kind) -> Bl
   return Block(first, offsets + buf_offset, lengths.copy(), crcs.astype(np.uint32), counts, values)
 
 
-def _frame_error(file: tfrecord_io.RecordFile, index: int, offset: int, status: int) -> errors.SourceError:
-  problem = (
-      "has a corrupt header (its length does not match its checksum)" if status == _BAD_HEADER
-      else "is truncated (the file ends inside it)"
+@dataclasses.dataclass(frozen=True)
+class _Stop:
+  """Where and why a walk stopped short of a file's end."""
+
+  index: int  # of the record it stopped at
+  offset: int  # of that record's frame, in the uncompressed file
+  status: int
+  header: bytes  # the frame's first bytes (at most 12)
+  size: int | None  # the (uncompressed) file's size, if known
+  truncated_gzip: bool
+
+  def problem(self) -> tuple[str, str]:
+    """What is wrong with the frame: in a walk's words after `(at byte N)`, and as a detail."""
+    if self.truncated_gzip:
+      size = "" if self.size is None else f" after {self.size} uncompressed bytes"
+      detail = f"truncated GZIP stream: it ends without its end-of-stream marker{size}"
+      return f"and any after it are lost: {detail}", detail
+    if self.status == _BAD_HEADER:
+      return "has a corrupt header (its length does not match its checksum)", "its length does not match its checksum"
+    length = int.from_bytes(self.header[:8], "little")
+    if self.status == _BAD_DATA:
+      detail = f"its {length} bytes of data do not match their checksum (masked CRC32C)"
+      return f"is corrupt: {detail}", detail
+    if len(self.header) < _HEADER_BYTES:
+      detail = f"the file ends {len(self.header)} bytes into its {_HEADER_BYTES}-byte header"
+      return f"is truncated: {detail}", detail
+    ends = "before them" if self.size is None else f"{self.size - self.offset - _HEADER_BYTES} bytes after the header"
+    detail = (f"its header gives {length} bytes of data, and the file ends {ends} (data and checksum need "
+              f"{length + tfrecord_io.FRAME_CRC_BYTES})")
+    return f"is truncated or its length is corrupt: {detail}", detail
+
+
+def _frame_error(file: tfrecord_io.RecordFile, stop: _Stop, as_reader: bool) -> errors.SourceError:
+  if stop.index == 0 and not file.compression and _starts_gzip(file):
+    return errors.SourceError(
+        errors.with_hint(
+            f"{file.name} starts with the GZIP magic bytes (1f 8b) but is read as an uncompressed TFRecord "
+            f"file: its first record is unreadable ({stop.problem()[1]})",
+            f"It is most likely GZIP-compressed: check `{file.compression_field}` (set it to 'gzip', or 'auto' "
+            "to detect it)",
+        )
+    )
+  before = stop.index
+  intact = f"; the {_records(before)} before it {'is' if before == 1 else 'are'} intact" if before else ""
+  hint = f"Regenerate or re-download the file{intact}"
+  if stop.truncated_gzip:
+    hint = f"The file was cut short (an interrupted copy or download): regenerate or re-download it{intact}"
+  walk_words, detail = stop.problem()  # offsets count a GZIP file's uncompressed bytes
+  if as_reader or stop.status == _BAD_DATA:  # a data checksum is what a reader checks: said as a reader does
+    message = f"{file.name}: record {stop.index} is corrupt or truncated (at byte {stop.offset}: {detail})"
+  else:
+    message = f"{file.name}: record {stop.index} (at byte {stop.offset}) {walk_words}"
+  return errors.SourceError(errors.with_hint(message, hint))
+
+
+def _records(count: int) -> str:
+  return f"{count} record{'' if count == 1 else 's'}"
+
+
+def _read_error(file: tfrecord_io.RecordFile, error: Exception, at_start: bool) -> errors.SourceError:
+  """A file that cannot be read, or a GZIP stream that is corrupt or no GZIP at all."""
+  reason = " ".join(str(error).split())[:200]
+  if not isinstance(error, (gzip.BadGzipFile, zlib.error)):  # an I/O error, not the stream's bytes
+    return errors.SourceError(
+        errors.with_hint(f"{file.name} cannot be read ({reason})", "Check that the file exists and is readable")
+    )
+  if not _starts_gzip(file):
+    return errors.SourceError(
+        errors.with_hint(
+            f"{file.name} is read as GZIP but is not GZIP-compressed: it does not start with the GZIP "
+            f"magic bytes (1f 8b) ({reason})",
+            f"It is most likely uncompressed: check `{file.compression_field}` (set it to 'none', or 'auto' "
+            "to detect GZIP)",
+        )
+    )
+  maybe_plain = (
+      f"; if it is an uncompressed TFRecord file whose first bytes happen to be 1f 8b, set "
+      f"`{file.compression_field}` to 'none'" if at_start else ""
   )
   return errors.SourceError(
-      errors.with_hint(
-          f"{file.name}: record {index} (at byte {offset}) {problem}",
-          "Regenerate or re-download the file; records before it are intact.",
-      )
+      errors.with_hint(f"{file.name}: corrupt GZIP stream ({reason})", f"Regenerate or re-download the file{maybe_plain}")
   )
+
+
+def _starts_gzip(file: tfrecord_io.RecordFile) -> bool:
+  with file.path.open("rb") as handle:
+    return handle.read(2) == tfrecord_io.GZIP_MAGIC
 
 
 def fingerprints(file: tfrecord_io.RecordFile, skip: int = 0, take: int | None = None) -> np.ndarray:
