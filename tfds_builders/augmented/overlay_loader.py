@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,13 +48,17 @@ def load_augmented(
     * An overlay built from another base, another version of it, or a base
       whose files changed in number, name, size or record count, is rejected
       before reading (SourceError saying what differs).
+    * The base records the split covers are read once per file and process
+      before the dataset is returned: a record whose bytes no longer match
+      their CRC32C (or a corrupt frame) is a SourceError naming the base
+      file, the record and the base example, never a record dropped.
     * Every example is checked: the overlay stores its base example's index
       and its record's frame fingerprint (length and stored CRC32C). As each
       base file is opened, its frames are read again and compared, and
       TensorFlow checks every record it reads against its CRC. A mismatch
       (the base was rewritten in place) stops iteration with
-      `tf.errors.InvalidArgumentError` naming the example; a record whose
-      bytes no longer match their CRC stops it with `tf.errors.DataLossError`.
+      `tf.errors.InvalidArgumentError` naming the example; a file corrupted
+      after this call stops it with TensorFlow's `tf.errors.DataLossError`.
       A wrong join is never returned.
     * Examples the side table had no row for (missing_policy="skip") are
       left out.
@@ -72,7 +78,8 @@ def load_augmented(
     A `tf.data.Dataset` of feature dicts (base features and new fields).
 
   Raises:
-    SourceError: if the overlay or base is missing, or they do not belong together.
+    SourceError: if the overlay or base is missing, they do not belong
+      together, or a base record the split covers is corrupt.
   """
   if not isinstance(split, str) and isinstance(split, Sequence):
     return [
@@ -109,6 +116,7 @@ def load_augmented(
   ]
   total = sum(stop - start for _, start, stop in ranges)
   base_files = {name: [(f.path, f.compression, f.num_records) for f in s.files] for name, s in base_dataset.splits.items()}
+  _check_base_records(base_files, ranges, overlay_builder.info.full_name)
   overlay_files = {
       name: [(str(path), "", count) for path, count in zip(info.filepaths, info.shard_lengths)]
       for name, info in overlay_builder.info.splits.items()
@@ -176,6 +184,57 @@ def _open_base(recorded: Mapping[str, Any], base: BaseArg, base_data_dir: str | 
 
 
 FileList = Mapping[str, list[tuple[str, str, int]]]  # split -> (path, compression, records)
+# (path, size, mtime) -> how many leading records this process read intact.
+_INTACT_RECORDS: dict[tuple[str, int, int], int] = {}
+
+
+def _check_base_records(files: FileList, ranges: list[tuple[str, int, int]], overlay_name: str) -> None:
+  """Reads the base records the ranges cover, once per file and process, so a corrupt one is named.
+
+  TensorFlow's reader would stop the iteration midway with a DataLossError
+  naming neither file nor record. A file that holds fewer records than
+  recorded is left to the dataset's own checks (fingerprints, cardinality).
+
+  Raises:
+    SourceError: naming the base file, the record in it and the base example.
+  """
+  for split, start, stop in ranges:
+    first = 0
+    for path, compression, count in files[split]:
+      end = min(stop, first + count)
+      if max(start, first) < end:  # the range reaches into this file
+        file = tfrecord_io.RecordFile(epath.Path(path), compression)
+        _check_leading_records(file, end - first, overlay_name, split, first)
+      first += count
+
+
+def _check_leading_records(file: tfrecord_io.RecordFile, needed: int, overlay_name: str, split: str,
+                           first: int) -> None:
+  """Reads the first `needed` records of a file (split examples from `first` on), unless this process did since it changed."""
+  key = (file.name, *_size_and_mtime(file.path))
+  if _INTACT_RECORDS.get(key, 0) >= needed:
+    return
+  intact = 0
+  try:
+    for _ in itertools.islice(tfrecord_io.read_records(file), needed):
+      intact += 1
+  except errors.SourceError as error:  # read_records names the file, record and remedy
+    raise errors.SourceError(
+        errors.with_hint(
+            f"The base of overlay {overlay_name} cannot be read from base example {split}[{first + intact}] on: {error}",
+            "The overlay need not be rebuilt once the base file is restored",
+        )
+    ) from error
+  _INTACT_RECORDS[key] = intact
+
+
+def _size_and_mtime(path: epath.Path) -> tuple[int, int]:
+  try:
+    local = os.stat(path)
+    return local.st_size, local.st_mtime_ns
+  except (OSError, ValueError):  # a remote path: its stat has whole seconds
+    stat = path.stat()
+    return stat.length, stat.mtime
 
 
 def _file_slices(files: FileList, ranges: list[tuple[str, int, int]]) -> list[list[Any]]:

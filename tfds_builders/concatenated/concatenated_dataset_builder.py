@@ -112,6 +112,9 @@ class Builder(streaming_builder.StreamingBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
     plan = self._plan
+    # The counts recorded are the sources' own; records.copy_records checks each
+    # file against its count as it reads it, so a build that succeeds read
+    # exactly these (but in files a first_exhausted interleave stops inside).
     self.record_provenance(
         sources=[source.describe() for source in plan.sources.values()],
         split_mapping={split: [str(part) for part in parts] for split, parts in plan.mapping.items()},

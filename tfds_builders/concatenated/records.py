@@ -73,7 +73,9 @@ def copy_records(task: CopyTask, key_suffix: str = "") -> Iterator[KeySerialized
   second serialized Example appended to them, which parsers merge into one.
 
   Raises:
-    SourceError: naming the source, file and record index of a corrupt record.
+    SourceError: naming the source, file and record index of a corrupt
+      record, or the file and both counts if it holds another number of
+      records than the source said.
   """
   part = task.part
   provenance_head = _Provenance(task.provenance_feature, task.source_id).head if task.provenance_feature else None
@@ -83,7 +85,7 @@ def copy_records(task: CopyTask, key_suffix: str = "") -> Iterator[KeySerialized
   # Where in the source, as the provenance key says: a TFDS split slice or file:record.
   where_prefix = f"{task.split}[" if typed else f"{part.file_name}:"
   try:
-    for index, record in enumerate(tfrecord_io.read_records(part.file)):
+    for index, record in enumerate(_checked_records(part, typed)):
       if zlib_encoder:
         record = zlib_encoder(record)
       if provenance_head is not None:
@@ -93,6 +95,34 @@ def copy_records(task: CopyTask, key_suffix: str = "") -> Iterator[KeySerialized
       split_index += 1
   except errors.SourceError as error:  # read_records names the file and record
     raise errors.SourceError(f"source {task.source!r}: {error}") from error
+
+
+def _checked_records(part: sources.RecordPart, typed: bool) -> Iterator[bytes]:
+  """The records of one file, which must be exactly as many as the source said.
+
+  A prepared source's count is its dataset_info.json shard length, a raw
+  one's what the schema pass counted: a file holding fewer or more records
+  would otherwise change the dataset silently. Each record is given once the
+  next one is read, so the count is checked before the last expected record
+  leaves, also where the reader stops there (an interleaved stream's end).
+
+  Raises:
+    SourceError: naming the file and both counts, if they differ.
+  """
+  source_of_count = (
+      "its dataset's dataset_info.json (shard_lengths)" if typed
+      else "the count taken when its schema was inferred, earlier in this build"
+  )
+  records = tfrecord_io.counted(
+      tfrecord_io.read_records(part.file), part.num_records, part.file.name, source_of_count)
+  pending = next(records, _END)
+  while pending is not _END:
+    following = next(records, _END)
+    yield pending
+    pending = following
+
+
+_END = object()
 
 
 class _Provenance:

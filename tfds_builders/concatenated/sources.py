@@ -34,6 +34,7 @@ class SourceSpec:
   location: Any  # tfrecords: {split: patterns}; dataset: name; dataset_dir: path
   data_dir: str | None = None
   compression: str = "auto"
+  compression_field: str = "compression"  # as messages about a compression mismatch name it
 
   @classmethod
   def parse(cls, entry: Any, position: int) -> SourceSpec:
@@ -71,7 +72,7 @@ class SourceSpec:
       raise errors.ConfigError(f"source {name!r}: {kind} must be a non-empty string.")
     return cls(
         name=name, kind=kind, location=location, data_dir=entry.get("data_dir"),
-        compression=entry.get("compression", "auto"),
+        compression=entry.get("compression", "auto"), compression_field=f"{where}.compression",
     )
 
 
@@ -308,6 +309,15 @@ def _open_prepared(spec: SourceSpec, splits: Sequence[str], data_root: str | Non
           "the split mapping."
       )
     lengths = builder.info.splits[split].shard_lengths
+    missing = [file.name for file in prepared.files if not file.path.exists()]
+    if missing:
+      raise errors.SourceError(
+          errors.with_hint(
+              f"split {split!r} of {prepared.dataset}: shard {missing[0]} is missing "
+              f"({len(missing)} of its {len(prepared.files)} shards are)",
+              "The prepared dataset is incomplete: rebuild it, or fetch it again",
+          )
+      )
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
     parts[split] = [
         RecordPart(file, file.path.name, count, start)
@@ -322,7 +332,8 @@ def _open_prepared(spec: SourceSpec, splits: Sequence[str], data_root: str | Non
 def _open_raw(spec: SourceSpec, splits: Sequence[str], data_root: str | None) -> Source:
   parts: dict[str, list[RecordPart]] = {}
   for split in splits:
-    files = tfrecord_io.expand(spec.location[split], compression=spec.compression, root=data_root)
+    files = tfrecord_io.expand(spec.location[split], compression=spec.compression, root=data_root,
+                               compression_field=spec.compression_field)
     names = paths.source_names([file.path for file in files], data_root)
     parts[split] = [RecordPart(file, name, 0, 0) for file, name in zip(files, names)]
   files = [part.file for split_parts in parts.values() for part in split_parts]

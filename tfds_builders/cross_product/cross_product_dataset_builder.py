@@ -15,7 +15,7 @@ from tfds_builders.core import example_schema
 from tfds_builders.core import paths
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
-from tfds_builders.core import tfrecord_io
+from tfds_builders.cross_product import inputs
 from tfds_builders.cross_product import pairs
 from tfds_builders.cross_product import spill
 
@@ -175,20 +175,10 @@ class Builder(streaming_builder.StreamingBuilder):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Side:
-  """One input: its files, features and record count."""
-
-  name: str
-  files: tuple[tfrecord_io.RecordFile, ...]
-  schema: Mapping[str, example_schema.FeatureSpec]
-  num_records: int
-
-
-@dataclasses.dataclass(frozen=True)
 class _Plan:
   """The sides, how their feature names combine, and the pairs to write."""
 
-  sides: Mapping[str, _Side]
+  sides: Mapping[str, inputs.Side]
   space: pairs.PairSpace
   policy: str
   renames: Mapping[str, Mapping[str, str | None]]  # side -> source name -> output name, None: dropped
@@ -215,20 +205,17 @@ class _Plan:
     return tfds.features.FeaturesDict({**dict(sorted(flat.items())), **index})
 
   def spill_records(self, side: str) -> Iterator[bytes]:
-    """The records of one side, renamed once and followed by their index."""
+    """The records of one side, renamed once and followed by their index.
+
+    Raises:
+      SourceError: naming the side and file, if a file is corrupt or holds
+        another number of records than when it was first counted.
+    """
     rename = self.renames[side].get
     index_key = serialization.FeatureKey(INDEX_FEATURES[side])
-    count = 0
-    for _, _, record in _records(self.sides[side].files):
+    for count, record in enumerate(self.sides[side].records()):
       index_example = serialization.example([serialization.int64_feature(index_key, [count])])
       yield serialization.merge_examples(serialization.rename_features(record, rename), index_example)
-      count += 1
-    if count != self.sides[side].num_records:
-      raise errors.SourceError(
-          f"The {side} input changed while building: {count} records now, "
-          f"{self.sides[side].num_records} when its schema was inferred. Rebuild "
-          "once the files are no longer being written."
-      )
 
   def provenance(self, data_root: str | None) -> dict:
     return {
@@ -265,11 +252,11 @@ class _Plan:
   @classmethod
   def from_config(cls, config: BuilderConfig) -> _Plan:
     _check_config(config)
-    left = _read_side("left", config.left, config.left_schema, config)
+    left = inputs.read("left", config.left, config.left_schema, config.compression, config.data_root)
     if config.mode == "combinations":
       right = dataclasses.replace(left, name="right")
     else:
-      right = _read_side("right", config.right, config.right_schema, config)
+      right = inputs.read("right", config.right, config.right_schema, config.compression, config.data_root)
     space = pairs.PairSpace(
         mode=config.mode,
         num_left=left.num_records,
@@ -312,53 +299,6 @@ def _check_config(config: BuilderConfig) -> None:
     )
   if not config.split:
     raise fail("`split` is empty; name the split, e.g. 'train'.")
-
-
-def _records(files: Sequence[tfrecord_io.RecordFile]) -> Iterator[tuple[str, int, bytes]]:
-  """`(file name, index in file, record)` of every record, in order."""
-  for source in files:
-    name = source.name
-    for index, record in enumerate(tfrecord_io.read_records(source)):
-      yield name, index, record
-
-
-def _read_side(
-    side: str, patterns: list[str] | str, declared: Mapping[str, str] | None, config: BuilderConfig
-) -> _Side:
-  """Reads one input through: counts it and infers (or checks) its schema.
-
-  Raises:
-    SourceError: if it is missing, empty, corrupt or truncated (naming the
-      file and record).
-    SchemaError: naming the file and record that is no Example or does not
-      match the schema.
-  """
-  files = tuple(tfrecord_io.expand(patterns, compression=config.compression, root=config.data_root))
-  if declared is None:
-    schema, counts = example_schema.infer_files(files)
-    num_records = sum(counts)
-  else:
-    schema = example_schema.parse_schema(declared)
-    num_records = _count_checked(files, schema)
-  if not num_records:
-    raise errors.SourceError(
-        errors.with_hint(
-            f"The {side} input holds no records ({', '.join(f.name for f in files)})",
-            "Point it at TFRecord files of tf.train.Example that are not empty",
-        )
-    )
-  return _Side(side, files, schema, num_records)
-
-
-def _count_checked(files: Sequence[tfrecord_io.RecordFile], schema: Mapping[str, example_schema.FeatureSpec]) -> int:
-  """Counts the records, each checked against a declared schema."""
-  count = 0
-  for source, index, record in _records(files):
-    example = example_schema.parse_example(record, source, index)
-    example_schema.check_only_example_fields(example, source, index)
-    example_schema.check(schema, record, source, index)
-    count += 1
-  return count
 
 
 def _check_pair_count(space: pairs.PairSpace, config: BuilderConfig) -> None:
