@@ -24,8 +24,10 @@ import tensorflow_datasets as tfds
 import faults
 from faults import FaultCase
 from tfds_builders import archive
+from tfds_builders import cli
 from tfds_builders import registry
 from tfds_builders.core import errors
+from tfds_builders.core import safe_paths
 
 tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
@@ -211,7 +213,46 @@ def _symlinked_parent(world: World) -> None:
 def _undo_destination(world: World) -> None:
   if (world.data / "faults_demo").is_symlink():
     (world.data / "faults_demo").unlink()
+  if world.data.is_file():
+    world.data.unlink()
   shutil.rmtree(world.data, ignore_errors=True)
+
+
+def _data_dir_is_a_file(world: World) -> None:
+  world.data.write_text("not a folder")
+
+
+def _file_on_the_way(world: World) -> None:
+  world.data.mkdir()
+  (world.data / "faults_demo").write_text("not a folder")
+
+
+def _nested_dataset(world: World) -> None:
+  """The target holds a prepared dataset, and another one inside it (as config `1.0.0` would)."""
+  shutil.copytree(world.dataset, world.data / PREFIX)
+  shutil.copytree(world.dataset, world.data / PREFIX / "1.0.0")
+
+
+def _written(world: World, plant) -> pathlib.Path | None:
+  """The data_dir that must hold nothing loadable after the fault.
+
+  None when the plant itself put datasets there: the watched tree, which
+  holds data_dir, then proves that none was added, changed or removed.
+  """
+  return None if plant is _nested_dataset else world.data
+
+
+LONG_DIRS = "/".join(["a" * 250] * 16)  # 4015 bytes: a valid member name, too long once joined to DATA_DIR
+LONG_MEMBER = f"{PREFIX}/{LONG_DIRS}/{'b' * 250}/x"  # 4291 bytes
+LONG_VERSION = "1.0." + "1" * 246  # a valid version; `incomplete.<8>.<version>` is over 255 bytes
+
+
+def _long_version(world: World, entries, manifest):
+  """Manifest, member names and dataset_info.json agree on a 250-character version."""
+  prefix = PREFIX.replace("1.0.0", LONG_VERSION)
+  renamed = [(name.replace(PREFIX, prefix, 1), data) for name, data in entries]
+  dataset = {**manifest["dataset"], "version": LONG_VERSION}
+  write_zip(world.zip, renamed, {**manifest, "path": prefix, "dataset": dataset})
 
 
 IMPORT_CASES = [
@@ -257,6 +298,35 @@ IMPORT_CASES = [
     FaultCase("symlink_on_the_way", errors.SourceError,
               [r"demo\.zip: .*/data/faults_demo is a symlink", "refusing to write through it", "Remove the symlink"])
     .param(None, _symlinked_parent, False, False),
+    # A config named like a version would nest `faults_demo/1.0.0/1.0.0` in `faults_demo/1.0.0`.
+    FaultCase("config_name_like_a_version", errors.SourceError,
+              [r"demo\.zip: tfds_builders_archive\.json dataset: config name '1\.0\.0' looks like a version",
+               r"inside the folder of version 1\.0\.0 of the dataset without config", NOT_OURS])
+    .param(_manifest(dataset={"config": "1.0.0"}), None, False, False),
+    FaultCase("overwrite_a_dataset_holding_another", errors.SourceError,
+              [rf"demo\.zip: cannot overwrite .*/data/{PREFIX}: it holds another prepared dataset, .*/{PREFIX}/1\.0\.0",
+               "--overwrite only replaces a prepared faults_demo/demo:1.0.0 dataset"])
+    .param(None, _nested_dataset, True, False),
+    FaultCase("data_dir_is_a_file", errors.ConfigError,
+              [r"demo\.zip: DATA_DIR .*/a/b/data is a regular file, not a folder", "Pass a folder as DATA_DIR"])
+    .param(None, _data_dir_is_a_file, False, False),
+    FaultCase("folder_on_the_way_is_a_file", errors.SourceError,
+              [r"demo\.zip: DATA_DIR .*/data: .*/data/faults_demo is a regular file where a folder must go",
+               "Move it away, or import into another DATA_DIR"])
+    .param(None, _file_on_the_way, False, False),
+    FaultCase("member_path_too_long", errors.SourceError,
+              [rf"demo\.zip: member '{PREFIX}/aaaa.*\.\.\. \({len(LONG_MEMBER) + 2} characters\)",
+               f"is {len(LONG_MEMBER)} bytes long, over the 4095", NOT_OURS])
+    .param(_add(LONG_MEMBER), None, False, False),
+    FaultCase("destination_path_too_long", errors.SourceError,
+              [rf"demo\.zip: member '{PREFIX}/aaaa.*would be extracted to a path of \d+ bytes in DATA_DIR .*/a/b/data",
+               "over the 4095 a path may have", "Import into a DATA_DIR with a shorter path"])
+    .param(_add(f"{PREFIX}/{LONG_DIRS}/x"), None, False, False),
+    # What the filesystem refuses surfaces as a SourceError, never as a bare OSError.
+    FaultCase("staging_name_too_long", errors.SourceError,
+              [r"demo\.zip: cannot write the dataset into DATA_DIR .*/a/b/data: File name too long",
+               r"incomplete\.[0-9a-f]{8}\.1\.0\.111", "nothing was imported"])
+    .param(_long_version, None, False, False),
     # What users type: one line on stderr, exit code 1.
     FaultCase("cli_dotdot_member", faults.CommandFailed,
               [ONE_LINE, r"tfds-builders import: error: .*demo\.zip: member .*has a '\.\.' component", NOT_OURS])
@@ -264,6 +334,9 @@ IMPORT_CASES = [
     FaultCase("cli_overwrite_a_non_dataset_dir", faults.CommandFailed,
               [ONE_LINE, "cannot overwrite", "--overwrite only replaces a prepared"])
     .param(None, _plain_dir, True, True),
+    FaultCase("cli_data_dir_is_a_file", faults.CommandFailed,
+              [ONE_LINE, r"tfds-builders import: error: .*demo\.zip: DATA_DIR .*/data is a regular file, not a folder"])
+    .param(None, _data_dir_is_a_file, False, True),
 ]
 
 
@@ -287,7 +360,7 @@ def test_hostile_archive_is_refused(case, craft, plant, overwrite, via_cli, worl
     shutil.copyfile(good_zip, world.zip)
     _undo_destination(world)
 
-  check(case, lambda: run_import(world, overwrite, via_cli), repair, world, world.data)
+  check(case, lambda: run_import(world, overwrite, via_cli), repair, world, _written(world, plant))
   assert digests(world.data / PREFIX) == digests(world.dataset)  # the rerun restored the dataset, byte for byte
   assert sorted(p.name for p in (world.data / "faults_demo/demo").iterdir()) == ["1.0.0"]  # no staging left
   assert digests(world.outside) == {"keep.txt": SENTINEL_SHA256}
@@ -432,6 +505,13 @@ PUBLISH_CASES = [
     FaultCase("overwrite_a_non_dataset_dir", errors.SourceError,
               [rf"Cannot overwrite .*/data/{PREFIX}: .*dataset_info\.json not found", "--overwrite only replaces a published faults_demo/demo:1.0.0"])
     .param(_plain_dir, True, False),
+    FaultCase("config_name_like_a_version", errors.SourceError,
+              [r"dataset_info\.json field 'configName': config name '1\.0\.0' looks like a version"])
+    .param(_info_field("configName", "1.0.0"), False, False),
+    FaultCase("overwrite_a_version_holding_another", errors.SourceError,
+              [rf"Cannot overwrite .*/data/{PREFIX}: it holds another prepared dataset, .*/{PREFIX}/1\.0\.0",
+               "--overwrite only replaces a published faults_demo/demo:1.0.0"])
+    .param(_nested_dataset, True, False),
     FaultCase("cli_name_dotdot", faults.CommandFailed,
               [ONE_LINE, r"tfds-builders publish: error: .*dataset name '\.\./\.\./x' is not a valid TFDS dataset name"])
     .param(_info_field("name", "../../x"), False, True),
@@ -452,7 +532,7 @@ def test_hostile_dataset_dir_is_not_published(case, plant, overwrite, via_cli, w
       return faults.tfds_builders_cli("publish", str(world.dataset), str(world.data), *(["--overwrite"] * overwrite))
     return registry.publish(world.dataset, world.data, overwrite=overwrite)
 
-  check(case, run, repair, world, world.data)
+  check(case, run, repair, world, _written(world, plant))
   assert registry.verify(world.data) == (1, [])
   assert sorted(p.name for p in (world.data / "faults_demo/demo").iterdir()) == ["1.0.0"]  # no .incoming- left
   assert sorted(p.name for p in (world.root / "a").iterdir()) == ["b"]  # nothing escaped to a/x
@@ -589,3 +669,155 @@ def test_a_fresh_process_refuses_a_tampered_version(world, demo_dir):
   result = faults.check_fault(case, run, lambda: registry.publish(demo_dir, world.data, overwrite=True),
                               [world.data, world.outside], None)
   assert result.stdout.split()[-1] == str(TRAIN_EXAMPLES)
+
+
+# ------------------------------------------------------- verify: symlinked folders --
+
+
+def _link_away(relative: str):
+  """Moves a published folder out of the registry and leaves a symlink to it in its place."""
+  def plant(world: World) -> None:
+    folder = world.data / relative
+    elsewhere = world.root / "elsewhere" / folder.name
+    elsewhere.parent.mkdir(exist_ok=True)
+    folder.rename(elsewhere)
+    folder.symlink_to(elsewhere, target_is_directory=True)
+  return plant
+
+
+def _link_beside(world: World) -> None:
+  """A second, intact copy of the version, reached through a symlink beside the real one."""
+  shutil.copytree(world.data / PREFIX, world.root / "elsewhere")
+  (world.data / "faults_demo/demo/2.0.0").symlink_to(world.root / "elsewhere", target_is_directory=True)
+
+
+def _folder_in_version(world: World) -> None:
+  (world.data / PREFIX / "extra").mkdir()
+  (world.data / PREFIX / "extra" / "link").symlink_to(world.outside, target_is_directory=True)
+
+
+SYMLINKED = r"a symlink \(to '.*/elsewhere.*'\), not a dataset, config or version folder"
+VERIFY_CASES = [
+    FaultCase("version_folder_is_a_symlink", faults.CommandFailed,
+              [rf"DAMAGED .*/data/{PREFIX}: {SYMLINKED}", r"checked 0 version\(s\): 1 problem\(s\)"])
+    .param(_link_away(PREFIX)),
+    FaultCase("config_folder_is_a_symlink", faults.CommandFailed,
+              [rf"DAMAGED .*/data/faults_demo/demo: {SYMLINKED}", r"checked 0 version\(s\): 1 problem\(s\)"])
+    .param(_link_away("faults_demo/demo")),
+    FaultCase("dataset_folder_is_a_symlink", faults.CommandFailed,
+              [rf"DAMAGED .*/data/faults_demo: {SYMLINKED}", r"checked 0 version\(s\): 1 problem\(s\)"])
+    .param(_link_away("faults_demo")),
+    FaultCase("symlinked_version_beside_a_real_one", faults.CommandFailed,
+              [rf"DAMAGED .*/data/faults_demo/demo/2\.0\.0: {SYMLINKED}", r"checked 1 version\(s\): 1 problem\(s\)"])
+    .param(_link_beside),
+    FaultCase("symlink_in_a_folder_in_a_version", faults.CommandFailed,
+              [rf"DAMAGED .*/data/{PREFIX}/extra: unexpected folder", r"checked 1 version\(s\): 1 problem\(s\)"])
+    .param(_folder_in_version),
+]
+
+
+@pytest.mark.parametrize("case, plant", VERIFY_CASES)
+def test_verify_reports_symlinked_folders(case, plant, world, demo_dir, capsys):
+  registry.publish(demo_dir, world.data)
+  plant(world)
+
+  def run() -> str:
+    """`tfds-builders verify DATA`, in this process: exit code and report as CommandFailed."""
+    code = cli.main(["verify", str(world.data)])
+    report = capsys.readouterr().out
+    if code != cli.EXIT_OK:
+      raise faults.CommandFailed(code, report)
+    return report
+
+  def repair() -> None:
+    _undo_destination(world)
+    registry.publish(demo_dir, world.data)
+
+  report = faults.check_fault(case, run, repair, [world.data, world.outside], None)
+  assert report.splitlines()[-1] == "checked 1 version(s): 0 problem(s)"
+
+
+def test_a_symlinked_version_folder_is_not_loaded(world, demo_dir):
+  namespace, version_dir = _published(world, demo_dir)
+  expected = _train_scores(namespace)
+  _link_away(PREFIX)(world)  # the files behind the link are intact: only the folder is not the published one
+  case = FaultCase("version_folder_is_a_symlink", errors.SourceError,
+                   [rf"{PREFIX}: a symlink \(to '.*/elsewhere/1\.0\.0'\), not a published version folder", REPUBLISH])
+
+  def repair() -> None:
+    version_dir.unlink()
+    (world.root / "elsewhere" / "1.0.0").rename(version_dir)
+
+  scores = faults.check_fault(case, lambda: _train_scores(namespace), repair, [world.data, world.outside], None)
+  assert scores == expected
+
+
+# ----------------------------------------------------- export: names it writes --
+
+
+def _dataset_with_feature(name: str):
+  """Replaces the dataset to export by one whose feature is called `name`."""
+  def plant(world: World) -> None:
+    built = tfds.dataset_builders.store_as_tfds_dataset(
+        name="faults_names", version="1.0.0", data_dir=str(world.root / "built"),
+        features=tfds.features.FeaturesDict({name: tfds.features.Tensor(shape=(2,), dtype=np.float32)}),
+        split_datasets={"train": [(i, {name: np.full(2, i, np.float32)}) for i in range(3)]},
+        disable_shuffling=True,
+    )
+    shutil.rmtree(world.dataset)
+    shutil.copytree(built.data_path, world.dataset)
+  return plant
+
+
+def _split_named(split: str):
+  def plant(world: World) -> None:
+    info_path = world.dataset / "dataset_info.json"
+    info = json.loads(info_path.read_text())
+    info["splits"][0]["name"] = split
+    info_path.write_text(json.dumps(info))
+  return plant
+
+
+def _file_named(name: str):
+  def plant(world: World) -> None:
+    (world.dataset / name).write_text("notes")
+  return plant
+
+
+NPZ_NAMES = r"npz members are named <split>/<feature>\.npy; .*or export with --format tfrecord"
+EXPORT_CASES = [
+    FaultCase("npz_feature_name_dotdot", errors.SchemaError,
+              [r"split 'train', feature 'a/\.\./\.\./b': npz member: path 'train/a/\.\./\.\./b_length\.npy' has a "
+               r"'\.\.' component", NPZ_NAMES])
+    .param(_dataset_with_feature("a/../../b"), "npz"),
+    FaultCase("npz_feature_name_control_chars", errors.SchemaError,
+              [r"split 'train', feature 'c d\\n': npz member: path 'train/c d\\n_length\.npy' has the component",
+               NPZ_NAMES])
+    .param(_dataset_with_feature("c d\n"), "npz"),
+    FaultCase("npz_split_name_dotdot", errors.SchemaError,
+              [r"split '\.\./x': npz members would not be in a folder of their own", "holds a '/'", NPZ_NAMES])
+    .param(_split_named("../x"), "npz"),
+    FaultCase("tfrecord_file_name", errors.SourceError,
+              [r"in/demo/1\.0\.0/notes\n\.txt: member: path 'faults_demo/demo/1\.0\.0/notes\\n\.txt' has the component",
+               "Rename the file"])
+    .param(_file_named("notes\n.txt"), "tfrecord"),
+]
+
+
+@pytest.mark.parametrize("case, plant, export_format", EXPORT_CASES)
+def test_export_writes_only_members_import_accepts(case, plant, export_format, world, demo_dir):
+  plant(world)
+  out = world.root / "out" / "demo.zip"
+  out.parent.mkdir()
+
+  def repair() -> None:
+    assert not list(out.parent.iterdir()), "a failed export left a file"
+    shutil.rmtree(world.dataset)
+    shutil.copytree(demo_dir, world.dataset)
+
+  exported = faults.check_fault(case, lambda: archive.export(world.dataset, out, export_format), repair,
+                                [world.dataset, world.outside], None)
+  with zipfile.ZipFile(exported) as zf:
+    for name in zf.namelist():  # what import_ checks, on every member written
+      safe_paths.relative_parts(name, str(exported), "")
+    assert any(name.startswith("train/") or name.startswith(PREFIX) for name in zf.namelist())

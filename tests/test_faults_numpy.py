@@ -46,6 +46,10 @@ def npy(header: str, data: bytes = GOOD.tobytes(), version: tuple[int, int] = (1
   return b"\x93NUMPY" + bytes(version) + struct.pack(length_format, declared) + text + data
 
 
+_ZERO_WIDTH_HEADER = b"{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000000000, 0), }\n"
+ZERO_WIDTH = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(_ZERO_WIDTH_HEADER)) + _ZERO_WIDTH_HEADER  # unpadded, as the red team wrote it
+
+
 def good_npy(array: np.ndarray = GOOD) -> bytes:
   stream = io.BytesIO()
   np.save(stream, array)
@@ -158,6 +162,15 @@ HOSTILE_NPY = [
         npy("{'descr': '<U4', 'fortran_order': False, 'shape': (2, 3), }", b"\0" * 96)),
     FaultCase("datetime-dtype", errors.SchemaError, [SRC, "datetime64", r"a\.view\('int64'\)"]).param(
         npy("{'descr': '<M8[s]', 'fortran_order': False, 'shape': (2, 3), }")),
+    # 10**18 empty examples from a 128-byte file: no data backs rows of zero bytes.
+    FaultCase("zero-width-rows", errors.SourceError, [
+        SRC, r"shape \(1000000000000000000, 0\) of \|u1 declares 1000000000000000000 rows of 0 bytes",
+        "more than the 2147483648 empty examples", "corrupt or forged", "np.save"]).param(ZERO_WIDTH),
+    FaultCase("zero-width-rows-fortran", errors.SourceError, [SRC, "rows of 0 bytes", "layout='files'"]).param(
+        npy("{'descr': '<f8', 'fortran_order': True, 'shape': (4294967296, 3, 0), }", b"")),
+    FaultCase("rows-over-2**40", errors.SourceError, [
+        SRC, r"declares 2199023255552 rows, more than the 1099511627776 examples", "Split the array"]).param(
+            npy("{'descr': '|u1', 'fortran_order': False, 'shape': (2199023255552,), }", b"")),
 ]
 
 HOSTILE_NPZ = [
@@ -181,6 +194,13 @@ HOSTILE_NPZ = [
         None),  # made per test: zipfile warns when it writes a duplicate
     FaultCase("npz-not-arrays", errors.SourceError, [SRC, r"members that are not \.npy arrays: \['notes\.txt'\]", "np.savez"]).param(
         npz({"x.npy": good_npy(), "notes.txt": b"hello"})),
+    # Member names become feature names, and an export's file names: `train/a/../../b.npy`.
+    FaultCase("npz-member-name-dotdot", errors.SchemaError, [
+        SRC + r"\['a/\.\./\.\./b\.npy'\]", r"feature name 'a/\.\./\.\./b' is not a valid",
+        r"Rename the array: np\.savez\(path, name=array\)"]).param(npz({"a/../../b.npy": good_npy()})),
+    FaultCase("npz-member-name-control-chars", errors.SchemaError, [
+        SRC + r"\['c d\\n\.npy'\]", r"feature name 'c d\\n' is not a valid", "letters, digits and _.-",
+        "npz_members='examples'"]).param(npz({"c d\n.npy": good_npy()})),
 ]
 
 
@@ -251,6 +271,8 @@ def test_hostile_array_file(tmp_path, case, content, layout):
 CLI_CASES = [
     FaultCase("cli-npz-bad-crc", errors.SourceError, ["SourceError", MEMBER, "Bad CRC-32"]).param(
         "hostile.npz", flip_last_data_byte(npz({"x.npy": good_npy()}))),
+    FaultCase("cli-zero-width-rows", errors.SourceError, ["SourceError", SRC, "rows of 0 bytes", "corrupt or forged"]).param(
+        "zero.npy", ZERO_WIDTH),
 ]
 
 
@@ -361,6 +383,8 @@ def test_mispaired_files(tmp_path, case, split, arrays, repaired_name, repaired)
     [
         pytest.param({"train": {"image": "X.npy"}, "test": ["X.npy"]}, ["not a mix"], id="mixed"),
         pytest.param({"train": {"a/b": "X.npy"}}, ["feature name 'a/b'", "without '/'"], id="slash"),
+        pytest.param({"train": {"c d": "X.npy"}}, ["feature name 'c d' is not a valid", "letters, digits and _.-"],
+                     id="space"),
         pytest.param({"train": {"image": []}}, ["feature 'image' lists no files"], id="empty"),
         pytest.param({"train": {"image": "z.npz"}}, ["'image' lists", "z.npz", "list it without a mapping"],
                      id="npz-in-mapping"),
@@ -372,6 +396,23 @@ def test_invalid_feature_mappings(tmp_path, splits, fragments):
   with pytest.raises(errors.ConfigError) as raised:
     _build(tmp_path / "tfds", splits, data_root=str(tmp_path))
   faults.assert_message(raised.value, [re.escape(fragment) for fragment in fragments])
+  faults.assert_nothing_loadable(tmp_path / "tfds")
+
+
+@pytest.mark.parametrize("shape", [(5, 0), (3, 0, 4)], ids=["5x0", "3x0x4"])
+def test_zero_width_arrays_with_a_modest_row_count_build(tmp_path, shape):
+  np.save(tmp_path / "empty.npy", np.zeros(shape, np.float32))
+  builder = _build(tmp_path / "tfds", {"train": ["empty.npy"]}, data_root=str(tmp_path))
+  assert builder.info.splits["train"].num_examples == shape[0]
+  got = to_numpy(builder.as_dataset(split="train"))["array"]
+  assert got.shape == shape and got.dtype == np.float32
+
+
+def test_feature_name_config_is_checked(tmp_path):
+  np.save(tmp_path / "X.npy", GOOD)
+  with pytest.raises(errors.ConfigError, match=r"numpy_arrays config 'hostile': feature_name: feature name "
+                                               r"'\.\./x' is not a valid TFDS feature name"):
+    _build(tmp_path / "tfds", {"train": ["X.npy"]}, data_root=str(tmp_path), feature_name="../x")
   faults.assert_nothing_loadable(tmp_path / "tfds")
 
 

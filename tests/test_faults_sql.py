@@ -6,7 +6,8 @@ what to do; the table checksum and the SQLite file stay identical, nothing
 loadable is left, and a clean query then builds. Below the fault table, each
 defence layer is tested on its own: the tokenizer, PostgreSQL's Parse check,
 the session-level READ ONLY default, SQLite's authorizer, the timeouts and
-the role warning.
+the role warning. A SQLite file in WAL mode is read without creating a file
+beside it, or refused while a program has it open.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Source:
   def digest(self) -> str:
     """The table's rows and the schema's tables, as one checksum."""
     if self.sqlite_path:
-      uri = f"{self.sqlite_path.as_uri()}?mode=ro"
+      uri = f"{self.sqlite_path.as_uri()}?mode=ro&immutable=1"  # no -wal/-shm of its own beside a WAL file
       with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
         state = [connection.execute(sql).fetchall() for sql in (
             "SELECT * FROM t ORDER BY id", "SELECT type, name, sql FROM sqlite_master ORDER BY name")]
@@ -255,6 +256,11 @@ ESCAPES = [
            "VACUUM INTO '{dir}/copy.db'", SQLITE, side_table=True),
     Escape(faults.FaultCase("pragma_write", errors.ConfigError, leading("PRAGMA")),
            "PRAGMA user_version = 7", SQLITE),
+    # Refused while the statement is prepared, and named: it would run a library's code.
+    Escape(faults.FaultCase("load_extension", errors.ConfigError,
+                            ["calls a function the build refuses", "not authorized to use function: load_extension",
+                             "Nothing was run", "Remove the call"]),
+           "SELECT load_extension('{dir}/x.so') AS a, id, v FROM {t}", SQLITE, side_table=True),
     # Starts as a query; SQLite's authorizer refuses the DELETE while preparing it.
     Escape(faults.FaultCase("with_delete_sqlite", errors.ConfigError,
                             ["tries to modify the database", "DELETE",
@@ -325,6 +331,99 @@ def test_escape_through_tfds_build_command_line(tmp_path):
                      repair, source.sources, tmp_path / "tfds", source_digest=source.digest)
   built = tfds.builder_from_directory(str(tmp_path / "tfds" / "database" / "cli" / "1.0.0"))
   assert [(int(e["id"]), bytes(e["v"])) for e in tfds.as_numpy(built.as_dataset(split="train"))] == ROWS
+
+
+# ---------------------------------- SQLite in WAL mode: nothing beside the file --
+
+
+def wal_source(tmp_path: pathlib.Path) -> Source:
+  """The table t in a WAL-mode file, with no -wal or -shm beside it (closed cleanly)."""
+  source = sqlite_source(tmp_path)
+  with contextlib.closing(sqlite3.connect(source.sqlite_path)) as connection:
+    connection.execute("PRAGMA journal_mode=WAL")
+  assert source.sqlite_path.read_bytes()[18:20] == b"\x02\x02"
+  assert sorted(os.listdir(source.scratch)) == ["t.db"]
+  return source
+
+
+def _checkpoint(path: pathlib.Path) -> None:
+  """What the message says to run: the WAL goes into the file, and the side files away as it closes."""
+  with contextlib.closing(sqlite3.connect(path)) as connection:
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def _leftover_side_files(source: Source):
+  """-wal and -shm left by a read-only reader (what the build itself did before it opened WAL files immutable)."""
+  with contextlib.closing(sqlite3.connect(f"{source.sqlite_path.as_uri()}?mode=ro", uri=True)) as reader:
+    reader.execute("SELECT count(*) FROM t").fetchall()
+  return lambda: _checkpoint(source.sqlite_path)
+
+
+def _open_in_another_program(source: Source):
+  writer = sqlite3.connect(source.sqlite_path)
+  writer.execute("SELECT count(*) FROM t").fetchall()
+  return writer.close  # the last connection to close removes the side files
+
+
+SIDE_FILES = [r"is in WAL mode and .*/src/t\.db-shm, .*/src/t\.db-wal exist beside it",
+              "a program has it open", r'PRAGMA wal_checkpoint\(TRUNCATE\)', r"\.backup copy\.sqlite"]
+WAL_CASES = [
+    faults.FaultCase("wal_side_files_left_over", errors.SourceError, SIDE_FILES).param(_leftover_side_files),
+    faults.FaultCase("wal_open_in_another_program", errors.SourceError, SIDE_FILES).param(_open_in_another_program),
+]
+WAL_PARAMS = [
+    pytest.param(*param.values, builder, id=f"{param.id}-{builder}") for param in WAL_CASES for builder in BUILDERS
+]
+
+
+@pytest.mark.parametrize("case, plant, builder", WAL_PARAMS)
+def test_sqlite_wal_file_gets_nothing_beside_it(case, plant, builder, tmp_path):
+  source = wal_source(tmp_path)
+  release = plant(source)
+  repaired: dict[str, str] = {}
+
+  def repair() -> None:
+    release()
+    repaired.update(faults.tree_hashes(source.sources))
+
+  try:
+    rows = faults.check_fault(case, lambda: BUILDERS[builder][1](source, CLEAN.format(t="t"), tmp_path / "tfds"),
+                              repair, source.sources, tmp_path / "tfds", source_digest=source.digest)
+    listing, hashes = sorted(os.listdir(source.scratch)), faults.tree_hashes(source.sources)
+  finally:
+    release()  # never leave the other program's connection open
+  assert rows == ROWS
+  # The rerun read the WAL file (immutable) and left the folder as it found it: no -wal, no -shm.
+  assert listing == ["t.db"]
+  assert hashes == repaired
+
+
+def test_sqlite_wal_file_through_tfds_build_command_line(tmp_path):
+  source = wal_source(tmp_path)
+  release = _leftover_side_files(source)
+  config = {"name": "wal", "sqlite_path": str(source.sqlite_path), "order_by": "id", "query": CLEAN.format(t="t")}
+  case = faults.FaultCase("tfds_build_wal_side_files", faults.CommandFailed, ["SourceError", *SIDE_FILES])
+  faults.check_fault(case, lambda: faults.tfds_build("database", config, tmp_path / "tfds"),
+                     release, source.sources, tmp_path / "tfds", source_digest=source.digest)
+  assert sorted(os.listdir(source.scratch)) == ["t.db"]
+  built = tfds.builder_from_directory(str(tmp_path / "tfds" / "database" / "wal" / "1.0.0"))
+  assert built.info.splits["train"].num_examples == len(ROWS)
+
+
+def test_sqlite_wal_file_changed_during_the_read_fails_it(tmp_path):
+  """immutable=1 takes no lock: a change to the file while rows stream is detected, not read half."""
+  source = wal_source(tmp_path)
+  spec = sql_connections.ConnectionSpec("sqlite", sqlite_path=str(source.sqlite_path))
+  with sql_connections.open_session(spec) as session:
+    assert "immutable=1" in session.uri and session.facts()["journal_mode"] == "wal"
+    rows = session.rows("SELECT id, v FROM t ORDER BY id", None, fetch_size=1)
+    assert next(rows) == (1, "a")
+    with contextlib.closing(sqlite3.connect(source.sqlite_path)) as writer, writer:
+      writer.execute("INSERT INTO t VALUES (4, 'd')")
+    # The writer's close checkpointed the row into t.db.
+    with pytest.raises(errors.SourceError, match=r"changed while the build was reading the query: the file is "
+                                                 r"in WAL mode and was read without locks"):
+      list(rows)
 
 
 # ------------------------------------------- single statements that must build --

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import stat
 import struct
@@ -166,12 +167,23 @@ def _files(directory: epath.Path) -> Iterator[epath.Path]:
       yield from _files(path)
 
 
+def _new_member(
+    archive: zipfile.ZipFile, member: str, where: str, hint: str, fail: safe_paths.Fail = errors.SourceError,
+) -> BinaryIO:
+  """Opens a member for writing, after the check `import_` applies to it (so never a zip slip)."""
+  safe_paths.relative_parts(member, where, hint, fail)
+  return archive.open(member, "w", force_zip64=True)
+
+
 def _write_directory(archive: zipfile.ZipFile, directory: epath.Path, prefix: str) -> None:
   for path in _files(directory):
     member = f"{prefix}/{path.relative_to(directory).as_posix()}"
     with safe_paths.open_regular(path, _REGULAR_ONLY) as source, \
-        archive.open(member, "w", force_zip64=True) as target:
+        _new_member(archive, member, f"{path}: member", _RENAME_FILE) as target:
       shutil.copyfileobj(source, target, _CHUNK)
+
+
+_RENAME_FILE = "Rename the file (a prepared dataset's file names are portable), or rebuild the dataset"
 
 
 # ------------------------------------------------------------- npz export --
@@ -219,6 +231,8 @@ def _write_npz(archive, builder, pad_value: float, splits: Sequence[str] | None,
   unknown = [split for split in chosen if split not in builder.info.splits]
   if unknown:
     raise errors.ConfigError(f"splits {unknown} are not in the dataset ({list(builder.info.splits)}).")
+  for split in chosen:  # before anything is spooled under work_dir/<split>
+    _check_npz_members(split, list(infos))
   description: dict[str, Any] = {"pad_value": pad_value, "splits": {}, "class_names": {}}
   for name, feature in tfds.core.utils.flatten_nest_dict(dict(_leaf_items(features))).items():
     if isinstance(feature, tfds.features.ClassLabel):
@@ -238,6 +252,26 @@ def _write_npz(archive, builder, pad_value: float, splits: Sequence[str] | None,
   finally:
     shutil.rmtree(work_dir, ignore_errors=True)
   return description
+
+
+def _check_npz_members(split: str, features: Sequence[str]) -> None:
+  """`<split>/<feature>.npy` (and `_length.npy`) must be members `import_` would accept.
+
+  Raises:
+    SchemaError: naming the split (and feature), if either would make an
+      unsafe or unportable member name (`..`, `/` in a split, control characters).
+  """
+  if "/" in split or split in ("", ".", ".."):
+    raise errors.SchemaError(errors.with_hint(
+        f"split {safe_paths.shown(split)}: npz members would not be in a folder of their own: the "
+        "split name is empty, '.', '..' or holds a '/'", _NPZ_NAMES))
+  for feature in features:
+    where = f"split {safe_paths.shown(split)}, feature {safe_paths.shown(feature)}: npz member"
+    safe_paths.relative_parts(f"{split}/{feature}_length.npy", where, _NPZ_NAMES, errors.SchemaError)
+
+
+_NPZ_NAMES = ("npz members are named <split>/<feature>.npy; rebuild the dataset with split and feature "
+              "names of letters, digits and _.-, or export with --format tfrecord")
 
 
 def _leaf_items(features) -> Iterator[tuple[str, Any]]:
@@ -366,9 +400,10 @@ def _decoded_batches(builder, split: str, columns: dict[str, _Column]) -> Iterat
 def _zip_column(archive: zipfile.ZipFile, column: _Column, split: str, pad_value: float) -> dict[str, Any]:
   """Second pass: streams one spooled feature into `<split>/<name>.npy` (+ `_length`)."""
   member = f"{split}/{column.name}"
+  where = f"split {safe_paths.shown(split)}, feature {safe_paths.shown(column.name)}: npz member"
   padded = column.padded_shape()
   npy_dtype = column.npy_dtype()
-  with archive.open(f"{member}.npy", "w", force_zip64=True) as target:
+  with _new_member(archive, f"{member}.npy", where, _NPZ_NAMES, errors.SchemaError) as target:
     # A string column is spooled as uint8 rows; S<max> rows have the same bytes.
     rows_shape = () if column.is_string else padded
     _write_npy_header(target, npy_dtype, (column.count, *rows_shape))
@@ -385,7 +420,7 @@ def _zip_column(archive: zipfile.ZipFile, column: _Column, split: str, pad_value
   }
   if column.variable:
     varying = [0] if column.is_string else [axis for axis, dim in enumerate(column.shape) if dim is None]
-    with archive.open(f"{member}_length.npy", "w", force_zip64=True) as target:
+    with _new_member(archive, f"{member}_length.npy", where, _NPZ_NAMES, errors.SchemaError) as target:
       length_shape = (column.count,) if len(varying) == 1 else (column.count, len(varying))
       _write_npy_header(target, np.dtype("<i8"), length_shape)
       for shapes in _shape_blocks(column):
@@ -497,11 +532,14 @@ def _reading(archive_path: epath.Path, member: str) -> Iterator[None]:
 def _checked_members(archive: zipfile.ZipFile, archive_path: epath.Path) -> dict[str, zipfile.ZipInfo]:
   """Every member by name, refusing anything but uniquely named, plain, unencrypted, disjoint files."""
   def refuse(info: zipfile.ZipInfo, problem: str) -> errors.SourceError:
-    return errors.SourceError(errors.with_hint(f"{archive_path}: member {info.filename!r} {problem}", _NOT_OURS))
+    return errors.SourceError(errors.with_hint(
+        f"{archive_path}: member {safe_paths.shown(info.filename)} {problem}", _NOT_OURS))
 
   members: dict[str, zipfile.ZipInfo] = {}
   folded: dict[str, str] = {}
   for info in archive.infolist():
+    if not info.filename:  # before is_dir(), which indexes the name's last character
+      raise refuse(info, "has an empty name")
     if info.filename in members:
       raise refuse(info, "occurs twice (duplicate member name)")
     if info.filename.casefold() in folded:
@@ -513,7 +551,7 @@ def _checked_members(archive: zipfile.ZipFile, archive_path: epath.Path) -> dict
     if info.flag_bits & 0x1:
       raise refuse(info, "is encrypted")
     if info.filename != MANIFEST_NAME:
-      safe_paths.relative_parts(info.filename, f"{archive_path}: member {info.filename!r}", _NOT_OURS)
+      safe_paths.relative_parts(info.filename, f"{archive_path}: member {safe_paths.shown(info.filename)}", _NOT_OURS)
     members[info.filename] = info
     folded[info.filename.casefold()] = info.filename
   for name in members:  # `a` and `a/b` cannot both be extracted
@@ -560,7 +598,7 @@ def _checked_manifest(archive: zipfile.ZipFile, archive_path: epath.Path) -> dic
     text = archive.read(MANIFEST_NAME)
   try:
     manifest = json.loads(text)
-  except ValueError as error:
+  except (ValueError, RecursionError) as error:  # RecursionError: arrays nested thousands deep
     raise errors.SourceError(
         errors.with_hint(f"{archive_path}: member {MANIFEST_NAME} is not valid JSON ({error})", _RECOPY)
     ) from error
@@ -657,7 +695,9 @@ def import_(archive_path: epath.PathLike, data_dir: epath.PathLike, *, overwrite
   Raises:
     SourceError: for an archive that is not ours, truncated, altered, unsafe
       or in the export-only npz format; a destination that exists without
-      `overwrite`, or that is not the same dataset; a symlink in the way.
+      `overwrite`, that is not the same dataset or holds another one; a
+      symlink or file in the way; a path too long or a failed write.
+    ConfigError: if DATA_DIR is a file (or cannot be created).
   """
   archive_path = epath.Path(archive_path)
   data_dir = epath.Path(data_dir)
@@ -671,17 +711,25 @@ def import_(archive_path: epath.PathLike, data_dir: epath.PathLike, *, overwrite
       )
     parts = _dataset_parts(manifest, archive_path)
     target = data_dir.joinpath(*parts)
-    _check_destination(archive_path, data_dir, parts, overwrite)
-    created = _make_folders(data_dir, parts[:-1])
     staging = target.parent / f"incomplete.{uuid.uuid4().hex[:8]}.{target.name}"
+    destinations = {
+        entry["name"]: staging.joinpath(*entry["name"].split("/")[len(parts):]) for entry in manifest["files"]
+    }
+    _check_data_dir(archive_path, data_dir, parts, destinations)
+    _check_destination(archive_path, data_dir, parts, overwrite)
+    created: list[epath.Path] = []
+    member = None
     try:
+      _make_folders(data_dir, parts[:-1], created)
       staging.mkdir()
-      for entry in manifest["files"]:
-        relative = entry["name"].split("/")[len(parts):]
-        _extract(archive, archive_path, entry["name"], staging.joinpath(*relative))
+      for member, destination in destinations.items():
+        _extract(archive, archive_path, member, destination)
+      member = None
       _check_staged(archive_path, staging, parts)
       _check_destination(archive_path, data_dir, parts, overwrite)  # again: the target may have changed
       _move_into_place(staging, target)
+    except OSError as error:  # the disk, not the archive: full, read-only, a name the filesystem refuses
+      raise _write_failed(archive_path, data_dir, member, error) from error
     finally:
       if staging.exists():
         safe_paths.rmtree(staging)
@@ -690,6 +738,45 @@ def import_(archive_path: epath.PathLike, data_dir: epath.PathLike, *, overwrite
           with contextlib.suppress(OSError):
             folder.rmdir()
   return target
+
+
+_OTHER_DATA_DIR = "Move it away, or import into another DATA_DIR"
+
+
+def _check_data_dir(
+    archive_path: epath.Path, data_dir: epath.Path, parts: tuple[str, ...], destinations: dict[str, epath.Path],
+) -> None:
+  """Refuses a DATA_DIR that is a file, a file where a dataset folder must go, and over-long paths."""
+  if safe_paths.is_local(data_dir):
+    existing = epath.Path(os.path.abspath(data_dir))
+    while not os.path.lexists(existing) and existing != existing.parent:
+      existing = existing.parent  # the first folder that exists on the way to DATA_DIR
+    if not existing.is_dir():
+      kind = safe_paths.file_kind(os.lstat(existing).st_mode)
+      problem = (f"is a {kind}, not a folder" if existing == epath.Path(os.path.abspath(data_dir))
+                 else f"cannot be created: {existing} is a {kind}, not a folder")
+      raise errors.ConfigError(errors.with_hint(
+          f"{archive_path}: DATA_DIR {data_dir} {problem}", "Pass a folder as DATA_DIR (it is created if missing)"))
+  # The target itself is _check_destination's: it may exist, as a folder, with --overwrite.
+  safe_paths.refuse_non_folders(data_dir, parts[:-1], f"{archive_path}: DATA_DIR {data_dir}", _OTHER_DATA_DIR)
+  for member, destination in destinations.items():
+    size = len(os.fsencode(os.fspath(destination)))
+    if size > safe_paths.MAX_PATH_BYTES:
+      raise errors.SourceError(errors.with_hint(
+          f"{archive_path}: member {safe_paths.shown(member)} would be extracted to a path of {size} "
+          f"bytes in DATA_DIR {data_dir}, over the {safe_paths.MAX_PATH_BYTES} a path may have",
+          "Import into a DATA_DIR with a shorter path"))
+
+
+def _write_failed(
+    archive_path: epath.Path, data_dir: epath.Path, member: str | None, error: OSError,
+) -> errors.SourceError:
+  what = f"member {safe_paths.shown(member)}" if member else "the dataset"
+  where = f" ({error.filename})" if error.filename else ""
+  return errors.SourceError(errors.with_hint(
+      f"{archive_path}: cannot write {what} into DATA_DIR {data_dir}: {error.strerror or error}{where}",
+      "Check that DATA_DIR is a folder you may write to, on a disk with free space, or import into "
+      "another DATA_DIR; nothing was imported"))
 
 
 def _label(parts: Sequence[str]) -> str:
@@ -712,20 +799,21 @@ def _check_destination(archive_path: epath.Path, data_dir: epath.Path, parts: tu
 
   if not target.is_dir():
     raise fail(errors.with_hint("it is not a folder", hint))
+  nested = safe_paths.nested_datasets(target)
+  if nested:  # replacing the folder would delete them too
+    raise fail(errors.with_hint(f"it holds another prepared dataset, {nested[0].parent}", hint))
   existing = tuple(part for part in safe_paths.dataset_identity(target, hint, fail) if part)
   if existing != parts:
     raise fail(errors.with_hint(f"it holds the dataset {_label(existing)}, not {_label(parts)}", hint))
 
 
-def _make_folders(data_dir: epath.Path, parts: Sequence[str]) -> list[epath.Path]:
-  """Creates data_dir/parts[0]/...; returns the folders it created, outermost first."""
-  created = []
+def _make_folders(data_dir: epath.Path, parts: Sequence[str], created: list[epath.Path]) -> None:
+  """Creates data_dir/parts[0]/...; appends each folder it created to `created`, outermost first."""
   for depth in range(len(parts) + 1):
     folder = data_dir.joinpath(*parts[:depth])
     if not folder.exists():
       folder.mkdir(parents=True)
       created.append(folder)
-  return created
 
 
 def _extract(archive: zipfile.ZipFile, archive_path: epath.Path, member: str, destination: epath.Path) -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import tomllib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from etils import epath
@@ -143,6 +142,8 @@ def _check_target(root: epath.Path, parts: tuple[str, str, str], overwrite: bool
   label = f"{dataset}/{config}:{version}"
   safe_paths.refuse_symlinks(
       root, parts, f"publish of {label} to {root}", "Remove the symlink, or publish to another registry")
+  safe_paths.refuse_non_folders(  # the version folder itself: below, as with --overwrite
+      root, parts[:-1], f"publish of {label} to {root}", "Move it away, or publish to another registry")
   target = root.joinpath(*parts)
   if not target.exists():
     return
@@ -158,6 +159,9 @@ def _check_target(root: epath.Path, parts: tuple[str, str, str], overwrite: bool
 
   if not target.is_dir():
     raise fail(errors.with_hint("it is not a folder", hint))
+  nested = safe_paths.nested_datasets(target)
+  if nested:  # replacing the folder would delete them too
+    raise fail(errors.with_hint(f"it holds another prepared dataset, {nested[0].parent}", hint))
   checksums = target / CHECKSUMS_FILENAME
   if checksums.is_file() and not safe_paths.is_symlink(checksums):
     return  # a version this command published, however damaged: re-publishing is its repair
@@ -182,16 +186,36 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _version_dirs(path: epath.Path) -> Iterator[epath.Path]:
+def _version_dirs(path: epath.Path) -> list[epath.Path]:
   """Published version directories at or under `path`, skipping hidden ones; symlinks are not followed."""
+  return _walk(path)[0]
+
+
+def _walk(path: epath.Path) -> tuple[list[epath.Path], list[epath.Path]]:
+  """(version directories, symlinks) at or under `path`, in path order; symlinks are never followed.
+
+  `path` itself may be a symlink (a registry root on a larger disk); below
+  it, a symlinked dataset, config or version folder is reported, not entered.
+  """
   if (path / "dataset_info.json").exists() or safe_paths.is_symlink(path / "dataset_info.json"):
-    yield path
-    return
+    return [path], []
+  versions: list[epath.Path] = []
+  symlinks: list[epath.Path] = []
   if not path.is_dir():
-    return
+    return versions, symlinks
   for child in sorted(path.iterdir()):
-    if child.is_dir() and not child.name.startswith(".") and not safe_paths.is_symlink(child):
-      yield from _version_dirs(child)
+    if safe_paths.is_symlink(child):
+      symlinks.append(child)
+    elif child.is_dir() and not child.name.startswith("."):
+      found, linked = _walk(child)
+      versions += found
+      symlinks += linked
+  return versions, symlinks
+
+
+def _symlink_damage(path: epath.Path, what: str) -> Damage:
+  return Damage(str(path), f"a symlink (to {os.readlink(path)!r}), not {what}; a registry holds "
+                           "real folders and files only (publish copies them)")
 
 
 def verify(path: epath.PathLike) -> tuple[int, list[Damage]]:
@@ -202,19 +226,20 @@ def verify(path: epath.PathLike) -> tuple[int, list[Damage]]:
 
   Returns:
     The number of versions checked, and every damaged, missing, unexpected
-    or symlinked file.
+    or symlinked file, and every symlinked folder (never followed: a
+    namespace load would not find what `publish` wrote there).
 
   Raises:
-    SourceError: if `path` holds no published version.
+    SourceError: if `path` holds no published version and no symlink.
   """
   root = epath.Path(path)
-  damages: list[Damage] = []
-  versions = list(_version_dirs(root))
-  if not versions:
+  versions, symlinks = _walk(root)
+  if not versions and not symlinks:
     raise errors.SourceError(
         f"No published dataset version at or under {root}. Pass a registry "
         "root or a <dataset>[/<config>[/<version>]] directory in it."
     )
+  damages = [_symlink_damage(link, "a dataset, config or version folder") for link in symlinks]
   for version_dir in versions:
     damages += _verify_version(version_dir)
   return len(versions), damages
@@ -241,6 +266,8 @@ def _verified_sha256(path: epath.Path, cached: bool) -> str:
 
 
 def _verify_version(version_dir: epath.Path, cached: bool = False) -> list[Damage]:
+  if safe_paths.is_symlink(version_dir):
+    return [_symlink_damage(version_dir, "a published version folder")]
   checksums_path = version_dir / CHECKSUMS_FILENAME
   if not checksums_path.exists() and not safe_paths.is_symlink(checksums_path):
     return [Damage(str(checksums_path), "no checksums recorded (not published with tfds-builders publish)")]
@@ -268,6 +295,8 @@ def _verify_version(version_dir: epath.Path, cached: bool = False) -> list[Damag
   present = {p.name for p in version_dir.iterdir() if safe_paths.is_symlink(p) or not p.is_dir()}
   for name in sorted(present - set(expected) - {CHECKSUMS_FILENAME}):
     damages.append(Damage(str(version_dir / name), "unexpected file (not published)"))
+  for folder in sorted(p for p in version_dir.iterdir() if p.is_dir() and not safe_paths.is_symlink(p)):
+    damages.append(Damage(str(folder), "unexpected folder (publish copies files only)"))
   return damages
 
 

@@ -21,24 +21,32 @@ DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+.\-]*", re.ASCII)
 # TFDS's utils.version._VERSION_RESOLVED_REG: no wildcards, no leading zeros.
 VERSION = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
+# A config named like a version makes `<name>/1.0.0/1.0.0` (config 1.0.0) a folder
+# inside `<name>/1.0.0` (no config): TFDS could not tell them apart.
+_VERSION_LIKE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+", re.ASCII)
+# A feature name that is also a safe file name (`<split>/<feature>.npy` in an
+# export): no `/`, no leading dot (so no `..`), no spaces or control characters.
+FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*", re.ASCII)
 # One path component of a member: portable characters, no `:` (drive letters, NTFS streams).
 _COMPONENT = re.compile(r"[A-Za-z0-9_+.\-@=,%~ ]+", re.ASCII)
-_MAX_COMPONENT = 255  # bytes, the usual file name limit
+_MAX_COMPONENT = 255  # bytes, the usual file name limit (NAME_MAX)
+MAX_PATH_BYTES = 4095  # PATH_MAX is 4096 bytes with the final NUL
 
 _RULES = {
     "dataset name": (DATASET_NAME, "snake_case, e.g. my_dataset"),
     "config name": (CONFIG_NAME, "letters, digits and _+-., not starting with a dot"),
     "version": (VERSION, "MAJOR.MINOR.PATCH, e.g. 1.0.0"),
+    "feature name": (FEATURE_NAME, "letters, digits and _.-, starting with a letter or _"),
 }
 
 Fail = Callable[[str], Exception]
 
 
 def check_name(kind: str, value: object, where: str, hint: str, fail: Fail = errors.SourceError) -> str:
-  """Returns `value` if it is a valid TFDS `kind` (dataset name, config name, version).
+  """Returns `value` if it is a valid `kind` (dataset name, config name, version, feature name).
 
   Args:
-    kind: One of `dataset name`, `config name`, `version`.
+    kind: One of `dataset name`, `config name`, `version`, `feature name`.
     value: The value read from a file.
     where: The file (and field) it was read from, for the message.
     hint: What to do about an invalid value.
@@ -50,6 +58,10 @@ def check_name(kind: str, value: object, where: str, hint: str, fail: Fail = err
   pattern, rule = _RULES[kind]
   if not isinstance(value, str) or len(value) > _MAX_COMPONENT or not pattern.fullmatch(value):
     raise fail(errors.with_hint(f"{where}: {kind} {value!r} is not a valid TFDS {kind} ({rule})", hint))
+  if kind == "config name" and _VERSION_LIKE.fullmatch(value):
+    raise fail(errors.with_hint(
+        f"{where}: config name {value!r} looks like a version: its folder <name>/{value}/<version> "
+        f"would sit inside the folder of version {value} of the dataset without config", hint))
   return value
 
 
@@ -57,13 +69,14 @@ def relative_parts(path: object, where: str, hint: str, fail: Fail = errors.Sour
   """Splits a relative `a/b/c` path read from a file, refusing anything that could leave its root.
 
   Refused: absolute paths, `.` and `..` components, empty components (`a//b`,
-  a trailing `/`), backslashes, drive letters and any `:`, control characters.
+  a trailing `/`), backslashes, drive letters and any `:`, control characters,
+  components over 255 bytes and paths over `MAX_PATH_BYTES`.
 
   Returns:
     The path's components, each safe to join to a root.
   """
   def refuse(problem: str) -> Exception:
-    return fail(errors.with_hint(f"{where}: path {path!r} {problem}", hint))
+    return fail(errors.with_hint(f"{where}: path {shown(path)} {problem}", hint))
 
   if not isinstance(path, str) or not path:
     raise refuse("is not a non-empty string")
@@ -71,6 +84,8 @@ def relative_parts(path: object, where: str, hint: str, fail: Fail = errors.Sour
     raise refuse("is absolute")
   if "\\" in path:
     raise refuse("holds a backslash")
+  if len(path.encode()) > MAX_PATH_BYTES:
+    raise refuse(f"is {len(path.encode())} bytes long, over the {MAX_PATH_BYTES} a path may have")
   parts = tuple(path.split("/"))
   for part in parts:
     if part in ("", ".", ".."):
@@ -78,6 +93,12 @@ def relative_parts(path: object, where: str, hint: str, fail: Fail = errors.Sour
     if not _COMPONENT.fullmatch(part) or len(part.encode()) > _MAX_COMPONENT:
       raise refuse(f"has the component {part!r}, with characters outside [A-Za-z0-9_+.-@=,%~ ] or too long")
   return parts
+
+
+def shown(value: object, limit: int = 120) -> str:
+  """`repr(value)`, cut to `limit` characters: a hostile name may be kilobytes long."""
+  text = repr(value)
+  return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def is_local(path: epath.PathLike) -> bool:
@@ -103,6 +124,42 @@ def refuse_symlinks(
     if is_symlink(path):
       raise fail(errors.with_hint(
           f"{where}: {path} is a symlink (to {os.readlink(path)!r}); refusing to write through it", hint))
+
+
+def refuse_non_folders(
+    root: epath.Path, parts: Sequence[str], where: str, hint: str, fail: Fail = errors.SourceError,
+) -> None:
+  """Raises if `root/parts[0]`, `root/parts[0]/parts[1]`, ... exists and is not a folder.
+
+  A file (or FIFO, ...) where a folder must go would otherwise surface as a
+  bare `[Errno 20] Not a directory` from the first mkdir or open below it.
+  """
+  path = epath.Path(root)
+  for part in parts:
+    path = path / part
+    if not is_local(path):
+      return
+    try:
+      mode = os.lstat(os.fspath(path)).st_mode
+    except FileNotFoundError:
+      return  # nothing further down exists either
+    if not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode):  # symlinks: refuse_symlinks' message
+      raise fail(errors.with_hint(f"{where}: {path} is a {file_kind(mode)} where a folder must go", hint))
+
+
+def nested_datasets(folder: epath.Path) -> list[epath.Path]:
+  """Every `dataset_info.json` strictly below `folder` (its own aside); symlinks are not followed.
+
+  A folder that holds another prepared dataset (`<name>/1.0.0/1.0.0`, config
+  `1.0.0`, sits inside `<name>/1.0.0`) must never be replaced or removed whole.
+  """
+  found = []
+  for child in sorted(epath.Path(folder).iterdir()):
+    if child.is_dir() and not is_symlink(child):
+      if (child / "dataset_info.json").exists() or is_symlink(child / "dataset_info.json"):
+        found.append(child / "dataset_info.json")
+      found += nested_datasets(child)
+  return found
 
 
 def open_regular(path: epath.Path, hint: str, fail: Fail = errors.SourceError) -> BinaryIO:

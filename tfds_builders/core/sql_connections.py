@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -1080,6 +1081,8 @@ _SQLITE_READS = frozenset({
 _SQLITE_REPORTING_PRAGMAS = frozenset({
     "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
 })
+# Functions a read must not call: loading an extension runs a shared library's code.
+_SQLITE_REFUSED_FUNCTIONS = frozenset({"load_extension"})
 _SQLITE_TEMP_VIEW = frozenset({
     sqlite3.SQLITE_CREATE_TEMP_VIEW, sqlite3.SQLITE_DROP_TEMP_VIEW, sqlite3.SQLITE_INSERT,
     sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE,
@@ -1103,6 +1106,9 @@ class _SqliteGuard:
   def __call__(self, action: int, first: str | None, second: str | None,
                schema: str | None, source: str | None) -> int:
     del source  # the trigger or view an action comes from: no matter
+    if action == sqlite3.SQLITE_FUNCTION and (second or "").lower() in _SQLITE_REFUSED_FUNCTIONS:
+      self.refused = f"function {second}"
+      return sqlite3.SQLITE_DENY
     if action in _SQLITE_READS:
       return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_PRAGMA and first in _SQLITE_REPORTING_PRAGMAS:
@@ -1135,6 +1141,10 @@ class _SqliteSession(ReadSession):
           "(relative paths are taken from `data_root`)."
       )
     self.path = path
+    # WAL mode is in the file's header; the PRAGMA reports 'delete' under immutable=1.
+    self.journal_mode = "wal" if _sqlite_header_says_wal(path, spec) else "delete"
+    self.uri = _sqlite_read_only_uri(path, spec, wal=self.journal_mode == "wal")
+    self._file_state = _sqlite_file_state(path)
     self.guard = _SqliteGuard()
     self._statement_ms = timeout_ms(spec.statement_timeout, "statement_timeout")
     lock_ms = timeout_ms(spec.lock_timeout, "lock_timeout")
@@ -1144,16 +1154,18 @@ class _SqliteSession(ReadSession):
       # mode=ro: SQLite itself refuses every write, so the source cannot change.
       # No statement cache: every statement is prepared, so authorized, anew.
       self.connection = sqlite3.connect(
-          f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+          self.uri, uri=True, isolation_level=None,
           check_same_thread=False, cached_statements=0,
           timeout=5.0 if lock_ms is None else lock_ms / 1000,
       )
       self.connection.create_aggregate("stddev_pop", 1, _StddevPop)
       self.connection.create_function("tfds_bucket", 2, split_bucket, deterministic=True)
       # The read transaction holds a SHARED lock from its first read on, so
-      # every query of this session sees the same committed data.
+      # every query of this session sees the same committed data (immutable=1
+      # takes no lock: _check_unchanged catches a writer instead).
       self.connection.execute("BEGIN")
-      self.journal_mode = self.connection.execute("PRAGMA journal_mode").fetchone()[0]
+      if self.journal_mode != "wal":
+        self.journal_mode = self.connection.execute("PRAGMA journal_mode").fetchone()[0]
       self.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
       # Even the temp schema, which mode=ro leaves writable, is read-only.
       self.connection.execute("PRAGMA query_only=ON")
@@ -1195,6 +1207,12 @@ class _SqliteSession(ReadSession):
       return _refusal(field, self.spec.describe(),
                       "is more than one statement for SQLite's parser (sqlite3: "
                       f"{text.rstrip('.')})")
+    if refused.startswith("function ") and "not authorized" in text:
+      detail = text if refused.split()[-1] in text else f"{text}: {refused}"
+      return errors.ConfigError(errors.with_hint(
+          f"`{field}` calls a function the build refuses ({self.spec.describe()}: {detail}): "
+          "loading an extension would run a library's code. Nothing was run",
+          "Remove the call: a build reads with SQLite's built-in functions only"))
     if refused and "not authorized" in text:
       return _write_error(self.spec, field, f"{text}: {refused}")
     if "readonly database" in text or (
@@ -1310,6 +1328,7 @@ class _SqliteSession(ReadSession):
         if problem:
           raise problem
         if not batch:
+          self._check_unchanged(label)
           return
         yield from batch
     finally:
@@ -1317,6 +1336,16 @@ class _SqliteSession(ReadSession):
         cursor.close()
       except sqlite3.Error:
         pass  # the session closed first (a failed build): nothing to release
+
+  def _check_unchanged(self, label: str) -> None:
+    """Fails the read if the file changed under it: immutable=1 (WAL mode) takes no lock."""
+    if self.journal_mode == "wal" and _sqlite_file_state(self.path) != self._file_state:
+      raise errors.SourceError(errors.with_hint(
+          f"{self.spec.describe()} changed while the build was reading {label}: the file is in "
+          "WAL mode and was read without locks (opened immutable, so that no -wal or -shm file "
+          "is created beside it), so what was read may mix two versions",
+          "Build again when no program writes the database, or from a copy "
+          f"(sqlite3 {self.path} \".backup copy.sqlite\")"))
 
   def export_snapshot(self) -> str | None:
     if self.journal_mode.lower() == "wal":
@@ -1330,17 +1359,78 @@ class _SqliteSession(ReadSession):
     return None
 
   def facts(self) -> dict[str, Any]:
-    stat = self.path.stat()
+    status = self.path.stat()
     return {
         "driver": "sqlite",
         "connection": self.spec.describe(),
         "path": str(self.path),
-        "size_bytes": stat.length,
-        "modified": stat.mtime,
+        "size_bytes": status.length,
+        "modified": status.mtime,
         "sqlite_version": sqlite3.sqlite_version,
         "journal_mode": self.journal_mode,
-        "isolation": "one read transaction (SHARED lock), file opened with mode=ro",
+        "isolation": (
+            "one read transaction, file opened with mode=ro&immutable=1 (WAL mode, no -wal/-shm "
+            "beside it: no lock, no side file; a change during the build fails it)"
+            if self.journal_mode == "wal"
+            else "one read transaction (SHARED lock), file opened with mode=ro"
+        ),
     }
+
+
+# Bytes 18 and 19 of the 100-byte SQLite header: file format write and read
+# versions, 1 (rollback journal) or 2 (WAL).
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_WAL_VERSION = 2
+
+
+def _sqlite_header_says_wal(path: epath.Path, spec: ConnectionSpec) -> bool:
+  hint = "Check `sqlite_path` (relative paths are taken from `data_root`) and the file's permissions"
+  try:
+    if not stat.S_ISREG(os.stat(os.fspath(path)).st_mode):  # a FIFO would block the read
+      raise errors.SourceError(errors.with_hint(
+          f"SQLite database {spec.sqlite_path} is not a regular file", hint))
+    with open(os.fspath(path), "rb") as file:  # noqa: PTH123 - SQLite reads local files only
+      header = file.read(20)
+  except OSError as error:
+    raise errors.SourceError(errors.with_hint(
+        f"SQLite database {spec.sqlite_path} cannot be read ({error.strerror})", hint)) from error
+  return header.startswith(_SQLITE_HEADER) and _SQLITE_WAL_VERSION in header[18:20]
+
+
+def _sqlite_read_only_uri(path: epath.Path, spec: ConnectionSpec, wal: bool) -> str:
+  """The URI that opens `path` read-only without creating any file beside it.
+
+  A rollback-journal file opened with mode=ro creates nothing. A WAL file
+  opened so would create `-wal` and `-shm` files, which a read-only
+  connection cannot remove: it is opened with immutable=1 instead (no lock,
+  no side file), which is safe only while no one writes it. So it must have
+  no `-wal`/`-shm` (no connection has it open, no change is left out of the
+  file), and `_check_unchanged` fails a read during which it changed.
+
+  Raises:
+    SourceError: for a WAL file with a `-wal` or `-shm` file beside it.
+  """
+  uri = f"{path.absolute().as_uri()}?mode=ro"
+  if not wal:
+    return uri
+  names = {os.fspath(path), os.path.realpath(path)}  # SQLite names them after the real file
+  side_files = sorted(f"{name}-{kind}" for name in names for kind in ("wal", "shm")
+                      if os.path.lexists(f"{name}-{kind}"))
+  if side_files:
+    raise errors.SourceError(errors.with_hint(
+        f"SQLite database {spec.sqlite_path} is in WAL mode and {', '.join(side_files)} exist beside "
+        "it: a program has it open, or left changes in the WAL that are not in the file yet. "
+        "Reading it would write to those files (or miss those changes)",
+        f"Close the programs using it, then run `sqlite3 {spec.sqlite_path} \"PRAGMA "
+        "wal_checkpoint(TRUNCATE)\"` once: it moves the WAL into the file, and the side files go "
+        "as it closes (PRAGMA journal_mode=DELETE also leaves WAL mode); or build from a copy "
+        f"(`sqlite3 {spec.sqlite_path} \".backup copy.sqlite\"`)"))
+  return f"{uri}&immutable=1"
+
+
+def _sqlite_file_state(path: epath.Path) -> tuple[int, ...]:
+  status = os.stat(os.fspath(path))
+  return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 _SQLITE_TOKENS = re.compile(

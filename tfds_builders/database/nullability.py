@@ -10,7 +10,6 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from etils import epath
 
 from tfds_builders.core import sql_connections
 
@@ -156,7 +155,7 @@ def _sqlite(session: sql_connections.ReadSession, sql: str, params: Any) -> set[
   # The session's authorizer refuses PRAGMAs: the schema is read on a
   # connection of its own, read-only too (the session's SHARED lock keeps
   # the schema as the session sees it).
-  uri = f"{epath.Path(session.spec.sqlite_path).absolute().as_uri()}?mode=ro"
+  uri = session.uri  # read-only; immutable=1 for a WAL file, so nothing is created beside it
   try:
     # EXPLAIN compiles the statement (through the session's authorizer) and runs nothing.
     program = [

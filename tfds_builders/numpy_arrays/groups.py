@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 
+from etils import epath
 import numpy as np
 
 from tfds_builders.core import errors
 from tfds_builders.core import paths
+from tfds_builders.core import safe_paths
 from tfds_builders.numpy_arrays import npy_files
 
 Patterns = list[str] | str  # files, directories or globs
@@ -71,12 +73,27 @@ def listed_groups(
       groups.append(Group(name, {feature_name: npy_files.ArraySource(path)}))
     elif npz_members == "features":
       members = npy_files.npz_sources(path)
-      groups.append(Group(name, {m.member[: -len(".npy")]: m for m in members}))
+      groups.append(Group(name, {_feature_name(path, m.member): m for m in members}))
     else:
       groups.extend(
           Group(f"{name}/{m.member}", {feature_name: m}) for m in npy_files.npz_sources(path)
       )
   return groups
+
+
+def _feature_name(archive: epath.Path, member: str) -> str:
+  """The feature an `.npz` member names: `x.npy` is feature `x`, if `x` is a valid feature name.
+
+  Raises:
+    SchemaError: naming the archive and member, for a name such as `a/../b`
+      or one with spaces or control characters.
+  """
+  return safe_paths.check_name(
+      "feature name", member[: -len(".npy")], f"{archive}[{safe_paths.shown(member)}]",
+      "Rename the array: np.savez(path, name=array) stores it as the member name.npy; "
+      "or set npz_members='examples'",
+      errors.SchemaError,
+  )
 
 
 def paired_groups(

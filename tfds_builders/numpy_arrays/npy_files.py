@@ -31,6 +31,11 @@ _HEADER_FORMATS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): (
 # NumPy's own limit (`max_header_size`): longer headers are refused unparsed.
 MAX_HEADER_BYTES = 10_000
 MAX_DIMS = 64  # NumPy 2's limit
+# Under layout='rows' each row is an example. Rows of data are backed by the
+# file's bytes (checked exactly), rows of zero bytes by nothing: past these
+# counts a header asks for more examples than any build should write.
+MAX_ROWS = 2**40
+MAX_EMPTY_ROWS = 2**31
 _INT64_MAX = 2**63 - 1
 _HEADER_KEYS = {"descr", "fortran_order", "shape"}
 _RESAVE = "Save the array again with np.save / np.savez."
@@ -198,6 +203,28 @@ def _check_addressable(header: ArrayHeader, source: str) -> None:
     )
 
 
+def _row_count(header: ArrayHeader, source: str) -> int:
+  """The header's first dimension, if it is a number of examples a build may write."""
+  rows = header.shape[0]
+  if header.row_bytes == 0 and rows > MAX_EMPTY_ROWS:
+    raise _unreadable(
+        source,
+        f"header shape {header.shape} of {header.dtype.str} declares {rows} rows of 0 bytes "
+        f"each, more than the {MAX_EMPTY_ROWS} empty examples one array may give: no data in "
+        "the file backs them, so the header is corrupt or forged",
+        "Save the array again with np.save (a zero-width array gives one empty example per "
+        "row), or use layout='files' to store it as one example.",
+    )
+  if rows > MAX_ROWS:
+    raise _unreadable(
+        source,
+        f"header shape {header.shape} declares {rows} rows, more than the {MAX_ROWS} "
+        "examples one array may give",
+        "Split the array into several .npy files.",
+    )
+  return rows
+
+
 def _shorten(value: Any, limit: int = 80) -> str:
   text = repr(value)
   return text if len(text) <= limit else f"{text[:limit]}..."
@@ -258,14 +285,22 @@ class ArraySource:
 
   @property
   def num_rows(self) -> int:
-    if not self.header.shape:
+    """How many examples the array gives under layout='rows'.
+
+    Raises:
+      SchemaError: for a 0-d array.
+      SourceError: if the header declares more rows than `MAX_ROWS`, or more
+        than `MAX_EMPTY_ROWS` rows of zero bytes, which no data backs.
+    """
+    header = self.header
+    if not header.shape:
       raise errors.SchemaError(
           errors.with_hint(
               f"{self.name} is a 0-d array and has no rows",
               "Use layout='files' to store it as one example.",
           )
       )
-    return self.header.shape[0]
+    return _row_count(header, self.name)
 
   @contextlib.contextmanager
   def _open(self) -> Iterator[BinaryIO]:
@@ -301,6 +336,8 @@ class ArraySource:
       SourceError: if the data is shorter or longer than the header says, or
         the archive is damaged.
     """
+    if rows_per_chunk is not None and self.header.shape:
+      _row_count(self.header, self.name)  # bounds the rows the loops below yield
     if self._is_mappable():
       yield from self._iter_mapped(rows_per_chunk)
     else:

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
 from tfds_builders.core import paths
+from tfds_builders.core import safe_paths
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
 from tfds_builders.numpy_arrays import groups as groups_lib
@@ -249,6 +250,7 @@ def _check_config(config: BuilderConfig) -> None:
     )
   for mapping in mappings:
     _check_feature_mapping(mapping, fail)
+  _check_feature_name(config.feature_name, "feature_name", fail)
 
 
 def _is_paired(config: BuilderConfig) -> bool:
@@ -258,14 +260,17 @@ def _is_paired(config: BuilderConfig) -> bool:
 
 def _check_feature_mapping(mapping: Mapping[str, Patterns], fail) -> None:
   for feature, patterns in mapping.items():
-    # "/" would collide with the `<name>/shape` field of varying shapes.
-    if not isinstance(feature, str) or not feature or "/" in feature:
-      raise fail(
-          f"feature name {feature!r} in {dict(mapping)}: use a non-empty name "
-          "without '/'."
-      )
+    _check_feature_name(feature, f"feature mapping {dict(mapping)}", fail)
     if not patterns:
       raise fail(f"feature {feature!r} lists no files; give it .npy files or globs.")
+
+
+def _check_feature_name(feature: object, where: str, fail) -> None:
+  # "/" would collide with the `<name>/shape` field of varying shapes, and an
+  # export names a file after each feature.
+  safe_paths.check_name(
+      "feature name", feature, where,
+      "Use a non-empty name without '/', of letters, digits and _.-", fail)
 
 
 def _groups(config: BuilderConfig, patterns: Patterns | Mapping[str, Patterns]) -> list[groups_lib.Group]:
