@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import stat
 import struct
@@ -15,6 +16,7 @@ import sys
 import uuid
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -35,6 +37,8 @@ PREFIX = "faults_demo/demo/1.0.0"
 SHARD = f"{PREFIX}/faults_demo-train.tfrecord-00000-of-00001"
 TRAIN_EXAMPLES = 9
 ONE_LINE = r"\Aexit 1: tfds-builders \w+: error: [^\n]+\n\Z"  # no traceback
+# A command that imports TensorFlow: TF's own start-up lines, then our one-line error, no traceback.
+LAST_LINE = r"\Aexit 1: (?:(?!Traceback)[\s\S])*\ntfds-builders \w+: error: [^\n]+\n\Z"
 NOT_OURS = r"Only archives written by `tfds-builders export` can be imported"
 RECOPY = r"Copy the archive again, completely, or export it again"
 
@@ -821,3 +825,60 @@ def test_export_writes_only_members_import_accepts(case, plant, export_format, w
     for name in zf.namelist():  # what import_ checks, on every member written
       safe_paths.relative_parts(name, str(exported), "")
     assert any(name.startswith("train/") or name.startswith(PREFIX) for name in zf.namelist())
+
+
+# ------------------------------------ crafted shards: export npz, import --
+
+
+def craft_length(shard: pathlib.Path, length: int) -> None:
+  """Gives the shard's second record a crafted length with a valid header CRC."""
+  from tfds_builders.core import crc32c  # pylint: disable=import-outside-toplevel
+
+  data = bytearray(shard.read_bytes())
+  first = struct.unpack("<Q", data[:8])[0]
+  at = 8 + 4 + first + 4
+  header = struct.pack("<Q", length)
+  data[at:at + 12] = header + struct.pack("<I", crc32c.table_masked_crc32c(np.frombuffer(header, np.uint8), 0, 8))
+  shard.write_bytes(bytes(data))
+
+
+def with_member(zip_path: pathlib.Path, name: str, content: bytes, out: pathlib.Path) -> pathlib.Path:
+  """A copy of an archive with one member replaced and its manifest entry recomputed: it checks out."""
+  entries, manifest = members_of(zip_path)
+  for entry in manifest["files"]:
+    if entry["name"] == name:
+      entry.update(size=len(content), crc32=zlib.crc32(content))
+  with zipfile.ZipFile(out, "w") as zf:
+    for member, data in entries:
+      zf.writestr(member, content if member == name else data)
+    zf.writestr(archive.MANIFEST_NAME, json.dumps(manifest))
+  return out
+
+
+@pytest.mark.parametrize("format, length", [
+    pytest.param("tfrecord", 2**64 - 1, id="tfrecord-2^64-1"), pytest.param("npz", 30_000_000_000, id="npz-3e10")])
+def test_export_of_a_crafted_shard_is_a_source_error(world, length, format):  # pylint: disable=redefined-builtin
+  shard = world.dataset / SHARD.rsplit("/", 1)[1]
+  good = shard.read_bytes()
+  craft_length(shard, length)
+  out = world.root / "out" / "x.zip"
+  case = FaultCase(f"export-{format}-{length}", faults.CommandFailed, [
+      LAST_LINE, re.escape(str(shard)), r"record 1", r"at byte \d+", str(length)])
+  faults.check_fault(
+      case, lambda: faults.tfds_builders_cli("export", str(world.dataset), str(out), "--format", format),
+      lambda: shard.write_bytes(good), [world.outside], None)
+  assert sorted(path.name for path in out.parent.iterdir()) == ["x.zip"]  # no partial archive left
+
+
+@pytest.mark.parametrize("length", [pytest.param(2**63, id="2^63")])
+def test_import_of_a_crafted_shard_leaves_nothing_loadable(world, good_zip, length):
+  shard = world.dataset / SHARD.rsplit("/", 1)[1]
+  craft_length(shard, length)
+  crafted = with_member(good_zip, SHARD, shard.read_bytes(), world.root / "crafted.zip")
+  case = FaultCase(f"import-{length}", faults.CommandFailed, [
+      LAST_LINE, re.escape(str(crafted)), r"split 'train'", r"record 1", str(length)])
+  zip_path = {"path": crafted}
+  faults.check_fault(
+      case, lambda: faults.tfds_builders_cli("import", str(zip_path["path"]), str(world.data)),
+      lambda: zip_path.update(path=good_zip), [crafted, world.outside], world.data)
+  assert tfds.builder_from_directory(str(world.data / PREFIX)).info.splits["train"].num_examples == TRAIN_EXAMPLES

@@ -92,6 +92,14 @@ def export(
   dataset_dir = epath.Path(dataset_dir)
   builder = _prepared(dataset_dir)
   out_zip = epath.Path(out_zip)
+  if format == "tfrecord":  # damage is refused, never carried into an archive (npz: as each split is read)
+    for split in builder.info.splits:
+      _check_shards(builder, split)
+  try:
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+  except (FileExistsError, NotADirectoryError):
+    raise errors.ConfigError(
+        f"Cannot write {out_zip}: a file is in the way of its folder. Give another path.") from None
   partial = out_zip.parent / f".{out_zip.name}.{uuid.uuid4().hex[:8]}.partial"
   manifest: dict[str, Any] = {
       "archive": ARCHIVE_KIND,
@@ -296,6 +304,7 @@ def _spool_split(builder, split: str, infos, work_dir: epath.Path) -> dict[str, 
         shapes_path=work_dir / f"{safe}.shapes" if variable else None,
     )
 
+  _check_shards(builder, split)
   batches = _wire_batches if _wire_decodable(builder.info.features) else _decoded_batches
   files = {name: column.values_path.open("wb") for name, column in columns.items()}
   shape_files = {name: column.shapes_path.open("wb") for name, column in columns.items() if column.variable}
@@ -327,6 +336,24 @@ def _wire_decodable(features) -> bool:
     if not plain or leaf._encoding != tfds.features.Encoding.NONE or tuple(leaf.shape).count(None) > 1:  # pylint: disable=protected-access
       return False
   return True
+
+
+def _check_shards(builder, split: str) -> None:
+  """Walks every shard of a split, checking frames, CRCs and counts, before TensorFlow reads it.
+
+  TF's record reader crashes the process on a crafted frame length and names
+  no file on a bad CRC; a tampered or damaged dataset must be a SourceError.
+  """
+  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: export only
+  from tfds_builders.core import tfrecord_io  # pylint: disable=g-import-not-at-top
+
+  info = builder.info.splits[split]
+  for name, expected in zip(info.filenames, info.shard_lengths):
+    path = builder.data_path / name
+    blocks = record_index.scan(tfrecord_io.RecordFile(path, ""), check_data=True, as_reader=True)
+    records = (None for block in blocks for _ in range(len(block.offsets)))
+    for _ in tfrecord_io.counted(records, expected, str(path), "its dataset_info.json (shard_lengths)"):
+      pass
 
 
 def _wire_batches(builder, split: str, columns: dict[str, _Column]) -> Iterator[Batch]:
@@ -726,6 +753,7 @@ def import_(archive_path: epath.PathLike, data_dir: epath.PathLike, *, overwrite
         _extract(archive, archive_path, member, destination)
       member = None
       _check_staged(archive_path, staging, parts)
+      _check_staged_shards(archive_path, staging)
       _check_destination(archive_path, data_dir, parts, overwrite)  # again: the target may have changed
       _move_into_place(staging, target)
     except OSError as error:  # the disk, not the archive: full, read-only, a name the filesystem refuses
@@ -841,6 +869,28 @@ def _check_staged(archive_path: epath.Path, staging: epath.Path, parts: tuple[st
   if staged != parts:
     raise fail(errors.with_hint(
         f"names the dataset {_label(staged)}, but the manifest says {_label(parts)}", _NOT_OURS))
+
+
+def _check_staged_shards(archive_path: epath.Path, staging: epath.Path) -> None:
+  """Every TFRecord shard is walked (frames, CRCs, counts) before TFDS may load it.
+
+  A manifest's checksums prove only that the archive is what its author
+  wrote; a crafted frame length in a shard would crash TF's reader later.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  try:
+    builder = tfds.builder_from_directory(str(staging))
+  except Exception as error:  # pylint: disable=broad-except  # any unreadable dataset_info.json
+    raise errors.SourceError(errors.with_hint(
+        f"{archive_path}: its dataset_info.json cannot be read by TFDS ({error})", _NOT_OURS)) from None
+  if builder.info.file_format.value != "tfrecord":
+    return
+  for split in builder.info.splits:
+    try:
+      _check_shards(builder, split)
+    except errors.SourceError as error:
+      raise errors.SourceError(f"{archive_path}: split {split!r}: {error}") from None
 
 
 def _move_into_place(staging: epath.Path, target: epath.Path) -> None:
