@@ -308,14 +308,17 @@ def _strings(values: list[bytes]) -> bytes:
 
 def _exact_inference(files: list[tfrecord_io.RecordFile]):
   """What infer_files must give: every record parsed, checked and merged in order."""
-  schema, counts = None, []
+  schema, counts, first_seen = None, [], None
   for file in files:
     count = 0
     for index, record in enumerate(tfrecord_io.read_records(file)):
       example = example_schema.parse_example(record, file.name, index)
       example_schema.check_only_example_fields(example, file.name, index)
       spec = example_schema.spec_of(example)
-      schema = spec if schema is None else example_schema.merge(schema, spec, file.name, index)
+      if schema is None:
+        schema, first_seen = spec, f"{file.name}: record {index}"
+      else:
+        schema = example_schema.merge(schema, spec, file.name, index, first_seen)
       count += 1
     counts.append(count)
   return schema, counts

@@ -1,4 +1,4 @@
-"""Fault suite: TFRecord frames with crafted lengths, truncated inputs, compression mismatches, one file twice, a corrupt base under an overlay."""
+"""Fault suite: TFRecord frames with crafted lengths, long GZIP frames, truncated inputs, compression mismatches, one file twice, a corrupt base under an overlay, symlinked shards, featureless records."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import gzip
 import json
 import os
 import pathlib
+import resource
 import struct
 import sys
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +36,8 @@ from tfds_builders.cross_product import BuilderConfig as CrossProductConfig
 tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 tfds.disable_progress_bar()
 
-SourceError, ConfigError, CommandFailed = errors.SourceError, errors.ConfigError, faults.CommandFailed
+SourceError, ConfigError, SchemaError = errors.SourceError, errors.ConfigError, errors.SchemaError
+CommandFailed = faults.CommandFailed
 HEADER, CRC = 12, 4
 REGENERATE = "[Rr]egenerate or re-download"
 
@@ -53,6 +56,7 @@ def example(index: int) -> bytes:
 RECORDS = [example(index) for index in range(3)]
 # Where each record's frame starts in a file of RECORDS.
 OFFSETS = [sum(len(record) + HEADER + CRC for record in RECORDS[:index]) for index in range(len(RECORDS))]
+_END = OFFSETS[2] + HEADER + len(RECORDS[2]) + CRC  # the size of a file of RECORDS
 
 
 def write_records(path: pathlib.Path, records: Sequence[bytes] = RECORDS, compression: str = "") -> pathlib.Path:
@@ -239,12 +243,15 @@ def _check_crafted(case: FaultCase, target: str, length_name: str, files: dict[s
 
 @pytest.fixture(scope="module")
 def crafted_outcomes(tmp_path_factory) -> dict[str, str]:
+  """The outcomes of CRAFTED_CASES and LONG_FRAME_CASES, run in one subprocess."""
   root = tmp_path_factory.mktemp("crafted")
   result = faults.run_python(f"""
       import json, sys
       sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
       import test_faults_records
-      print("OUTCOMES " + json.dumps(test_faults_records.run_crafted_cases({str(root)!r})))
+      outcomes = test_faults_records.run_crafted_cases({str(root)!r})
+      outcomes.update(test_faults_records.run_long_frame_cases({str(root)!r}))
+      print("OUTCOMES " + json.dumps(outcomes))
   """, timeout=600)
   (line,) = [line for line in result.stdout.splitlines() if line.startswith("OUTCOMES ")]
   return json.loads(line[len("OUTCOMES "):])
@@ -276,6 +283,154 @@ def test_crafted_length_through_tfds_build(tmp_path, case: FaultCase, folder: st
         "train"].num_examples
 
   assert faults.check_fault(case, run, original.restore, [files["a"].parent], tmp_path / "tfds") == 3
+
+
+# ------------------------------------- class 2: a long frame in a GZIP file --
+# 3 records, then a header with a valid CRC claiming 2**30 bytes, 2**30 zero
+# bytes and a wrong data CRC, gzipped to ~5 MB: the stream was held whole
+# (twice) before its CRC was checked, +2 GB of peak RSS. A frame longer than
+# a window is now checked on a copy of the stream, holding none of it, and
+# one over MAX_RECORD_BYTES is refused unread. Run in the crafted cases'
+# subprocess, each measuring how much the failed run raised the peak RSS.
+
+_CLAIM = 2**30
+# What the design holds at most while checking a long frame: two 16 MiB windows, 1 MiB parts, zlib's state.
+_RSS_GROWTH_BOUND_MB = 64
+_FRAME_CRC = r"do not match their checksum \(masked CRC32C\)"
+_LONG_FRAMES: dict[tuple[int, int], bytes] = {}  # (claim, data bytes) -> the GZIP file, made once
+
+
+def write_long_frame(path: pathlib.Path, claim: int, data_bytes: int) -> None:
+  """RECORDS, then a frame claiming `claim` bytes followed by `data_bytes` zero bytes and a wrong CRC, as GZIP."""
+  records = path.read_bytes()
+  assert len(records) == _END, "write_long_frame appends to a file of RECORDS"
+  if (claim, data_bytes) not in _LONG_FRAMES:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(16 << 20)
+    parts = [compressor.compress(records + header(claim))]
+    for start in range(0, data_bytes, len(zeros)):
+      parts.append(compressor.compress(zeros[:min(len(zeros), data_bytes - start)]))
+    _LONG_FRAMES[(claim, data_bytes)] = b"".join([*parts, compressor.compress(b"\x01\x02\x03\x04"), compressor.flush()])
+  path.write_bytes(_LONG_FRAMES[(claim, data_bytes)])
+
+
+_SHORT = 32 << 20  # zero bytes after a header whose claim the stream does not hold
+
+
+def _long_frame(target: str, claim: int = _CLAIM, data_bytes: int = _CLAIM) -> Any:
+  fragments = [r"a\.tfrecord: record 3 is corrupt or truncated", rf"at byte {_END}\b", REGENERATE]
+  if claim > record_index.MAX_RECORD_BYTES:
+    fragments.append(rf"header gives {claim} bytes of data, more than the {record_index.MAX_RECORD_BYTES} any record")
+  elif data_bytes < claim:
+    fragments.append(rf"header gives {claim} bytes of data, and the file ends {data_bytes + CRC} bytes after the header")
+  else:
+    fragments.append(rf"its {claim} bytes of data {_FRAME_CRC}")
+  name = target + ("" if claim == _CLAIM else f"-claim_{claim:#x}") + ("" if data_bytes == claim else "-short")
+  return FaultCase(f"long_frame-{name}", SourceError, fragments).param(target, claim, data_bytes)
+
+
+LONG_FRAME_CASES = [
+    _long_frame("read_records"),
+    _long_frame("checked_frames"),  # no bytes needed: the frame is checked and skipped, never held
+    _long_frame("concatenated"),
+    _long_frame("cross_product_left"),
+    _long_frame("augmented_overlay"),
+    _long_frame("read_records", _CLAIM, _SHORT),  # the stream ends first
+    _long_frame("read_records", 2**40, _SHORT),  # refused before any of it is decompressed
+]
+
+
+def _long_frame_run(target: str, files: dict[str, pathlib.Path], data_dir: pathlib.Path) -> Callable[[], int]:
+  first = lambda: tfrecord_io.expand([str(files["a"])])[0]  # compression detected: GZIP, and plain once repaired
+  return {
+      "read_records": lambda: sum(1 for _ in tfrecord_io.read_records(first())),
+      "checked_frames": lambda: sum(len(block) for block in record_index.scan(first(), check_data=True)),
+  }.get(target) or _target_run(target, files, data_dir)
+
+
+def run_long_frame_cases(root: str) -> dict[str, str]:
+  """Runs LONG_FRAME_CASES in this process (after the crafted ones: everything is imported and compiled)."""
+  import traceback  # pylint: disable=import-outside-toplevel
+
+  outcomes = {}
+  for param in LONG_FRAME_CASES:
+    case, target, claim, data_bytes = param.values
+    print(f"long frame case {case.id}", file=sys.stderr, flush=True)
+    case_root = pathlib.Path(root) / case.id
+    files = inputs(case_root)
+    try:
+      outcomes[case.id] = _check_long_frame(case, target, claim, data_bytes, files, case_root / "tfds")
+    except BaseException:  # pylint: disable=broad-except  # reported as the case's failure
+      outcomes[case.id] = traceback.format_exc()[-3000:]
+  return outcomes
+
+
+_TARGET_BUILDS = ("concatenated", "cross_product_left", "cross_product_right", "augmented_materialize",
+                  "augmented_overlay")
+
+
+def _reset_peak_rss() -> None:
+  """Lowers this process's peak RSS to its current RSS (Linux 4.0+), so that each case is measured alone."""
+  try:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+      clear_refs.write("5")
+  except OSError:  # the peak so far stays: a later case's growth may be hidden, never invented
+    pass
+
+
+def _check_long_frame(case: FaultCase, target: str, claim: int, data_bytes: int, files: dict[str, pathlib.Path],
+                      data_dir: pathlib.Path) -> str:
+  original = Restorable(files["a"])
+  write_long_frame(files["a"], claim, data_bytes)
+  run, growth_mb = _long_frame_run(target, files, data_dir), []
+
+  def measured() -> int:
+    _reset_peak_rss()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    try:
+      return run()
+    finally:
+      growth_mb.append((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+  count = faults.check_fault(case, measured, original.restore, [files["a"].parent, files["labels"]],
+                             data_dir if target in _TARGET_BUILDS else None)
+  assert growth_mb[0] < _RSS_GROWTH_BOUND_MB, f"the failed run raised the peak RSS by {growth_mb[0]:.0f} MB"
+  assert count == (9 if target.startswith("cross_product") else 3), count
+  return "ok"
+
+
+@pytest.mark.parametrize("case, target, claim, data_bytes", LONG_FRAME_CASES)
+def test_long_gzip_frame_in_a_subprocess(crafted_outcomes, case: FaultCase, target: str, claim: int, data_bytes: int):
+  del target, claim, data_bytes  # run in the subprocess, by case id
+  assert crafted_outcomes[case.id] == "ok", crafted_outcomes[case.id]
+
+
+LONG_FRAME_CLI_CASES = [
+    FaultCase("cross_product_tfds_build-long_gzip_frame", CommandFailed, [
+        "SourceError", r"left input \(`left`\)", r"a\.tfrecord: record 3 is corrupt or truncated",
+        rf"at byte {_END}\b", rf"its {_CLAIM} bytes of data {_FRAME_CRC}", REGENERATE]).param("cross_product"),
+]
+
+
+@pytest.mark.parametrize("case, folder", LONG_FRAME_CLI_CASES)
+def test_long_gzip_frame_through_tfds_build(tmp_path, case: FaultCase, folder: str):
+  """The red team's `tfds build` of a 2**30 claim peaked at 3.1 GB, a normal build at 1.0 GB."""
+  files = inputs(tmp_path)
+  original = Restorable(files["a"])
+  write_long_frame(files["a"], _CLAIM, _CLAIM)
+  config = {"name": "p", "left": [str(files["a"])], "right": [str(files["b"])]}
+  children_peaks_mb = []
+
+  def run() -> int:
+    try:
+      faults.tfds_build(folder, config, tmp_path / "tfds")
+    finally:  # the largest peak RSS of any child so far: no tfds build may hold the claimed gigabyte
+      children_peaks_mb.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    return tfds.builder_from_directory(str(tmp_path / "tfds" / folder / "p" / "1.0.0")).info.splits["train"].num_examples
+
+  assert faults.check_fault(case, run, original.restore, [files["a"].parent], tmp_path / "tfds") == 9
+  own_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # TF imported, as in every child
+  assert children_peaks_mb[0] < own_peak_mb + 512, (children_peaks_mb, own_peak_mb)
 
 
 def test_the_compiled_parsers_refuse_lengths_past_their_bounds():
@@ -328,7 +483,6 @@ def _shard_with(records: Callable[[list[bytes]], list[bytes]]) -> Callable[[path
   return rewrite
 
 
-_END = OFFSETS[2] + HEADER + len(RECORDS[2]) + CRC  # the size of a file of RECORDS
 _SHARD = r"records_base-train\.tfrecord-00000-of-00001"
 _REBUILD = "rebuild the dataset, or re-fetch its files"
 
@@ -398,7 +552,8 @@ def test_truncated_inputs(tmp_path, case: FaultCase, target: str, fault: Callabl
 
 
 # ---------------------------------------- class 6: compression mismatches --
-# GZIP read as plain, or plain read as GZIP, names the config field to check.
+# GZIP read as plain, or plain read as GZIP, names the config field to check;
+# a ZLIB file (TF's options="ZLIB"), which is not supported, says so and what to do.
 
 _CHECK = "[Cc]heck `{}`"  # concatenated names the source's field: `sources[0].compression`
 
@@ -415,6 +570,17 @@ COMPRESSION_CASES = [
     FaultCase("augmented_plain_base_read_as_gzip", SourceError, [
         r"a\.tfrecord is read as GZIP but is not GZIP-compressed", _CHECK.format("base_compression")],
     ).param("augmented_materialize", "plain", {"base_compression": "gzip"}),
+    FaultCase("concatenated_zlib_read_as_plain", SourceError, [  # `auto`: no GZIP magic, so read as plain
+        "source 'a'", r"a\.tfrecord starts like a ZLIB stream \(78 9c\) and is read as an uncompressed TFRecord file",
+        "its length does not match its checksum", "ZLIB-compressed TFRecord files are not supported",
+        _CHECK.format(r"sources\[0\]\.compression"), "recompress the file as GZIP"]).param("concatenated", "zlib", {}),
+    FaultCase("augmented_zlib_base_read_as_gzip", SourceError, [
+        r"a\.tfrecord is read as GZIP but is ZLIB-compressed: it starts like a ZLIB stream \(78 9c\)",
+        _CHECK.format("base_compression"), "recompress the file as GZIP"],
+    ).param("augmented_overlay", "zlib", {"base_compression": "gzip"}),
+    FaultCase("cross_product_zlib_configured", ConfigError, [
+        "compression='zlib': ZLIB-compressed TFRecord files are not supported", "Recompress them as GZIP"],
+    ).param("cross_product_right", "plain", {"compression": "zlib"}),
 ]
 
 
@@ -424,10 +590,16 @@ def test_compression_mismatch(tmp_path, case: FaultCase, target: str, stored: st
   faulted = _faulted_file(target, files, None)
   if stored == "gzip":
     _gzip()(faulted)
+  if stored == "zlib":
+    write_records(faulted, compression="ZLIB")
   config = dict(options)
   run_with = lambda: _build_run(target, files, tmp_path / "tfds", None, **config)()  # pylint: disable=unnecessary-lambda
-  # Repaired by the config: `auto` detects each file's compression.
-  repair = lambda: config.update({field: "auto" for field in options})
+
+  def repair() -> None:
+    """By the config: `auto` detects each file's compression; a ZLIB file as the message says, recompressed as GZIP."""
+    config.update({field: "auto" for field in options})
+    if stored == "zlib":
+      write_records(faulted, compression="GZIP")
   expected = 9 if target.startswith("cross_product") else 3
   assert faults.check_fault(case, run_with, repair, [files["a"].parent, files["labels"]], tmp_path / "tfds") == expected
 
@@ -519,6 +691,111 @@ def test_overlay_over_a_corrupt_base(tmp_path, case: FaultCase, base: str):
 
   sources = [faulted.parent, files["labels"]]
   assert faults.check_fault(case, run, original.restore, sources, data_dir) == (4 if base == "prepared" else 3)
+
+
+# ------------------------- class 11: a prepared dataset's shard is a symlink --
+# A shard that dataset_info.json names was followed through a symlink to
+# wherever it pointed. Paths taken from metadata are now refused if they are
+# symlinks (as the registry refuses them), naming the shard and the remedy.
+# Config paths the user typed (`tfrecords`, `base_records`) may be symlinks.
+
+_LINKED = r"records_base-train\.tfrecord-00000-of-00001 is a symlink \(to '\S+elsewhere\S+'\)"
+_COPY_IN = r"Copy the real file in its place, or rebuild the dataset"
+
+SYMLINK_CASES = [
+    FaultCase("concatenated_dataset_dir", SourceError, [
+        "source 'a'", r"records_base/1\.0\.0 at \S+: shard", _LINKED, _COPY_IN]).param("concatenated"),
+    FaultCase("augmented_overlay_base", SourceError, [_LINKED, _COPY_IN]).param("prepared_overlay"),
+    FaultCase("augmented_materialize_base", SourceError, [_LINKED, _COPY_IN]).param("prepared_materialize"),
+    FaultCase("load_augmented_base", SourceError, [_LINKED, _COPY_IN]).param("load_augmented"),
+]
+
+
+@pytest.mark.parametrize("case, target", SYMLINK_CASES)
+def test_symlinked_shard_of_a_prepared_dataset(tmp_path, case: FaultCase, target: str):
+  files = inputs(tmp_path)
+  base_dir = prepared_base(tmp_path)
+  data_dir = tmp_path / "tfds"
+  if target == "load_augmented":  # an overlay built over the intact base; its shard is then swapped for a link
+    builder = AugmentedBuilder(config=AugmentedConfig(
+        name="o", mode="overlay", base=str(base_dir), side_table=str(files["labels"]), join_key="id"),
+        data_dir=str(data_dir / "overlay"))
+    builder.download_and_prepare()
+    run = lambda: [int(e["label"]) for e in tfds.as_numpy(load_augmented(builder.data_dir, split="train"))]
+    data_dir = None  # loading writes nothing
+  elif target == "concatenated":
+    run = lambda: _built(ConcatenatedBuilder(config=ConcatenatedConfig(
+        name="c", sources=[{"name": "a", "dataset_dir": str(base_dir)}]), data_dir=str(data_dir)))
+  else:
+    run = _build_run(target, files, data_dir, base_dir)
+  shard = shard_of(base_dir)
+  elsewhere = tmp_path / "elsewhere" / shard.name  # the same bytes: only the link is wrong
+  elsewhere.parent.mkdir()
+  shard.rename(elsewhere)
+  shard.symlink_to(elsewhere)
+
+  def repair() -> None:
+    shard.unlink()
+    elsewhere.rename(shard)
+
+  rerun = faults.check_fault(case, run, repair, [base_dir, elsewhere.parent, files["labels"]], data_dir)
+  assert rerun == ([0, 10, 20, 30] if target == "load_augmented" else 4)
+
+
+def _built(builder: tfds.core.DatasetBuilder) -> int:
+  builder.download_and_prepare()
+  return builder.info.splits["train"].num_examples
+
+
+def test_shard_names_from_metadata_are_checked_before_they_are_joined(tmp_path):
+  (tmp_path / "real.tfrecord").write_bytes(b"")
+  assert tfrecord_io.shard_path(tmp_path, "real.tfrecord", "d") == epath.Path(tmp_path) / "real.tfrecord"
+  assert tfrecord_io.shard_path(tmp_path, "missing.tfrecord", "d") == epath.Path(tmp_path) / "missing.tfrecord"
+  with pytest.raises(SourceError, match=r"d at \S+: a shard its dataset_info\.json names: path '\.\.' has a '\.\.' "
+                                        r"component\. .*rebuild the dataset"):
+    tfrecord_io.shard_path(tmp_path, "..", "d")
+  os.mkfifo(tmp_path / "fifo.tfrecord")
+  with pytest.raises(SourceError, match=r"shard \S+fifo\.tfrecord is a FIFO, not a regular file\. Copy the real file"):
+    tfrecord_io.shard_path(tmp_path, "fifo.tfrecord", "d")
+
+
+# ------------------------------------------- class 12: featureless records --
+# A 0-byte record (or an Example without features) first set an empty schema,
+# and the error then blamed the next good record ("extra feature 'id'"). Both
+# records are now named, the featureless one as such.
+
+EMPTY_EXAMPLE = b"\x0a\x00"  # features {}: a valid tf.train.Example without features
+_NO_FEATURES = r"has no features \(a 0-byte record or an empty tf\.train\.Example\)"
+_HAS = r"has features \['id', 'text'\]"
+_REMOVE = "remove the records without features, or regenerate them"
+
+FEATURELESS_CASES = [
+    FaultCase("cross_product_combinations_empty_file_first", SchemaError, [
+        r"left input \(`left`\)", rf"e\.tfrecord: record 0 {_NO_FEATURES}", rf"while \S+a\.tfrecord: record 0 {_HAS}",
+        _REMOVE]).param("cross_product_combinations", [b""]),
+    FaultCase("concatenated_empty_example_first", SchemaError, [
+        "source 'a'", rf"e\.tfrecord: record 0 {_NO_FEATURES}", rf"while \S+e\.tfrecord: record 1 {_HAS}", _REMOVE,
+    ]).param("concatenated", [EMPTY_EXAMPLE, *RECORDS]),
+    FaultCase("augmented_empty_record_last", SchemaError, [
+        rf"e\.tfrecord: record 3 {_NO_FEATURES}", rf"while \S+e\.tfrecord: record 0 {_HAS}", _REMOVE,
+    ]).param("augmented_materialize", [*RECORDS, b""]),
+]
+
+
+@pytest.mark.parametrize("case, target, records", FEATURELESS_CASES)
+def test_featureless_records_are_named(tmp_path, case: FaultCase, target: str, records: list[bytes]):
+  files = inputs(tmp_path)
+  faulted = write_records(files["a"].with_name("e.tfrecord"), records)
+  data_dir = tmp_path / "tfds"
+  runs = {
+      "cross_product_combinations": lambda: _built(CrossProductBuilder(config=CrossProductConfig(
+          name="p", mode="combinations", left=[str(faulted), str(files["a"])]), data_dir=str(data_dir))),
+      "concatenated": lambda: concatenated([faulted], data_dir),
+      "augmented_materialize": lambda: augmented(files["labels"], data_dir, base_records={"train": [str(faulted)]}),
+  }
+  repair = lambda: write_records(faulted, [record for record in records if record not in (b"", EMPTY_EXAMPLE)] or RECORDS)
+  expected = {"cross_product_combinations": 15}.get(target, 3)  # combinations: the pairs i < j of 6 records
+  assert faults.check_fault(case, runs[target], repair, [files["a"].parent, files["labels"]], data_dir) == expected
 
 
 # ------------------------------------------------ the shared count check --

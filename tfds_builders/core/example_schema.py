@@ -104,8 +104,17 @@ def spec_of(example: tf.train.Example) -> dict[str, FeatureSpec]:
   return specs
 
 
-def merge(schema: Schema, record_spec: Schema, source: str, index: int) -> dict[str, FeatureSpec]:
+def merge(schema: Schema, record_spec: Schema, source: str, index: int,
+          first_seen: str | None = None) -> dict[str, FeatureSpec]:
   """Widens `schema` by one record's spec: lengths that differ become None.
+
+  Args:
+    schema: The schema of the records so far.
+    record_spec: The record's spec.
+    source: The record's file, for the message.
+    index: The record's index in its file.
+    first_seen: The record that set the schema (`file: record N`), named
+      in the message too: it may be the odd one (an empty Example first).
 
   Raises:
     SchemaError: naming the file, record, and feature, if a feature is missing,
@@ -113,15 +122,28 @@ def merge(schema: Schema, record_spec: Schema, source: str, index: int) -> dict[
   """
   problems = diff(schema, record_spec)
   if problems:
-    raise errors.SchemaError(
-        f"{source}: record {index} does not match the schema of the records "
-        f"before it: {'; '.join(problems)}. Every record needs the same "
-        "features with the same value kinds."
-    )
+    raise _mismatch(schema, record_spec, f"{source}: record {index}", problems, first_seen)
   return {
       name: spec if spec.length == record_spec[name].length else FeatureSpec(spec.kind, None)
       for name, spec in schema.items()
   }
+
+
+def _mismatch(schema: Schema, record_spec: Schema, record: str, problems: Sequence[str],
+              first_seen: str | None) -> errors.SchemaError:
+  same = "Every record needs the same features with the same value kinds"
+  featureless = "has no features (a 0-byte record or an empty tf.train.Example)"
+  if not schema or not record_spec:  # say which side is empty: "extra feature" would blame the other
+    if not schema:
+      message = f"{first_seen or 'a record before it'} {featureless}, while {record} has features {sorted(record_spec)}"
+    else:
+      others = f"{first_seen} has" if first_seen else "the records before it have"
+      message = f"{record} {featureless}, while {others} features {sorted(schema)}"
+    return errors.SchemaError(errors.with_hint(message, f"{same}: remove the records without features, or regenerate them"))
+  set_by = f" (set by {first_seen})" if first_seen else ""
+  return errors.SchemaError(
+      f"{record} does not match the schema of the records before it{set_by}: {'; '.join(problems)}. {same}."
+  )
 
 
 def diff(expected: Schema, actual: Schema, lengths: bool = False) -> list[str]:
@@ -152,9 +174,13 @@ def infer(records: Iterable[tuple[str, int, bytes]]) -> dict[str, FeatureSpec]:
     SchemaError: if records disagree (see `merge`) or are not Examples.
   """
   schema: dict[str, FeatureSpec] | None = None
+  first_seen = None
   for source, index, record in records:
     record_spec = spec_of(parse_example(record, source, index))
-    schema = record_spec if schema is None else merge(schema, record_spec, source, index)
+    if schema is None:
+      schema, first_seen = record_spec, f"{source}: record {index}"
+    else:
+      schema = merge(schema, record_spec, source, index, first_seen)
   if schema is None:
     raise errors.SourceError("No records to infer a schema from: the input is empty.")
   return schema
@@ -246,6 +272,7 @@ class SchemaInference:
 
   def __init__(self):
     self.schema: dict[str, FeatureSpec] | None = None
+    self.first_seen: str | None = None  # the record that set the schema, as `file: record N`
     self.layout: Any = None  # record_index.ExampleLayout of the schema, once there is one
 
   def add_file(self, file: tfrecord_io.RecordFile) -> int:
@@ -264,10 +291,10 @@ class SchemaInference:
     record_spec = spec_of(example)
     if self.schema is None:
       from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba
-      self.schema = record_spec
+      self.schema, self.first_seen = record_spec, f"{source}: record {index}"
       self.layout = record_index.ExampleLayout.of({name: spec.kind for name, spec in record_spec.items()})
     else:
-      self.schema = merge(self.schema, record_spec, source, index)
+      self.schema = merge(self.schema, record_spec, source, index, self.first_seen)
 
   def add_checked(self, conforms: np.ndarray, value_counts: np.ndarray, record_at: Callable[[int], bytes],
                   file: tfrecord_io.RecordFile, first_index: int, crc_checked: bool) -> None:

@@ -10,13 +10,14 @@ which is more than reading a 10 KB record.
 
 from __future__ import annotations
 
+import copy as copy_lib
 import dataclasses
 import gzip
 import io
 import mmap
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numba
 import numpy as np
@@ -29,12 +30,15 @@ _HEADER_BYTES = tfrecord_io.FRAME_HEADER_BYTES
 _FRAME_BYTES = tfrecord_io.FRAME_BYTES
 _WINDOW_BYTES = 16 * 1024 * 1024  # mapped (or decompressed) at a time: RSS stays flat
 _BLOCK_RECORDS = 65536
-# _walk_frames statuses.
-_FULL, _INCOMPLETE, _BAD_HEADER, _BAD_DATA = 0, 1, 2, 3
+# _walk_frames statuses, and scan's for a length no record can have.
+_FULL, _INCOMPLETE, _BAD_HEADER, _BAD_DATA, _TOO_LONG = 0, 1, 2, 3, 4
 # What a frame whose length is absurd needs: more than any file holds, and no overflow when added to.
 _MAX_NEEDED = 1 << 62
-# A GZIP stream is first checked to be this much longer than what is held before more of it is held.
-_PROBE_BYTES = 64 * 1024 * 1024
+# Protobuf refuses messages of 2 GiB or more, so no tf.train.Example is longer: a streamed
+# frame claiming more is refused before any of it is read.
+MAX_RECORD_BYTES = 2**31 - 1
+_INPUT_BYTES = 128 * 1024  # of a GZIP file, read at a time (as gzip.GzipFile does)
+_CHECK_BYTES = 1024 * 1024  # of a long frame's data, CRC-checked at a time
 # tf.train.Feature's fields holding the values of each kind.
 KIND_FIELDS = {"bytes_list": 1, "float_list": 2, "int64_list": 3}
 MALFORMED = -1  # a key count: the record is no valid tf.train.Example
@@ -466,33 +470,45 @@ class _Windows:
 
   A local uncompressed file is mapped, so that the pages a walk skips are
   never read; a GZIP or remote file is read as a stream, a window's worth at
-  a time. A GZIP stream that ends without its end marker sets `truncated`
-  and ends; any other GZIP or read error is a SourceError naming the file.
+  a time. A frame longer than a window is first read on a copy of the stream
+  (`check_frame`), holding none of it. A GZIP stream that ends without its
+  end marker sets `truncated` and ends; any other GZIP or read error is a
+  SourceError naming the file.
   """
 
   def __init__(self, file: tfrecord_io.RecordFile):
     self._file = file
     try:
-      self._handle: BinaryIO = file.path.open("rb")
+      handle: BinaryIO = file.path.open("rb")
     except OSError as error:
       raise _read_error(file, error, at_start=True) from error
-    self._gzip = gzip.GzipFile(fileobj=self._handle) if file.compression == "GZIP" else None
-    self._fileno = None if self._gzip else _fileno(self._handle)
-    self.size = None if self._gzip else file.path.stat().length  # uncompressed bytes, once known
+    self._fileno = None if file.compression else _fileno(handle)
+    self._handle, self._stream = handle, None
+    if self._fileno is None:
+      self._stream = _GzipStream(file, handle) if file.compression == "GZIP" else _PlainStream(file, handle)
+    self.size = None if file.compression else file.path.stat().length  # uncompressed bytes, once known
     self.truncated = False
     self._streamed_any = False
-    self._pending = b""  # streamed bytes from self._pending_start on
+    self._pending: bytes | bytearray = b""  # streamed bytes from self._pending_start on
     self._pending_start = 0
 
+  @property
+  def streamed(self) -> bool:
+    return self._stream is not None
+
   def close(self) -> None:
-    if self._gzip:
-      self._gzip.close()
+    if self._stream is not None:
+      self._stream.close()
     self._handle.close()
 
-  def window(self, start: int, min_bytes: int) -> tuple[memoryview | bytes, bool]:
-    """Bytes from `start` (at least min_bytes unless the file ends), and whether they reach its end."""
+  def window(self, start: int, min_bytes: int) -> tuple[memoryview | bytes | bytearray, bool]:
+    """Bytes from `start` (at least min_bytes unless the file ends), and whether they reach its end.
+
+    A streamed file's window is at most one window longer than what is held
+    already, unless `check_frame` passed the frame at `start`.
+    """
     want = max(_WINDOW_BYTES, min_bytes)
-    if self._fileno is None:
+    if self._stream is not None:
       return self._streamed(start, want)
     aligned = start - start % mmap.ALLOCATIONGRANULARITY
     length = min(self.size - aligned, want + start - aligned)
@@ -501,26 +517,89 @@ class _Windows:
     mapped = mmap.mmap(self._fileno, length, offset=aligned, access=mmap.ACCESS_READ)
     return memoryview(mapped)[start - aligned:], aligned + length == self.size
 
-  def _streamed(self, start: int, want: int) -> tuple[bytes, bool]:
-    kept = self._pending[start - self._pending_start:]
+  def _streamed(self, start: int, want: int) -> tuple[bytes | bytearray, bool]:
+    kept = memoryview(self._pending)[start - self._pending_start:]
     if self.size is not None:
       want = min(want, self.size - start)
-    elif want - len(kept) > _PROBE_BYTES and not self._holds(start + want):
-      return kept, True  # shorter than a frame claims: its bytes are never held
-    parts, held, ended = [kept], len(kept), False
-    while held < want and not ended:
-      part = self._read(min(want - held, _WINDOW_BYTES))
-      parts.append(part)
-      held += len(part)
-      ended = not part
-    self._pending, self._pending_start = b"".join(parts), start
-    if ended:
-      self.size = start + held
-    return self._pending, self.size is not None and start + held >= self.size
+    if want - len(kept) > _WINDOW_BYTES:  # a frame check_frame passed: one buffer, filled in place
+      held = bytearray(want)
+      held[:len(kept)] = kept
+      filled = len(kept)
+      while filled < want and (part := self._read(self._stream, min(want - filled, _WINDOW_BYTES))):
+        held[filled:filled + len(part)] = part
+        filled += len(part)
+      del held[filled:]
+    else:
+      parts = [kept.tobytes()]
+      filled = len(kept)
+      while filled < want and (part := self._read(self._stream, want - filled)):
+        parts.append(part)
+        filled += len(part)
+      held = b"".join(parts)
+    del kept
+    if filled < want:
+      self.size = start + filled
+    self._pending, self._pending_start = held, start
+    return held, self.size is not None and start + filled >= self.size
 
-  def _read(self, count: int) -> bytes:
+  def check_frame(self, start: int, length: int, skip: bool, check_crc: bool) -> tuple[int, int]:
+    """Reads the data and CRC of the frame at `start` on a copy of the stream, holding none of it.
+
+    A crafted length so costs time (bounded by `MAX_RECORD_BYTES`), never
+    memory. If the stream ends first, `size` (and `truncated`) are set.
+
+    Args:
+      start: Where the frame starts; its header is held (the last window
+        ended in it).
+      length: The length its header gives.
+      skip: If the frame is whole (and sound), go on reading after it: its
+        bytes are never held.
+      check_crc: Check its data against its stored CRC.
+
+    Returns:
+      (`_FULL`, the stored CRC) if the frame is whole (and its data matches
+      it), `_BAD_DATA` if not, `_INCOMPLETE` if the stream ends first.
+    """
+    kept = memoryview(self._pending)[start - self._pending_start:]
+    register = _crc32c_extend(_CRC_INITIAL, np.frombuffer(kept[_HEADER_BYTES:], np.uint8)) if check_crc else 0
+    data_left = length - (len(kept) - _HEADER_BYTES)
+    read = len(kept)
+    del kept
+    copy = self._stream.copy()
     try:
-      part = self._gzip.read1(count) if self._gzip else self._handle.read(count)
+      while data_left > 0:
+        part = self._read(copy, min(data_left, _CHECK_BYTES))
+        if not part:
+          self.size = start + read
+          return _INCOMPLETE, 0
+        if check_crc:
+          register = _crc32c_extend(register, np.frombuffer(part, np.uint8))
+        data_left -= len(part)
+        read += len(part)
+      stored = b""
+      while len(stored) < tfrecord_io.FRAME_CRC_BYTES:
+        part = self._read(copy, tfrecord_io.FRAME_CRC_BYTES - len(stored))
+        if not part:
+          self.size = start + read + len(stored)
+          return _INCOMPLETE, 0
+        stored += part
+    except BaseException:
+      copy.close()
+      raise
+    stored_crc = int.from_bytes(stored, "little")
+    if check_crc and _masked(register) != stored_crc:
+      copy.close()
+      return _BAD_DATA, 0
+    if skip:
+      self._stream.close()
+      self._stream, self._pending, self._pending_start = copy, b"", start + read + len(stored)
+    else:
+      copy.close()
+    return _FULL, stored_crc
+
+  def _read(self, stream: _PlainStream | _GzipStream, count: int) -> bytes:
+    try:
+      part = stream.read(count)
       self._streamed_any = self._streamed_any or bool(part)
       return part
     except EOFError:  # GZIP's end marker is missing: what was read is kept, the walk reports the rest
@@ -529,20 +608,152 @@ class _Windows:
     except (OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
       raise _read_error(self._file, error, at_start=not self._streamed_any) from error
 
-  def _holds(self, end: int) -> bool:
-    """Whether the GZIP stream has `end` bytes, decompressed and dropped (its size is kept if not)."""
-    with self._file.path.open("rb") as handle, gzip.GzipFile(fileobj=handle) as probe:
-      try:
-        probe.seek(end - 1)
-        if probe.read(1):
-          return True
-        self.size = probe.tell()
-      except EOFError:  # cut short before `end`: reported as a truncated stream
-        self.truncated = True
-        self.size = probe.tell()
-      except (OSError, zlib.error):
-        return True  # corrupt: the stream's own read reaches the same bytes and names it
+
+class _PlainStream:
+  """An uncompressed file that has no descriptor to map (a remote one), read forward."""
+
+  def __init__(self, file: tfrecord_io.RecordFile, handle: BinaryIO, offset: int = 0):
+    self._file, self._handle, self._offset = file, handle, offset
+
+  def read(self, count: int) -> bytes:
+    part = self._handle.read(count)
+    self._offset += len(part)
+    return part
+
+  def copy(self) -> _PlainStream:
+    """A stream reading on from here, on its own handle."""
+    handle = self._file.path.open("rb")
+    handle.seek(self._offset)
+    return _PlainStream(self._file, handle, self._offset)
+
+  def close(self) -> None:
+    self._handle.close()
+
+
+class _GzipStream:
+  """A GZIP file's decompressed bytes, read forward as `gzip.GzipFile` reads them, whose place can be copied.
+
+  Members follow one another; zero bytes after a member are padding; zlib
+  checks each member's header, CRC-32 and length. Raises what GzipFile
+  raises: EOFError if the file ends inside a member, gzip.BadGzipFile (an
+  OSError) or zlib.error if it is no GZIP stream or is corrupt. `copy` is
+  cheap (zlib's state and an offset), so that a long frame can be checked
+  ahead without decompressing the file again from its start.
+  """
+
+  def __init__(self, file: tfrecord_io.RecordFile, handle: BinaryIO):
+    self._file, self._handle = file, handle
+    self._offset = 0  # compressed bytes read from the handle
+    self._input = b""  # compressed bytes read, not decompressed yet
+    self._member: Any = None  # zlib's state inside a member
+    self._members = 0
+
+  def read(self, count: int) -> bytes:
+    """Up to `count` (> 0) decompressed bytes; b"" at the end of the stream."""
+    while True:
+      if self._member is None and not self._next_member():
+        return b""
+      if not self._input:
+        self._input = self._raw()
+        if not self._input:
+          raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+      data = self._member.decompress(self._input, count)
+      self._input = self._member.unconsumed_tail
+      if self._member.eof:
+        self._input, self._member = self._member.unused_data, None
+      if data:
+        return data
+
+  def _next_member(self) -> bool:
+    """Starts the next member; False at the end of the file."""
+    while True:
+      if self._members and self._input[:1] == b"\0":  # zero bytes after a member are padding
+        self._input = self._input.lstrip(b"\0")
+      if len(self._input) >= 2:
+        break
+      more = self._raw()
+      if not more:
+        break
+      self._input += more
+    if not self._input:
       return False
+    if not self._input.startswith(tfrecord_io.GZIP_MAGIC):
+      raise gzip.BadGzipFile(f"Not a gzipped file ({self._input[:2]!r})")
+    self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)  # a GZIP header and trailer around DEFLATE
+    self._members += 1
+    return True
+
+  def _raw(self) -> bytes:
+    part = self._handle.read(_INPUT_BYTES)
+    self._offset += len(part)
+    return part
+
+  def copy(self) -> _GzipStream:
+    """A stream reading on from here, on its own handle."""
+    twin = copy_lib.copy(self)
+    twin._handle = self._file.path.open("rb")
+    twin._handle.seek(self._offset)
+    twin._member = self._member.copy() if self._member else None
+    return twin
+
+  def close(self) -> None:
+    self._handle.close()
+
+
+def _crc32c_tables() -> np.ndarray:
+  """Slicing-by-8 tables of CRC32C (Castagnoli, reflected)."""
+  tables = np.zeros((8, 256), np.int64)
+  for byte in range(256):
+    crc = byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    tables[0, byte] = crc
+  for k in range(1, 8):
+    tables[k] = (tables[k - 1] >> 8) ^ tables[0, tables[k - 1] & 0xFF]
+  return tables
+
+
+_CRC_TABLES = _crc32c_tables()
+_CRC_INITIAL = 0xFFFFFFFF
+
+
+@numba.njit(cache=True, nogil=True)
+def _crc32c_extend(register: int, buf: np.ndarray) -> int:
+  """CRC32C's register after `buf`, from `register`: a CRC of bytes that arrive in parts.
+
+  core.crc32c computes a record's CRC in one call; a frame checked as it
+  streams (`_Windows.check_frame`) needs the register carried across parts.
+  """
+  crc = np.int64(register)
+  pos, end = 0, buf.shape[0]
+  while end - pos >= 8:
+    crc ^= np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24)
+    crc = (_CRC_TABLES[7, crc & 0xFF] ^ _CRC_TABLES[6, (crc >> 8) & 0xFF] ^ _CRC_TABLES[5, (crc >> 16) & 0xFF]
+           ^ _CRC_TABLES[4, crc >> 24] ^ _CRC_TABLES[3, buf[pos + 4]] ^ _CRC_TABLES[2, buf[pos + 5]]
+           ^ _CRC_TABLES[1, buf[pos + 6]] ^ _CRC_TABLES[0, buf[pos + 7]])
+    pos += 8
+  while pos < end:
+    crc = _CRC_TABLES[0, (crc ^ buf[pos]) & 0xFF] ^ (crc >> 8)
+    pos += 1
+  return crc
+
+
+def _masked(register: int) -> int:
+  """The masked CRC32C stored in a frame, from the register after its data."""
+  crc = register ^ 0xFFFFFFFF
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _available_memory() -> int | None:
+  """Bytes of memory available to this process without swapping (Linux's MemAvailable); None if unknown."""
+  try:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+      for line in meminfo:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
 
 
 def _fileno(handle: BinaryIO) -> int | None:
@@ -570,7 +781,11 @@ def scan(
   the key and the features' tags and lengths), unless `check_data`. Every
   length read is checked against the bytes left before it is used, so a
   crafted length is reported, never followed. A GZIP file is decompressed
-  as it is walked.
+  as it is walked, and memory never grows with a length a header claims: a
+  frame longer than a window (16 MiB) is first read through on a copy of
+  the stream, and held only if the blocks need its bytes, its data matches
+  its CRC and it fits in half the memory available; one longer than
+  MAX_RECORD_BYTES is refused unread.
 
   Args:
     file: The TFRecord file.
@@ -588,8 +803,9 @@ def scan(
 
   Raises:
     SourceError: naming the file, record and byte offset of a frame that is
-      corrupt or truncated (or, with `check_data`, whose data is corrupt),
-      and a GZIP stream that is truncated, corrupt or no GZIP at all.
+      corrupt or truncated (or, with `check_data` or in a long GZIP frame,
+      whose data is corrupt) or too long to hold, and a GZIP stream that is
+      truncated, corrupt or no GZIP at all.
   """
   windows = _Windows(file)
   name = np.frombuffer(key.encode(), np.uint8) if key is not None else np.zeros(0, np.uint8)
@@ -602,6 +818,7 @@ def scan(
   key_number = layout.number(key, key_kind) if layout and key is not None else -1
   conforms = np.zeros(block_records if layout else 0, np.bool_)
   value_counts = np.zeros((block_records, len(layout)) if layout else (0, 0), np.int64)
+  frames_only = not with_window and key is None and layout is None  # no record's bytes are needed
   start, first, needed = 0, 0, 0
   try:
     while True:
@@ -625,11 +842,27 @@ def scan(
       remaining = len(buf) - pos
       header = buf[pos:pos + _HEADER_BYTES].tobytes()
       del buf, view  # unmapped once no block refers to it
-      if status in (_BAD_HEADER, _BAD_DATA) or (reaches_end and (remaining or windows.truncated)):
-        raise _frame_error(file, _Stop(first, start + pos, status, header, windows.size, windows.truncated), as_reader)
+      start += pos
+      long_frame = remaining >= _HEADER_BYTES and needed - remaining > _WINDOW_BYTES  # its header is held
+      if status == _INCOMPLETE and windows.streamed and not reaches_end and long_frame:
+        # One frame longer than a window: its length (and data, unless it is skipped unchecked) is
+        # checked before any of it is held.
+        length = needed - _FRAME_BYTES
+        status, stored_crc = _TOO_LONG, 0
+        if length <= MAX_RECORD_BYTES:
+          status, stored_crc = windows.check_frame(start, length, skip=frames_only,
+                                                   check_crc=check_data or not frames_only)
+        if status == _FULL and frames_only:
+          yield Block(first, np.array([start]), np.array([length]), np.array([stored_crc], np.uint32))
+          first, start, needed = first + 1, start + needed, 0
+          continue
+        if status == _FULL:
+          _check_memory(file, first, start, length)
+        reaches_end = status == _INCOMPLETE
+      if status in (_BAD_HEADER, _BAD_DATA, _TOO_LONG) or (reaches_end and (remaining or windows.truncated)):
+        raise _frame_error(file, _Stop(first, start, status, header, windows.size, windows.truncated), as_reader)
       if reaches_end:
         return
-      start += pos
   finally:
     windows.close()
 
@@ -666,6 +899,10 @@ class _Stop:
     if self.status == _BAD_HEADER:
       return "has a corrupt header (its length does not match its checksum)", "its length does not match its checksum"
     length = int.from_bytes(self.header[:8], "little")
+    if self.status == _TOO_LONG:
+      detail = (f"its header gives {length} bytes of data, more than the {MAX_RECORD_BYTES} any record can have "
+                "(protobuf refuses a tf.train.Example of 2 GiB or more)")
+      return f"has a corrupt length: {detail}", detail
     if self.status == _BAD_DATA:
       detail = f"its {length} bytes of data do not match their checksum (masked CRC32C)"
       return f"is corrupt: {detail}", detail
@@ -679,13 +916,22 @@ class _Stop:
 
 
 def _frame_error(file: tfrecord_io.RecordFile, stop: _Stop, as_reader: bool) -> errors.SourceError:
-  if stop.index == 0 and not file.compression and _starts_gzip(file):
+  head = _head(file) if stop.index == 0 and not file.compression else b""
+  if head == tfrecord_io.GZIP_MAGIC:
     return errors.SourceError(
         errors.with_hint(
             f"{file.name} starts with the GZIP magic bytes (1f 8b) but is read as an uncompressed TFRecord "
             f"file: its first record is unreadable ({stop.problem()[1]})",
             f"It is most likely GZIP-compressed: check `{file.compression_field}` (set it to 'gzip', or 'auto' "
             "to detect it)",
+        )
+    )
+  if tfrecord_io.starts_zlib(head):
+    return errors.SourceError(
+        errors.with_hint(
+            f"{file.name} starts like a ZLIB stream ({head.hex(' ')}) and is read as an uncompressed TFRecord "
+            f"file: its first record is unreadable ({stop.problem()[1]})",
+            _zlib_hint(file),
         )
     )
   before = stop.index
@@ -701,6 +947,20 @@ def _frame_error(file: tfrecord_io.RecordFile, stop: _Stop, as_reader: bool) -> 
   return errors.SourceError(errors.with_hint(message, hint))
 
 
+def _check_memory(file: tfrecord_io.RecordFile, index: int, offset: int, length: int) -> None:
+  """Raises unless a record of `length` bytes, and the copy a reader makes of it, fit in the memory available."""
+  available = _available_memory()
+  if available is not None and length > available // 2:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"{file.name}: record {index} (at byte {offset}) holds {length} bytes of data, which with the copy "
+            f"a reader makes is more than the {available} bytes of memory available",
+            "Read the file on a machine with more free memory; if no record should be this large, regenerate "
+            "or re-download the file",
+        )
+    )
+
+
 def _records(count: int) -> str:
   return f"{count} record{'' if count == 1 else 's'}"
 
@@ -712,7 +972,16 @@ def _read_error(file: tfrecord_io.RecordFile, error: Exception, at_start: bool) 
     return errors.SourceError(
         errors.with_hint(f"{file.name} cannot be read ({reason})", "Check that the file exists and is readable")
     )
-  if not _starts_gzip(file):
+  head = _head(file)
+  if tfrecord_io.starts_zlib(head):
+    return errors.SourceError(
+        errors.with_hint(
+            f"{file.name} is read as GZIP but is ZLIB-compressed: it starts like a ZLIB stream "
+            f"({head.hex(' ')}), not with the GZIP magic bytes (1f 8b)",
+            _zlib_hint(file),
+        )
+    )
+  if head != tfrecord_io.GZIP_MAGIC:
     return errors.SourceError(
         errors.with_hint(
             f"{file.name} is read as GZIP but is not GZIP-compressed: it does not start with the GZIP "
@@ -730,9 +999,15 @@ def _read_error(file: tfrecord_io.RecordFile, error: Exception, at_start: bool) 
   )
 
 
-def _starts_gzip(file: tfrecord_io.RecordFile) -> bool:
+def _zlib_hint(file: tfrecord_io.RecordFile) -> str:
+  return (f"ZLIB-compressed TFRecord files are not supported (check `{file.compression_field}`): recompress the "
+          "file as GZIP (then set it to 'gzip', or 'auto' to detect it) or decompress it")
+
+
+def _head(file: tfrecord_io.RecordFile) -> bytes:
+  """The file's first two bytes, which tell GZIP and ZLIB streams apart from TFRecord frames."""
   with file.path.open("rb") as handle:
-    return handle.read(2) == tfrecord_io.GZIP_MAGIC
+    return handle.read(2)
 
 
 def fingerprints(file: tfrecord_io.RecordFile, skip: int = 0, take: int | None = None) -> np.ndarray:

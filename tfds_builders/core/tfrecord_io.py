@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
 from tfds_builders.core import paths
+from tfds_builders.core import safe_paths
 
 COMPRESSIONS = ("auto", "none", "gzip")
 # A TFRecord frame: length (8) and its masked CRC32C (4), the data, the data's masked CRC32C (4).
@@ -20,7 +22,17 @@ FRAME_HEADER_BYTES = 12
 FRAME_CRC_BYTES = 4
 FRAME_BYTES = FRAME_HEADER_BYTES + FRAME_CRC_BYTES
 GZIP_MAGIC = b"\x1f\x8b"
+# A ZLIB stream's first byte (CMF): DEFLATE with a 32 KiB window, which every zlib writer uses.
+_ZLIB_CMF = 0x78
 _Item = TypeVar("_Item")
+
+
+def starts_zlib(head: bytes) -> bool:
+  """Whether two bytes open a ZLIB stream (RFC 1950: CMF 78, no preset dictionary, CMF*256+FLG a multiple of 31).
+
+  TensorFlow writes such files with `options="ZLIB"`; only GZIP is read here.
+  """
+  return len(head) >= 2 and head[0] == _ZLIB_CMF and not head[1] & 0x20 and (head[0] << 8 | head[1]) % 31 == 0
 
 
 def is_tfrecord_name(name: str) -> bool:
@@ -69,6 +81,14 @@ def expand(
       its config lists.
     SourceError: if a pattern matches nothing.
   """
+  if compression.lower() == "zlib":
+    raise errors.ConfigError(
+        errors.with_hint(
+            f"{compression_field}={compression!r}: ZLIB-compressed TFRecord files are not supported",
+            f"Recompress them as GZIP (then set {compression_field} to 'gzip', or 'auto' to detect it) or "
+            "decompress them",
+        )
+    )
   if compression.lower() not in COMPRESSIONS:
     raise errors.ConfigError(
         f"{compression_field}={compression!r}; use one of {COMPRESSIONS}."
@@ -230,7 +250,8 @@ def prepared_split(builder: tfds.core.DatasetBuilder, split: str) -> PreparedSpl
   """The record files of one split of a prepared dataset.
 
   Raises:
-    SourceError: if the split does not exist or is not stored as TFRecord.
+    SourceError: if the split does not exist or is not stored as TFRecord,
+      or a shard is a symlink or special file (see `shard_path`).
   """
   info = builder.info
   dataset = f"{info.full_name}"
@@ -245,8 +266,45 @@ def prepared_split(builder: tfds.core.DatasetBuilder, split: str) -> PreparedSpl
         "--file_format=tfrecord."
     )
   split_info = info.splits[split]
-  files = [
-      RecordFile(epath.Path(builder.data_path) / name, "")
-      for name in split_info.filenames
-  ]
+  files = [RecordFile(shard_path(builder.data_path, name, dataset), "") for name in split_info.filenames]
   return PreparedSplit(dataset, split, files, info.features, split_info.num_examples, str(builder.data_path))
+
+
+def shard_path(data_path: epath.PathLike, name: str, dataset: str) -> epath.Path:
+  """`data_path/name` for a shard that a dataset's dataset_info.json names, refused unless a real file.
+
+  The name comes from a file, so it is checked before it is joined, and the
+  shard is never followed through a symlink (nor opened if it is a FIFO or
+  device): a prepared dataset's shards are its own files, as in a registry.
+  A missing shard is left to the caller, which names what is missing.
+
+  Raises:
+    SourceError: naming the shard if its name could leave `data_path`, or it
+      (or a folder between it and `data_path`) is a symlink or special file.
+  """
+  hint = "Copy the real file in its place, or rebuild the dataset"
+  where = f"{dataset} at {data_path}: shard"
+  parts = safe_paths.relative_parts(
+      name, f"{dataset} at {data_path}: a shard its dataset_info.json names",
+      "Its dataset_info.json is damaged or was crafted: rebuild the dataset, or fetch it again")
+  path = epath.Path(data_path)
+  for part in parts:
+    path = path / part
+    if not safe_paths.is_local(path):
+      continue
+    try:
+      mode = os.lstat(os.fspath(path)).st_mode
+    except FileNotFoundError:
+      break
+    if stat.S_ISLNK(mode):
+      raise errors.SourceError(
+          errors.with_hint(
+              f"{where} {path} is a symlink (to {os.readlink(path)!r}); a prepared dataset's shards are read "
+              "only as the real files in its folder",
+              hint,
+          )
+      )
+    if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+      raise errors.SourceError(
+          errors.with_hint(f"{where} {path} is a {safe_paths.file_kind(mode)}, not a regular file", hint))
+  return path
