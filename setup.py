@@ -39,7 +39,7 @@ setuptools.setup(
         "importlib_resources",
     ],
     extras_require={
-        "test": ["pytest>=7", "dill"],
+        "test": ["pytest>=7", "dill", "hypothesis>=6"],
     },
     entry_points={
         "console_scripts": ["tfds-builders = tfds_builders.cli:main"],

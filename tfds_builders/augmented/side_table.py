@@ -244,6 +244,19 @@ def build(
     )
   if not added:
     raise errors.ConfigError(f"Side table {source} has no column besides the key {key_column!r} to add.")
+  listed_twice = sorted({name for name in columns if list(columns).count(name) > 1})
+  if listed_twice:
+    raise errors.ConfigError(f"side_table_columns lists {listed_twice} more than once. List each column once.")
+  # A name given to two columns would become two features of one name: which one is meant is unknowable.
+  ambiguous = sorted({name for name in [key_column, *added] if list(header).count(name) > 1})
+  if ambiguous:
+    remedy = "Rename the columns so that each name is unique"
+    raise errors.SourceError(
+        errors.with_hint(
+            f"Side table {source} has column(s) {ambiguous} more than once; its columns are {list(header)}",
+            remedy if columns else f"{remedy}, or pick others with side_table_columns",
+        )
+    )
   if not records:
     raise errors.SourceError(f"Side table {source} has no rows. Give it at least one row.")
   key_at = list(header).index(key_column)
@@ -363,7 +376,8 @@ def _columnar(
     return None
   header = table.column_names
   added = list(columns) or [name for name in header if name != key_column]
-  if len(set(header)) != len(header) or key_column not in header or not added or not set(added) <= set(header):
+  if (len(set(header)) != len(header) or len(set(added)) != len(added) or key_column not in header or not added
+      or not set(added) <= set(header)):
     return None
   keys = _columnar_keys(table.column(key_column), key_kind, typed)
   if keys is None:
@@ -564,6 +578,11 @@ def _csv_records(data: bytes, source: str) -> tuple[list[str], list[str], list[l
   except UnicodeDecodeError as error:
     raise errors.SourceError(f"Side table {source} is not UTF-8 text ({error}). Save it as UTF-8 CSV.") from error
   dialect = "excel-tab" if source.lower().endswith(".tsv") else "excel"
+  # The csv module refuses cells over 128 KiB (a guard for unbounded streams), which pyarrow's
+  # path reads: the whole text is in memory already, so a cell may be as long as the text.
+  # Only ever raised, so a concurrent reader never sees the limit drop under it.
+  if csv.field_size_limit() < len(text):
+    csv.field_size_limit(len(text))
   reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
   header = next(reader, None)
   if not header:
