@@ -154,7 +154,7 @@ HOSTILE_NPY = [
         npy("{'descr': '<q99', 'fortran_order': False, 'shape': (2, 3), }")),
     FaultCase("subarray-descr-overflow", errors.SourceError, [SRC, "is not a NumPy dtype"]).param(
         npy("{'descr': [('a', '<f8', (1099511627776,))], 'fortran_order': False, 'shape': (2,), }")),
-    FaultCase("object-dtype-pickle", errors.SchemaError, [SRC, "'array'", "'|O'", "object arrays", "convert them to a numeric dtype"]).param(
+    FaultCase("object-dtype-pickle", errors.SchemaError, [SRC, "'\\|O'", "object arrays", "never read", "convert them to a numeric dtype"]).param(
         None),  # made per test: its pickle names the marker file of that test
     FaultCase("structured-dtype", errors.SchemaError, [SRC, "structured or void", r"np\.savez\(path"]).param(
         npy("{'descr': [('a', '<i4'), ('b', '<f8')], 'fortran_order': False, 'shape': (2,), }", b"\0" * 24)),

@@ -571,7 +571,7 @@ def assert_build_fails(tmp_path, error_type, *fragments: str, **config) -> str:
     "array, fragments",
     [
         pytest.param(np.array([{"a": 1}, None], dtype=object),
-                     ["'|O'", "object arrays", "convert them to a numeric dtype"], id="object"),
+                     ["'|O'", "object arrays", "never read", "convert them to a numeric dtype"], id="object"),
         pytest.param(np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]),
                      ["structured", "save each field as its own array"], id="structured"),
         pytest.param(np.array(["ab", "c"]), ["unicode string", "encode them to uint8"],
@@ -586,7 +586,8 @@ def assert_build_fails(tmp_path, error_type, *fragments: str, **config) -> str:
 )
 def test_unsupported_dtypes_are_refused_naming_the_file(tmp_path, array, fragments):
   path = save(tmp_path / "bad.npy", array, allow_pickle=True)
-  assert_build_fails(tmp_path, errors.SchemaError, str(path), "'array'", *fragments,
+  feature = [] if array.dtype.hasobject else ["'array'"]  # object headers are refused before features exist
+  assert_build_fails(tmp_path, errors.SchemaError, str(path), *feature, *fragments,
                      splits={"train": [path]}, layout="files")
 
 

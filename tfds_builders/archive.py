@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import lzma
 import os
 import shutil
 import stat
@@ -505,8 +506,8 @@ _RECOPY = "Copy the archive again, completely, or export it again"
 # What zipfile raises on a damaged archive or member, beyond BadZipFile: a bad
 # deflate stream (zlib.error), an unknown compression method
 # (NotImplementedError), an encrypted member (RuntimeError), a cut file.
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
-               ValueError, struct.error)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError,
+               RuntimeError, ValueError, struct.error)
 _LOCAL_HEADER_SIZE = 30  # bytes before a member's name in its local header
 _S_IFMT_SHIFT = 16  # a zip member's Unix mode is the high half of external_attr
 _DOS_DIRECTORY = 0x10

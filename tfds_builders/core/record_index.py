@@ -124,7 +124,7 @@ def _field(buf, pos, end):
   `first` is its value; otherwise both are -1.
   """
   tag, pos = _varint(buf, pos, end)
-  if pos < 0:
+  if pos < 0 or tag >> 3 == 0:  # field number 0 is invalid protobuf
     return 0, -1, -1, -1
   wire_type = tag & 7
   if wire_type == 2:
@@ -146,7 +146,8 @@ def _feature_span(buf, start, end, name):
   """(start, end) of the tf.train.Feature named `name` in an Example; (-1, -1) absent, (-2, -2) malformed.
 
   Protobuf's rules: repeated `features` fields merge, and a later map entry
-  with the same key replaces an earlier one.
+  with the same key replaces an earlier one. An entry that is not exactly
+  its key then its value is malformed, as TF's parser has it.
   """
   found_start, found_end = -1, -1
   pos = start
@@ -161,19 +162,51 @@ def _feature_span(buf, start, end, name):
         return -2, -2
       if tag != 0x0A:  # not a map entry
         continue
-      key_start, key_end, value_start, value_end = -1, -1, entry_end, entry_end
-      inner = entry_start
-      while inner < entry_end:
-        tag, first, last, inner = _field(buf, inner, entry_end)
-        if inner < 0:
-          return -2, -2
-        if tag == 0x0A:
-          key_start, key_end = first, last
-        elif tag == 0x12:
-          value_start, value_end = first, last
+      # TF's parser takes an entry only as exactly its key, then its value:
+      # anything else (a second value, an extra field) fails the record there.
+      tag, key_start, key_end, inner = _field(buf, entry_start, entry_end)
+      if inner < 0 or tag != 0x0A:
+        return -2, -2
+      tag, value_start, value_end, inner = _field(buf, inner, entry_end)
+      if inner != entry_end or tag != 0x12 or not _valid_feature(buf, value_start, value_end):
+        return -2, -2
       if key_end - key_start == name.shape[0] and _equal(buf, key_start, name):
         found_start, found_end = value_start, value_end
   return found_start, found_end
+
+
+@numba.njit(cache=True, nogil=True)
+def _valid_feature(buf, start, end) -> bool:
+  """Whether buf[start:end] is a tf.train.Feature of one known kind, a well-formed list.
+
+  Every entry's value is checked, not only the key's: a record whose other
+  features are malformed is no Example, whatever its key reads.
+  """
+  pos = start
+  kinds = 0
+  while pos < end:
+    kind, first, last, pos = _field(buf, pos, end)
+    if pos < 0 or (kind != 0x0A and kind != 0x12 and kind != 0x1A):  # bytes, float, int64 lists
+      return False
+    kinds += 1
+    if kinds > 1:  # protobuf keeps the last kind, TF's parser the first: no one answer
+      return False
+    inner = first
+    while inner < last:
+      tag, value_start, value_end, inner = _field(buf, inner, last)
+      if inner < 0:
+        return False
+      if tag == 0x0A and kind == 0x12 and (value_end - value_start) % 4 != 0:  # packed floats
+        return False
+      if tag == 0x0A and kind == 0x1A:  # packed int64s: every varint must end inside
+        packed = value_start
+        while packed < value_end:
+          _, packed = _varint(buf, packed, value_end)
+          if packed < 0:
+            return False
+      elif not (tag == 0x0A or (kind == 0x12 and tag == 0x0D) or (kind == 0x1A and tag == 0x08)):
+        return False
+  return True
 
 
 @numba.njit(cache=True, nogil=True)

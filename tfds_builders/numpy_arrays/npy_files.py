@@ -157,7 +157,7 @@ def _header_fields(text: bytes, encoding: str, source: str) -> dict[str, Any]:
 
 def _header_dtype(descr: Any, source: str) -> np.dtype:
   try:
-    return np.lib.format.descr_to_dtype(descr)
+    dtype = np.lib.format.descr_to_dtype(descr)
   # A descr can fail in many ways (bad strings, nested lists, huge subarray
   # shapes); each means the same thing here: not a NumPy dtype.
   except Exception as error:  # pylint: disable=broad-except
@@ -165,6 +165,17 @@ def _header_dtype(descr: Any, source: str) -> np.dtype:
         source,
         f"not a valid .npy array (header descr {_shorten(descr)} is not a NumPy dtype: {error})",
     ) from error
+  if dtype.hasobject:  # as numpy with allow_pickle=False: refused at the header, never unpickled
+    raise errors.SchemaError(
+        f"{source}: dtype {_shorten(descr)} holds Python objects; object arrays may hold pickled "
+        "code and have no fixed layout, so they are never read: convert them to a numeric dtype"
+    )
+  if dtype.subdtype is not None:  # ('<i4', (2,)): numpy folds it into the shape, inconsistently
+    raise errors.SchemaError(
+        f"{source}: dtype {_shorten(descr)} is a subarray dtype; save the array with a plain dtype "
+        "and the extra axes in its shape (np.save(path, np.ascontiguousarray(array)))"
+    )
+  return dtype
 
 
 def _header_shape(shape: Any, source: str) -> tuple[int, ...]:
