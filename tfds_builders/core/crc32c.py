@@ -59,13 +59,14 @@ def _within(buf, start, count) -> bool:
   return start >= 0 and count >= 0 and count <= buf.shape[0] - start
 
 
+INITIAL = 0xFFFFFFFF  # the CRC32C register before any byte
+
+
 @numba.njit(cache=True, nogil=True)
-def table_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
-  """The masked CRC32C of buf[start:start + count], computed with slicing-by-8 tables; -1 if out of bounds."""
-  if not _within(buf, start, count):
-    return -1
-  crc = np.int64(0xFFFFFFFF)
-  pos, end = start, start + count
+def extend(register: int, buf: np.ndarray, start: int, end: int) -> int:
+  """CRC32C's register after buf[start:end], from `register`: a CRC of bytes that arrive in parts."""
+  crc = np.int64(register)
+  pos = start
   while end - pos >= 8:
     crc ^= np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24)
     crc = (_TABLES[7, crc & 0xFF] ^ _TABLES[6, (crc >> 8) & 0xFF] ^ _TABLES[5, (crc >> 16) & 0xFF]
@@ -75,7 +76,21 @@ def table_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
   while pos < end:
     crc = _TABLES[0, (crc ^ buf[pos]) & 0xFF] ^ (crc >> 8)
     pos += 1
-  return _masked(crc)
+  return crc
+
+
+@numba.njit(cache=True, nogil=True)
+def masked(register: int) -> int:
+  """The masked CRC32C a TFRecord frame stores, from the register after its bytes."""
+  return _masked(register)
+
+
+@numba.njit(cache=True, nogil=True)
+def table_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
+  """The masked CRC32C of buf[start:start + count], computed with slicing-by-8 tables; -1 if out of bounds."""
+  if not _within(buf, start, count):
+    return -1
+  return _masked(extend(INITIAL, buf, start, start + count))
 
 
 def _crc_instruction(crc_bits: int, value_bits: int) -> Any:

@@ -594,7 +594,7 @@ class _Windows:
       it), `_BAD_DATA` if not, `_INCOMPLETE` if the stream ends first.
     """
     kept = memoryview(self._pending)[start - self._pending_start:]
-    register = _crc32c_extend(_CRC_INITIAL, np.frombuffer(kept[_HEADER_BYTES:], np.uint8)) if check_crc else 0
+    register = _crc_extend(crc32c.INITIAL, np.frombuffer(kept[_HEADER_BYTES:], np.uint8)) if check_crc else 0
     data_left = length - (len(kept) - _HEADER_BYTES)
     read = len(kept)
     del kept
@@ -606,7 +606,7 @@ class _Windows:
           self.size = start + read
           return _INCOMPLETE, 0
         if check_crc:
-          register = _crc32c_extend(register, np.frombuffer(part, np.uint8))
+          register = _crc_extend(register, np.frombuffer(part, np.uint8))
         data_left -= len(part)
         read += len(part)
       stored = b""
@@ -620,7 +620,7 @@ class _Windows:
       copy.close()
       raise
     stored_crc = int.from_bytes(stored, "little")
-    if check_crc and _masked(register) != stored_crc:
+    if check_crc and crc32c.masked(register) != stored_crc:
       copy.close()
       return _BAD_DATA, 0
     if skip:
@@ -731,50 +731,9 @@ class _GzipStream:
 
   def close(self) -> None:
     self._handle.close()
-
-
-def _crc32c_tables() -> np.ndarray:
-  """Slicing-by-8 tables of CRC32C (Castagnoli, reflected)."""
-  tables = np.zeros((8, 256), np.int64)
-  for byte in range(256):
-    crc = byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    tables[0, byte] = crc
-  for k in range(1, 8):
-    tables[k] = (tables[k - 1] >> 8) ^ tables[0, tables[k - 1] & 0xFF]
-  return tables
-
-
-_CRC_TABLES = _crc32c_tables()
-_CRC_INITIAL = 0xFFFFFFFF
-
-
-@numba.njit(cache=True, nogil=True)
-def _crc32c_extend(register: int, buf: np.ndarray) -> int:
-  """CRC32C's register after `buf`, from `register`: a CRC of bytes that arrive in parts.
-
-  core.crc32c computes a record's CRC in one call; a frame checked as it
-  streams (`_Windows.check_frame`) needs the register carried across parts.
-  """
-  crc = np.int64(register)
-  pos, end = 0, buf.shape[0]
-  while end - pos >= 8:
-    crc ^= np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24)
-    crc = (_CRC_TABLES[7, crc & 0xFF] ^ _CRC_TABLES[6, (crc >> 8) & 0xFF] ^ _CRC_TABLES[5, (crc >> 16) & 0xFF]
-           ^ _CRC_TABLES[4, crc >> 24] ^ _CRC_TABLES[3, buf[pos + 4]] ^ _CRC_TABLES[2, buf[pos + 5]]
-           ^ _CRC_TABLES[1, buf[pos + 6]] ^ _CRC_TABLES[0, buf[pos + 7]])
-    pos += 8
-  while pos < end:
-    crc = _CRC_TABLES[0, (crc ^ buf[pos]) & 0xFF] ^ (crc >> 8)
-    pos += 1
-  return crc
-
-
-def _masked(register: int) -> int:
-  """The masked CRC32C stored in a frame, from the register after its data."""
-  crc = register ^ 0xFFFFFFFF
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+def _crc_extend(register: int, part: np.ndarray) -> int:
+  """The CRC32C register carried across one more part of a frame checked as it streams."""
+  return crc32c.extend(register, part, 0, part.shape[0])
 
 
 def _available_memory() -> int | None:
