@@ -826,11 +826,7 @@ def _check_destination(archive_path: epath.Path, data_dir: epath.Path, parts: tu
   def fail(message: str) -> errors.SourceError:
     return errors.SourceError(f"{archive_path}: cannot overwrite {target}: {message}")
 
-  if not target.is_dir():
-    raise fail(errors.with_hint("it is not a folder", hint))
-  nested = safe_paths.nested_datasets(target)
-  if nested:  # replacing the folder would delete them too
-    raise fail(errors.with_hint(f"it holds another prepared dataset, {nested[0].parent}", hint))
+  safe_paths.check_replaceable(target, hint, fail)
   existing = tuple(part for part in safe_paths.dataset_identity(target, hint, fail) if part)
   if existing != parts:
     raise fail(errors.with_hint(f"it holds the dataset {_label(existing)}, not {_label(parts)}", hint))

@@ -157,11 +157,7 @@ def _check_target(root: epath.Path, parts: tuple[str, str, str], overwrite: bool
   def fail(message: str) -> errors.SourceError:
     return errors.SourceError(f"Cannot overwrite {target}: {message}")
 
-  if not target.is_dir():
-    raise fail(errors.with_hint("it is not a folder", hint))
-  nested = safe_paths.nested_datasets(target)
-  if nested:  # replacing the folder would delete them too
-    raise fail(errors.with_hint(f"it holds another prepared dataset, {nested[0].parent}", hint))
+  safe_paths.check_replaceable(target, hint, fail)
   checksums = target / CHECKSUMS_FILENAME
   if checksums.is_file() and not safe_paths.is_symlink(checksums):
     return  # a version this command published, however damaged: re-publishing is its repair

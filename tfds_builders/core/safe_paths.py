@@ -162,6 +162,19 @@ def nested_datasets(folder: epath.Path) -> list[epath.Path]:
   return found
 
 
+def check_replaceable(target: epath.Path, hint: str, fail: Fail) -> None:
+  """Refuses replacing `target` whole unless it is a folder holding no other prepared dataset.
+
+  Raises:
+    The `fail` exception, with `hint`, if `target` is no folder or holds another dataset.
+  """
+  if not target.is_dir():
+    raise fail(errors.with_hint("it is not a folder", hint))
+  nested = nested_datasets(target)
+  if nested:  # replacing the folder would delete them too
+    raise fail(errors.with_hint(f"it holds another prepared dataset, {nested[0].parent}", hint))
+
+
 def open_regular(path: epath.Path, hint: str, fail: Fail = errors.SourceError) -> BinaryIO:
   """Opens a regular file for reading, never through a symlink, never blocking on a FIFO or device.
 
