@@ -17,6 +17,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import split_builder as split_builder_lib
 
+from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
 from tfds_builders.core import shard_writer
@@ -48,9 +49,25 @@ class StreamingConfig(tfds.core.BuilderConfig):
     use_beam: Run the split's partitions on Apache Beam. Also chosen
       automatically when `tfds build` gets `--beam_pipeline_options`; with
       neither, the build runs in this process.
+    ordered: Whether readers must see the examples in stored order
+      (`DatasetInfo.disable_shuffling`; then `shuffle_files=True` is refused,
+      as TFDS does). None: the builder's default (`default_ordered()`).
+    shuffle: Write the examples in a deterministic order by hashed key, as
+      TFDS's own writer does, instead of generation order.
+    supervised_keys: `(input, target)` feature names for
+      `tfds.load(..., as_supervised=True)`. None: the builder's default.
+    homepage: The dataset's homepage. None: the builder's default.
+    citation: BibTeX for the dataset. None: the builder's default.
+    license: The dataset's license (an SPDX id or a URL).
   """
 
   use_beam: bool = False
+  ordered: bool | None = None
+  shuffle: bool = False
+  supervised_keys: tuple[str, str] | list[str] | None = None
+  homepage: str | None = None
+  citation: str | None = None
+  license: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +113,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         features=None if self.is_prepared() else self.inferred_features(),
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(),
+        **dataset_card.info_fields(self),
     )
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
