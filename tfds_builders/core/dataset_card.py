@@ -17,3 +17,7 @@ def info_fields(builder: Any) -> dict[str, Any]:
       "citation": getattr(config, "citation", None),
       "license": getattr(config, "license", None),
   }
+
+
+def after_build(builder: Any) -> None:
+  """Runs once every split is written, before TFDS writes `dataset_info.json`."""

@@ -149,6 +149,8 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       remove_stale_builds(build_dir.parent, keep=build_dir)
     try:
       super()._download_and_prepare(dl_manager, download_config)
+      # Splits are written; TFDS writes dataset_info.json after this returns.
+      dataset_card.after_build(self)
     finally:
       if owned:
         # The dir becomes the dataset when TFDS renames it; no marker in it.
