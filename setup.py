@@ -22,24 +22,52 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["tfds_builders", "tfds_builders.*"]),
     install_requires=[
-        "tensorflow>=2.16",
+        # The user's named dependencies.
+        "tensorflow>=2.16,<3",
+        # tfds_hooks.py and the streaming writer use TFDS internals (the dataset
+        # provider registry, community registers, ShardConfig, file adapters,
+        # the hashing shuffler) that change between minor releases: pinned to
+        # the 4.9 line that tests/test_registry.py and tests/test_tfds_flags.py check.
         "tensorflow-datasets>=4.9.4,<4.10",
         "numpy>=1.24",
+        "psycopg2-binary>=2.9",
+        # Named by the user as a dependency: the test suite ships with the package.
+        "pytest>=7",
+        # What the `tfds` command needs to start: its CLI imports mlcroissant (the
+        # `build_croissant` subcommand) and `--beam_pipeline_options` imports Beam,
+        # which also runs our partitions (core/shard_writer.write_partitions_with_beam).
+        "apache-beam>=2.50,<3",
+        "mlcroissant>=1.0",
         # Compiles the TFRecord frame walk, block encoders and CRC32C that make overlays
         # fast (core/record_index.py, core/record_blocks.py, core/crc32c.py); llvmlite,
-        # numba's own code generator, emits the CPU's CRC32 instruction.
-        "numba>=0.59",
-        "llvmlite",
-        # Reads side tables a column at a time (CSV and Parquet); Beam requires it too.
+        # numba's own code generator, emits the CPU's CRC32 instruction through an
+        # intrinsic whose spelling changes between releases: both pinned to tested lines.
+        "numba>=0.59,<0.70",
+        "llvmlite>=0.42,<0.52",
+        # Side tables (CSV, Parquet), the Parquet shard format and the Parquet export.
         "pyarrow>=14",
-        "psycopg2-binary>=2.9",
-        # Needed by the `tfds` CLI and by TFDS's Beam path.
-        "apache-beam>=2.50",
-        "mlcroissant",
-        "importlib_resources",
+        # Imported directly (paths, logging, progress bars); TFDS requires them too.
+        "etils[epath]>=1.6",
+        "absl-py",
+        "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=7", "dill", "hypothesis>=6"],
+        # Real components the tests talk to: DuckDB, pandas and Hugging Face
+        # `datasets` read the Parquet export; Grain reads array_record outputs;
+        # moto's server is the S3-compatible store, reached through s3fs/boto3.
+        "test": [
+            "dill",
+            "hypothesis>=6",
+            "duckdb>=1.0",
+            "pandas>=2",
+            "datasets>=3",
+            "grain>=0.2",
+            "moto[server]>=5",
+            "s3fs>=2024.1",
+            "boto3",
+        ],
+        # Reading and writing s3:// registries and inputs (fsspec's S3 backend).
+        "s3": ["s3fs>=2024.1"],
     },
     entry_points={
         "console_scripts": ["tfds-builders = tfds_builders.cli:main"],
