@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -96,3 +97,145 @@ def read_provenance(dataset_dir: epath.PathLike) -> dict[str, Any]:
         "dataset_info.json)."
     )
   return json.loads(path.read_text()).get(PROVENANCE_KEY, {})
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRead:
+  """One source a build read, as TFDS's `DataSourceAccess` and Croissant name it.
+
+  Attributes:
+    kind: `file` (a path, or a glob when `is_pattern`), `tfds` (a prepared
+      TFDS dataset) or `sql` (a query).
+    location: The file path; the TFDS data_dir; the SQL connection, redacted.
+    is_pattern: Whether `location` is a glob to expand.
+    name: The TFDS dataset name.
+    config: The TFDS config name ('' if none).
+    version: The TFDS version.
+    query: The SQL text as run.
+  """
+
+  kind: str
+  location: str
+  is_pattern: bool = False
+  name: str = ""
+  config: str = ""
+  version: str = ""
+  query: str = ""
+
+
+# An `.npz` member, as numpy_arrays names its sources: `a.npz[image.npy]`.
+_NPZ_MEMBER = re.compile(r"(?<=\.npz)\[[^\[\]]*\]$", re.I)
+
+
+def sources_read(record: Mapping[str, Any]) -> list[SourceRead]:
+  """What a build read (files, TFDS datasets, SQL), from its provenance record.
+
+  Each builder records its sources in its own shape; this reads all five.
+  Records of unknown builders give no sources.
+  """
+  reader = _SOURCE_READERS.get(record.get("builder", ""))
+  found = reader(record, (record.get("config") or {}).get("data_root")) if reader else []
+  return list(dict.fromkeys(found))  # repeats (a file in two splits) once, in order
+
+
+def _file(path: str, root: str | None) -> SourceRead:
+  """A file source; a relative path is taken from `root`, then from the working dir."""
+  if "://" in path:
+    return SourceRead("file", path)
+  if root and not os.path.isabs(path):
+    path = os.path.join(root, path)
+  # A relative data_root is the build's working dir's: right while building.
+  return SourceRead("file", os.path.abspath(os.path.expanduser(path)))
+
+
+def _tfds(full_name: str, version: str, *, data_dir: str | None = None,
+          version_dir: str | None = None) -> SourceRead:
+  """A TFDS source from `name[/config][/version]` and its data_dir or version dir."""
+  parts = full_name.split("/")
+  if len(parts) > 1 and parts[-1] == version:
+    parts = parts[:-1]
+  name, config = parts[0], "/".join(parts[1:])
+  if not data_dir and version_dir:
+    # `<data_dir>/<name>/<config>/<version>`: the data_dir is above name (and config).
+    data_dir = version_dir.rstrip("/").rsplit("/", 3 if config else 2)[0]
+  return SourceRead("tfds", data_dir or "", name=name, config=config, version=version)
+
+
+def _numpy_arrays_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
+  del root  # numpy_arrays' source names already include it
+  names = [name for split_names in (record.get("sources") or {}).values() for name in split_names]
+  return [_file(_NPZ_MEMBER.sub("", name), None) for name in names]
+
+
+def _concatenated_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
+  entries = {entry.get("name"): entry for entry in (record.get("config") or {}).get("sources") or []
+             if isinstance(entry, Mapping)}
+  found = []
+  for source in record.get("sources") or []:
+    if source.get("kind") != "tfds":
+      found.extend(_file(name, root) for names in (source.get("files") or {}).values() for name in names)
+      continue
+    entry = entries.get(source.get("name"), {})
+    data_dir = _file(str(entry["data_dir"]), root).location if entry.get("data_dir") else None
+    version_dir = _file(str(entry["dataset_dir"]), root).location if entry.get("dataset_dir") else None
+    found.append(_tfds(str(source.get("dataset") or ""), str(source.get("version") or ""),
+                       data_dir=data_dir, version_dir=version_dir))
+  return found
+
+
+def _cross_product_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
+  return [_file(name, root) for names in (record.get("sources") or {}).values() for name in names]
+
+
+def _database_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
+  del root  # the session reports absolute locations
+  connection = connection_uri(record.get("source") or {})
+  return [
+      SourceRead("sql", connection, query=str(query.get("sql", "")))
+      for query in (record.get("queries") or {}).values()
+  ]
+
+
+def _augmented_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
+  config = record.get("config") or {}
+  base = record.get("base") or {}
+  found = []
+  if base.get("kind") == "prepared":
+    found.append(_tfds(str(base.get("name") or ""), str(base.get("version") or ""),
+                       version_dir=str(base.get("path") or "")))
+  else:
+    for patterns in (config.get("base_records") or {}).values():
+      for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        source = _file(pattern, root)
+        found.append(dataclasses.replace(source, is_pattern=bool(re.search(r"[*?\[]", pattern))))
+  side = record.get("side_table") or {}
+  if config.get("side_table_sql"):
+    connection = str(side.get("source") or "").removeprefix("SQL query on ")
+    found.append(SourceRead("sql", redact(connection), query=str(config["side_table_sql"])))
+  elif side.get("source"):
+    found.append(_file(str(side["source"]), root))
+  return found
+
+
+def connection_uri(facts: Mapping[str, Any]) -> str:
+  """Where a SQL source lives, as a URI without any password.
+
+  Args:
+    facts: A session's `facts()`, as the database builder records them.
+  """
+  if facts.get("driver") == "sqlite" and facts.get("path"):
+    return f"sqlite://{facts['path']}" if str(facts["path"]).startswith("/") else f"sqlite:{facts['path']}"
+  if facts.get("driver") == "postgresql" and facts.get("host"):
+    user = f"{facts['user']}@" if facts.get("user") else ""
+    port = f":{facts['port']}" if facts.get("port") else ""
+    return f"postgresql://{user}{facts['host']}{port}/{facts.get('dbname') or ''}"
+  return redact(str(facts.get("connection") or facts.get("driver") or "unknown connection"))
+
+
+_SOURCE_READERS = {
+    "numpy_arrays": _numpy_arrays_sources,
+    "concatenated": _concatenated_sources,
+    "cross_product": _cross_product_sources,
+    "database": _database_sources,
+    "augmented": _augmented_sources,
+}
