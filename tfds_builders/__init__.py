@@ -14,7 +14,8 @@ from tfds_builders import tfds_hooks as _tfds_hooks  # noqa: E402
 # the builder module on first use, so importing this package stays cheap and a
 # process that only loads published datasets never imports builder code.
 _tfds_hooks.register_builders_lazily(__name__, BUILDERS)
-# Namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG, for tfds.load("team:name/...").
+# Namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG, for tfds.load("team:name/..."); a
+# broken config is logged once, never raised, so this import cannot fail on it.
 _registry.register_from_env()
 
 

@@ -1,14 +1,15 @@
-"""The only module that touches TFDS internals: lazy builder names and (checked) namespaces.
+"""The only module that touches TFDS internals: lazy builder names, folder imports and (checked) namespaces.
 
-TFDS has no public API for either. Both hooks are isolated here, the supported
-TFDS range is pinned in setup.py (`>=4.9.4,<4.10`), and tests/test_registry.py
-checks they still work.
+TFDS has no public API for any of them. The hooks are isolated here, the
+supported TFDS range is pinned in setup.py (`>=4.9.4,<4.10`), and
+tests/test_registry.py and tests/test_tfds_cli.py check they still work.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ BeforeLoad = Callable[[epath.Path], None]
 
 
 def register_builders_lazily(package: str, names: Sequence[str]) -> None:
-  """Makes `tfds.builder(name)` import `package.name` on first use.
+  """Makes `tfds.builder(name)` import `package.name` on first use, and `tfds.list_builders()` list `names`.
 
   So `import tfds_builders` stays light (no TensorFlow import), and a process
   that only loads published datasets never imports the builder modules.
@@ -38,6 +39,45 @@ def register_builders_lazily(package: str, names: Sequence[str]) -> None:
 
   if not any(type(p).__qualname__ == _LazyProvider.__qualname__ for p in registered._DATASET_PROVIDER_REGISTRY):  # pylint: disable=protected-access
     registered.add_dataset_builder_provider(_LazyProvider())
+  # `tfds.list_builders()` (and so `tfds build --exclude_datasets`) lists only
+  # imported classes and TFDS's own folders; ours are listed without importing them.
+  listed = registered.list_imported_builders
+  if not hasattr(listed, "lazy_names"):
+    @functools.wraps(listed)
+    def list_imported_builders() -> list[str]:
+      return sorted(set(listed()) | set(list_imported_builders.lazy_names))
+    list_imported_builders.lazy_names = set()
+    registered.list_imported_builders = list_imported_builders
+  registered.list_imported_builders.lazy_names.update(names)
+
+
+def resolve_folder_import(package_name: str) -> None:
+  """Makes a builder package imported by its folder resolve to `tfds_builders.<name>`.
+
+  `tfds build tfds_builders/<name>` imports the folder as the top-level package
+  `<name>` and its module as `<name>.<name>_dataset_builder`: a second copy of
+  the module, whose classes and functions Beam workers cannot unpickle (no
+  `<name>` on their path). Called by each builder package's `__init__`,
+  this puts the canonical package and builder module in
+  `sys.modules` under the folder names, so the import returns the canonical
+  module (importlib re-checks `sys.modules` after importing the parent) and
+  only one `Builder` class exists.
+
+  Args:
+    package_name: The `__name__` the builder package is being imported under.
+  """
+  builder_name = package_name.rpartition(".")[2]
+  canonical_package = f"{__package__}.{builder_name}"
+  if package_name == canonical_package:
+    return
+  from tensorflow_datasets.core import registered  # pylint: disable=g-import-not-at-top
+
+  folder_module = f"{package_name}.{builder_name}_dataset_builder"
+  builder_module = importlib.import_module(f"{canonical_package}.{builder_name}_dataset_builder")
+  sys.modules[package_name] = importlib.import_module(canonical_package)
+  sys.modules[folder_module] = builder_module
+  # `tfds build` looks the class up by the module name it imported.
+  registered._MODULE_TO_DATASETS[folder_module] = [builder_module.Builder]  # pylint: disable=protected-access
 
 
 def register_namespace(namespace: str, root: epath.PathLike, before_load: BeforeLoad | None = None) -> None:
