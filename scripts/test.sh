@@ -21,6 +21,14 @@ if ! source scripts/start_postgres.sh; then
   fi
   echo "test.sh: warning: no PostgreSQL; database tests will be skipped" >&2
 fi
+# Likewise a local S3 server (moto): exports TFDS_BUILDERS_S3_ENDPOINT and dummy AWS_* for s3fs.
+if ! source scripts/start_s3.sh; then
+  if [[ ${CI:-} == true ]]; then
+    echo "test.sh: error: the S3 server is required when CI=true" >&2
+    exit 1
+  fi
+  echo "test.sh: warning: no S3 server; remote storage tests will be skipped" >&2
+fi
 
 # No GCE metadata probing (there is no metadata server), quieter TF logs.
 export NO_GCE_CHECK=true

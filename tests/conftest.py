@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a PostgreSQL server found via TFDS_BUILDERS_PG_DSN."""
+"""Shared pytest fixtures: a PostgreSQL server found via TFDS_BUILDERS_PG_DSN, an S3 server via TFDS_BUILDERS_S3_ENDPOINT."""
 
 from __future__ import annotations
 
@@ -96,3 +96,62 @@ def postgres_connection(postgres_dsn: str) -> Iterator[PgConnection]:
         yield connection
     finally:
         connection.close()
+
+
+S3_ENDPOINT_ENV = "TFDS_BUILDERS_S3_ENDPOINT"
+
+
+def _s3_unavailable(reason: str) -> NoReturn:
+    """Skips the test, or fails it on CI where the S3 server is mandatory."""
+    message = (f"S3 server unavailable: {reason}; to start one, run ./scripts/test.sh, "
+               "or `source scripts/start_s3.sh` and rerun pytest")
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """The URL of the test S3 server (scripts/start_s3.sh), checked once per session.
+
+    Returns:
+        `TFDS_BUILDERS_S3_ENDPOINT`, which `AWS_ENDPOINT_URL` (read by s3fs) also names.
+    """
+    import urllib.error  # pylint: disable=import-outside-toplevel
+    import urllib.request  # pylint: disable=import-outside-toplevel
+
+    endpoint = os.environ.get(S3_ENDPOINT_ENV, "").strip()
+    if not endpoint:
+        _s3_unavailable(f"{S3_ENDPOINT_ENV} is not set")
+    if os.environ.get("AWS_ENDPOINT_URL") != endpoint:
+        _s3_unavailable(f"AWS_ENDPOINT_URL is not {endpoint}, so s3fs would not reach the test server")
+    try:
+        import s3fs  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        _s3_unavailable("s3fs is not installed")
+    problem = ""
+    try:
+        urllib.request.urlopen(endpoint, timeout=5).close()
+    except urllib.error.HTTPError:
+        pass  # it answers: an S3 error is a reply
+    except OSError as error:
+        problem = str(error)
+    if problem:
+        _s3_unavailable(f"nothing answers at {endpoint}: {problem}")
+    return endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Iterator[str]:
+    """A new, empty bucket on the test S3 server, as `s3://<name>`; removed after the test."""
+    import uuid  # pylint: disable=import-outside-toplevel
+
+    import s3fs  # pylint: disable=import-outside-toplevel
+
+    filesystem = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    name = f"tfds-builders-{uuid.uuid4().hex[:12]}"
+    filesystem.mkdir(name)
+    try:
+        yield f"s3://{name}"
+    finally:
+        filesystem.rm(name, recursive=True)

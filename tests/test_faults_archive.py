@@ -37,8 +37,8 @@ PREFIX = "faults_demo/demo/1.0.0"
 SHARD = f"{PREFIX}/faults_demo-train.tfrecord-00000-of-00001"
 TRAIN_EXAMPLES = 9
 ONE_LINE = r"\Aexit 1: tfds-builders \w+: error: [^\n]+\n\Z"  # no traceback
-# A command that imports TensorFlow: TF's own start-up lines, then our one-line error, no traceback.
-LAST_LINE = r"\Aexit 1: (?:(?!Traceback)[\s\S])*\ntfds-builders \w+: error: [^\n]+\n\Z"
+# A command that may import TensorFlow: TF's own start-up lines (if any), then our one-line error, no traceback.
+LAST_LINE = r"\Aexit 1: (?:(?:(?!Traceback)[\s\S])*\n)?tfds-builders \w+: error: [^\n]+\n\Z"
 NOT_OURS = r"Only archives written by `tfds-builders export` can be imported"
 RECOPY = r"Copy the archive again, completely, or export it again"
 

@@ -39,6 +39,7 @@ from etils import epath
 import numpy as np
 
 from tfds_builders.core import errors
+from tfds_builders.core import remote
 from tfds_builders.core import safe_paths
 
 MANIFEST_NAME = "tfds_builders_archive.json"
@@ -91,6 +92,10 @@ def export(
   if compression not in COMPRESSIONS:
     raise errors.ConfigError(f"compression={compression!r}; use one of {sorted(COMPRESSIONS)}.")
   dataset_dir = epath.Path(dataset_dir)
+  if format == "npz":  # npz decodes examples with tf.data; tfrecord copies files through fsspec
+    remote.require_tensorflow_reads(
+        dataset_dir, "npz export of", "Export it with --format tfrecord, or import or fetch it into a local "
+        "DATA_DIR first and export that")
   builder = _prepared(dataset_dir)
   out_zip = epath.Path(out_zip)
   if format == "tfrecord":  # damage is refused, never carried into an archive (npz: as each split is read)
@@ -122,7 +127,9 @@ def export(
         _write_directory(archive, dataset_dir, _member_prefix(builder))
         manifest["path"] = _member_prefix(builder)
       else:
-        manifest["npz"] = _write_npz(archive, builder, pad_value, splits, out_zip.parent)
+        # Spooled beside the archive (same disk, same space); locally when the archive is remote.
+        work_root = epath.Path(tempfile.gettempdir()) if remote.is_remote(out_zip) else out_zip.parent
+        manifest["npz"] = _write_npz(archive, builder, pad_value, splits, work_root)
       manifest["files"] = [
           {"name": info.filename, "size": info.file_size, "crc32": info.CRC}
           for info in archive.infolist()
@@ -528,11 +535,21 @@ def read_manifest(archive_path: epath.PathLike) -> dict[str, Any]:
     return _checked_manifest(archive, archive_path)
 
 
-def _open_zip(archive_path: epath.Path) -> zipfile.ZipFile:
+@contextlib.contextmanager
+def _open_zip(archive_path: epath.Path) -> Iterator[zipfile.ZipFile]:
+  """The archive, opened by name locally, else on the path layer's handle (zipfile seeks: ranged reads)."""
   if not archive_path.exists():
     raise errors.SourceError(f"{archive_path} does not exist; pass the .zip written by `tfds-builders export`.")
+  with contextlib.ExitStack() as stack:
+    source = str(archive_path) if safe_paths.is_local(archive_path) else stack.enter_context(
+        remote.open_stream(archive_path))
+    with _opened_zip(archive_path, source) as archive:
+      yield archive
+
+
+def _opened_zip(archive_path: epath.Path, source: str | BinaryIO) -> zipfile.ZipFile:
   try:
-    return zipfile.ZipFile(str(archive_path))
+    return zipfile.ZipFile(source)
   except _ZIP_ERRORS as error:
     raise errors.SourceError(
         errors.with_hint(
@@ -891,7 +908,9 @@ def _check_staged_shards(archive_path: epath.Path, staging: epath.Path) -> None:
 
 
 def _move_into_place(staging: epath.Path, target: epath.Path) -> None:
-  if target.exists():
+  if remote.is_remote(target):
+    remote.move_tree(staging, target, "dataset_info.json")  # an object store renames no folder
+  elif target.exists():
     replaced = target.parent / f"incomplete.replaced.{uuid.uuid4().hex[:8]}.{target.name}"
     target.rename(replaced)
     staging.rename(target)

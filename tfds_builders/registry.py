@@ -1,7 +1,8 @@
 """Publish prepared datasets to a registry root and load them by `namespace:name`.
 
-A registry is a root path (local, shared, or any URL TFDS's path layer reads)
-laid out as `<root>/<dataset>/<config>/<version>/`, i.e. a TFDS data_dir.
+A registry is a root path (local, shared, or a URL of the path layer,
+`core.remote`) laid out as `<root>/<dataset>/<config>/<version>/`, i.e. a TFDS
+data_dir; one TensorFlow cannot read (s3://) is loaded from a local mirror.
 Every published version holds `registry_checksums.json` with the SHA-256 of
 each file, written at publish time, and checked again when a namespace load
 first reads the version in a process (see `register`).
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
+import logging
 import os
+import re
 import tomllib
 import uuid
 from typing import Any
@@ -22,6 +26,7 @@ from etils import epath
 
 from tfds_builders import tfds_hooks
 from tfds_builders.core import errors
+from tfds_builders.core import remote
 from tfds_builders.core import safe_paths
 
 CHECKSUMS_FILENAME = "registry_checksums.json"
@@ -123,7 +128,9 @@ def publish(dataset_dir: epath.PathLike, registry: epath.PathLike, overwrite: bo
         {"published_at": _now(), "sha256": checksums}, indent=2, sort_keys=True
     ))
     _check_target(root, parts, overwrite)  # again: the registry may have changed meanwhile
-    if target.exists():
+    if remote.is_remote(target):
+      remote.move_tree(incoming, target, CHECKSUMS_FILENAME)  # an object store renames no folder
+    elif target.exists():
       replaced = config_dir / f"{_REPLACED}{version}-{uuid.uuid4().hex[:8]}"
       target.rename(replaced)
       incoming.rename(target)
@@ -147,7 +154,9 @@ def _check_target(root: epath.Path, parts: tuple[str, str, str], overwrite: bool
   target = root.joinpath(*parts)
   if not target.exists():
     return
-  if not overwrite:
+  # On an object store a version without checksums is a publish killed before its last file: completed now.
+  interrupted = remote.is_remote(target) and not (target / CHECKSUMS_FILENAME).exists()
+  if not overwrite and not interrupted:
     raise FileExistsError(
         f"{label} is already published at {target}; "
         "versions are immutable. Bump the version, or pass --overwrite."
@@ -378,25 +387,53 @@ def _summary(provenance: dict[str, Any]) -> str:
 
 
 def read_namespaces(config_path: epath.PathLike) -> dict[str, str]:
-  """Reads `[namespaces] name = "root"` from a TOML file.
+  """Reads the namespaces of a TOML file, in our layout or TFDS's.
+
+  Ours: `[namespaces]` then `team = "/shared/registry"`, one line per
+  namespace. TFDS's (its `community-datasets.toml`): one table per namespace,
+  `[team]` then `paths = ["/shared/registry"]` (or a string) and an optional
+  `info`. Both may be mixed in one file.
 
   Raises:
-    ConfigError: if the file is missing, is not TOML, or has no namespaces.
+    ConfigError: naming the file, if it is missing, unreadable, not TOML,
+      holds no namespace, or a namespace has no single root.
   """
   path = epath.Path(config_path)
+  fix = f"Fix the file, or point {CONFIG_ENV} elsewhere"
   try:
     parsed = tomllib.loads(path.read_text())
   except FileNotFoundError as error:
-    raise errors.ConfigError(f"Registry config {path} not found (from {CONFIG_ENV} or the argument).") from error
+    raise errors.ConfigError(errors.with_hint(
+        f"Registry config {path} not found (from {CONFIG_ENV} or the argument)", f"Create it, or unset {CONFIG_ENV}",
+    )) from error
+  except (OSError, UnicodeDecodeError) as error:
+    raise errors.ConfigError(errors.with_hint(f"Registry config {path} cannot be read: {error}", fix)) from error
   except tomllib.TOMLDecodeError as error:
-    raise errors.ConfigError(f"Registry config {path} is not valid TOML: {error}.") from error
-  namespaces = parsed.get("namespaces")
-  if not isinstance(namespaces, dict) or not namespaces:
+    raise errors.ConfigError(errors.with_hint(f"Registry config {path} is not valid TOML: {error}", fix)) from error
+  namespaces = {}
+  for name, table in parsed.items():
+    if name == "namespaces" and isinstance(table, dict) and "paths" not in table:
+      namespaces.update({key: (f"namespaces.{key}", root) for key, root in table.items()})
+    elif isinstance(table, dict) and "paths" in table:  # TFDS's layout
+      namespaces[name] = (f"{name}.paths", table["paths"])
+  if not namespaces:
     raise errors.ConfigError(
-        f'Registry config {path} has no [namespaces] table; write e.g.\n'
-        '[namespaces]\nteam = "/shared/tfds_registry"'
+        f'Registry config {path} has no [namespaces] table (nor TFDS-style [<namespace>] tables with paths); '
+        'write e.g. `[namespaces]` and `team = "/shared/tfds_registry"` on two lines'
     )
-  return {str(name): str(root) for name, root in namespaces.items()}
+  return {str(name): _one_root(path, key, root) for name, (key, root) in namespaces.items()}
+
+
+def _one_root(path: epath.Path, key: str, root: Any) -> str:
+  """A namespace's root: a string, or TFDS's one-path list."""
+  if isinstance(root, list) and len(root) == 1:
+    root = root[0]
+  if isinstance(root, str) and root:
+    return root
+  raise errors.ConfigError(
+      f"Registry config {path}: {key} = {root!r}; give one registry root (a non-empty string). "
+      "For several roots, give each its own namespace"
+  )
 
 
 def register(
@@ -432,10 +469,131 @@ def register(
       raise errors.ConfigError(f"Give a namespace and root, a config_path, or set {CONFIG_ENV}.")
     namespaces = read_namespaces(config_path)
   for name, namespace_root in namespaces.items():
-    tfds_hooks.register_namespace(name, namespace_root, before_load=check_before_load if verify else None)
+    load_root, before_load = _load_root(namespace_root, verify)
+    tfds_hooks.register_namespace(name, load_root, before_load=before_load)
   return namespaces
 
 
+def _load_root(root: str, verify: bool) -> tuple[epath.PathLike, tfds_hooks.BeforeLoad | None]:
+  """Where TFDS loads a namespace from, and what runs before it reads a version.
+
+  TensorFlow's readers cannot open every URL (s3:// has no TF filesystem), so
+  such a registry is loaded from a local mirror: its versions' metadata are
+  copied now, each version's shards when a load first reads it.
+  """
+  if remote.tensorflow_reads(root):
+    return root, check_before_load if verify else None
+  source, mirror = epath.Path(root), remote.cache_dir(root)
+  try:
+    _mirror_metadata(source, mirror)
+  except errors.TfdsBuildersError:
+    raise
+  except Exception as error:  # pylint: disable=broad-except  # s3fs/botocore: OSError, credential errors, ...
+    raise errors.SourceError(errors.with_hint(
+        f"Registry {root} cannot be read into its local mirror {mirror} ({type(error).__name__}: {error})",
+        "Check the URL, the network and your credentials (AWS_* variables or ~/.aws for s3://)")) from error
+
+  def fetch_then_check(version_dir: epath.Path) -> None:
+    _fetch_version(source, mirror, version_dir)
+    if verify:
+      check_before_load(version_dir)
+
+  return mirror, fetch_then_check
+
+
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")  # TFDS shard names: copied when a load reads the version
+
+
+def _mirror_metadata(source: epath.Path, mirror: epath.Path) -> None:
+  """Copies every published version's small files (all but its shards) below `mirror`.
+
+  A version is (re)copied when its recorded checksums differ from the
+  mirror's; one without checksums (a publish under way) is skipped.
+  """
+  remote.invalidate_listings(source)
+  for version_dir in _version_dirs(source):
+    checksums = version_dir / CHECKSUMS_FILENAME
+    if not checksums.exists():
+      continue
+    local = mirror.joinpath(*_mirror_parts(source, version_dir))
+    recorded = checksums.read_bytes()
+    if (local / CHECKSUMS_FILENAME).exists() and (local / CHECKSUMS_FILENAME).read_bytes() == recorded:
+      continue
+    staging = local.parent / f"{_INCOMING}{local.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+      for path in safe_paths.regular_files(version_dir, _REAL_FILES_ONLY):
+        if not _SHARD.search(path.name):
+          _copy_file(path, staging / path.name)
+      if local.exists():
+        safe_paths.rmtree(local)
+      staging.rename(local)
+    finally:
+      if staging.exists():
+        safe_paths.rmtree(staging)
+
+
+def _mirror_parts(source: epath.Path, version_dir: epath.Path) -> tuple[str, ...]:
+  """`version_dir`'s folders below `source`, each checked to be a plain name before it is joined to the mirror."""
+  relative = str(version_dir)[len(str(source)):].strip("/")
+  return safe_paths.relative_parts(
+      relative, f"registry {source}", "Rename the folder in the registry, or re-publish the dataset")
+
+
+def _fetch_version(source: epath.Path, mirror: epath.Path, version_dir: epath.Path) -> None:
+  """Copies the files a mirrored version's checksums list and the mirror lacks, each under a temporary name first."""
+  version_dir = epath.Path(version_dir)
+  try:
+    parts = version_dir.relative_to(mirror).parts
+  except ValueError:
+    return  # not a mirrored version
+  checksums = version_dir / CHECKSUMS_FILENAME
+  if not checksums.exists():
+    return
+  names = json.loads(checksums.read_text()).get("sha256", {})
+  remote_dir = source.joinpath(*parts)
+  for name in sorted(names) if isinstance(names, dict) else []:
+    if not _is_file_name(name) or (version_dir / name).exists():
+      continue  # a name that is no file name: check_before_load reports it
+    partial = version_dir / f".{name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+      _copy_file(remote_dir / name, partial)
+      partial.rename(version_dir / name)
+    except FileNotFoundError:
+      pass  # gone from the registry: check_before_load names it missing
+    finally:
+      partial.unlink(missing_ok=True)
+
+
 def register_from_env() -> dict[str, str]:
-  """Registers the namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG, if it is set."""
-  return register() if os.environ.get(CONFIG_ENV) else {}
+  """Registers the namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG, if it is set; never raises.
+
+  `import tfds_builders` calls this, and no import may fail because of the
+  registry config: a problem is logged as one line naming the file, and what
+  it concerns is not registered. `register()` raises it (a ConfigError).
+
+  Returns:
+    The namespaces registered, with their roots.
+  """
+  config_path = os.environ.get(CONFIG_ENV)
+  if not config_path:
+    return {}
+  try:
+    namespaces = read_namespaces(config_path)
+  except errors.ConfigError as error:
+    _warn_once(f"{CONFIG_ENV} ignored: {error}")
+    return {}
+  registered = {}
+  for name, root in namespaces.items():
+    try:
+      registered.update(register(name, root))
+    except Exception as error:  # pylint: disable=broad-except  # reported here; register() raises it
+      _warn_once(f"{CONFIG_ENV}={config_path}: namespace {name!r} not registered: {error}")
+  return registered
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+  from tfds_builders.core import provenance  # pylint: disable=g-import-not-at-top  # `provenance` names a dict above
+
+  logging.getLogger(__name__).warning(" ".join(provenance.redact(message).split()))

@@ -6,9 +6,9 @@ import os
 from collections.abc import Callable, Sequence
 
 from etils import epath
-import tensorflow as tf
 
 from tfds_builders.core import errors
+from tfds_builders.core import remote
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -62,11 +62,11 @@ def expand(
 def _expand_one(path: epath.Path, keep: Callable[[str], bool]) -> list[epath.Path]:
   text = str(path)
   if any(char in text for char in _GLOB_CHARS):
-    return sorted(epath.Path(match) for match in tf.io.gfile.glob(text))
+    return sorted(epath.Path(match) for match in remote.glob(text))
   if path.is_dir():
     return sorted(
         path / relative_dir / name
-        for directory, _, names in tf.io.gfile.walk(str(path))
+        for directory, _, names in remote.walk(path)
         for relative_dir in [epath.Path(directory).relative_to(path)]
         for name in names
         if keep(name)
@@ -88,7 +88,11 @@ def source_names(sources: Sequence[epath.Path], root: str | None) -> list[str]:
       pass  # some source lies outside root
   if len(sources) == 1:
     return [sources[0].name]
-  common = epath.Path(os.path.commonpath([str(path.parent) for path in sources]))
+  # By path parts, not strings: os.path.commonpath would fold the `//` of `s3://` into `/`.
+  depth = len(os.path.commonprefix([path.parent.parts for path in sources]))
+  common = sources[0]
+  while len(common.parts) > depth:
+    common = common.parent
   return [str(path.relative_to(common)) for path in sources]
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from tfds_builders.core import crc32c
 from tfds_builders.core import errors
+from tfds_builders.core import remote
 from tfds_builders.core import tfrecord_io
 
 _HEADER_BYTES = tfrecord_io.FRAME_HEADER_BYTES
@@ -38,6 +39,7 @@ _MAX_NEEDED = 1 << 62
 # frame claiming more is refused before any of it is read.
 MAX_RECORD_BYTES = 2**31 - 1
 _INPUT_BYTES = 128 * 1024  # of a GZIP file, read at a time (as gzip.GzipFile does)
+_REMOTE_READ_BYTES = 4 * 1024 * 1024  # of an uncompressed streamed file, read at a time
 _CHECK_BYTES = 1024 * 1024  # of a long frame's data, CRC-checked at a time
 # tf.train.Feature's fields holding the values of each kind.
 KIND_FIELDS = {"bytes_list": 1, "float_list": 2, "int64_list": 3}
@@ -512,7 +514,7 @@ class _Windows:
   def __init__(self, file: tfrecord_io.RecordFile):
     self._file = file
     try:
-      handle: BinaryIO = file.path.open("rb")
+      handle: BinaryIO = remote.open_stream(file.path)
     except OSError as error:
       raise _read_error(file, error, at_start=True) from error
     self._fileno = None if file.compression else _fileno(handle)
@@ -649,13 +651,14 @@ class _PlainStream:
     self._file, self._handle, self._offset = file, handle, offset
 
   def read(self, count: int) -> bytes:
-    part = self._handle.read(count)
+    # Capped: a remote client holds a few copies of each response while it reads it (s3fs: ~4x).
+    part = self._handle.read(min(count, _REMOTE_READ_BYTES))
     self._offset += len(part)
     return part
 
   def copy(self) -> _PlainStream:
     """A stream reading on from here, on its own handle."""
-    handle = self._file.path.open("rb")
+    handle = remote.open_stream(self._file.path)
     handle.seek(self._offset)
     return _PlainStream(self._file, handle, self._offset)
 
@@ -724,7 +727,7 @@ class _GzipStream:
   def copy(self) -> _GzipStream:
     """A stream reading on from here, on its own handle."""
     twin = copy_lib.copy(self)
-    twin._handle = self._file.path.open("rb")
+    twin._handle = remote.open_stream(self._file.path)
     twin._handle.seek(self._offset)
     twin._member = self._member.copy() if self._member else None
     return twin
@@ -998,7 +1001,7 @@ def _zlib_hint(file: tfrecord_io.RecordFile) -> str:
 
 def _head(file: tfrecord_io.RecordFile) -> bytes:
   """The file's first two bytes, which tell GZIP and ZLIB streams apart from TFRecord frames."""
-  with file.path.open("rb") as handle:
+  with remote.open_stream(file.path) as handle:
     return handle.read(2)
 
 
