@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -38,9 +39,16 @@ def test_publish_copies_files_and_records_checksums(demo_dir, tmp_path) -> None:
   assert Path(target) == tmp_path / "numpy_arrays" / "demo" / "1.0.0"
   published = _tree(Path(target))
   for name, content in _tree(demo_dir).items():
-    assert published[name] == content
-  checksums = json.loads(published[registry.CHECKSUMS_FILENAME])["sha256"]
+    if name != "croissant.json":
+      assert published[name] == content
+  record = json.loads(published[registry.CHECKSUMS_FILENAME])
+  checksums = record["sha256"]
   assert set(checksums) == set(_tree(demo_dir))
+  # The published Croissant gains the publication date; everything else is the build's.
+  built, stamped = (json.loads(tree["croissant.json"]) for tree in (_tree(demo_dir), published))
+  assert stamped.pop("datePublished") == record["published_at"]
+  assert stamped == built
+  assert checksums["croissant.json"] == hashlib.sha256(published["croissant.json"]).hexdigest()
   assert registry.verify(tmp_path) == (1, [])
   assert [p.name for p in (tmp_path / "numpy_arrays" / "demo").iterdir()] == ["1.0.0"]
 

@@ -25,6 +25,7 @@ from typing import Any
 from etils import epath
 
 from tfds_builders import tfds_hooks
+from tfds_builders.core import croissant
 from tfds_builders.core import errors
 from tfds_builders.core import remote
 from tfds_builders.core import safe_paths
@@ -124,8 +125,11 @@ def publish(dataset_dir: epath.PathLike, registry: epath.PathLike, overwrite: bo
   try:
     incoming.mkdir()
     checksums = {path.name: _copy_file(path, incoming / path.name) for path in files}
+    published_at = _now()
+    # The published copy's Croissant says when it was published; its shard checksums stand.
+    checksums[croissant.FILENAME] = croissant.stamp_published(incoming, published_at)
     (incoming / CHECKSUMS_FILENAME).write_text(json.dumps(
-        {"published_at": _now(), "sha256": checksums}, indent=2, sort_keys=True
+        {"published_at": published_at, "sha256": checksums}, indent=2, sort_keys=True
     ))
     _check_target(root, parts, overwrite)  # again: the registry may have changed meanwhile
     if remote.is_remote(target):
