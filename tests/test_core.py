@@ -419,8 +419,10 @@ def test_split_writer_formats_hold_the_same_records_and_lengths(tmp_path, file_f
       data_dir=tmp_path, dataset_name="demo", split="train", filetype_suffix=file_format.file_suffix
   )
   info = shard_writer.SplitWriter(template, file_format, max_shard_bytes=1000).write(records)
-  per_shard = -(-1000 // len(records[0][1]))  # a shard closes once it holds >= 1000 bytes
-  expected = [per_shard] * (30 // per_shard) + ([30 % per_shard] if 30 % per_shard else [])
+  # TFDS's rule at a 1000-byte max: ceil(30 framed records / 1000 B) shards, counts as even as TFDS cuts them.
+  num_shards = -(-30 * (len(records[0][1]) + tfrecord_io.FRAME_BYTES) // 1000)
+  ends = [round(30 * i / num_shards) for i in range(num_shards + 1)]
+  expected = [stop - start for start, stop in zip(ends, ends[1:])]
   assert list(info.shard_lengths) == expected
   shards = [template.sharded_filepath(shard_index=i, num_shards=len(expected)) for i in range(len(expected))]
   if file_format == file_adapters.FileFormat.TFRECORD:

@@ -174,6 +174,10 @@ class Builder(streaming_builder.StreamingBuilder):
       return self.builder_config.release_notes
     return {str(self.version): _release_note(self.builder_config, None if self.is_prepared() else self._plan)}
 
+  def default_ordered(self) -> bool:
+    # An overlay is zipped with its base by position; a materialized version stands alone.
+    return self.builder_config.mode == "overlay"
+
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
 

@@ -1,12 +1,17 @@
-"""Streams pre-serialized examples into size-bounded shards, in generation order."""
+"""Streams pre-serialized examples into TFDS-sized shards, in stream order, locally or on Beam."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
+import itertools
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
+from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow as tf
@@ -15,6 +20,7 @@ from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core import naming
 
 from tfds_builders.core import errors
+from tfds_builders.core import shard_plan
 from tfds_builders.core import tfrecord_io
 
 KeySerialized = tuple[object, bytes]
@@ -110,124 +116,385 @@ def head(items: Iterable[StreamItem], count: int) -> Iterator[StreamItem]:
     yield item
 
 
-class _ShardFeed:
-  """Yields examples for one shard until its byte budget is spent."""
+# A limit that is never reached.
+_UNLIMITED = 1 << 62
+# Examples sampled at the head of a split to estimate its bytes from its count.
+_SAMPLE_EXAMPLES = 1024
+_SAMPLE_BYTES = 16 * 1024 * 1024
+# Bytes moved per read when shards are assembled from pieces.
+_COPY_CHUNK_BYTES = 16 * 1024 * 1024
+# Up to this many frames a cut is found by reading headers; beyond, by a compiled walk.
+_PYTHON_WALK_FRAMES = 4096
 
-  def __init__(self, first: KeySerialized, rest: Iterator[KeySerialized], budget: int):
-    self._first = first
-    self._rest = rest
-    self._budget = budget
-    self.num_examples = 0
-    self.exhausted = False
 
-  def __iter__(self) -> Iterator[KeySerialized]:
-    item: KeySerialized | None = self._first
-    size = 0
-    while item is not None:
-      yield item
-      self.num_examples += 1
-      size += len(item[1])
-      if size >= self._budget:
-        return
-      item = next(self._rest, None)
-    self.exhausted = True
+@dataclasses.dataclass(frozen=True)
+class Piece:
+  """A temporary TFRecord file holding consecutive examples of a split.
+
+  Attributes:
+    path: The file.
+    num_examples: Its records.
+    num_bytes: Its size, frames included.
+  """
+
+  path: epath.Path
+  num_examples: int
+  num_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+  """Records `[start, stop)` of one piece, a part of a final shard."""
+
+  piece: Piece
+  start: int
+  stop: int
+
+  @property
+  def whole(self) -> bool:
+    return self.start == 0 and self.stop == self.piece.num_examples
 
 
 class SplitWriter:
-  """Writes one split of serialized examples without TFDS's shuffle buffer.
+  """Writes one split of serialized examples into TFDS-sized shards, in stream order.
 
-  TFDS's `Writer` holds up to 1 GiB of examples in memory to sort them by
-  hashed key; our builders keep generation order (`disable_shuffling`), so
-  examples go straight to disk and memory stays flat in dataset size. Shards
-  are written under temporary names and renamed to TFDS's
-  `-NNNNN-of-NNNNN` names once their count is known.
+  Examples go straight to temporary TFRecord pieces, without TFDS's shuffle
+  buffer, so memory stays flat in dataset size. The shards follow TFDS's rule
+  (`shard_plan.ShardSizing`) for the split's final count and bytes. When the
+  count is known up front, the pieces are cut where the shards will end and
+  are renamed; otherwise pieces of `ShardSizing.piece_bytes()` are re-cut at
+  the end, by byte ranges at frame boundaries (one sequential copy, as TFDS's
+  own two-pass writer costs). Other formats (array_record, parquet) are
+  written from the pieces record by record.
   """
 
   def __init__(
       self,
       filename_template: naming.ShardedFileTemplate,
       file_format: file_adapters.FileFormat,
-      max_shard_bytes: int,
+      sizing: shard_plan.ShardSizing | None = None,
+      *,
+      max_shard_bytes: int | None = None,
   ):
     self._template = filename_template
     self._file_format = file_format
-    self._adapter = file_adapters.ADAPTER_FOR_FORMAT[file_format]
-    self._max_shard_bytes = max_shard_bytes
+    sizing = sizing or shard_plan.ShardSizing()
+    if max_shard_bytes is not None:
+      sizing = dataclasses.replace(
+          sizing,
+          min_shard_bytes=min(sizing.min_shard_bytes, max_shard_bytes),
+          max_shard_bytes=min(sizing.max_shard_bytes, max_shard_bytes),
+      )
+    self._sizing = sizing
 
-  def write(self, examples: Iterable[StreamItem]) -> tfds.core.SplitInfo:
+  def write(self, examples: Iterable[StreamItem], expected_examples: int | None = None) -> tfds.core.SplitInfo:
     """Writes every example and returns the split's info.
+
+    Args:
+      examples: The split's stream.
+      expected_examples: Its example count, when known before writing: the
+        shards are then planned up front (bytes estimated from its head).
 
     Raises:
       SourceError: if `examples` is empty.
+      ConfigError: if `--num_shards` exceeds the split's examples.
     """
-    if self._file_format == file_adapters.FileFormat.TFRECORD:
-      temp_paths, shard_lengths = self._write_tfrecord_shards(examples)
-    else:
-      temp_paths, shard_lengths = self._write_adapter_shards(unblocked(examples))
-    if not temp_paths:
-      raise errors.SourceError(
-          f"Split {self._template.split!r} has no examples. Give it at least "
-          "one source record, or leave the split out of the config."
-      )
-    return _rename_shards(self._template, temp_paths, shard_lengths)
+    split = self._template.split
+    target = self._sizing.piece_bytes()
+    planned: list[int] = []
+    if expected_examples:
+      sample, examples = _sampled(examples)
+      if sample.num_examples:
+        estimate = round(sample.serialized_bytes / sample.num_examples * expected_examples)
+        planned = self._sizing.shard_lengths(estimate, expected_examples, split)
 
-  def _write_tfrecord_shards(
-      self, examples: Iterable[StreamItem]
-  ) -> tuple[list[epath.Path], list[int]]:
-    # One loop writing straight to the shard: the generic adapter path costs
-    # a generator hop per example (~20% of a small-record build).
-    temp_paths: list[epath.Path] = []
-    shard_lengths: list[int] = []
-    budget = self._max_shard_bytes
-    shard = None
-    size = count = 0
+    def limits(index: int) -> tuple[int, int]:
+      return (planned[index], _UNLIMITED) if index < len(planned) else (_UNLIMITED, target)
+
+    pieces = _write_pieces(examples, self._temp_path, limits)
     try:
-      for piece in _pieces(examples):
-        if shard is None:
-          temp_paths.append(self._temp_path(len(temp_paths)))
-          shard = _TFRecordShard(temp_paths[-1])
-          size = count = 0
-        if not isinstance(piece, _BlockPiece):
-          shard.write(piece)
-          size, count = size + len(piece), count + 1
-        else:  # a block, cut where it reaches the budget; the rest comes back
-          keys, frames = piece.block
-          sizes = np.cumsum(frames.record_sizes()) + size
-          fits = int(np.searchsorted(sizes, budget)) + 1  # records up to the one reaching the budget
-          if fits < len(frames):
-            (keys, frames), rest = _split_block((keys, frames), fits)
-            piece.rest = rest
-          shard.write_block(frames)
-          size, count = int(sizes[len(frames) - 1]), count + len(frames)
-        if size >= budget:
-          shard.close()
-          shard = None
-          shard_lengths.append(count)
+      if not any(piece.num_examples for piece in pieces):
+        raise errors.SourceError(
+            f"Split {split!r} has no examples. Give it at least "
+            "one source record, or leave the split out of the config."
+        )
+      lengths = _exact_lengths(self._sizing, pieces, split)
+      if [p.num_examples for p in pieces] != lengths and self._file_format == file_adapters.FileFormat.TFRECORD:
+        logging.info("Split %s: re-cutting %d pieces into %d shards of TFDS's sizes.", split, len(pieces), len(lengths))
+      return assemble(pieces, lengths, self._template, self._file_format)
     finally:
-      if shard is not None:
-        shard.close()
-    if shard is not None:
-      shard_lengths.append(count)
-    return temp_paths, shard_lengths
-
-  def _write_adapter_shards(
-      self, examples: Iterable[KeySerialized]
-  ) -> tuple[list[epath.Path], list[int]]:
-    iterator = iter(examples)
-    temp_paths: list[epath.Path] = []
-    shard_lengths: list[int] = []
-    first = next(iterator, None)
-    while first is not None:
-      feed = _ShardFeed(first, iterator, self._max_shard_bytes)
-      temp_paths.append(self._temp_path(len(temp_paths)))
-      self._adapter.write_examples(temp_paths[-1], feed)
-      shard_lengths.append(feed.num_examples)
-      first = None if feed.exhausted else next(iterator, None)
-    return temp_paths, shard_lengths
+      for piece in pieces:
+        piece.path.unlink(missing_ok=True)
 
   def _temp_path(self, index: int) -> epath.Path:
-    prefix = self._template.filepath_prefix()
-    return epath.Path(f"{prefix}.part{index:05d}.tmp")
+    return piece_path(self._template, index)
+
+
+def piece_path(template: naming.ShardedFileTemplate, index: int) -> epath.Path:
+  """The temporary file of a split's `index`-th piece, next to its shards."""
+  return epath.Path(f"{template.filepath_prefix()}.part{index:05d}.tmp")
+
+
+@dataclasses.dataclass
+class _Sample:
+  num_examples: int = 0
+  serialized_bytes: int = 0
+
+
+def _sampled(examples: Iterable[StreamItem]) -> tuple[_Sample, Iterator[StreamItem]]:
+  """The head of the stream's count and bytes, and the whole stream again."""
+  iterator = iter(examples)
+  sample = _Sample()
+  head_items: list[StreamItem] = []
+  for item in iterator:
+    head_items.append(item)
+    if isinstance(item[1], FramedRecords):
+      sample.num_examples += len(item[1])
+      sample.serialized_bytes += int(item[1].record_sizes().sum())
+    else:
+      sample.num_examples += 1
+      sample.serialized_bytes += len(item[1])
+    if sample.num_examples >= _SAMPLE_EXAMPLES or sample.serialized_bytes >= _SAMPLE_BYTES:
+      break
+  return sample, itertools.chain(head_items, iterator)
+
+
+def _write_pieces(
+    examples: Iterable[StreamItem],
+    path_of: Callable[[int], epath.Path],
+    limits: Callable[[int], tuple[int, int]],
+) -> list[Piece]:
+  """Writes the stream into TFRecord pieces, each cut at `limits(index)` = (examples, bytes).
+
+  One loop writing straight to the file: the generic adapter path costs a
+  generator hop per example (~20% of a small-record build), and a block is
+  cut with one search, never record by record.
+  """
+  pieces: list[Piece] = []
+  current = None  # the piece being written
+  path = None
+  size = count = max_count = max_bytes = 0
+  try:
+    for item in _pieces(examples):
+      if current is None:
+        path = path_of(len(pieces))
+        current = _TFRecordShard(path)
+        size = count = 0
+        max_count, max_bytes = limits(len(pieces))
+      if not isinstance(item, _BlockPiece):
+        current.write(item)
+        size, count = size + len(item) + tfrecord_io.FRAME_BYTES, count + 1
+      else:  # a block, cut where a limit is reached; the rest comes back
+        keys, frames = item.block
+        # `ends` are the frames' cumulative sizes: the first reaching the budget closes the piece.
+        fits = min(int(np.searchsorted(frames.ends, max_bytes - size)) + 1, max_count - count)
+        if fits < len(frames):
+          (keys, frames), item.rest = _split_block((keys, frames), fits)
+        current.write_block(frames)
+        size, count = size + int(frames.ends[-1]), count + len(frames)
+      if size >= max_bytes or count >= max_count:
+        current.close()
+        current = None
+        pieces.append(Piece(path, count, size))
+  except BaseException:
+    if current is not None:
+      current.close()
+      path.unlink(missing_ok=True)
+    for written in pieces:
+      written.path.unlink(missing_ok=True)
+    raise
+  if current is not None:
+    current.close()
+    pieces.append(Piece(path, count, size))
+  return pieces
+
+
+def _serialized_bytes(pieces: Sequence[Piece]) -> int:
+  return sum(p.num_bytes - p.num_examples * tfrecord_io.FRAME_BYTES for p in pieces)
+
+
+def _exact_lengths(sizing: shard_plan.ShardSizing, pieces: Sequence[Piece], split: str) -> list[int]:
+  """TFDS's shard lengths for what was written."""
+  num_examples = sum(p.num_examples for p in pieces)
+  return sizing.shard_lengths(_serialized_bytes(pieces), num_examples, split)
+
+
+def _segments(pieces: Sequence[Piece], lengths: Sequence[int]) -> list[list[_Segment]]:
+  """For each shard of `lengths`, the piece ranges it is made of, in order."""
+  shards: list[list[_Segment]] = []
+  index = offset = 0
+  for length in lengths:
+    segments, needed = [], length
+    while needed:
+      piece = pieces[index]
+      take = min(needed, piece.num_examples - offset)
+      if take:
+        segments.append(_Segment(piece, offset, offset + take))
+      offset, needed = offset + take, needed - take
+      if offset == piece.num_examples:
+        index, offset = index + 1, 0
+    shards.append(segments)
+  return shards
+
+
+def assemble(
+    pieces: Sequence[Piece],
+    lengths: Sequence[int],
+    template: naming.ShardedFileTemplate,
+    file_format: file_adapters.FileFormat,
+) -> tfds.core.SplitInfo:
+  """Makes the final shards of `lengths` examples each from the pieces, in order.
+
+  The pieces are left for the caller to remove (those renamed are gone).
+  """
+  shard_bytes = [
+      write_shard(segments, template.sharded_filepath(shard_index=index, num_shards=len(lengths)), file_format)
+      for index, segments in enumerate(_segments(pieces, lengths))
+  ]
+  return tfds.core.SplitInfo(
+      name=template.split,
+      shard_lengths=list(lengths),
+      num_bytes=sum(shard_bytes),
+      filename_template=template,
+  )
+
+
+def write_shard(segments: Sequence[_Segment], path: epath.Path, file_format: file_adapters.FileFormat) -> int:
+  """Writes one final shard from piece ranges; returns its size in bytes.
+
+  Raises:
+    SourceError: if the shard's writer stored another count than it was given.
+  """
+  expected = sum(s.stop - s.start for s in segments)
+  if file_format != file_adapters.FileFormat.TFRECORD:
+    written = _format_writer(file_format)(path, _records_of(segments))
+    if written != expected:
+      raise errors.SourceError(
+          f"{path.name}: the {file_format.value} writer stored {written} of {expected} examples. "
+          "This is a bug of the writer; build with --file_format tfrecord meanwhile."
+      )
+    return path.stat().length
+  local = "://" not in str(path)
+  if segments[0].whole and (len(segments) == 1 or local):
+    segments[0].piece.path.rename(path)  # a piece that already is the shard's head is not copied
+    if len(segments) == 1:
+      return path.stat().length
+    # Appended to in place; not "ab": copy_file_range refuses O_APPEND files.
+    out = open(os.fspath(path), "r+b")  # noqa: PTH123, SIM115  # local only, closed below
+    out.seek(0, os.SEEK_END)
+    rest = segments[1:]
+  else:
+    out, rest = path.open("wb"), segments
+  with out:
+    for segment in rest:
+      _copy_range(segment, out)
+  return path.stat().length
+
+
+def _format_writer(file_format: file_adapters.FileFormat) -> Callable[[epath.Path, Iterable[KeySerialized]], int]:
+  """`(path, examples) -> count written` for a shard format other than TFRecord."""
+  if file_format == file_adapters.FileFormat.PARQUET:
+    from tfds_builders.core import parquet_format  # pylint: disable=g-import-not-at-top  # pyarrow
+
+    return parquet_format.write_examples
+  adapter = file_adapters.ADAPTER_FOR_FORMAT[file_format]
+
+  def write(path: epath.Path, examples: Iterable[KeySerialized]) -> int:
+    counted = _Counted(examples)
+    adapter.write_examples(path, counted)
+    return counted.num_examples
+
+  return write
+
+
+def _skip_frames(handle: BinaryIO, count: int) -> int:
+  """Moves past `count` frames from the handle's position; returns the bytes skipped."""
+  start = handle.tell()
+  name = getattr(handle, "name", None)
+  if count > _PYTHON_WALK_FRAMES and isinstance(name, str) and os.path.isfile(name):
+    # Cuts may fall deep in a piece of small records: walk them compiled, not per frame in Python.
+    frames = np.memmap(name, dtype=np.uint8, mode="r")
+    end = int(_compiled_walk()(frames, start, count))
+    del frames
+    handle.seek(end)
+    return end - start
+  for _ in range(count):
+    length = int.from_bytes(handle.read(tfrecord_io.FRAME_HEADER_BYTES)[:8], "little")
+    handle.seek(length + tfrecord_io.FRAME_CRC_BYTES, 1)
+  return handle.tell() - start
+
+
+def _walk_frames(frames: np.ndarray, position: int, count: int) -> int:
+  """Where the `count` frames from `position` end (the length is a little-endian uint64)."""
+  for _ in range(count):
+    length = 0
+    for byte in range(8):
+      length |= np.int64(frames[position + byte]) << (8 * byte)
+    position += length + 16  # tfrecord_io.FRAME_BYTES, a literal for Numba
+  return position
+
+
+@functools.cache
+def _compiled_walk() -> Callable[[np.ndarray, int, int], int]:
+  import numba  # pylint: disable=g-import-not-at-top  # compiled once, only when a deep cut needs it
+
+  return numba.njit(nogil=True, cache=True)(_walk_frames)
+
+
+def _copy_range(segment: _Segment, out: BinaryIO) -> None:
+  """Appends the segment's frames to `out`; only frames up to the cut are walked."""
+  with segment.piece.path.open("rb") as handle:
+    start = _skip_frames(handle, segment.start)
+    if segment.stop == segment.piece.num_examples:
+      left = segment.piece.num_bytes - start
+    else:
+      left = _skip_frames(handle, segment.stop - segment.start)
+    if _in_kernel(handle, out):  # local files: the kernel copies (or shares) the blocks
+      out.flush()
+      target = out.tell()
+      while left:
+        moved = os.copy_file_range(handle.fileno(), out.fileno(), left, start, target)
+        if not moved:
+          raise _ended_early(segment)
+        start, target, left = start + moved, target + moved, left - moved
+      out.seek(target)
+      return
+    handle.seek(start)
+    while left:
+      chunk = handle.read(min(left, _COPY_CHUNK_BYTES))
+      if not chunk:
+        raise _ended_early(segment)
+      out.write(chunk)
+      left -= len(chunk)
+
+
+def _in_kernel(source: BinaryIO, target: BinaryIO) -> bool:
+  """Whether both are local files that `os.copy_file_range` can join."""
+  if not hasattr(os, "copy_file_range"):
+    return False
+  try:
+    source.fileno()
+    target.fileno()
+  except (AttributeError, OSError, io.UnsupportedOperation):
+    return False
+  return True
+
+
+def _ended_early(segment: _Segment) -> errors.SourceError:
+  return errors.SourceError(f"{segment.piece.path}: the piece ended early; it was changed during the build.")
+
+
+def _records_of(segments: Sequence[_Segment]) -> Iterator[KeySerialized]:
+  """The segments' records, numbered in shard order (the number is the key)."""
+  number = 0
+  for segment in segments:
+    with segment.piece.path.open("rb") as handle:
+      _skip_frames(handle, segment.start)
+      for _ in range(segment.stop - segment.start):
+        length = int.from_bytes(handle.read(tfrecord_io.FRAME_HEADER_BYTES)[:8], "little")
+        yield number, handle.read(length)
+        handle.seek(tfrecord_io.FRAME_CRC_BYTES, 1)
+        number += 1
 
 
 class _TFRecordShard:
@@ -283,73 +550,117 @@ def write_partitions_with_beam(
     partitions: Sequence[Callable[[], Iterable[StreamItem]]],
     template: naming.ShardedFileTemplate,
     file_format: file_adapters.FileFormat,
+    sizing: shard_plan.ShardSizing | None = None,
+    max_examples: int | None = None,
+    counter: Callable[[int, int], None] | None = None,
 ) -> Callable[[], tfds.core.SplitInfo]:
-  """Adds to `pipeline` one step per partition, each writing one shard.
+  """Adds to `pipeline` the steps writing a split's partitions into TFDS-sized shards.
+
+  Each partition is written by a worker into one temporary piece. A planning
+  step then takes the first `max_examples` examples in partition order and
+  applies TFDS's rule (`sizing`) to their total, exactly as a local build
+  with a known count does; the final shards are assembled from the pieces in
+  parallel, tiny consecutive pieces joined and large ones cut.
 
   Args:
     pipeline: The Beam pipeline the steps are added to.
     partitions: Example generators, in dataset order.
     template: Shard file names of the split.
     file_format: Format of the shards.
+    sizing: The build's shard flags.
+    max_examples: Keep only the split's first examples (`--max_examples_per_split`).
+    counter: Called `(examples, bytes)` by each partition's worker (Beam counters).
 
   Returns:
-    A function to call after the pipeline ran: it drops empty shards,
-    renumbers the rest and returns the split's info.
+    A function to call after the pipeline ran: it removes the pieces and
+    returns the split's info.
   """
   beam = tfds.core.lazy_imports.apache_beam
-  adapter = file_adapters.ADAPTER_FOR_FORMAT[file_format]
+  sizing = sizing or shard_plan.ShardSizing()
   num_parts = len(partitions)
+  split = template.split
   if not num_parts:
-    raise errors.SourceError(f"Split {template.split!r} has no partitions to write.")
-  counts_path = epath.Path(f"{template.filepath_prefix()}.partition_counts.json")
+    raise errors.SourceError(f"Split {split!r} has no partitions to write.")
+  plan_path = epath.Path(f"{template.filepath_prefix()}.shard_plan.json")
 
-  def write_partition(index: int) -> tuple[int, int]:
-    examples = _Counted(unblocked(partitions[index]()))
-    adapter.write_examples(template.sharded_filepath(shard_index=index, num_shards=num_parts), examples)
-    return index, examples.num_examples
+  def write_partition(index: int) -> tuple[int, Piece]:
+    examples: Iterable[StreamItem] = partitions[index]()
+    if max_examples is not None:
+      examples = head(examples, max_examples)  # later partitions' examples may all be dropped
+    written = _write_pieces(examples, lambda _: piece_path(template, index), lambda _: (_UNLIMITED, _UNLIMITED))
+    piece = written[0] if written else Piece(piece_path(template, index), 0, 0)
+    if counter is not None:
+      counter(piece.num_examples, piece.num_bytes - piece.num_examples * tfrecord_io.FRAME_BYTES)
+    return index, piece
 
-  def save_counts(counts: list[tuple[int, int]]) -> None:
-    counts_path.write_text(json.dumps(dict(counts)))
+  def plan(written: list[tuple[int, Piece]]) -> list[tuple[int, int, list[_Segment]]]:
+    pieces = _first_examples([piece for _, piece in sorted(written, key=lambda item: item[0])], max_examples)
+    if not any(counted.num_examples for counted, _ in pieces):
+      plan_path.write_text(json.dumps({"lengths": []}))  # finalize raises, as a documented type
+      return []
+    try:
+      lengths = _exact_lengths(sizing, [counted for counted, _ in pieces], split)
+    except errors.ConfigError as error:
+      plan_path.write_text(json.dumps({"config_error": str(error)}))
+      return []
+    # Planned on the cut counts; a segment refers to the file's own count (is it whole?).
+    files = dict(pieces)
+    shards = [
+        [_Segment(files[s.piece], s.start, s.stop) for s in segments]
+        for segments in _segments([counted for counted, _ in pieces], lengths)
+    ]
+    plan_path.write_text(json.dumps({"lengths": lengths}))
+    return [(index, len(lengths), segments) for index, segments in enumerate(shards)]
 
+  def write_final(task: tuple[int, int, list[_Segment]]) -> int:
+    index, num_shards, segments = task
+    return write_shard(segments, template.sharded_filepath(shard_index=index, num_shards=num_shards), file_format)
+
+  shard_bytes_path = epath.Path(f"{template.filepath_prefix()}.shard_bytes.json")
   _ = (
       pipeline
-      | f"Partitions_{template.split}" >> beam.Create(range(num_parts))
-      | f"Spread_{template.split}" >> beam.Reshuffle()
-      | f"Write_{template.split}" >> beam.Map(write_partition)
-      | f"Collect_{template.split}" >> beam.combiners.ToList()
-      | f"SaveCounts_{template.split}" >> beam.Map(save_counts)
+      | f"Partitions_{split}" >> beam.Create(range(num_parts))
+      | f"Spread_{split}" >> beam.Reshuffle()
+      | f"Write_{split}" >> beam.Map(write_partition)
+      | f"Collect_{split}" >> beam.combiners.ToList()
+      | f"Plan_{split}" >> beam.FlatMap(plan)
+      | f"SpreadShards_{split}" >> beam.Reshuffle()
+      | f"Assemble_{split}" >> beam.Map(write_final)
+      | f"Sum_{split}" >> beam.CombineGlobally(sum)
+      | f"SaveBytes_{split}" >> beam.Map(lambda total: shard_bytes_path.write_text(json.dumps(total)))
   )
 
   def finalize() -> tfds.core.SplitInfo:
-    counts = {int(index): count for index, count in json.loads(counts_path.read_text()).items()}
-    counts_path.unlink()
-    written = [template.sharded_filepath(shard_index=i, num_shards=num_parts) for i in range(num_parts)]
-    for index, path in enumerate(written):
-      if not counts[index]:
-        path.unlink()
-    kept = [(path, counts[index]) for index, path in enumerate(written) if counts[index]]
-    if not kept:
-      raise errors.SourceError(f"Split {template.split!r} has no examples.")
-    return _rename_shards(template, [path for path, _ in kept], [count for _, count in kept])
+    for index in range(num_parts):
+      piece_path(template, index).unlink(missing_ok=True)
+    planned = json.loads(plan_path.read_text())
+    num_bytes = json.loads(shard_bytes_path.read_text())
+    plan_path.unlink()
+    shard_bytes_path.unlink()
+    if "config_error" in planned:
+      raise errors.ConfigError(planned["config_error"])
+    lengths = planned["lengths"]
+    if not lengths:
+      raise errors.SourceError(
+          f"Split {split!r} has no examples. Give it at least one source record, "
+          "or leave the split out of the config."
+      )
+    return tfds.core.SplitInfo(
+        name=split, shard_lengths=lengths, num_bytes=num_bytes, filename_template=template,
+    )
 
   return finalize
 
 
-def _rename_shards(
-    template: naming.ShardedFileTemplate,
-    paths: list[epath.Path],
-    shard_lengths: list[int],
-) -> tfds.core.SplitInfo:
-  """Gives shards their final `-NNNNN-of-NNNNN` names; returns the split info."""
-  num_bytes = 0
-  for index, path in enumerate(paths):
-    final_path = template.sharded_filepath(shard_index=index, num_shards=len(paths))
-    if path != final_path:
-      path.rename(final_path)
-    num_bytes += final_path.stat().length
-  return tfds.core.SplitInfo(
-      name=template.split,
-      shard_lengths=shard_lengths,
-      num_bytes=num_bytes,
-      filename_template=template,
-  )
+def _first_examples(pieces: Sequence[Piece], max_examples: int | None) -> list[tuple[Piece, Piece]]:
+  """Each piece as the plan counts it (cut after the split's first `max_examples`), and itself."""
+  kept, left = [], _UNLIMITED if max_examples is None else max_examples
+  for piece in pieces:
+    count = min(piece.num_examples, left)
+    left -= count
+    counted = piece
+    if count < piece.num_examples:
+      with piece.path.open("rb") as handle:  # only the piece where the cut falls is walked
+        counted = Piece(piece.path, count, _skip_frames(handle, count))
+    kept.append((counted, piece))
+  return kept

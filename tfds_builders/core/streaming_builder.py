@@ -1,4 +1,4 @@
-"""A GeneratorBasedBuilder whose examples arrive already serialized, written in order."""
+"""A GeneratorBasedBuilder whose examples arrive already serialized, written as they come."""
 
 from __future__ import annotations
 
@@ -19,11 +19,15 @@ from tensorflow_datasets.core import split_builder as split_builder_lib
 
 from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
+from tfds_builders.core import progress
 from tfds_builders.core import provenance
+from tfds_builders.core import shard_plan
 from tfds_builders.core import shard_writer
 
 # Same cap as TFDS's default ShardConfig, so readers see familiar shard sizes.
 DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
+# Where a split's write-time shuffle spills, inside the incomplete build dir.
+SHUFFLE_DIR_PREFIX = ".shuffle-"
 
 # TFDS builds into `<config dir>/incomplete.<6 of A-Z0-9>_<version>/` and
 # renames it at the end (tfds.core.utils.file_utils.incomplete_dir); the uuid
@@ -74,9 +78,10 @@ class StreamingConfig(tfds.core.BuilderConfig):
 class Partitions:
   """A split as independent example generators whose outputs follow each other.
 
-  Locally the partitions run one after another into size-bounded shards; on
-  Beam each runs on a worker and becomes one shard. Either way the dataset
-  holds the same examples, keys and order. Each generator must be picklable
+  Locally the partitions run one after another into TFDS-sized shards; on
+  Beam each runs on a worker into a piece, and the pieces are joined or cut
+  into the same shard sizes. Either way the dataset holds the same examples,
+  keys and order. Each generator must be picklable
   (a `functools.partial` of a module-level function, say).
   """
 
@@ -95,8 +100,9 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   by `core.record_blocks` and written with one call. Skipping
   TFDS's per-example Python encoding and its shuffle buffer is what keeps our
   builds near the raw TFRecord floor with flat memory. Examples are stored in
-  generation order (`disable_shuffling=True`), so keys only need to be unique
-  and deterministic.
+  generation order (or, with `shuffle: true`, in TFDS's hashed-key order), so
+  keys only need to be unique and deterministic. Whether readers must keep
+  that order is `is_ordered()`.
   """
 
   MAX_SHARD_BYTES = DEFAULT_MAX_SHARD_BYTES
@@ -111,10 +117,44 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         builder=self,
         description=self.DESCRIPTION,
         features=None if self.is_prepared() else self.inferred_features(),
-        disable_shuffling=True,
+        disable_shuffling=self.is_ordered(),
         metadata=tfds.core.MetadataDict(),
         **dataset_card.info_fields(self),
     )
+
+  def default_ordered(self) -> bool:
+    """Whether this builder's outputs are ordered when the config does not say.
+
+    A builder whose examples mean something only in stored order (rows the
+    user sorted, an overlay zipped with its base by position) returns True.
+    """
+    return False
+
+  def is_ordered(self) -> bool:
+    """Whether readers must see the stored order (`DatasetInfo.disable_shuffling`).
+
+    Raises:
+      ConfigError: if the config asks for both `ordered` and `shuffle`.
+    """
+    ordered = getattr(self.builder_config, "ordered", None)
+    if getattr(self.builder_config, "shuffle", False):
+      if ordered:
+        raise errors.ConfigError(
+            f"Config {self.builder_config.name!r} sets both ordered: true and shuffle: true: "
+            "a shuffled layout has no order to keep. Drop one of them."
+        )
+      return False
+    return self.default_ordered() if ordered is None else bool(ordered)
+
+  def expected_examples(self, split: str) -> int | None:
+    """The split's example count if known before it is generated, else None.
+
+    A builder that can tell cheaply (array lengths, a row count) gets shards
+    planned up front by TFDS's rule, written without a copy, and a progress
+    bar with a total.
+    """
+    del split
+    return None
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
     """The features this config's sources give; read only before preparing."""
@@ -168,11 +208,18 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       dl_manager: tfds.download.DownloadManager,
       download_config: tfds.download.DownloadConfig,
   ) -> list[tfds.core.SplitInfo]:
+    sizing = shard_plan.ShardSizing.of(download_config.get_shard_config(), self.MAX_SHARD_BYTES)
+    shuffle = bool(getattr(self.builder_config, "shuffle", False))
     if not self._uses_beam(download_config):
       return [
-          self._write_split(name, examples, download_config)
+          self._write_split(name, examples, download_config, sizing, shuffle)
           for name, examples in self._split_generators(dl_manager).items()
       ]
+    if shuffle:
+      raise errors.ConfigError(
+          f"Config {self.builder_config.name!r} sets shuffle: true, which runs only in a local "
+          "build (the hashed-key sort is not distributed). Build without Beam, or drop shuffle."
+      )
     # TFDS's SplitBuilder only supplies the pipeline (runner and options from
     # `--beam_pipeline_options`); the partitions are written by our writer.
     pipeline_owner = split_builder_lib.SplitBuilder(
@@ -191,6 +238,9 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               _partitions_of(name, examples).generators,
               self._get_filename_template(split_name=name),
               self.info.file_format,
+              sizing=sizing,
+              max_examples=download_config.max_examples_per_split,
+              counter=progress.beam_counted(name),
           )
           for name, examples in self._split_generators(dl_manager).items()
       ]
@@ -201,17 +251,31 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       split_name: str,
       examples: Iterable[StreamItem],
       download_config: tfds.download.DownloadConfig,
+      sizing: shard_plan.ShardSizing,
+      shuffle: bool,
   ) -> tfds.core.SplitInfo:
-    if download_config.max_examples_per_split is not None:
-      examples = shard_writer.head(examples, download_config.max_examples_per_split)
-    shard_config = download_config.get_shard_config()
-    max_bytes = min(self.MAX_SHARD_BYTES, shard_config.max_shard_size)
+    expected = self.expected_examples(split_name)
+    limit = download_config.max_examples_per_split
+    if limit is not None:
+      examples = shard_writer.head(examples, limit)
+      expected = None if expected is None else min(expected, limit)
     writer = shard_writer.SplitWriter(
         filename_template=self._get_filename_template(split_name=split_name),
         file_format=self.info.file_format,
-        max_shard_bytes=max_bytes,
+        sizing=sizing,
     )
-    return writer.write(examples)
+    examples = progress.tracked(examples, split_name, expected)
+    if not shuffle:
+      return writer.write(examples, expected_examples=expected)
+    from tfds_builders.core import shuffling  # pylint: disable=g-import-not-at-top  # only when asked for
+
+    # TFDS salts the hashed keys with the split's name; the spill stays in the build dir.
+    work_dir = epath.Path(self.data_dir) / f"{SHUFFLE_DIR_PREFIX}{split_name}"
+    try:
+      return writer.write(shuffling.shuffled(examples, work_dir, salt=split_name), expected_examples=expected)
+    finally:
+      if work_dir.exists():
+        work_dir.rmtree()
 
 
 def _partitions_of(split_name: str, examples: Iterable[KeySerialized]) -> Partitions:

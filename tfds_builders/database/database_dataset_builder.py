@@ -156,6 +156,10 @@ class Builder(streaming_builder.StreamingBuilder):
     ):
       super().download_and_prepare(**kwargs)
 
+  def default_ordered(self) -> bool:
+    # Rows the user sorted with order_by are read in that order; others have none to keep.
+    return bool(self.builder_config.order_by)
+
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(self._plan.features())
 
