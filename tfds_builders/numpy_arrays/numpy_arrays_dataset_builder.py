@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import safe_paths
@@ -106,6 +107,10 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
+
+  def card_defaults(self) -> dict:
+    """`as_supervised=True` pairs `image`/`label`, `x`/`y`, ... when the arrays are so named."""
+    return {"supervised_keys": dataset_card.paired_supervised_keys(self._plan.features.keys())}
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
