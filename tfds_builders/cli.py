@@ -81,6 +81,18 @@ def _parser() -> argparse.ArgumentParser:
   )
   inspect.set_defaults(run=_run_inspect)
 
+  croissant = commands.add_parser(
+      "croissant", help="print or write the Croissant 1.1 metadata of a prepared dataset",
+      description="Describe a prepared dataset version directory in Croissant "
+      "1.1 JSON-LD: one RecordSet per split (fields from the features), one "
+      "FileObject per shard with its SHA-256, license, citation and provenance "
+      "(prov:wasDerivedFrom, prov:wasGeneratedBy), secrets redacted. Builds "
+      "write it as croissant.json already; this recomputes it.",
+  )
+  croissant.add_argument("dataset_dir", help="prepared dataset version directory")
+  croissant.add_argument("--out", metavar="FILE", help="write to FILE instead of printing")
+  croissant.set_defaults(run=_run_croissant)
+
   export = commands.add_parser(
       "export", help="write a prepared dataset to one .zip archive, streaming",
       description="Write a prepared dataset version directory to one .zip, "
@@ -88,29 +100,33 @@ def _parser() -> argparse.ArgumentParser:
       "dataset directory itself, restorable with `tfds-builders import`. npz: "
       "one .npy per split and feature (np.load(OUT)['train/image']); "
       "variable-length features are padded with --pad-value, and "
-      "<split>/<feature>_length.npy keeps their true lengths (export only).",
+      "<split>/<feature>_length.npy keeps their true lengths (export only). "
+      "parquet: OUT is a folder of <split>-NNNNN-of-NNNNN.parquet files, one "
+      "per shard, one column per feature (nested features as a/b), readable "
+      "by DuckDB, pandas and Hugging Face datasets, restorable with import.",
   )
   export.add_argument("dataset_dir", help="prepared dataset version directory")
-  export.add_argument("out_zip", help="archive to write")
-  export.add_argument("--format", choices=("tfrecord", "npz"), default="tfrecord",
+  export.add_argument("out_zip", help="archive to write (parquet: folder to write)")
+  export.add_argument("--format", choices=("tfrecord", "npz", "parquet"), default="tfrecord",
                       help="archive contents (default tfrecord)")
   export.add_argument("--compression", choices=("stored", "deflate"), default="stored",
                       help="zip member compression (default stored)")
   export.add_argument("--pad-value", type=float, default=0.0,
                       help="npz: pad value of variable-length numeric features (default 0)")
   export.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
-                      help="npz: export only this split (repeatable; default all)")
+                      help="npz, parquet: export only this split (repeatable; default all)")
   export.set_defaults(run=_run_export)
 
   import_parser = commands.add_parser(
       "import", help="restore a dataset from an archive made by export",
-      description="Restore a --format tfrecord archive into DATA_DIR as "
+      description="Restore a --format tfrecord archive (or a --format parquet "
+      "folder, re-encoding its examples) into DATA_DIR as "
       "<dataset>/<config>/<version>/, byte for byte. The archive's manifest, "
       "its member names (no absolute or .. paths, symlinks, links or duplicates) "
       "and every member's CRC-32 are checked; a failed import leaves nothing "
       "that tfds.load accepts and writes nothing outside that folder.",
   )
-  import_parser.add_argument("archive", help="archive written by `tfds-builders export`")
+  import_parser.add_argument("archive", help="archive (or parquet folder) written by `tfds-builders export`")
   import_parser.add_argument("data_dir", help="TFDS data_dir to restore into")
   import_parser.add_argument("--overwrite", action="store_true",
                              help="replace an existing prepared dataset of the same name, config and version")
@@ -121,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
 def _run_export(args: argparse.Namespace) -> int:
   from tfds_builders import archive  # pylint: disable=g-import-not-at-top
 
+  if args.format == "parquet":
+    from tfds_builders import parquet_export  # pylint: disable=g-import-not-at-top
+
+    path = parquet_export.export(args.dataset_dir, args.out_zip, splits=args.splits)
+    print(f"exported {args.dataset_dir} to {path} (parquet)")
+    return EXIT_OK
   path = archive.export(args.dataset_dir, args.out_zip, args.format, compression=args.compression,
                         pad_value=args.pad_value, splits=args.splits)
   print(f"exported {args.dataset_dir} to {path} ({args.format})")
@@ -129,7 +151,12 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _run_import(args: argparse.Namespace) -> int:
   from tfds_builders import archive  # pylint: disable=g-import-not-at-top
+  from tfds_builders import parquet_export  # pylint: disable=g-import-not-at-top
 
+  if parquet_export.is_parquet_export(args.archive):
+    target, identical = parquet_export.import_(args.archive, args.data_dir, overwrite=args.overwrite)
+    print(f"imported {target} (shards {'byte-identical to' if identical else 're-encoded from'} the exported ones)")
+    return EXIT_OK
   print(f"imported {archive.import_(args.archive, args.data_dir, overwrite=args.overwrite)}")
   return EXIT_OK
 
@@ -237,6 +264,16 @@ def _run_inspect(args: argparse.Namespace) -> int:
           f"{split['num_shards']} shards, {split['num_bytes']} bytes")
   print("provenance:")
   print(textwrap.indent(json.dumps(description["provenance"], indent=2), "  "))
+  return EXIT_OK
+
+
+def _run_croissant(args: argparse.Namespace) -> int:
+  from tfds_builders.core import croissant  # pylint: disable=g-import-not-at-top
+
+  if args.out:
+    print(f"wrote {croissant.write(args.dataset_dir, args.out)}")
+  else:
+    print(json.dumps(croissant.croissant_for(args.dataset_dir), indent=2))
   return EXIT_OK
 
 
