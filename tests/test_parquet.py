@@ -169,8 +169,13 @@ def test_export_of_database_strings_and_null_masks(built, tmp_path):
   import duckdb  # pylint: disable=import-outside-toplevel
   from tfds_builders import parquet_export  # pylint: disable=import-outside-toplevel
 
+  from tfds_builders import archive  # pylint: disable=import-outside-toplevel
+
   dataset_dir = _dataset_dir(built, "database", "demo")
-  out = parquet_export.export(dataset_dir, tmp_path / "database")
+  # archive.export, the Python twin of `tfds-builders export`, routes parquet here.
+  out = archive.export(dataset_dir, tmp_path / "database", format="parquet")
+  assert sorted(path.name for path in out.iterdir()) == [
+      "test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
   expected = {split: _load(dataset_dir, split) for split in ("train", "test")}
   for split, examples in expected.items():
     rows = duckdb.sql(f"select id, sex, sex_is_null, comment, island, bill_length_mm, is_adult, typeof(sex), "

@@ -73,7 +73,9 @@ def export(
     dataset_dir: A prepared dataset version directory (holding
       dataset_info.json), e.g. `DATA_DIR/concatenated/demo/1.0.0`.
     out_zip: The archive to write.
-    format: `tfrecord` (the dataset directory, importable) or `npz` (arrays).
+    format: `tfrecord` (the dataset directory, importable), `npz` (arrays) or
+      `parquet` (a folder of Parquet files, one column per feature; see
+      `tfds_builders.parquet_export.export`, which writes it).
     compression: Zip member compression, `stored` or `deflate`.
     pad_value: npz only: the value variable-length numeric features are padded
       with (strings are padded with NUL bytes).
@@ -88,7 +90,11 @@ def export(
       dtype of a padded feature cannot hold.
     SchemaError: for features npz cannot hold (string tensors of rank >= 1).
   """
-  errors.check_choice(format, FORMATS, "format")
+  errors.check_choice(format, (*FORMATS, "parquet"), "format")
+  if format == "parquet":  # a folder, not a zip: its own module
+    from tfds_builders import parquet_export  # pylint: disable=g-import-not-at-top
+
+    return parquet_export.export(dataset_dir, out_zip, splits=splits)
   if compression not in COMPRESSIONS:
     raise errors.ConfigError(f"compression={compression!r}; use one of {sorted(COMPRESSIONS)}.")
   dataset_dir = epath.Path(dataset_dir)
@@ -423,7 +429,9 @@ def _decoded_batches(builder, split: str, columns: dict[str, _Column]) -> Iterat
         for name, value in batch.items()
     }
 
-  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  # Unordered splits are read 16 shards interleaved even without shuffle_files: one at a time keeps stored order.
+  dataset = builder.as_dataset(
+      split=split, shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1))
   dataset = dataset.map(flatten, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.ragged_batch(_BATCH).map(split_ragged).prefetch(2)
   for decoded in tfds.as_numpy(dataset):
