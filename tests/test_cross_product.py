@@ -618,7 +618,8 @@ def test_sources_are_never_modified_and_no_spill_is_left(tmp_path):
   builder = build(tmp_path, left=left_path, right=right_path, memory_budget_bytes=100)
   assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (left_path, right_path)} == before
   assert sorted(p.name for p in pathlib.Path(builder.data_path).iterdir()) == [
-      "cross_product-train.tfrecord-00000-of-00001", "dataset_info.json", "features.json", "metadata.json"]
+      "croissant.json", "cross_product-train.tfrecord-00000-of-00001", "dataset_info.json", "features.json",
+      "metadata.json"]
 
 
 # ---------------------------------------------------- provenance, CLI --
