@@ -178,3 +178,25 @@ def test_a_namespace_loads_from_a_tfds_style_toml(tmp_path) -> None:
   assert result.stdout.splitlines()[-1] == f"{expected} []"
   assert not _warnings(result.stderr)
   assert registry.read_namespaces(config) == {"team": str(tmp_path / "registry")}
+
+
+def test_a_copy_of_a_builder_folder_elsewhere_builds_its_own_code(tmp_path) -> None:
+  import shutil  # pylint: disable=import-outside-toplevel
+
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  # TFDS's usual workflow: copy a dataset folder and edit it. The copy must run, not ours.
+  fork = tmp_path / "fork" / "numpy_arrays"
+  shutil.copytree(faults.REPO / "tfds_builders" / "numpy_arrays", fork,
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  module = fork / "numpy_arrays_dataset_builder.py"
+  source = module.read_text()
+  assert 'VERSION = tfds.core.Version("1.0.0")' in source
+  module.write_text(source.replace('VERSION = tfds.core.Version("1.0.0")', 'VERSION = tfds.core.Version("7.7.7")'))
+  array = tmp_path / "x.npy"
+  np.save(array, np.arange(6, dtype=np.int16).reshape(3, 2))
+  faults.run_command([
+      faults.TFDS, "build", str(fork), "--data_dir", str(tmp_path / "data"),
+      "--config", json.dumps({"name": "fork", "splits": {"train": [str(array)]}}),
+  ])
+  assert sorted(p.name for p in (tmp_path / "data" / "numpy_arrays" / "fork").iterdir()) == ["7.7.7"]

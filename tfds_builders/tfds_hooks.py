@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,8 +70,8 @@ def resolve_folder_import(package_name: str) -> None:
   """
   builder_name = package_name.rpartition(".")[2]
   canonical_package = f"{__package__}.{builder_name}"
-  if package_name == canonical_package:
-    return
+  if package_name == canonical_package or not _is_our_folder(package_name, canonical_package):
+    return  # a copy of the folder elsewhere (a user's fork) stays the user's own code
   from tensorflow_datasets.core import registered  # pylint: disable=g-import-not-at-top
 
   folder_module = f"{package_name}.{builder_name}_dataset_builder"
@@ -78,6 +80,18 @@ def resolve_folder_import(package_name: str) -> None:
   sys.modules[folder_module] = builder_module
   # `tfds build` looks the class up by the module name it imported.
   registered._MODULE_TO_DATASETS[folder_module] = [builder_module.Builder]  # pylint: disable=protected-access
+
+
+def _is_our_folder(package_name: str, canonical_package: str) -> bool:
+  """Whether the package being imported is this installation's builder folder itself."""
+  folder = getattr(sys.modules.get(package_name), "__file__", None)
+  spec = importlib.util.find_spec(canonical_package)
+  if not folder or spec is None or not spec.origin:
+    return False
+  try:
+    return os.path.samefile(os.path.dirname(folder), os.path.dirname(spec.origin))
+  except OSError:
+    return False
 
 
 def register_namespace(namespace: str, root: epath.PathLike, before_load: BeforeLoad | None = None) -> None:

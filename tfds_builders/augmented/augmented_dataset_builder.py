@@ -110,7 +110,7 @@ class BuilderConfig(streaming_builder.StreamingConfig):
   side_table: str = ""
   side_table_format: str = "auto"
   side_table_sql: str = ""
-  side_table_connection: dict[str, Any] = dataclasses.field(default_factory=dict)
+  side_table_connection: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # may hold a password
   join_key: str = ""
   side_table_key: str = ""
   side_table_columns: list[str] = dataclasses.field(default_factory=list)
@@ -180,6 +180,18 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
+
+  def expected_examples(self, split: str) -> int | None:
+    """The base split's count: one output example per base example.
+
+    None while a walked base is still uncounted, and when a materialized
+    version drops examples without a side-table row (`missing_policy: skip`).
+    """
+    plan = self._plan
+    drops_examples = plan.mode == "materialize" and plan.missing_policy == "skip"
+    if plan.walk or drops_examples or split not in plan.base.splits:
+      return None
+    return plan.base.splits[split].num_examples
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
@@ -414,6 +426,11 @@ def _check_config(config: BuilderConfig) -> None:
     return errors.ConfigError(f"augmented config {config.name!r}: {message}")
 
   errors.check_choice(config.mode, MODES, "mode", fail)
+  if config.mode == "overlay" and config.shuffle:
+    raise fail(
+        "shuffle: true reorders the overlay, which is zipped with its base by position. "
+        "Drop shuffle (load_augmented keeps the base's order), or use mode='materialize'."
+    )
   if bool(config.base) == bool(config.base_records):
     raise fail(
         "give either `base` (a prepared TFDS dataset: directory or name) or "

@@ -109,6 +109,10 @@ class Builder(streaming_builder.StreamingBuilder):
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
 
+  def expected_examples(self, split: str) -> int | None:
+    """The sources' counts, mixed: every record once, or the interleave's draws."""
+    return self._plan.num_examples(split) if split in self._plan.mapping else None
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
     plan = self._plan
@@ -180,6 +184,13 @@ class _Plan:
     if self.config.weights is not None:
       weights = [float(self.config.weights[tasks[0].source]) for tasks in streams]
     return lengths, weights, self.config.seed, self.config.stopping_strategy
+
+  def num_examples(self, split: str) -> int:
+    """The split's example count, known from the sources' counts before reading a record."""
+    lengths, weights, seed, stopping_strategy = self.interleave_args(split)
+    if self.config.mixing == "concatenate" or stopping_strategy == "all_exhausted_without_replacement":
+      return sum(lengths)  # every record exactly once
+    return sum(mixing.counts(lengths, weights, seed, stopping_strategy))
 
   def examples_per_source(self) -> dict[str, dict[str, int]]:
     """Output split -> source -> examples it contributes."""

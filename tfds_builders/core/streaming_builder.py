@@ -21,6 +21,7 @@ from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
 from tfds_builders.core import progress
 from tfds_builders.core import provenance
+from tfds_builders.core import remote
 from tfds_builders.core import shard_plan
 from tfds_builders.core import shard_writer
 
@@ -181,6 +182,11 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       dl_manager: tfds.download.DownloadManager,
       download_config: tfds.download.DownloadConfig,
   ) -> None:
+    # TFRecordWriter cannot write to s3://: say so, naming the user's --data_dir, before a split is generated.
+    remote.require_tensorflow_reads(
+        self.data_dir_root, "--data_dir",
+        "Build into a local --data_dir, then tfds-builders publish DATA_DIR/<name>/<config>/<version> "
+        "s3://bucket/registry; namespace loads fetch it into a local cache")
     # TFDS runs this inside the incomplete dir, which `data_dir` names now.
     build_dir = epath.Path(self.data_dir)
     owned = bool(INCOMPLETE_DIR_NAME.match(build_dir.name))

@@ -116,6 +116,13 @@ class Builder(streaming_builder.StreamingBuilder):
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
 
+  def expected_examples(self, split: str) -> int | None:
+    """N×M or N(N-1)/2 pairs; None under sampling, whose count only the hashes tell."""
+    space = self._plan.space
+    if split != self.builder_config.split or space.sample_rate < 1.0:
+      return None
+    return space.size
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
     config = self.builder_config

@@ -22,6 +22,16 @@ def to_numpy(dataset: Any) -> dict[str, np.ndarray | list[np.ndarray]]:
   source array comes back equal, dtype and bytes included. Features whose
   shape varies come back as a list of arrays, one per example.
 
+  The arrays come in the dataset's order. A numpy_arrays split is unordered
+  (`disable_shuffling=False`), so TFDS reads a split of several shards 16
+  shards at a time, interleaved, even with `shuffle_files=False`. Load it with
+  `read_config=tfds.ReadConfig(interleave_cycle_length=1)` to get the rows
+  back in stored order:
+
+      ds = tfds.load("numpy_arrays/mine", split="train",
+                     read_config=tfds.ReadConfig(interleave_cycle_length=1))
+      arrays = to_numpy(ds)
+
   Args:
     dataset: A `tf.data.Dataset` from `tfds.load(...)`, unbatched.
   """

@@ -112,6 +112,10 @@ class Builder(streaming_builder.StreamingBuilder):
     """`as_supervised=True` pairs `image`/`label`, `x`/`y`, ... when the arrays are so named."""
     return {"supervised_keys": dataset_card.paired_supervised_keys(self._plan.features.keys())}
 
+  def expected_examples(self, split: str) -> int | None:
+    """Rows (or files) counted from the headers; None when `split_fractions` hash the keys."""
+    return self._plan.num_examples(split, self.builder_config.layout)
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # sources are local or remote paths, never downloaded
     plan = self._plan
@@ -181,6 +185,19 @@ class _Plan:
 
   def groups_for(self, split: str) -> Sequence[groups_lib.Group]:
     return self.groups_by_split["all" if self.fractions else split]
+
+  def num_examples(self, split: str, layout: str) -> int | None:
+    """The split's example count from the headers already read, or None under `split_fractions`.
+
+    Under `layout: rows` a group's sources share their first axis (checked
+    when the plan is made), so any one of them gives its rows.
+    """
+    if self.fractions or split not in self.groups_by_split:
+      return None  # hashed fractions: known once every key is; or not a split of this config
+    groups = self.groups_by_split[split]
+    if layout == "files":
+      return len(groups)
+    return sum(next(iter(group.sources.values())).num_rows for group in groups)
 
   def holds(self, split: str, key: str) -> bool:
     """Whether the example `key`, read for `split`, belongs to it.
