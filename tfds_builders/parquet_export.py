@@ -152,16 +152,9 @@ def export(dataset_dir: epath.PathLike, out_dir: epath.PathLike, *, splits: Sequ
       "files": _dataset_files(dataset_dir, shard_names),
   }
   staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}.partial"
-  staging.mkdir(parents=True)
-  try:
+  with safe_paths.staged_replacement(out_dir, staging):
     for split in chosen:
       _write_split(builder, split, staging, columns, header)
-    if out_dir.exists():
-      safe_paths.rmtree(out_dir)
-    staging.rename(out_dir)
-  finally:
-    if staging.exists():
-      safe_paths.rmtree(staging)
   return out_dir
 
 
@@ -498,36 +491,31 @@ def import_(export_dir: epath.PathLike, data_dir: epath.PathLike, *, overwrite: 
              if not folder.exists()]  # removed again, if left empty, when the import fails
   target.parent.mkdir(parents=True, exist_ok=True)
   staging = target.parent / f"incomplete.{uuid.uuid4().hex[:8]}.{target.name}"
-  staging.mkdir()
   identical = True
   try:
-    for name, content in header["files"].items():
-      safe_paths.relative_parts(name, where, _NOT_OURS)
-      data = content["text"].encode("utf-8") if "text" in content else base64.b64decode(content["base64"])
-      (staging / name).write_bytes(data)
-    if tuple(part for part in safe_paths.dataset_identity(staging, _NOT_OURS) if part) != tuple(identity):
-      raise errors.SourceError(errors.with_hint(f"{where}: dataset_info.json names another dataset", _NOT_OURS))
-    builder = tfds.builder_from_directory(str(staging))
-    columns = columns_of(builder.info.features)
-    exported = set()
-    for part in parts:
-      split = part.header["split"]
-      info = builder.info.splits[split] if split in builder.info.splits else None
-      index = part.header["shard_index"]
-      if info is None or info.num_shards != part.header["num_shards"] or info.shard_lengths[index] != part.num_rows:
-        raise errors.SourceError(errors.with_hint(
-            f"{part.path} does not match the splits of its dataset_info.json", _NOT_OURS))
-      shard = staging / info.filenames[index]
-      _write_examples(builder, shard, _serialized(builder, part, columns))
-      identical &= _sha256(shard) == part.header["shard_sha256"]
-      exported.add(split)
-    _drop_missing_splits(staging, exported)
-    if target.exists():
-      safe_paths.rmtree(target)
-    staging.rename(target)
+    with safe_paths.staged_replacement(target, staging):
+      for name, content in header["files"].items():
+        safe_paths.relative_parts(name, where, _NOT_OURS)
+        data = content["text"].encode("utf-8") if "text" in content else base64.b64decode(content["base64"])
+        (staging / name).write_bytes(data)
+      if tuple(part for part in safe_paths.dataset_identity(staging, _NOT_OURS) if part) != tuple(identity):
+        raise errors.SourceError(errors.with_hint(f"{where}: dataset_info.json names another dataset", _NOT_OURS))
+      builder = tfds.builder_from_directory(str(staging))
+      columns = columns_of(builder.info.features)
+      exported = set()
+      for part in parts:
+        split = part.header["split"]
+        info = builder.info.splits[split] if split in builder.info.splits else None
+        index = part.header["shard_index"]
+        if info is None or info.num_shards != part.header["num_shards"] or info.shard_lengths[index] != part.num_rows:
+          raise errors.SourceError(errors.with_hint(
+              f"{part.path} does not match the splits of its dataset_info.json", _NOT_OURS))
+        shard = staging / info.filenames[index]
+        _write_examples(builder, shard, _serialized(builder, part, columns))
+        identical &= _sha256(shard) == part.header["shard_sha256"]
+        exported.add(split)
+      _drop_missing_splits(staging, exported)
   finally:
-    if staging.exists():
-      safe_paths.rmtree(staging)
     if not target.exists():
       for folder in reversed(created):
         with contextlib.suppress(OSError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from etils import epath
@@ -206,6 +207,23 @@ def create_new(path: epath.Path) -> BinaryIO:
   if not is_local(path):
     return epath.Path(path).open("wb")
   return os.fdopen(os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb")
+
+
+@contextlib.contextmanager
+def staged_replacement(target: epath.Path, staging: epath.Path) -> Iterator[epath.Path]:
+  """Creates the folder `staging`; if the block succeeds it replaces the folder `target`, else it is removed.
+
+  So a failed export or import leaves neither a partial `target` nor the staging folder.
+  """
+  staging.mkdir(parents=True)
+  try:
+    yield staging
+    if target.exists():
+      rmtree(target)
+    staging.rename(target)
+  finally:
+    if staging.exists():
+      rmtree(staging)
 
 
 def rmtree(path: epath.Path) -> None:
