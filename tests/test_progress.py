@@ -142,6 +142,8 @@ def test_tfds_build_shows_a_bar_on_a_terminal_and_a_log_line_elsewhere(tmp_path)
   record_bytes = sum(shard.stat().st_size for shard in shards) - 60_000 * 16  # minus TFRecord frames
   for output in (on_terminal, piped):
     assert [m.groups() for m in SUMMARY.finditer(output)] == [("60000", "train", str(record_bytes))], output[-3000:]
+  # The planning step before any example (here: reading the array headers) is logged as a phase.
+  assert re.search(r"numpy_arrays/rows: planning \(the arrays' headers\): done in \d+\.\d s\.", piped), piped[-3000:]
 
 
 def test_beam_counters_are_read_back_from_the_pipeline_result():

@@ -181,6 +181,12 @@ class Builder(streaming_builder.StreamingBuilder):
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
 
+  def card_defaults(self) -> dict:
+    """`as_supervised=True` pairs `image`/`label`, `text`/`label`, ... when exactly one of each is a feature."""
+    from tfds_builders.core import dataset_card  # pylint: disable=g-import-not-at-top
+
+    return {"supervised_keys": dataset_card.paired_supervised_keys(self._plan.features.keys())}
+
   def expected_examples(self, split: str) -> int | None:
     """The base split's count: one output example per base example.
 
@@ -229,7 +235,7 @@ class Builder(streaming_builder.StreamingBuilder):
 
   @functools.cached_property
   def _plan(self) -> _Plan:
-    return _Plan.from_config(self.builder_config)
+    return self.planned(_Plan.from_config, "the base's features and counts, the side table or function's fields")
 
 
 def _base_location(config: BuilderConfig) -> str:

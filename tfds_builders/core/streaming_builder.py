@@ -10,7 +10,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from absl import logging
 from etils import epath
@@ -44,6 +44,7 @@ UNMARKED_STALE_SECONDS = 24 * 3600
 KeySerialized = shard_writer.KeySerialized
 StreamItem = shard_writer.StreamItem
 PartitionFn = Callable[[], Iterator[StreamItem]]
+PlanT = TypeVar("PlanT")
 
 
 @dataclasses.dataclass
@@ -147,6 +148,19 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       return False
     return self.default_ordered() if ordered is None else bool(ordered)
 
+  def planned(self, make_plan: Callable[[Any], PlanT], reads: str) -> PlanT:
+    """Runs the builder's planning step on its config, logged as a phase.
+
+    Planning is what the constructor may read before any example is
+    generated (headers, schemas, counts): builders cache its result.
+
+    Args:
+      make_plan: Makes the plan from the builder config.
+      reads: What planning reads, for the log line.
+    """
+    with progress.timed_phase("%s/%s: planning (%s)", self.name, self.builder_config.name, reads):
+      return make_plan(self.builder_config)
+
   def expected_examples(self, split: str) -> int | None:
     """The split's example count if known before it is generated, else None.
 
@@ -237,7 +251,8 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         beam_runner=download_config.beam_runner,
         example_writer=self._example_writer(),
     )
-    with pipeline_owner.maybe_beam_pipeline():
+    with progress.timed_phase("%s/%s: running the splits' partitions on Beam", self.name, self.builder_config.name), \
+        pipeline_owner.maybe_beam_pipeline():
       finalizers = [
           shard_writer.write_partitions_with_beam(
               pipeline_owner.beam_pipeline,

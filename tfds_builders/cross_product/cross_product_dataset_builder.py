@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from tfds_builders.core import errors
 from tfds_builders.core import example_schema
 from tfds_builders.core import paths
+from tfds_builders.core import progress
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
 from tfds_builders.cross_product import inputs
@@ -129,10 +130,11 @@ class Builder(streaming_builder.StreamingBuilder):
     plan = self._plan
     spill_dir = self._spill_dir()
     spill_dir.mkdir(parents=True, exist_ok=True)
-    left, right = (
-        spill.write(spill_dir / side, plan.spill_records(side), config.memory_budget_bytes)
-        for side in SIDES
-    )
+    with progress.timed_phase("cross_product/%s: spilling both inputs to %s", config.name, spill_dir):
+      left, right = (
+          spill.write(spill_dir / side, plan.spill_records(side), config.memory_budget_bytes)
+          for side in SIDES
+      )
     pair_bytes = left.num_bytes / left.num_records + right.num_bytes / right.num_records
     row_ranges = pairs.row_ranges(
         plan.space, pair_bytes, _PARTITION_BYTES, config.left_rows_per_partition
@@ -178,7 +180,7 @@ class Builder(streaming_builder.StreamingBuilder):
 
   @functools.cached_property
   def _plan(self) -> _Plan:
-    return _Plan.from_config(self.builder_config)
+    return self.planned(_Plan.from_config, "both inputs, once, to count and type their records")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -195,7 +195,7 @@ class Builder(streaming_builder.StreamingBuilder):
 
   @functools.cached_property
   def _plan(self) -> plan_lib.Plan:
-    return plan_lib.Plan.from_config(self.builder_config)
+    return self.planned(plan_lib.Plan.from_config, "schema pass: the query's columns, types and NULLs")
 
 
 @dataclasses.dataclass

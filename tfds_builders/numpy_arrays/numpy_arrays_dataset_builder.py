@@ -143,7 +143,7 @@ class Builder(streaming_builder.StreamingBuilder):
 
   @functools.cached_property
   def _plan(self) -> _Plan:
-    return _Plan.from_config(self.builder_config)
+    return self.planned(_Plan.from_config, "the arrays' headers")
 
 
 def _group_examples(
