@@ -632,7 +632,7 @@ def test_a_change_after_a_verified_load_is_still_caught(world, demo_dir):
   verified = registry._VERIFIED  # pylint: disable=protected-access
   cached = {key[0] for key in verified if key[0].startswith(str(version_dir))}
   recorded = json.loads((version_dir / registry.CHECKSUMS_FILENAME).read_text())["sha256"]
-  assert cached == {str(version_dir / name) for name in recorded} and len(cached) == 5  # each file hashed once
+  assert cached == {str(version_dir / name) for name in recorded} and len(cached) == 6  # each file hashed once
   _rewrite_a_record(version_dir)
   with pytest.raises(errors.SourceError, match="faults_demo-train.tfrecord-00000-of-00001: checksum mismatch"):
     _train_scores(namespace)

@@ -189,3 +189,69 @@ def test_tfds_build_publish_dir_gives_a_loadable_registry(tmp_path) -> None:
     tfds.load("published:numpy_arrays/demo:1.0.0", split="test")
   registry.register("published", tmp_path / "reg", verify=False)  # the explicit opt-out
   assert len(list(tfds.load("published:numpy_arrays/demo:1.0.0", split="test"))) == 2
+
+
+# A secret in a registry URL: refused up front, never echoed (the user info is shown as ***).
+_SECRET_URLS = ("s3://AKIAEXAMPLE:supersecretkey@reg/root", "s3://AKIAEXAMPLE@reg/root",
+                "s3://AKIAEXAMPLE:super/secretkey@reg/root", "gs://AKIAEXAMPLE:supersecretkey@reg/root")
+
+
+@pytest.mark.parametrize("url", _SECRET_URLS)
+def test_every_registry_entry_point_refuses_a_url_with_credentials(url, demo_dir, tmp_path) -> None:
+  calls = {
+      "register": lambda: registry.register("team", url),
+      "publish": lambda: registry.publish(demo_dir, url),
+      "verify": lambda: registry.verify(url),
+      "list": lambda: registry.list_versions(url),
+  }
+  shown = url.split("://")[0] + "://***@reg/root"
+  for name, call in calls.items():
+    with pytest.raises(errors.ConfigError) as refused:
+      call()
+    message = str(refused.value)
+    assert "AKIAEXAMPLE" not in message and "secret" not in message, (name, message)
+    assert f"Registry root {shown} carries credentials" in message, (name, message)
+    assert "put credentials in the AWS_* environment variables or ~/.aws, not in the URL" in message
+  config = tmp_path / "registry.toml"
+  config.write_text(f'[namespaces]\nteam = "{url}"\n')
+  with pytest.raises(errors.ConfigError, match=rf"Registry config {config}: namespaces.team = .*://\*\*\*@reg/root"):
+    registry.read_namespaces(config)
+
+
+def test_the_cli_refuses_credential_urls_for_list_publish_verify_and_export(demo_dir) -> None:
+  url = _SECRET_URLS[0]
+  argvs = [["list", url], ["publish", str(demo_dir), url], ["verify", url],
+           ["export", str(demo_dir), f"{url}/demo.zip"], ["import", f"{url}/demo.zip", str(demo_dir.parent)]]
+  for argv in argvs:
+    process = subprocess.run([str(Path(sys.executable).parent / "tfds-builders"), *argv],
+                             capture_output=True, text=True, check=False,
+                             env={**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert process.returncode == 1, (argv, process.stderr)
+    assert "supersecretkey" not in process.stderr + process.stdout and "AKIAEXAMPLE" not in process.stderr
+    assert "s3://***@reg/root" in process.stderr and "not in the URL" in process.stderr, (argv, process.stderr)
+
+
+@pytest.mark.parametrize("toml, problem", [
+    ('[namespaces]\n"bad:name" = "/r"\n', r"namespaces.bad:name: 'bad:name' is no namespace name"),
+    ('[namespaces]\n"../up" = "/r"\n', r"'\.\./up' is no namespace name"),
+    ('[namespaces]\n"" = "/r"\n', r"'' is no namespace name"),
+    ('["a/b"]\npaths = ["/r"]\n', r"a/b.paths: 'a/b' is no namespace name"),
+    ('[team]\npaths = ["/r"]\n[namespaces]\nteam = "/s"\n',
+     r"namespace 'team' is defined twice \(team.paths and namespaces.team\); keep one"),
+])
+def test_read_namespaces_refuses_names_tfds_cannot_parse_and_duplicates(toml, problem, tmp_path) -> None:
+  config = tmp_path / "registry.toml"
+  config.write_text(toml)
+  with pytest.raises(errors.ConfigError, match=rf"Registry config {config}: .*{problem}"):
+    registry.read_namespaces(config)
+
+
+def test_relative_roots_resolve_against_the_toml_folder(tmp_path, monkeypatch) -> None:
+  (tmp_path / "conf").mkdir()
+  config = tmp_path / "conf" / "registry.toml"
+  config.write_text('[namespaces]\nteam = "reg"\nup = "../shared/reg"\nabs = "/srv/reg"\n'
+                    '[my-team]\npaths = ["s3://bucket/reg"]\n')
+  monkeypatch.chdir(tmp_path)  # not the TOML's folder
+  assert registry.read_namespaces("conf/registry.toml") == {
+      "team": str(tmp_path / "conf" / "reg"), "up": str(tmp_path / "conf" / ".." / "shared" / "reg"),
+      "abs": "/srv/reg", "my-team": "s3://bucket/reg"}

@@ -144,7 +144,8 @@ def test_registry_on_s3_publish_verify_list_and_load_by_namespace(s3_build, s3_b
   assert result["count"] == 12
   assert "checksum mismatch" in result["refused"] and shard in result["refused"]
   mirrored = next((tmp_path / "cache").glob(f"remote/s3-*/{VERSION}"))
-  assert _tree(mirrored) == {**_tree(version_dir), registry.CHECKSUMS_FILENAME: (mirrored / registry.CHECKSUMS_FILENAME).read_bytes()}
+  published = {name: _s3().cat(f"{root}/{VERSION}/{name}") for name in ("croissant.json", registry.CHECKSUMS_FILENAME)}
+  assert _tree(mirrored) == {**_tree(version_dir), **published}  # publish stamps its Croissant: the rest is the build's
   _assert_no_credentials_in(tmp_path / "cache")
   remote.invalidate_listings(root)
   assert registry.verify(root) == (1, [registry.Damage(f"{root}/{VERSION}/{shard}", "checksum mismatch (damaged or modified)")])
@@ -256,3 +257,53 @@ def test_errors_about_s3_paths_name_them_without_credentials(s3_endpoint) -> Non
     _cli("list", missing)
   assert f"Registry root {missing} does not exist" in failed.value.stderr
   _assert_no_credentials(failed.value.stderr)
+
+
+def test_an_s3_registry_skips_a_version_it_cannot_mirror_and_loads_the_others(
+    s3_build, s3_bucket, tmp_path, monkeypatch, caplog) -> None:
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  _, version_dir, _ = s3_build
+  root = f"{s3_bucket}/registry"
+  registry.publish(version_dir, root)
+  s3 = _s3()
+  for name in ("dataset_info.json", registry.CHECKSUMS_FILENAME):  # a folder name no local path may hold
+    s3.pipe(f"{root}/evil:x/cfg/1.0.0/{name}", b"{}")
+  monkeypatch.setenv(remote.CACHE_ENV, str(tmp_path / "cache"))
+  namespace = f"skip{uuid.uuid4().hex[:8]}"
+  with caplog.at_level("WARNING", logger=registry.__name__):
+    registry.register(namespace, root)
+  (warning,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+  assert f"Registry {root}: version evil:x/cfg/1.0.0 skipped" in warning and "'evil:x'" in warning
+  examples = list(tfds.load(f"{namespace}:concatenated/s3:1.0.0", split="train"))
+  assert len(examples) == 12
+  assert sorted(p.name for p in next((tmp_path / "cache" / "remote").iterdir()).iterdir()) == ["concatenated"]
+
+
+def test_a_warm_s3_mirror_is_kept_until_the_published_checksums_change(s3_build, s3_bucket, tmp_path, monkeypatch) -> None:
+  _, version_dir, _ = s3_build
+  root = f"{s3_bucket}/registry"
+  registry.publish(version_dir, root)
+  monkeypatch.setenv(remote.CACHE_ENV, str(tmp_path / "cache"))
+  registry.register(f"warm{uuid.uuid4().hex[:8]}", root)
+  mirrored = remote.cache_dir(root) / VERSION
+  names = sorted(p.name for p in mirrored.iterdir())
+  assert names == sorted([*(p.name for p in version_dir.iterdir() if "tfrecord-" not in p.name),
+                          registry.CHECKSUMS_FILENAME])  # metadata only: shards come on first load
+  inode = os.stat(mirrored / "dataset_info.json").st_ino
+  registry.register(f"warm{uuid.uuid4().hex[:8]}", root)
+  assert os.stat(mirrored / "dataset_info.json").st_ino == inode  # unchanged: not copied again
+  changed = json.loads(_s3().cat(f"{root}/{VERSION}/{registry.CHECKSUMS_FILENAME}"))
+  changed["published_at"] = "2000-01-01T00:00:00+00:00"
+  _s3().pipe(f"{root}/{VERSION}/{registry.CHECKSUMS_FILENAME}", json.dumps(changed).encode())
+  registry.register(f"warm{uuid.uuid4().hex[:8]}", root)
+  assert json.loads((mirrored / registry.CHECKSUMS_FILENAME).read_text())["published_at"] == "2000-01-01T00:00:00+00:00"
+
+
+def test_an_s3_registry_root_that_cannot_be_listed_is_an_error(s3_bucket) -> None:
+  missing = f"s3://tfds-builders-missing-{uuid.uuid4().hex[:8]}/root"
+  with pytest.raises(errors.SourceError) as failed:
+    registry.register(f"missing{uuid.uuid4().hex[:8]}", missing)
+  faults.assert_message(failed.value, [f"{missing} cannot be listed", "does the bucket exist"])
+  _assert_no_credentials(str(failed.value))
+  registry.register(f"empty{uuid.uuid4().hex[:8]}", f"{s3_bucket}/nothing-yet")  # an empty prefix: nothing published

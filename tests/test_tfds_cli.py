@@ -127,6 +127,8 @@ except errors.ConfigError as error:
     ("not_toml", "is not valid TOML"),
     ("a_folder", "cannot be read: .*Is a directory"),
     ("no_paths", r"team.paths = \[\]; give one registry root"),
+    ("bad_name", r"namespaces.bad:name: 'bad:name' is no namespace name"),
+    ("credentials", r"namespaces.team = s3://\*\*\*@reg/root carries credentials.*not in the URL"),
 ])
 def test_a_broken_registry_config_warns_once_and_fails_only_register(broken, problem, tmp_path) -> None:
   config = tmp_path / "registry.toml"
@@ -136,12 +138,17 @@ def test_a_broken_registry_config_warns_once_and_fails_only_register(broken, pro
     config.mkdir()
   elif broken == "no_paths":
     config.write_text("[team]\npaths = []\n")
+  elif broken == "bad_name":
+    config.write_text('[namespaces]\n"bad:name" = "/shared"\n')
+  elif broken == "credentials":
+    config.write_text('[namespaces]\nteam = "s3://AKIAEXAMPLE:supersecretkey@reg/root"\n')
   env = {registry.CONFIG_ENV: str(config)}
   result = faults.run_python(_IMPORT_THEN_REGISTER, **env)
   (warning,) = _warnings(result.stderr)
   faults.assert_message(warning, [str(config), problem])
   assert result.stdout.startswith("imported\nConfigError: Registry config")
   faults.assert_message(result.stdout, [str(config), problem])
+  assert "supersecretkey" not in result.stdout + result.stderr
   usage = faults.run_command([faults.CLI, "--help"], **env)
   assert usage.stdout.startswith("usage: tfds-builders")
   assert len(_warnings(usage.stderr)) == 1

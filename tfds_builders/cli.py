@@ -285,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except Exception as error:  # pylint: disable=broad-except
     if args.debug:
       raise
-    message = " ".join(str(error).split()) or type(error).__name__
+    from tfds_builders.core import provenance  # pylint: disable=g-import-not-at-top
+
+    message = " ".join(provenance.redact(str(error)).split()) or type(error).__name__  # a URL's password, a DSN's
     print(f"tfds-builders {args.command}: error: {message}", file=sys.stderr)
     return EXIT_ERROR
 

@@ -38,6 +38,9 @@ _TRUE = ("", "1", "true", "yes", "on")
 _INCOMING = ".incoming-"
 _REPLACED = ".replaced-"
 _CHUNK = 8 * 1024 * 1024
+_ROOT = "Registry root"
+# What `tfds.load("namespace:dataset")` parses as a namespace (TFDS's naming._NAME_REG).
+_NAMESPACE = re.compile(r"[\w-]+")
 _REAL_FILES_ONLY = "A published dataset holds regular files only; replace the link by the file itself, or rebuild"
 
 
@@ -109,6 +112,7 @@ def publish(dataset_dir: epath.PathLike, registry: epath.PathLike, overwrite: bo
       registry path holds a symlink or a foreign folder at the target.
     FileExistsError: if the version is published and `overwrite` is False.
   """
+  remote.refuse_credentials(registry, _ROOT)
   source = epath.Path(dataset_dir)
   dataset, config, version = _identity(source)
   files = [
@@ -241,6 +245,7 @@ def verify(path: epath.PathLike) -> tuple[int, list[Damage]]:
   Raises:
     SourceError: if `path` holds no published version and no symlink.
   """
+  remote.refuse_credentials(path, _ROOT)
   root = epath.Path(path)
   versions, symlinks = _walk(root)
   if not versions and not symlinks:
@@ -353,6 +358,7 @@ def _verify_on_load() -> bool:
 
 def list_versions(registry: epath.PathLike) -> list[VersionEntry]:
   """Every published version under a registry root, with sizes and counts."""
+  remote.refuse_credentials(registry, _ROOT)
   root = epath.Path(registry)
   if not root.is_dir():
     raise errors.SourceError(f"Registry root {root} does not exist or is not a directory.")
@@ -398,9 +404,13 @@ def read_namespaces(config_path: epath.PathLike) -> dict[str, str]:
   `[team]` then `paths = ["/shared/registry"]` (or a string) and an optional
   `info`. Both may be mixed in one file.
 
+  A relative root is resolved against the TOML file's folder, as the
+  paths of any config file are, never against the current directory.
+
   Raises:
     ConfigError: naming the file, if it is missing, unreadable, not TOML,
-      holds no namespace, or a namespace has no single root.
+      holds no namespace; naming the key, if a namespace is no TFDS namespace
+      name, is defined twice, or has no single root (or one with credentials).
   """
   path = epath.Path(config_path)
   fix = f"Fix the file, or point {CONFIG_ENV} elsewhere"
@@ -414,26 +424,40 @@ def read_namespaces(config_path: epath.PathLike) -> dict[str, str]:
     raise errors.ConfigError(errors.with_hint(f"Registry config {path} cannot be read: {error}", fix)) from error
   except tomllib.TOMLDecodeError as error:
     raise errors.ConfigError(errors.with_hint(f"Registry config {path} is not valid TOML: {error}", fix)) from error
-  namespaces = {}
+  entries = []  # (namespace, TOML key, root), in file order
   for name, table in parsed.items():
     if name == "namespaces" and isinstance(table, dict) and "paths" not in table:
-      namespaces.update({key: (f"namespaces.{key}", root) for key, root in table.items()})
+      entries += [(key, f"namespaces.{key}", root) for key, root in table.items()]
     elif isinstance(table, dict) and "paths" in table:  # TFDS's layout
-      namespaces[name] = (f"{name}.paths", table["paths"])
+      entries.append((name, f"{name}.paths", table["paths"]))
+  namespaces: dict[str, tuple[str, Any]] = {}
+  for name, key, root in entries:
+    if not _NAMESPACE.fullmatch(name):
+      raise errors.ConfigError(
+          f"Registry config {path}: {key}: {name!r} is no namespace name tfds.load can parse; "
+          "use letters, digits, '_' and '-' only (e.g. team or my-team)")
+    if name in namespaces:
+      raise errors.ConfigError(
+          f"Registry config {path}: namespace {name!r} is defined twice ({namespaces[name][0]} and {key}); "
+          "keep one of them")
+    namespaces[name] = (key, root)
   if not namespaces:
     raise errors.ConfigError(
         f'Registry config {path} has no [namespaces] table (nor TFDS-style [<namespace>] tables with paths); '
         'write e.g. `[namespaces]` and `team = "/shared/tfds_registry"` on two lines'
     )
-  return {str(name): _one_root(path, key, root) for name, (key, root) in namespaces.items()}
+  return {name: _one_root(path, key, root) for name, (key, root) in namespaces.items()}
 
 
 def _one_root(path: epath.Path, key: str, root: Any) -> str:
-  """A namespace's root: a string, or TFDS's one-path list."""
+  """A namespace's root: a string, or TFDS's one-path list; a relative local one is made absolute."""
   if isinstance(root, list) and len(root) == 1:
     root = root[0]
   if isinstance(root, str) and root:
-    return root
+    remote.refuse_credentials(root, f"Registry config {path}: {key} =")
+    if remote.is_remote(root):
+      return root
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(path))), os.path.expanduser(root))
   raise errors.ConfigError(
       f"Registry config {path}: {key} = {root!r}; give one registry root (a non-empty string). "
       "For several roots, give each its own namespace"
@@ -466,7 +490,11 @@ def register(
   if namespace is not None:
     if root is None:
       raise errors.ConfigError("register(namespace=...) needs root=... too.")
-    namespaces = {namespace: str(root)}
+    if not _NAMESPACE.fullmatch(namespace):
+      raise errors.ConfigError(f"Namespace {namespace!r} is no name tfds.load can parse; "
+                               "use letters, digits, '_' and '-' only (e.g. team or my-team)")
+    remote.refuse_credentials(root, _ROOT)
+    namespaces = {namespace: os.fspath(root)}
   else:
     config_path = config_path or os.environ.get(CONFIG_ENV)
     if not config_path:
@@ -493,9 +521,9 @@ def _load_root(root: str, verify: bool) -> tuple[epath.PathLike, tfds_hooks.Befo
   except errors.TfdsBuildersError:
     raise
   except Exception as error:  # pylint: disable=broad-except  # s3fs/botocore: OSError, credential errors, ...
-    raise errors.SourceError(errors.with_hint(
+    raise errors.SourceError(_redact(errors.with_hint(
         f"Registry {root} cannot be read into its local mirror {mirror} ({type(error).__name__}: {error})",
-        "Check the URL, the network and your credentials (AWS_* variables or ~/.aws for s3://)")) from error
+        "Check the URL, the network and your credentials (AWS_* variables or ~/.aws for s3://)"))) from error
 
   def fetch_then_check(version_dir: epath.Path) -> None:
     _fetch_version(source, mirror, version_dir)
@@ -511,35 +539,75 @@ _SHARD = re.compile(r"-\d{5}-of-\d{5}$")  # TFDS shard names: copied when a load
 def _mirror_metadata(source: epath.Path, mirror: epath.Path) -> None:
   """Copies every published version's small files (all but its shards) below `mirror`.
 
-  A version is (re)copied when its recorded checksums differ from the
-  mirror's; one without checksums (a publish under way) is skipped.
+  The registry is listed once (`remote.list_files`) and the files of every
+  version to (re)copy are fetched in one concurrent batch. A version is
+  (re)copied when its recorded checksums differ from the mirror's (compared by
+  ETag first, which S3 sets to the MD5 of a file put in one part); one without
+  checksums (a publish under way) is skipped, and so is one whose folder
+  names cannot be mirrored, with a warning naming it: the others still load.
+
+  Raises:
+    SourceError: if the registry root cannot be listed.
   """
   remote.invalidate_listings(source)
-  for version_dir in _version_dirs(source):
-    checksums = version_dir / CHECKSUMS_FILENAME
-    if not checksums.exists():
-      continue
-    local = mirror.joinpath(*_mirror_parts(source, version_dir))
-    recorded = checksums.read_bytes()
-    if (local / CHECKSUMS_FILENAME).exists() and (local / CHECKSUMS_FILENAME).read_bytes() == recorded:
-      continue
-    staging = local.parent / f"{_INCOMING}{local.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+  files = remote.list_files(source)
+  by_folder: dict[str, list[str]] = {}
+  for name in files:
+    folder, _, file_name = name.rpartition("/")
+    by_folder.setdefault(folder, []).append(file_name)
+  stale = []
+  for relative, etag in _published_versions(files).items():
     try:
-      for path in safe_paths.regular_files(version_dir, _REAL_FILES_ONLY):
-        if not _SHARD.search(path.name):
-          _copy_file(path, staging / path.name)
+      parts = _mirror_parts(source, relative)
+    except errors.SourceError as error:
+      _warn_once(f"Registry {source}: version {relative} skipped (tfds.load cannot read it): {error}")
+      continue
+    if not _mirrored(source.joinpath(*parts), mirror.joinpath(*parts), etag):
+      stale.append((parts, by_folder[relative]))
+  stagings: dict[epath.Path, epath.Path] = {}  # mirrored version -> its staging folder
+  try:
+    copies = []
+    for parts, names in stale:
+      local = mirror.joinpath(*parts)
+      staging = stagings[local] = local.parent / f"{_INCOMING}{local.name}-{uuid.uuid4().hex[:8]}"
+      staging.mkdir(parents=True)
+      copies += [(source.joinpath(*parts, name), staging / name)
+                 for name in sorted(names) if _is_file_name(name) and not _SHARD.search(name)]
+    remote.download(copies)
+    for local, staging in stagings.items():
       if local.exists():
         safe_paths.rmtree(local)
       staging.rename(local)
-    finally:
+  finally:
+    for staging in stagings.values():
       if staging.exists():
         safe_paths.rmtree(staging)
 
 
-def _mirror_parts(source: epath.Path, version_dir: epath.Path) -> tuple[str, ...]:
-  """`version_dir`'s folders below `source`, each checked to be a plain name before it is joined to the mirror."""
-  relative = str(version_dir)[len(str(source)):].strip("/")
+def _published_versions(files: dict[str, str]) -> dict[str, str]:
+  """The version folders of a registry listing (path -> its checksums' ETag), outermost only, hidden skipped."""
+  versions = {}
+  for name in sorted(files):
+    folder, _, file_name = name.rpartition("/")
+    if (file_name != CHECKSUMS_FILENAME or f"{folder}/dataset_info.json" not in files
+        or any(part.startswith(".") for part in folder.split("/"))):
+      continue
+    if not any(folder.startswith(f"{outer}/") for outer in versions):  # as _walk: never below a version
+      versions[folder] = files[name]
+  return versions
+
+
+def _mirrored(version_dir: epath.Path, local: epath.Path, etag: str) -> bool:
+  """Whether `local` holds the checksums `version_dir` records now (the ETag spares reading them)."""
+  local_checksums = local / CHECKSUMS_FILENAME
+  if not local_checksums.exists():
+    return False
+  mirrored = local_checksums.read_bytes()
+  return hashlib.md5(mirrored).hexdigest() == etag or mirrored == (version_dir / CHECKSUMS_FILENAME).read_bytes()
+
+
+def _mirror_parts(source: epath.Path, relative: str) -> tuple[str, ...]:
+  """A version's folders below `source`, each checked to be a plain name before it is joined to the mirror."""
   return safe_paths.relative_parts(
       relative, f"registry {source}", "Rename the folder in the registry, or re-publish the dataset")
 
@@ -596,8 +664,12 @@ def register_from_env() -> dict[str, str]:
   return registered
 
 
-@functools.cache
-def _warn_once(message: str) -> None:
+def _redact(message: str) -> str:
   from tfds_builders.core import provenance  # pylint: disable=g-import-not-at-top  # `provenance` names a dict above
 
-  logging.getLogger(__name__).warning(" ".join(provenance.redact(message).split()))
+  return provenance.redact(message)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+  logging.getLogger(__name__).warning(" ".join(_redact(message).split()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -20,6 +21,9 @@ CACHE_ENV = "TFDS_BUILDERS_CACHE_DIR"
 # What an fsspec file fetches beyond a read: little, as readers here read whole windows themselves
 # (s3fs's default read-ahead is 50 MiB, held on top of the caller's window).
 _READ_AHEAD_BYTES = 4 * 1024 * 1024
+# `scheme://user:password@` or `scheme://user@`; a password may hold `/` (AWS secret keys do).
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/?#@]*(?::[^@]*)?@", re.I)
+CREDENTIALS_HINT = "put credentials in the AWS_* environment variables or ~/.aws, not in the URL"
 
 
 @epath.register_path_cls([f"{scheme}://" for scheme in sorted(FSSPEC_SCHEMES)])
@@ -33,6 +37,7 @@ class FsspecPath(gpath.PosixGPath):
 
   @property
   def _backend(self) -> epath_backend.Backend:
+    refuse_credentials(self)
     _check_installed(self._uri_scheme)
     return epath_backend.fsspec_backend
 
@@ -48,6 +53,24 @@ def _check_installed(path_scheme: str) -> None:
     raise errors.ConfigError(
         f"{path_scheme}:// paths need fsspec's {path_scheme} backend ({error}); install it: "
         "pip install 'tfds_builders[s3]'") from None
+
+
+def refuse_credentials(path: epath.PathLike, what: str = "URL") -> None:
+  """Raises a ConfigError if `path` is a URL carrying user info (`user:password@`, `user@`).
+
+  The message shows the URL with its user info replaced by `***`: a secret
+  in a URL would otherwise reach every error, log line and listing naming it.
+
+  Args:
+    path: A local path or URL.
+    what: What the URL is, e.g. `Registry root`.
+  """
+  text = os.fspath(path)
+  match = _USERINFO.match(text)
+  if match:
+    raise errors.ConfigError(
+        f"{what} {match.group(1)}***@{text[match.end():]} carries credentials (user info before '@'); "
+        f"{CREDENTIALS_HINT}")
 
 
 def scheme(path: epath.PathLike) -> str:
@@ -80,6 +103,7 @@ def require_tensorflow_reads(path: epath.PathLike, what: str, hint: str) -> None
     what: What the path is for, e.g. `--data_dir`.
     hint: What to do instead (e.g. build locally, then publish).
   """
+  refuse_credentials(path, what)
   if not tensorflow_reads(path):
     raise errors.ConfigError(errors.with_hint(
         f"{what} {os.fspath(path)}: TensorFlow {_tf_version()} has no {scheme(path)}:// filesystem "
@@ -117,6 +141,7 @@ def walk(top: epath.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
 
 def _filesystem(url: str):
   """The fsspec filesystem epath itself uses for `url` (one instance, one listing cache)."""
+  refuse_credentials(url)
   return epath_backend.fsspec_backend.fs(url)
 
 
@@ -124,6 +149,46 @@ def invalidate_listings(url: epath.PathLike) -> None:
   """Forgets cached listings of `url`, so that files another process wrote since are seen."""
   if scheme(url) in FSSPEC_SCHEMES:
     _filesystem(os.fspath(url)).invalidate_cache()
+
+
+def list_files(url: epath.PathLike) -> dict[str, str]:
+  """Every file below `url` in one recursive listing: relative path -> ETag (`""` if the store gives none).
+
+  One request per 1000 files, where walking folder by folder costs several per folder.
+
+  Raises:
+    SourceError: naming `url`, if it cannot be listed (no such bucket, access
+      denied, ...): an object store answers a missing prefix with an empty list.
+  """
+  text = os.fspath(url).rstrip("/")
+  filesystem = _filesystem(text)
+  try:
+    found = filesystem.find(text, detail=True)
+  except Exception as error:  # pylint: disable=broad-except  # s3fs/botocore: OSError, credential errors, ...
+    raise errors.SourceError(errors.with_hint(
+        f"{text} cannot be listed ({type(error).__name__}: {error})",
+        "Check the URL (does the bucket exist?), the network and your credentials "
+        "(AWS_* variables or ~/.aws for s3://)")) from error
+  base = filesystem._strip_protocol(text).rstrip("/") + "/"  # pylint: disable=protected-access
+  return {
+      name[len(base):]: str(entry.get("ETag") or entry.get("etag") or "").strip('"')
+      for name, entry in found.items()
+      if name.startswith(base) and entry.get("type", "file") == "file"
+  }
+
+
+def download(copies: list[tuple[epath.PathLike, epath.PathLike]]) -> None:
+  """Copies files to new local paths; from an object store in one concurrent batch (many small files).
+
+  Raises:
+    FileNotFoundError: if a source file is gone.
+  """
+  batch = [(os.fspath(source), os.fspath(target)) for source, target in copies if scheme(source) in FSSPEC_SCHEMES]
+  if batch:
+    _filesystem(batch[0][0]).get([source for source, _ in batch], [target for _, target in batch])
+  for source, target in copies:
+    if scheme(source) not in FSSPEC_SCHEMES:
+      epath.Path(source).copy(target)
 
 
 def cache_dir(url: epath.PathLike) -> epath.Path:
