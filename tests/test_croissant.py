@@ -180,3 +180,68 @@ def test_secrets_are_redacted(built):
   text = json.dumps(croissant.describe(info, built["augmented"], hostile))
   assert "hunter2" not in text
   assert "SQL query on PostgreSQL DSN host=db password=***" in text
+
+
+def test_links_and_special_files_among_the_shards_are_refused(built, tmp_path):
+  """A shard swapped for a link to /dev/zero or /etc/passwd, or for a FIFO, is refused, never hashed."""
+  import os  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+
+  from faults import CLI, run_command  # pylint: disable=import-outside-toplevel
+  from tfds_builders.core import errors  # pylint: disable=import-outside-toplevel
+
+  version_dir = tmp_path / "numpy_arrays/demo/1.0.0"
+  shutil.copytree(built["numpy_arrays"], version_dir)
+  shard = sorted(version_dir.glob("*.tfrecord*"))[0]
+  shard.unlink()
+  shard.symlink_to("/dev/zero")
+  with pytest.raises(CommandFailed) as failed:  # before: read /dev/zero for ever
+    run_command([CLI, "croissant", str(version_dir)], timeout=60)
+  assert failed.value.returncode == 1
+  assert f"{shard} is a symlink (to '/dev/zero'), not a regular file" in failed.value.stderr
+  assert "replace the link or special file by the real file" in failed.value.stderr
+
+  shard.unlink()
+  shard.symlink_to("/etc/passwd")  # before: its sha256 and size, recorded as the shard's
+  with pytest.raises(errors.SourceError, match=r"is a symlink \(to '/etc/passwd'\), not a regular file"):
+    croissant.croissant_for(version_dir)
+  shard.unlink()
+  os.mkfifo(shard)
+  with pytest.raises(errors.SourceError, match=f"{shard.name} is a FIFO, not a regular file"):
+    croissant.croissant_for(version_dir)
+  # A version dir as built is described, as before.
+  shard.unlink()
+  shutil.copy(built["numpy_arrays"] / shard.name, shard)
+  assert croissant.croissant_for(version_dir) == json.loads((built["numpy_arrays"] / croissant.FILENAME).read_text())
+
+
+def test_odd_source_paths_are_uris_and_split_names_are_no_secrets(tmp_path):
+  """A source path with space, `#`, `,`, `%20` and `é`, in a split named `passages`, via `tfds build`."""
+  import urllib.parse  # pylint: disable=import-outside-toplevel
+
+  from faults import tfds_build  # pylint: disable=import-outside-toplevel
+
+  root = tmp_path / "odd dir#,%é"
+  root.mkdir()
+  source = root / "x y,z#é%20.npy"
+  np.save(source, np.arange(12, dtype=np.int64).reshape(6, 2))
+  tfds_build("numpy_arrays", {"name": "odd", "data_root": str(root), "splits": {"passages": [source.name]}},
+             tmp_path / "data")
+  version_dir = tmp_path / "data/numpy_arrays/odd/1.0.0"
+  # Before: {"passages": "***"}, the split name taken for a password.
+  assert provenance.read_provenance(version_dir)["sources"] == {"passages": [str(source)]}
+  info = json.loads((version_dir / "dataset_info.json").read_text())
+  assert [access["fileSystem"]["path"] for access in info["dataSourceAccesses"]] == [str(source)]
+  document = json.loads((version_dir / croissant.FILENAME).read_text())
+  (entity,) = document["prov:wasDerivedFrom"]  # before: one entity per character of "***"
+  assert entity["prov:label"] == str(source)
+  assert entity["@id"] == "file://" + urllib.parse.quote(str(source), safe="/")
+  assert urllib.parse.unquote(entity["@id"].removeprefix("file://")) == str(source)
+  assert "%2520" in entity["@id"] and "%23" in entity["@id"] and " " not in entity["@id"]
+  assert _validated(version_dir / croissant.FILENAME) <= RECOMMENDED_ONLY  # before: a wrong @id error
+  loaded = mlc.Dataset(jsonld=str(version_dir / croissant.FILENAME)).metadata.to_json()
+  assert loaded["prov:wasDerivedFrom"]["prov:label"] == str(source)
+  assert loaded["prov:wasDerivedFrom"]["@id"] == entity["@id"]
+  # A URI that holds whitespace cannot be an @id: it stays a label.
+  spaced = croissant._entity(provenance.SourceRead("file", "s3://bucket/a b.npy"))  # pylint: disable=protected-access
+  assert spaced == {"@type": "prov:Entity", "prov:label": "s3://bucket/a b.npy"}

@@ -211,3 +211,113 @@ def test_sql_accesses_redact_the_password(postgres_dsn, pg_table, tmp_path):
   assert PG_PASSWORD not in side["url"]["url"] and provenance.REDACTED in side["url"]["url"]
   # Nowhere in either dataset dir: dataset_info.json, metadata.json, croissant.json, shards.
   assert PG_PASSWORD.encode() not in _all_bytes(tmp_path)
+
+
+# ------------------------------------------------------------- redaction --
+
+
+@pytest.mark.parametrize("value, expected", [
+    # User data named like a secret stays: split, column and feature names, SQL text.
+    ({"sources": {"passages": ["a.npy"], "token": ["b.npy"]}},) * 2,
+    ({"columns": {"tokens": {"dtype": "int64"}, "password_hash": {"dtype": "string"},
+                  "password": {"dtype": "string"}}},) * 2,
+    ({"missing_defaults": {"password": "unset", "secret": ""}},) * 2,
+    ({"split_queries": {"train": "SELECT id FROM users WHERE password = crypt('x', password)"}},) * 2,
+    ({"side_table_sql": "SELECT * FROM t WHERE token = 'abc'"},) * 2,
+    # Credentials go, wherever they are.
+    ({"queries": {"train": {"sql": "SELECT * FROM dblink('host=db password=hunter2', 'SELECT 1')"}}},
+     {"queries": {"train": {"sql": "SELECT * FROM dblink('host=db password=***', 'SELECT 1')"}}}),
+    ({"side_table_connection": {"driver": "postgresql", "dsn": "host=db password='hun ter2' user=me"}},
+     {"side_table_connection": {"driver": "postgresql", "dsn": "host=db password=*** user=me"}}),
+    ({"connection": {"password": "hunter2", "host": "db"}}, {"connection": {"password": "***", "host": "db"}}),
+    ({"storage_options": {"key": "AKIA", "secret": "hunter2", "token": "t"}},
+     {"storage_options": {"key": "AKIA", "secret": "***", "token": "***"}}),
+    ({"driver": "x", "db_password": "hunter2", "api_key": "k", "aws_secret_access_key": "s"},
+     {"driver": "x", "db_password": "***", "api_key": "***", "aws_secret_access_key": "***"}),
+    ("postgresql://me:hunter2@db:5432/x?sslmode=require", "postgresql://me:***@db:5432/x?sslmode=require"),
+    ("postgresql://db/x?user=me&password=hunter2&sslmode=require",
+     "postgresql://db/x?user=me&password=***&sslmode=require"),
+    ("PostgreSQL DSN host=db password=hunter2", "PostgreSQL DSN host=db password=***"),
+    ("host=db sslpassword=hunter2 password='x y'", "host=db sslpassword=*** password=***"),
+])
+def test_redaction_removes_credentials_and_keeps_user_data(value, expected):
+  assert provenance.redact(value) == expected
+
+
+def test_provenance_readers_take_lists_only():
+  """A record whose split maps to a string (as redaction once made it) names no file `<cwd>/*`."""
+  for builder in ("numpy_arrays", "cross_product"):
+    assert provenance.sources_read({"builder": builder, "sources": {"passages": "***"}}) == []
+  assert provenance.sources_read({"builder": "numpy_arrays", "sources": {"train": ["/d/a.npz[x.npy]", 3]}}) == [
+      provenance.SourceRead("file", "/d/a.npz")]
+
+
+# ----------------------------------------------- as_supervised defaults --
+
+# Every bundled config: the (input, target) it defaults to, or None when its
+# features hold no such pair or more than one (never guessed).
+SUPERVISED_DEFAULTS = {
+    "numpy_arrays/demo": ("image", "label"),
+    "numpy_arrays/variable_shapes": None,  # one feature, `points`
+    "concatenated/demo": ("image", "label"),
+    "concatenated/interleaved": ("image", "label"),
+    "cross_product/product": None,  # pairs of records, no target
+    "cross_product/combinations": None,
+    "database/demo": None,  # two ClassLabels (species, island): ambiguous; set supervised_keys
+    "database/split_queries": None,
+    "augmented/demo": ("text", "label"),
+    "augmented/demo_overlay": None,  # the side table's fields only, no input
+    "augmented/demo_function": None,  # text, but no target
+}
+
+
+def test_every_bundled_config_has_its_supervised_default(tmp_path):
+  bundled = {f"{name}/{config.name}" for name in ("numpy_arrays", "concatenated", "cross_product",
+                                                 "database", "augmented")
+             for config in tfds.builder_cls(name).BUILDER_CONFIGS}
+  assert bundled == set(SUPERVISED_DEFAULTS)
+  for full_name, keys in SUPERVISED_DEFAULTS.items():
+    assert tfds.builder(full_name, data_dir=str(tmp_path)).info.supervised_keys == keys, full_name
+
+
+def test_as_supervised_on_the_built_defaults(built, tmp_path):
+  expected = {  # (input dtype, input shape, target dtype)
+      "numpy_arrays/demo": ("uint8", (4, 4, 3), "int64"),
+      "concatenated/demo": ("string", (), "int64"),
+      "augmented/demo": ("string", (), "int64"),
+  }
+  for full_name, (input_dtype, input_shape, target_dtype) in expected.items():
+    builder = tfds.builder(full_name, data_dir=str(built))
+    inputs, targets = tfds.load(full_name, split="train", data_dir=str(built), download=False,
+                                as_supervised=True, batch_size=-1)
+    count = builder.info.splits["train"].num_examples
+    assert count > 0
+    assert (inputs.dtype.name, tuple(inputs.shape[1:]), targets.dtype.name) == (
+        input_dtype, input_shape, target_dtype), full_name
+    assert inputs.shape[0] == targets.shape[0] == count, full_name
+    full = tfds.load(full_name, split="train", data_dir=str(built), download=False, batch_size=-1)
+    np.testing.assert_array_equal(targets.numpy(), full["label"].numpy())
+  # Built as `tfds build` would, the interleaved config too.
+  inputs, targets = tfds.load("concatenated/interleaved", split="train", data_dir=str(tmp_path),
+                              as_supervised=True, batch_size=-1)
+  assert inputs.shape[0] == targets.shape[0] > 0
+  for full_name in ("cross_product/product", "database/demo"):
+    with pytest.raises(ValueError, match="does not support a supervised structure"):
+      tfds.load(full_name, split="train", data_dir=str(built), download=False, as_supervised=True)
+
+
+def test_tfds_build_never_shows_the_side_table_password(postgres_dsn, pg_table, tmp_path):
+  """TFDS logs the BuilderConfig it uses: its DSN must not show the password, nor any file hold it."""
+  assert f"password={PG_PASSWORD}" in postgres_dsn
+  config = {
+      "name": "pg_side_cli", "base_records": {"train": ["base/train-*.tfrecord"]},
+      "data_root": str(DUMMY / "augmented"), "side_table_sql": f"SELECT id, label FROM {pg_table}",
+      "side_table_connection": {"driver": "postgresql", "dsn": postgres_dsn}, "join_key": "id",
+  }
+  result = tfds_build("augmented", config, tmp_path)
+  assert "Using custom data configuration" in result.stdout + result.stderr
+  assert PG_PASSWORD not in result.stdout + result.stderr
+  version_dir = tmp_path / "augmented/pg_side_cli/1.0.0"
+  assert (version_dir / "dataset_info.json").exists()
+  assert PG_PASSWORD.encode() not in _all_bytes(tmp_path)
+  assert len(list(tfds.builder_from_directory(str(version_dir)).as_dataset(split="train"))) > 0

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pathlib
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -15,10 +16,13 @@ from etils import epath
 import numpy as np
 
 from tfds_builders.core import provenance
+from tfds_builders.core import safe_paths
 
 FILENAME = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.1"
 _READ_BYTES = 8 * 1024 * 1024
+_REGULAR_ONLY = ("croissant.json describes the shards' own bytes; replace the link or special file "
+                 "by the real file (or rebuild the dataset), then run it again")
 
 # The JSON-LD @context of Croissant 1.1 as mlcroissant writes it (a reader
 # warns on any other), plus the PROV-O namespace the provenance uses.
@@ -100,9 +104,13 @@ class Checksum:
 
 
 def sha256_of(path: epath.Path) -> Checksum:
-  """Streams `path` through sha256 (8 MiB at a time: flat memory for any size)."""
+  """Streams `path` through sha256 (8 MiB at a time: flat memory for any size).
+
+  Raises:
+    SourceError: if `path` is a symlink or not a regular file (a device never ends).
+  """
   digest, size, started = hashlib.sha256(), 0, time.perf_counter()
-  with path.open("rb") as stream:
+  with safe_paths.open_regular(epath.Path(path), _REGULAR_ONLY) as stream:
     while chunk := stream.read(_READ_BYTES):
       digest.update(chunk)
       size += len(chunk)
@@ -114,6 +122,7 @@ def croissant_for(dataset_dir: epath.PathLike) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: if the directory holds no dataset_info.json.
+    SourceError: if it holds a symlink or a special file (FIFO, device, ...).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -123,6 +132,8 @@ def croissant_for(dataset_dir: epath.PathLike) -> dict[str, Any]:
         f"{dataset_dir}/dataset_info.json not found: pass a prepared dataset "
         "version directory, <data_dir>/<name>/<config>/<version>/."
     )
+  # As publish checks: a link's target (or a device) is not the dataset's content.
+  safe_paths.regular_files(dataset_dir, _REGULAR_ONLY)
   info = tfds.builder_from_directory(str(dataset_dir)).info
   try:
     record = provenance.read_provenance(dataset_dir)
@@ -333,10 +344,20 @@ def _entity(source: provenance.SourceRead) -> dict[str, Any]:
   if source.kind == "file":
     entity = {"prov:label": source.location}
     if not source.is_pattern:
-      entity["@id"] = source.location if "://" in source.location else f"file://{source.location}"
+      entity["@id"] = _file_uri(source.location)
   elif source.kind == "tfds":
     name = "/".join(filter(None, [source.name, source.config, source.version]))
     entity = {"prov:label": f"TFDS dataset {name}", "prov:atLocation": source.location or None}
   else:
     entity = {"prov:label": f"SQL query on {source.location}", "prov:value": source.query}
   return {"@type": "prov:Entity", **{key: value for key, value in entity.items() if value}}
+
+
+def _file_uri(location: str) -> str | None:
+  """`location` as a URI (a path percent-encoded: space, `#`, `%`), or None if it cannot be one.
+
+  A URI the user gave keeps its text; mlcroissant refuses an @id holding
+  whitespace, so such a source keeps its location as `prov:label` only.
+  """
+  uri = location if "://" in location else pathlib.PurePosixPath(location).as_uri()
+  return None if any(char.isspace() for char in uri) else uri

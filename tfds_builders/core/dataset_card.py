@@ -13,9 +13,9 @@ from tfds_builders.core import provenance
 HOMEPAGE = "https://github.com/tfds-builders/tfds_builders"
 CARD_FIELDS = ("supervised_keys", "homepage", "citation", "license")
 
-# Feature names that say "model input" / "target", best first, for the
-# (input, target) pair of `as_supervised=True`.
-_INPUT_NAMES = ("image", "images", "x", "X", "features", "inputs", "input", "data")
+# Feature names that say "model input" / "target", for the (input, target)
+# pair of `as_supervised=True`. `tokens`, `id`, `score` say neither.
+_INPUT_NAMES = ("image", "images", "x", "X", "features", "inputs", "input", "data", "text", "audio")
 _TARGET_NAMES = ("label", "labels", "y", "Y", "target", "targets")
 
 
@@ -25,11 +25,15 @@ def card_url(builder_name: str) -> str:
 
 
 def paired_supervised_keys(feature_names: Iterable[str]) -> tuple[str, str] | None:
-  """`(input, target)` when the features are named like `image`/`label` or `x`/`y`."""
+  """`(input, target)` when exactly one feature is named like an input and one like a target.
+
+  `image`/`label`, `text`/`label`, `x`/`y`, `features`/`target`; None when
+  either is missing or ambiguous (`image` and `text`): never a guess.
+  """
   names = set(feature_names)
   inputs = [name for name in _INPUT_NAMES if name in names]
   targets = [name for name in _TARGET_NAMES if name in names]
-  return (inputs[0], targets[0]) if inputs and targets else None
+  return (inputs[0], targets[0]) if len(inputs) == 1 and len(targets) == 1 else None
 
 
 def info_fields(builder: Any) -> dict[str, Any]:

@@ -18,27 +18,55 @@ REDACTED = "***"
 
 # Fields of tfds.core.BuilderConfig itself; TFDS records those on its own.
 _TFDS_CONFIG_FIELDS = ("release_notes", "supported_versions", "tags")
-_SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential", re.I)
-_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+# Credential names, matched whole (`db_password` too): never `tokens`, `passages`, `password_hash`.
+_SECRET_NAMES = ("password", "sslpassword", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_key",
+                 "secret_key", "secret_access_key", "access_token", "session_token", "refresh_token",
+                 "auth_token", "private_key", "client_secret", "credential", "credentials")
+_SECRET_KEY = re.compile(rf"(?:^|.*[_-])(?:{'|'.join(_SECRET_NAMES)})", re.I)
+# A map is a credential map if it says where to connect, or is held under a key that says so.
+_CONNECTION_KEYS = frozenset({"driver", "dsn", "host", "url", "uri", "connection", "user", "username",
+                              "endpoint", "endpoint_url"})
+_CREDENTIAL_HOLDER = re.compile(r"(?:^|.*[_-])(?:connection|credentials?|auth|storage_options|client_kwargs)", re.I)
+# Keys whose strings are SQL: the user's text, kept; only connection strings in its literals are redacted.
+_SQL_KEYS = frozenset({"sql", "query", "queries", "split_queries", "side_table_sql", "prov:value"})
+_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'")
+# libpq's `password=...`/`sslpassword=...` (quoted or up to a space), and a URI's `?password=...&`.
+_DSN_PASSWORD = re.compile(r"((?<![\w?&-])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)([^&#\s]*)", re.I)
 _URI_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)", re.I)
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, *, credentials: bool = False, sql: bool = False) -> Any:
   """Returns `value` with passwords and other secrets replaced by `***`.
 
-  Mapping keys that name a secret (password, token, ...) have their values
-  replaced; strings have `password=...` DSN fields and `user:pass@` URI
-  credentials replaced.
+  Strings have `password=...` DSN fields and `user:pass@` URI credentials
+  replaced. In a credential map (one holding `driver`, `dsn`, `host`, ...,
+  or held under `*_connection`, `credentials`, ...) the values of keys
+  naming a secret (`password`, `db_password`, `token`, ...) are replaced.
+  Keys elsewhere are the user's data (split, feature and column names) and
+  are never taken for secrets; SQL text (under `sql`, `query`, ...) is kept,
+  save connection strings in its string literals.
+
+  Args:
+    value: Any JSON-like value.
+    credentials: Whether `value` is held under a key naming credentials.
+    sql: Whether strings in `value` are SQL text.
   """
   if isinstance(value, Mapping):
+    is_credentials = credentials or any(str(key).lower() in _CONNECTION_KEYS for key in value)
     return {
-        key: REDACTED if _SECRET_KEY.search(str(key)) and val else redact(val)
+        key: REDACTED if is_credentials and val and _SECRET_KEY.fullmatch(str(key))
+        else redact(val, credentials=bool(_CREDENTIAL_HOLDER.fullmatch(str(key))),
+                    sql=sql or str(key).lower() in _SQL_KEYS)
         for key, val in value.items()
     }
   if isinstance(value, (list, tuple)):
-    return [redact(item) for item in value]
+    return [redact(item, credentials=credentials, sql=sql) for item in value]
   if isinstance(value, str):
+    if sql:
+      return _SQL_LITERAL.sub(lambda literal: f"'{redact(literal.group()[1:-1])}'", value)
     value = _DSN_PASSWORD.sub(rf"\g<1>{REDACTED}", value)
+    value = _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", value)
     return _URI_PASSWORD.sub(rf"\g<1>{REDACTED}\g<3>", value)
   return value
 
@@ -161,10 +189,17 @@ def _tfds(full_name: str, version: str, *, data_dir: str | None = None,
   return SourceRead("tfds", data_dir or "", name=name, config=config, version=version)
 
 
+def _listed_names(by_split: Any) -> list[str]:
+  """The names in a `{split: [name, ...]}` record; anything but a list of strings is no source."""
+  if not isinstance(by_split, Mapping):
+    return []
+  return [name for names in by_split.values() if isinstance(names, list)
+          for name in names if isinstance(name, str)]
+
+
 def _numpy_arrays_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
   del root  # numpy_arrays' source names already include it
-  names = [name for split_names in (record.get("sources") or {}).values() for name in split_names]
-  return [_file(_NPZ_MEMBER.sub("", name), None) for name in names]
+  return [_file(_NPZ_MEMBER.sub("", name), None) for name in _listed_names(record.get("sources"))]
 
 
 def _concatenated_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
@@ -172,8 +207,10 @@ def _concatenated_sources(record: Mapping[str, Any], root: str | None) -> list[S
              if isinstance(entry, Mapping)}
   found = []
   for source in record.get("sources") or []:
+    if not isinstance(source, Mapping):
+      continue
     if source.get("kind") != "tfds":
-      found.extend(_file(name, root) for names in (source.get("files") or {}).values() for name in names)
+      found.extend(_file(name, root) for name in _listed_names(source.get("files")))
       continue
     entry = entries.get(source.get("name"), {})
     data_dir = _file(str(entry["data_dir"]), root).location if entry.get("data_dir") else None
@@ -184,7 +221,7 @@ def _concatenated_sources(record: Mapping[str, Any], root: str | None) -> list[S
 
 
 def _cross_product_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
-  return [_file(name, root) for names in (record.get("sources") or {}).values() for name in names]
+  return [_file(name, root) for name in _listed_names(record.get("sources"))]
 
 
 def _database_sources(record: Mapping[str, Any], root: str | None) -> list[SourceRead]:
@@ -192,7 +229,7 @@ def _database_sources(record: Mapping[str, Any], root: str | None) -> list[Sourc
   connection = connection_uri(record.get("source") or {})
   return [
       SourceRead("sql", connection, query=str(query.get("sql", "")))
-      for query in (record.get("queries") or {}).values()
+      for query in (record.get("queries") or {}).values() if isinstance(query, Mapping)
   ]
 
 
