@@ -447,3 +447,22 @@ def test_check_choice_names_the_field_value_and_choices() -> None:
     errors.check_choice("cols", ("rows", "files"), "layout")
   with pytest.raises(ValueError, match=r"^cfg: mode='x'"):
     errors.check_choice("x", ("a",), "mode", lambda message: ValueError(f"cfg: {message}"))
+
+
+def test_prepared_builder_expands_home_and_refuses_an_unprepared_name(tmp_path, monkeypatch) -> None:
+  import tfds_builders.numpy_arrays  # pylint: disable=import-outside-toplevel
+  from tfds_builders.core import errors  # pylint: disable=import-outside-toplevel
+  from tfds_builders.core import tfrecord_io  # pylint: disable=import-outside-toplevel
+
+  tfds_builders.numpy_arrays.Builder(config="demo", data_dir=str(tmp_path / "tfds")).download_and_prepare()
+  monkeypatch.setenv("HOME", str(tmp_path))
+  # `~` as a shell would expand it, by name and by directory (TFDS alone takes it literally).
+  by_name = tfrecord_io.prepared_builder("numpy_arrays/demo:1.0.0", "~/tfds")
+  assert dict(by_name.info.splits.items()).keys() == {"train", "test"}
+  assert by_name.info.splits["train"].num_examples == 8
+  by_dir = tfrecord_io.prepared_builder("~/tfds/numpy_arrays/demo/1.0.0")
+  assert by_dir.info.splits["test"].num_examples == 2
+  # TFDS hands back an unprepared builder with no splits for a name it cannot find prepared.
+  with pytest.raises(errors.SourceError, match=r"No prepared TFDS dataset at 'numpy_arrays/demo:1.0.0' in data_dir "
+                     r".*elsewhere.*Pass a version directory"):
+    tfrecord_io.prepared_builder("numpy_arrays/demo:1.0.0", str(tmp_path / "elsewhere"))

@@ -232,19 +232,25 @@ def prepared_builder(location: str, data_dir: str | None = None) -> tfds.core.Da
   Raises:
     SourceError: if no prepared dataset is found there.
   """
+  not_found = errors.SourceError(
+      errors.with_hint(
+          f"No prepared TFDS dataset at {location!r}" + (f" in data_dir {data_dir}" if data_dir else ""),
+          "Pass a version directory holding dataset_info.json, or a "
+          "name/config:version prepared under data_dir",
+      )
+  )
+  # TFDS takes `~` literally; users type it as their shell would expand it.
+  directory = os.path.expanduser(location) if location.startswith("~") else location
+  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
   try:
-    if (epath.Path(location) / "dataset_info.json").exists():
-      return tfds.builder_from_directory(location)
-    return tfds.builder(location, data_dir=data_dir, try_gcs=False)
+    if (epath.Path(directory) / "dataset_info.json").exists():
+      return tfds.builder_from_directory(directory)
+    builder = tfds.builder(location, data_dir=data_dir, try_gcs=False)
   except Exception as error:  # TFDS raises several types for "not found"
-    raise errors.SourceError(
-        errors.with_hint(
-            f"No prepared TFDS dataset at {location!r}"
-            + (f" in data_dir {data_dir}" if data_dir else ""),
-            "Pass a version directory holding dataset_info.json, or a "
-            "name/config:version prepared under data_dir",
-        )
-    ) from error
+    raise not_found from error
+  if not builder.is_prepared():  # TFDS gives an unprepared builder, with no splits, rather than failing
+    raise not_found
+  return builder
 
 
 def prepared_split(builder: tfds.core.DatasetBuilder, split: str) -> PreparedSplit:
