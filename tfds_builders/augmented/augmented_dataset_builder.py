@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from absl import logging
 from google.protobuf import message
 import numpy as np
 import tensorflow as tf
@@ -205,6 +206,7 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def _generate_examples(self, split: str) -> streaming_builder.Partitions:
     plan = self._plan
+    _check_some_match(plan, split)
     if plan.walk:  # file offsets are learned as the walk goes: one partition reads the files in order
       return streaming_builder.Partitions([functools.partial(_walked_split_examples, plan, split)])
     return streaming_builder.Partitions([
@@ -382,12 +384,13 @@ class _Plan:
     }
     side, join_kind = None, None
     if config.side_table or config.side_table_sql:
-      join_kind = _join_kind(base, config.join_key)
+      join_kind, key_dtype = _join_kind(base, config.join_key)
       table_source = f"side table {config.side_table or 'SQL query'}"
       table_options = dict(
           key_column=config.side_table_key or config.join_key,
           columns=config.side_table_columns,
           key_kind=join_kind,
+          key_dtype=key_dtype,
           declared={name: dataclasses.replace(spec, source=table_source) for name, spec in declared.items()},
       )
       if config.side_table:
@@ -470,8 +473,14 @@ def _known_splits(config: BuilderConfig) -> list[str]:
   return list(config.splits or config.base_records)
 
 
-def _join_kind(base: base_lib.Base, join_key: str) -> str:
-  """How the base stores the join key: `int64_list` or `bytes_list`, one value."""
+def _join_kind(base: base_lib.Base, join_key: str) -> tuple[str, str | None]:
+  """How the base stores the join key: `int64_list` or `bytes_list`, one value.
+
+  Returns:
+    The wire kind, and for an integer stored as raw bytes (a scalar
+    `Tensor(encoding="bytes")`, as numpy_arrays writes every array) its
+    dtype, in which the side table's keys are then encoded; else None.
+  """
   schema = base.wire_schema
   if join_key not in schema:
     raise errors.ConfigError(
@@ -486,7 +495,37 @@ def _join_kind(base: base_lib.Base, join_key: str) -> str:
         f"join_key {join_key!r} is {spec.describe()} in the base; a join key must be one "
         "integer or string per example."
     )
-  return spec.kind
+  return spec.kind, _raw_key_dtype(base, join_key) if spec.kind == side_table_lib.BYTES_KEY else None
+
+
+def _raw_key_dtype(base: base_lib.Base, join_key: str) -> str | None:
+  """The dtype of a join key whose wire bytes encode an integer; None for a string key.
+
+  Raises:
+    ConfigError: for any other feature whose bytes encode a non-string value
+      (a float, an array, an image): its bytes cannot be matched with a key.
+  """
+  feature: Any = base.features
+  for part in join_key.split("/"):
+    if not isinstance(feature, tfds.features.FeaturesDict) or part not in feature.keys():
+      return None  # a flattened name TFDS does not nest: the wire bytes are the value
+    feature = feature[part]
+  dtype = np.dtype(feature.np_dtype) if hasattr(feature, "np_dtype") else None
+  if dtype is None or dtype.kind in "OSU":  # Text, string Tensor: the wire bytes ARE the UTF-8
+    return None
+  content = feature.to_json_content()
+  encoding = getattr(content, "encoding", "") or "none"
+  if isinstance(feature, tfds.features.Tensor) and tuple(feature.shape) == () and encoding == "bytes" and (
+      dtype.kind in "iu"):
+    return side_table_lib.raw_key_dtype(dtype)
+  raise errors.ConfigError(
+      errors.with_hint(
+          f"join_key {join_key!r} is a {type(feature).__name__} of dtype {dtype.name}, shape "
+          f"{tuple(feature.shape)}, encoding {encoding!r} in the base {base.describe()}: its stored bytes "
+          "encode that value, which no side-table key can be matched with",
+          "Join on a scalar integer or string feature (an integer may be stored with encoding 'bytes')",
+      )
+  )
 
 
 def _function_specs(
@@ -859,12 +898,56 @@ def _join(plan: _Plan, file: base_lib.BaseFile, start: int, keys: Any) -> np.nda
     raise errors.SourceError(
         errors.with_hint(
             f"Base example {file.name} record {start + first} has {plan.join_key}="
-            f"{side_table_lib.show_key(keys[first])}, which side table {plan.side.source} does not have",
+            f"{plan.side.show_key(keys[first])}, which side table {plan.side.source} does not have",
             "Add the row, or set missing_policy to 'skip' (drop such examples) or "
             "'default' (with missing_defaults)",
         )
     )
   return rows
+
+
+def _check_some_match(plan: _Plan, split: str) -> None:
+  """Refuses (skip) or warns of (default) a split none of whose examples has a side-table row.
+
+  Join keys are read until one has a row, which is the first block of a
+  split whose keys compare; only a split that matches nothing is read whole.
+
+  Raises:
+    SourceError: naming the join key, the side table, the split's base
+      examples and a key of each, so the mismatch in their form shows.
+  """
+  if plan.side is None or plan.missing_policy == "error":
+    return  # `error` names the first example without a row
+  count, first_key = 0, None
+  for file in plan.base.splits[split].files:
+    for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind):
+      present = np.flatnonzero(block.key_counts == 1)
+      keys = block.keys[present] if isinstance(block.keys, np.ndarray) else [block.keys[i] for i in present]
+      if len(keys) and (plan.side.index.rows(keys) != NO_ROW).any():
+        return
+      count += len(block)
+      first_key = keys[0] if first_key is None and len(keys) else first_key
+  if not count:
+    return
+  table = plan.side.source if plan.side.sha256 else "side_table_sql"  # no connection details
+  message_text = (
+      f"join_key {plan.join_key!r} matched none of the {count} base examples of split {split!r} in side "
+      f"table {table} ({len(plan.side)} rows, key column {plan.side.key_column!r}): the first base example "
+      f"has {plan.join_key}={_shown_key(plan.side, first_key)}, the table's first key is "
+      f"{_shown_key(plan.side, plan.side.index.first())}"
+  )
+  hint = "Check that join_key and the key column hold the same values (e.g. the same ids, integers not text)"
+  if plan.missing_policy == "skip":
+    raise errors.SourceError(errors.with_hint(message_text, hint))
+  logging.warning("%s; every example gets missing_defaults. %s.", message_text, hint)
+
+
+def _shown_key(side: side_table_lib.SideTable, key: Any) -> str:
+  """A key as the user reads it, and as compared when that is its raw bytes."""
+  if key is None:
+    return "no key"
+  shown = side.show_key(key)
+  return f"{shown} (compared as {bytes(key)!r})" if side.key_dtype else shown
 
 
 def _join_keys(plan: _Plan, file: base_lib.BaseFile, batch: _Batch) -> list[Any]:

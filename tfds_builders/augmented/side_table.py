@@ -40,6 +40,9 @@ class SideTable:
     entries: Per row, its added values serialized once as the map entries of
       a tf.train.Example (checked against `specs` on the way).
     sha256: Digest of the file's bytes (None for SQL).
+    key_dtype: For a base storing its integer key as raw bytes (a
+      `Tensor(encoding="bytes")`), that dtype (e.g. `<i8`): the index then
+      holds each key's raw bytes. None otherwise.
   """
 
   source: str
@@ -48,6 +51,7 @@ class SideTable:
   index: KeyIndex
   entries: record_blocks.ByteColumn
   sha256: str | None = None
+  key_dtype: str | None = None
 
   def __len__(self) -> int:
     return len(self.entries)
@@ -61,6 +65,12 @@ class SideTable:
     return b"".join(
         part for spec, value in zip(self.specs, values) for part in fields.FieldCodec(spec).encode(value)
     )
+
+  def show_key(self, key: Any) -> str:
+    """A join key as the base's record holds it, shown as the user wrote it."""
+    if self.key_dtype and isinstance(key, bytes) and len(key) == np.dtype(self.key_dtype).itemsize:
+      return repr(int(np.frombuffer(key, self.key_dtype)[0]))
+    return show_key(key)
 
   def provenance(self) -> dict[str, Any]:
     return {"source": self.source, "key_column": self.key_column, "rows": len(self),
@@ -92,6 +102,15 @@ class KeyIndex:
     """The number of distinct keys."""
     return self._count
 
+  def first(self) -> JoinKey | None:
+    """A key of the table (the first string, the smallest integer), for messages."""
+    if self._rows is not None:
+      return next(iter(self._rows), None)
+    if self._dense is not None:
+      present = np.flatnonzero(self._dense >= 0)
+      return self._low + int(present[0]) if len(present) else None
+    return int(self._sorted[0]) if len(self._sorted) else None
+
   def rows(self, keys: np.ndarray | Sequence[bytes]) -> np.ndarray:
     """Each key's row number, -1 where the table has none."""
     if self._rows is not None:
@@ -112,6 +131,7 @@ def read_file(
     columns: Sequence[str],
     key_kind: str,
     declared: Mapping[str, fields.FieldSpec],
+    key_dtype: str | None = None,
 ) -> SideTable:
   """Reads a CSV or Parquet side table whole (it is the small side of the join).
 
@@ -122,6 +142,8 @@ def read_file(
     columns: Columns to add (default: every column but the key).
     key_kind: `int64_list` or `bytes_list`: how the base stores the key.
     declared: Declared features of some columns; the others are inferred.
+    key_dtype: The integer dtype of a key the base stores as raw bytes
+      (`raw_key_dtype`); the table's keys are then integers of that dtype.
 
   Raises:
     SourceError: for a missing file, a missing column, a bad or duplicate key,
@@ -135,7 +157,7 @@ def read_file(
   data = path.read_bytes()
   source = str(path)
   sha256 = hashlib.sha256(data).hexdigest()
-  table = _columnar(data, source, table_format, key_column, columns, key_kind, declared, sha256)
+  table = _columnar(data, source, table_format, key_column, columns, key_kind, declared, sha256, key_dtype)
   if table is not None:
     return table
   if table_format == "csv":
@@ -145,7 +167,7 @@ def read_file(
   return build(
       source=source, header=header, lines=lines, records=records, key_column=key_column,
       columns=columns, key_kind=key_kind, declared=declared, typed=table_format == "parquet",
-      sha256=sha256,
+      sha256=sha256, key_dtype=key_dtype,
   )
 
 
@@ -158,6 +180,7 @@ def read_query(
     key_kind: str,
     declared: Mapping[str, fields.FieldSpec],
     root: str | None,
+    key_dtype: str | None = None,
 ) -> SideTable:
   """Reads a SQL query's rows whole, through the database builder's connection code.
 
@@ -171,6 +194,7 @@ def read_query(
     key_kind: How the base stores the key.
     declared: Declared features of some columns.
     root: Directory a relative `sqlite_path` is taken from.
+    key_dtype: The integer dtype of a key the base stores as raw bytes.
 
   Raises:
     ConfigError: for an unknown connection field.
@@ -198,6 +222,7 @@ def read_query(
       source=f"SQL query on {spec.describe()}", header=header,
       lines=[f"row {index}" for index in range(len(records))], records=records,
       key_column=key_column, columns=columns, key_kind=key_kind, declared=declared, typed=True,
+      key_dtype=key_dtype,
   )
 
 
@@ -213,6 +238,7 @@ def build(
     declared: Mapping[str, fields.FieldSpec],
     typed: bool,
     sha256: str | None = None,
+    key_dtype: str | None = None,
 ) -> SideTable:
   """A SideTable from rows already read (CSV text cells, or typed values).
 
@@ -227,7 +253,10 @@ def build(
     declared: Declared features of some columns.
     typed: Whether values are typed (Parquet, SQL) rather than CSV text.
     sha256: Digest of the source, for provenance.
+    key_dtype: The integer dtype of a key the base stores as raw bytes.
   """
+  if key_dtype:  # integer keys, range-checked, then matched as the base's raw bytes
+    key_kind = INT_KEY
   if key_column not in header:
     raise errors.ConfigError(
         errors.with_hint(
@@ -280,10 +309,51 @@ def build(
     rows = _rows_one_by_one(codecs, columns_values, key_cells, key_kind, key_column, lines, source)
   from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
   keys = list(rows)
+  if key_dtype:
+    _check_key_range(keys, key_dtype, key_cells, key_column, lines, source)
   return SideTable(
       source, key_column, tuple(specs),
-      KeyIndex(np.array(keys, np.int64) if key_kind == INT_KEY else keys),
-      record_blocks.ByteColumn.from_items(list(rows.values())), sha256,
+      KeyIndex(raw_keys(keys, key_dtype) if key_dtype else np.array(keys, np.int64) if key_kind == INT_KEY else keys),
+      record_blocks.ByteColumn.from_items(list(rows.values())), sha256, key_dtype,
+  )
+
+
+def raw_key_dtype(dtype: Any) -> str:
+  """The dtype (as `np.dtype.str`) whose raw bytes TFDS stores for an integer `Tensor(encoding="bytes")`."""
+  # TFDS decodes those bytes as little-endian (tf.io.decode_raw's default), as numpy_arrays writes them.
+  return np.dtype(dtype).newbyteorder("<").str
+
+
+def raw_keys(keys: Sequence[int] | np.ndarray, key_dtype: str) -> list[bytes]:
+  """Integer keys (already in the dtype's range) as the raw bytes a base stores them."""
+  width = np.dtype(key_dtype).itemsize
+  data = np.asarray(keys, np.int64).astype(key_dtype).tobytes()
+  return [data[at:at + width] for at in range(0, len(data), width)]
+
+
+def _out_of_range(keys: np.ndarray, key_dtype: str) -> np.ndarray:
+  """Where int64 keys do not fit the integer dtype."""
+  info = np.iinfo(np.dtype(key_dtype))
+  return (keys < max(info.min, _INT64_MIN)) | (keys > min(info.max, _INT64_MAX))
+
+
+def _check_key_range(
+    keys: Sequence[int], key_dtype: str, key_cells: Sequence[Any], key_column: str, lines: Sequence[str], source: str,
+) -> None:
+  """Raises SchemaError naming the first row whose key the base's dtype cannot hold."""
+  outside = np.flatnonzero(_out_of_range(np.array(keys, np.int64), key_dtype))
+  if not len(outside):
+    return
+  bad = keys[int(outside[0])]
+  # rows keeps the first row of each (unique) key in order: find that key's row among the cells.
+  index = next(i for i, cell in enumerate(key_cells) if _key(cell, INT_KEY, key_column, lines[i], source) == bad)
+  info = np.iinfo(np.dtype(key_dtype))
+  raise errors.SchemaError(
+      errors.with_hint(
+          f"Side table {source}: {lines[index]}: join key {bad} in column {key_column!r} is outside "
+          f"[{info.min}, {info.max}], the range of the base's {np.dtype(key_dtype).name} join key",
+          "Fix or drop the row: no base example can have that key",
+      )
   )
 
 
@@ -366,7 +436,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 
 def _columnar(
     data: bytes, source: str, table_format: str, key_column: str, columns: Sequence[str],
-    key_kind: str, declared: Mapping[str, fields.FieldSpec], sha256: str,
+    key_kind: str, declared: Mapping[str, fields.FieldSpec], sha256: str, key_dtype: str | None = None,
 ) -> SideTable | None:
   """The side table read column by column, or None where `build` must read it row by row."""
   from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
@@ -379,9 +449,13 @@ def _columnar(
   if (len(set(header)) != len(header) or len(set(added)) != len(added) or key_column not in header or not added
       or not set(added) <= set(header)):
     return None
-  keys = _columnar_keys(table.column(key_column), key_kind, typed)
+  keys = _columnar_keys(table.column(key_column), INT_KEY if key_dtype else key_kind, typed)
   if keys is None:
     return None
+  if key_dtype:
+    if _out_of_range(keys, key_dtype).any():
+      return None  # build names the row
+    keys = raw_keys(keys, key_dtype)
   index = KeyIndex(keys)
   if len(index) != table.num_rows:  # a duplicate key
     return None
@@ -392,7 +466,7 @@ def _columnar(
       return None
     specs.append(encoded[0])
     entries.append(encoded[1])
-  return SideTable(source, key_column, tuple(specs), index, record_blocks.joined_rows(entries), sha256)
+  return SideTable(source, key_column, tuple(specs), index, record_blocks.joined_rows(entries), sha256, key_dtype)
 
 
 def _csv_table(data: bytes, source: str) -> Any:

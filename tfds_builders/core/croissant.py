@@ -286,7 +286,7 @@ def _field(split_name: str, path: str, feature: Any, fileset_id: str, *, is_labe
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   tensor_info = feature.get_tensor_info()
-  dtype_name = getattr(tensor_info.dtype, "name", str(tensor_info.dtype))  # TF's: string, uint8, ...
+  dtype_name = tensor_info.tf_dtype.name  # TF's names: string, uint8, ...
   if isinstance(feature, tfds.features.Image):
     data_type = ["sc:ImageObject"]
   elif isinstance(feature, tfds.features.Text):
