@@ -57,6 +57,8 @@ setuptools.setup(
         # moto's server is the S3-compatible store, reached through s3fs/boto3.
         "test": [
             "dill",
+            # Two test workers (scripts/test.sh): the suite is mostly subprocess start-up.
+            "pytest-xdist>=3",
             "hypothesis>=6",
             "duckdb>=1.0",
             "pandas>=2",
