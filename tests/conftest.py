@@ -37,13 +37,15 @@ def _dsn_password(dsn: str) -> str:
         return ""
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skips the test, or fails it on CI where PostgreSQL is mandatory.
+def _unavailable(service: str, reason: str, how_to_start: str = _HOW_TO_START) -> NoReturn:
+    """Skips the test, or fails it on CI where the service is mandatory.
 
     Args:
-        reason: Why PostgreSQL cannot be used; must not contain a password.
+        service: The server the test needs ("PostgreSQL", "S3 server").
+        reason: Why it cannot be used; must not contain a password.
+        how_to_start: What to run to start one.
     """
-    message = f"PostgreSQL unavailable: {reason}; to start one, {_HOW_TO_START}"
+    message = f"{service} unavailable: {reason}; to start one, {how_to_start}"
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -58,11 +60,11 @@ def postgres_dsn() -> str:
     """
     dsn = os.environ.get(PG_DSN_ENV, "").strip()
     if not dsn:
-        _unavailable(f"{PG_DSN_ENV} is not set")
+        _unavailable("PostgreSQL", f"{PG_DSN_ENV} is not set")
     try:
         import psycopg2  # pylint: disable=import-outside-toplevel
     except ImportError:
-        _unavailable("psycopg2 is not installed")
+        _unavailable("PostgreSQL", "psycopg2 is not installed")
     problem = ""
     try:
         psycopg2.connect(dsn, connect_timeout=5).close()
@@ -72,7 +74,7 @@ def postgres_dsn() -> str:
     # Skip/fail outside the `except` block: pytest would otherwise also print
     # the chained driver exception, unredacted.
     if problem:
-        _unavailable(f"cannot connect to {PG_DSN_ENV}={_redact(dsn)!r}: {problem}")
+        _unavailable("PostgreSQL", f"cannot connect to {PG_DSN_ENV}={_redact(dsn)!r}: {problem}")
     return dsn
 
 
@@ -102,12 +104,7 @@ S3_ENDPOINT_ENV = "TFDS_BUILDERS_S3_ENDPOINT"
 
 
 def _s3_unavailable(reason: str) -> NoReturn:
-    """Skips the test, or fails it on CI where the S3 server is mandatory."""
-    message = (f"S3 server unavailable: {reason}; to start one, run ./scripts/test.sh, "
-               "or `source scripts/start_s3.sh` and rerun pytest")
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    _unavailable("S3 server", reason, "run ./scripts/test.sh, or `source scripts/start_s3.sh` and rerun pytest")
 
 
 @pytest.fixture(scope="session")
