@@ -6,6 +6,7 @@ import json
 import pathlib
 import re
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import faults
@@ -60,3 +61,30 @@ def test_max_examples_per_split_overwrite_and_config_idx_locally(tmp_path: pathl
   assert _train_count(tmp_path) == 8
   info = json.loads((tmp_path / "numpy_arrays" / "demo" / "1.0.0" / "dataset_info.json").read_text())
   assert [int(n) for split in info["splits"] for n in split["shardLengths"]] == [8, 2]
+
+
+def test_as_supervised_with_configured_keys_on_the_builders_without_a_default(tmp_path: pathlib.Path) -> None:
+  import dataclasses  # pylint: disable=import-outside-toplevel
+
+  import tfds_builders.cross_product  # pylint: disable=import-outside-toplevel
+  import tfds_builders.database  # pylint: disable=import-outside-toplevel
+
+  cases = {  # builder class, bundled config, (input, target)
+      "database": (tfds_builders.database.Builder, "demo", ("bill_length_mm", "species")),
+      "cross_product": (tfds_builders.cross_product.Builder, "product", ("left", "right")),
+  }
+  for name, (builder_cls, bundled, keys) in cases.items():
+    config = next(c for c in builder_cls.BUILDER_CONFIGS if c.name == bundled)
+    builder = builder_cls(config=dataclasses.replace(config, name="supervised", supervised_keys=list(keys)),
+                          data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    reread = tfds.builder_from_directory(builder.data_path)
+    assert reread.info.supervised_keys == keys, name
+    full = list(reread.as_dataset(split="train", read_config=tfds.ReadConfig(interleave_cycle_length=1)))
+    pairs = list(reread.as_dataset(split="train", as_supervised=True,
+                                   read_config=tfds.ReadConfig(interleave_cycle_length=1)))
+    assert len(pairs) == len(full) == reread.info.splits["train"].num_examples > 0, name
+    for (inputs, targets), example in zip(pairs, full):
+      for got, want in ((inputs, example[keys[0]]), (targets, example[keys[1]])):
+        tf.nest.assert_same_structure(got, want)
+        assert all(bool(tf.reduce_all(a == b)) for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(want))), name
