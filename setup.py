@@ -50,6 +50,9 @@ setuptools.setup(
         "etils[epath]>=1.6",
         "absl-py",
         "tqdm",
+        # TFDS 4.9.10's dataset_builder.py imports it on every Python, but declares it
+        # only for Python < 3.9: without it no builder (and no `tfds.load`) works.
+        "importlib_resources",
     ],
     extras_require={
         # Real components the tests talk to: DuckDB, pandas and Hugging Face
