@@ -87,6 +87,7 @@ class Builder(streaming_builder.StreamingBuilder):
   """Datasets of the same features concatenated or interleaved, with provenance."""
 
   DESCRIPTION = _DESCRIPTION
+  PAIRS_SUPERVISED_KEYS = True
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
@@ -108,12 +109,6 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
-
-  def card_defaults(self) -> dict:
-    """`as_supervised=True` pairs `image`/`label`, `text`/`label`, ... when exactly one of each is a feature."""
-    from tfds_builders.core import dataset_card  # pylint: disable=g-import-not-at-top
-
-    return {"supervised_keys": dataset_card.paired_supervised_keys(self._plan.features.keys())}
 
   def expected_examples(self, split: str) -> int | None:
     """The sources' counts, mixed: every record once, or the interleave's draws."""
@@ -193,26 +188,29 @@ class _Plan:
 
   def num_examples(self, split: str) -> int:
     """The split's example count, known from the sources' counts before reading a record."""
-    lengths, weights, seed, stopping_strategy = self.interleave_args(split)
-    if self.config.mixing == "concatenate" or stopping_strategy == "all_exhausted_without_replacement":
-      return sum(lengths)  # every record exactly once
-    return sum(mixing.counts(lengths, weights, seed, stopping_strategy))
+    return sum(self._stream_counts[split])
 
   def examples_per_source(self) -> dict[str, dict[str, int]]:
     """Output split -> source -> examples it contributes."""
     result = {}
     for split in self.mapping:
-      streams = self.streams(split)
-      if self.config.mixing == "concatenate":
-        taken: dict[str, int] = {}
-        for tasks in streams:
-          for task in tasks:
-            taken[task.source] = taken.get(task.source, 0) + task.part.num_records
-        result[split] = taken
-      else:
-        counts = mixing.counts(*self.interleave_args(split))
-        result[split] = {tasks[0].source: count for tasks, count in zip(streams, counts)}
+      taken: dict[str, int] = {}
+      for tasks, count in zip(self.streams(split), self._stream_counts[split]):
+        if tasks:  # every stream draws from one source
+          taken[tasks[0].source] = taken.get(tasks[0].source, 0) + count
+      result[split] = taken
     return result
+
+  @functools.cached_property
+  def _stream_counts(self) -> dict[str, list[int]]:
+    """Split -> examples each of its streams contributes: an interleave's schedule is walked once, here."""
+    counts = {}
+    for split in self.mapping:
+      lengths, weights, seed, stopping_strategy = self.interleave_args(split)
+      every_record_once = (self.config.mixing == "concatenate"
+                           or stopping_strategy == "all_exhausted_without_replacement")
+      counts[split] = lengths if every_record_once else mixing.counts(lengths, weights, seed, stopping_strategy)
+    return counts
 
   @classmethod
   def from_config(cls, config: BuilderConfig) -> _Plan:
