@@ -135,6 +135,7 @@ class Builder(streaming_builder.StreamingBuilder):
   """An existing dataset plus new fields, materialized or as an overlay."""
 
   DESCRIPTION = _DESCRIPTION
+  PAIRS_SUPERVISED_KEYS = True
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release (raw TFRecord bases start at 1.0.0)."}
   BUILDER_CONFIGS = [
@@ -181,12 +182,6 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
-
-  def card_defaults(self) -> dict:
-    """`as_supervised=True` pairs `image`/`label`, `text`/`label`, ... when exactly one of each is a feature."""
-    from tfds_builders.core import dataset_card  # pylint: disable=g-import-not-at-top
-
-    return {"supervised_keys": dataset_card.paired_supervised_keys(self._plan.features.keys())}
 
   def expected_examples(self, split: str) -> int | None:
     """The base split's count: one output example per base example.

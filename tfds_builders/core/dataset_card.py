@@ -39,8 +39,9 @@ def paired_supervised_keys(feature_names: Iterable[str]) -> tuple[str, str] | No
 def info_fields(builder: Any) -> dict[str, Any]:
   """`DatasetInfo` keyword arguments from the builder's config and defaults.
 
-  A config value wins; else the builder's `card_defaults()`; else the
-  builder's dataset card as homepage. For a prepared version only config
+  A config value wins. Else the homepage is the builder's dataset card and,
+  for builders with `PAIRS_SUPERVISED_KEYS`, the supervised keys are the
+  features named as an input/target pair. For a prepared version only config
   values are given: TFDS restores the rest from its dataset_info.json (a field
   set in code would override what the build recorded).
 
@@ -53,9 +54,8 @@ def info_fields(builder: Any) -> dict[str, Any]:
     check_supervised_keys(fields["supervised_keys"], None, config.name)
     return _as_info_kwargs(fields)
   defaults = {"homepage": card_url(builder.name)}
-  card_defaults = getattr(builder, "card_defaults", None)
-  if card_defaults:
-    defaults.update(card_defaults())
+  if getattr(builder, "PAIRS_SUPERVISED_KEYS", False):
+    defaults["supervised_keys"] = paired_supervised_keys(builder.inferred_features().keys())
   fields = {name: value if value is not None else defaults.get(name) for name, value in fields.items()}
   if fields["supervised_keys"]:
     check_supervised_keys(fields["supervised_keys"], builder.inferred_features(), config.name)

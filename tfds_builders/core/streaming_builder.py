@@ -111,6 +111,9 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   # The dataset card's summary; each builder sets it from its `_DESCRIPTION`.
   DESCRIPTION = ""
+  # Whether features named as an (input, target) pair (`image`/`label`, `x`/`y`,
+  # ...) become the default `supervised_keys` (core/dataset_card.py).
+  PAIRS_SUPERVISED_KEYS = False
 
   def _info(self) -> tfds.core.DatasetInfo:
     # A prepared version's features come from its features.json, so loading it

@@ -10,7 +10,6 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import safe_paths
@@ -88,6 +87,7 @@ class Builder(streaming_builder.StreamingBuilder):
   """NumPy arrays as a TFDS dataset, bit-exact."""
 
   DESCRIPTION = _DESCRIPTION
+  PAIRS_SUPERVISED_KEYS = True
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [
@@ -107,10 +107,6 @@ class Builder(streaming_builder.StreamingBuilder):
 
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return self._plan.features
-
-  def card_defaults(self) -> dict:
-    """`as_supervised=True` pairs `image`/`label`, `x`/`y`, ... when the arrays are so named."""
-    return {"supervised_keys": dataset_card.paired_supervised_keys(self._plan.features.keys())}
 
   def expected_examples(self, split: str) -> int | None:
     """Rows (or files) counted from the headers; None when `split_fractions` hash the keys."""
