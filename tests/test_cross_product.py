@@ -297,11 +297,13 @@ def test_keys_come_from_i_and_j(tmp_path):
   left_path, right_path = make_inputs(tmp_path)
   builder = make_builder(tmp_path, left=left_path, right=right_path, left_rows_per_partition=2)
   builder._data_dir = str(tmp_path / "work")  # pylint: disable=protected-access
-  split = builder._split_generators(None)["train"]  # pylint: disable=protected-access
-  assert len(split.generators) == 2
-  keys = [key for key, _ in split]
-  assert keys == [i * 4 + j for i in range(3) for j in range(4)]
-  assert keys == [key for key, _ in split]  # the same on every run
+  with builder._build_context(tfds.download.DownloadConfig()) as spilled:  # pylint: disable=protected-access
+    split = builder._split_streams(None, spilled)["train"]  # pylint: disable=protected-access
+    assert len(split.generators) == 2
+    keys = [key for key, _ in split]
+    assert keys == [i * 4 + j for i in range(3) for j in range(4)]
+    assert keys == [key for key, _ in split]  # the same on every run
+  assert not (tmp_path / "work" / "cross_product_spill.tmp").exists()  # the context removes its spill
 
 
 @pytest.mark.parametrize("mode, config", [

@@ -209,7 +209,8 @@ class Builder(streaming_builder.StreamingBuilder):
         for index in range(len(plan.base.splits[split].files))
     ])
 
-  def _generate_splits(self, dl_manager, download_config):
+  @contextlib.contextmanager
+  def _build_context(self, download_config):
     plan = self._plan
     uses_beam = self._uses_beam(download_config)
     if plan.walk and uses_beam:  # Beam's partitions need every file's offset first
@@ -221,14 +222,17 @@ class Builder(streaming_builder.StreamingBuilder):
         function_calls.worker_pool(plan.function, plan.base.features_source, plan.num_workers)
         if local_pool else contextlib.nullcontext()
     ):
-      split_infos = super()._generate_splits(dl_manager, download_config)
+      yield None
+
+  def _after_build(self, context, split_infos):
+    del context
+    plan = self._plan
     if plan.walk:
       plan = self._plan = plan.with_base(plan.walk.base())
     self.info.metadata[METADATA_KEY] = {
         **plan.metadata(), "missing": {info.name: plan.missing_count(info) for info in split_infos},
     }
     self.record_provenance(**plan.provenance())
-    return split_infos
 
   @functools.cached_property
   def _plan(self) -> _Plan:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -9,7 +10,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from absl import logging
@@ -194,31 +195,6 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         **details,
     )
 
-  def _download_and_prepare(
-      self,
-      dl_manager: tfds.download.DownloadManager,
-      download_config: tfds.download.DownloadConfig,
-  ) -> None:
-    # TFRecordWriter cannot write to s3://: say so, naming the user's --data_dir, before a split is generated.
-    remote.require_tensorflow_reads(
-        self.data_dir_root, "--data_dir",
-        "Build into a local --data_dir, then tfds-builders publish DATA_DIR/<name>/<config>/<version> "
-        "s3://bucket/registry; namespace loads fetch it into a local cache")
-    # TFDS runs this inside the incomplete dir, which `data_dir` names now.
-    build_dir = epath.Path(self.data_dir)
-    owned = bool(INCOMPLETE_DIR_NAME.match(build_dir.name))
-    if owned:
-      BuildOwner.current().mark(build_dir)
-      remove_stale_builds(build_dir.parent, keep=build_dir)
-    try:
-      super()._download_and_prepare(dl_manager, download_config)
-      # Splits are written; TFDS writes dataset_info.json after this returns.
-      dataset_card.after_build(self)
-    finally:
-      if owned:
-        # The dir becomes the dataset when TFDS renames it; no marker in it.
-        (build_dir / OWNER_MARKER).unlink(missing_ok=True)
-
   def _uses_beam(self, download_config: tfds.download.DownloadConfig) -> bool:
     return bool(
         download_config.beam_runner
@@ -226,9 +202,82 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         or getattr(self.builder_config, "use_beam", False)
     )
 
+  # --- The build: the one override of a TFDS method, and the hooks it calls. ---
+
+  @contextlib.contextmanager
+  def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[Any]:
+    """Opens what one build holds and yields it, frozen, to `_split_streams`.
+
+    A builder that needs a session, a worker pool or a spill dir opens it
+    here and closes it on the way out, whether the build succeeds or fails.
+    Nothing of the build is kept on the builder. The default holds nothing.
+
+    Args:
+      download_config: The build's TFDS download config (Beam or local, limits).
+
+    Yields:
+      The builder's build context (None by default).
+    """
+    del download_config
+    yield None
+
+  def _split_streams(
+      self, dl_manager: tfds.download.DownloadManager, context: Any
+  ) -> Mapping[str, Iterable[StreamItem] | Partitions]:
+    """Each split's examples, given the build's context.
+
+    The default is TFDS's `_split_generators(dl_manager)`, for builders that
+    hold nothing during a build.
+    """
+    del context
+    return self._split_generators(dl_manager)
+
+  def _after_build(self, context: Any, split_infos: Sequence[tfds.core.SplitInfo]) -> None:
+    """Runs once every split is written, still inside the build context.
+
+    Builders record what the generation counted (provenance, metadata) here.
+    """
+    del context, split_infos
+
+  # TFDS's two abstract methods: a builder that holds build state defines
+  # `_split_streams` instead, and may yield from any function it names.
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    raise NotImplementedError(f"{type(self).__name__} defines _split_streams(dl_manager, context).")
+
+  def _generate_examples(self, *args: Any, **kwargs: Any):
+    raise NotImplementedError(f"{type(self).__name__} generates its examples in _split_streams.")
+
   def _generate_splits(
       self,
       dl_manager: tfds.download.DownloadManager,
+      download_config: tfds.download.DownloadConfig,
+  ) -> list[tfds.core.SplitInfo]:
+    # TFDS renames this incomplete dir into the dataset once we return.
+    remote.require_tensorflow_reads(
+        self.data_dir_root, "--data_dir",
+        "Build into a local --data_dir, then tfds-builders publish DATA_DIR/<name>/<config>/<version> "
+        "s3://bucket/registry; namespace loads fetch it into a local cache")
+    build_dir = epath.Path(self.data_dir)
+    owned = bool(INCOMPLETE_DIR_NAME.match(build_dir.name))
+    if owned:
+      BuildOwner.current().mark(build_dir)
+      remove_stale_builds(build_dir.parent, keep=build_dir)
+    try:
+      with self._build_context(download_config) as context:
+        split_infos = self._write_splits(self._split_streams(dl_manager, context), download_config)
+        self._after_build(context, split_infos)
+      # dataset_card reads the split infos TFDS would set after we return.
+      self.info.set_splits(tfds.core.SplitDict(split_infos))
+      dataset_card.after_build(self)
+      return split_infos
+    finally:
+      if owned:
+        # The dir becomes the dataset when TFDS renames it; no marker in it.
+        (build_dir / OWNER_MARKER).unlink(missing_ok=True)
+
+  def _write_splits(
+      self,
+      streams: Mapping[str, Iterable[StreamItem] | Partitions],
       download_config: tfds.download.DownloadConfig,
   ) -> list[tfds.core.SplitInfo]:
     sizing = shard_plan.ShardSizing.of(download_config.get_shard_config(), self.MAX_SHARD_BYTES)
@@ -236,7 +285,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not self._uses_beam(download_config):
       return [
           self._write_split(name, examples, download_config, sizing, shuffle)
-          for name, examples in self._split_generators(dl_manager).items()
+          for name, examples in streams.items()
       ]
     if shuffle:
       raise errors.ConfigError(
@@ -266,7 +315,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               max_examples=download_config.max_examples_per_split,
               counter=progress.beam_counted(name),
           )
-          for name, examples in self._split_generators(dl_manager).items()
+          for name, examples in streams.items()
       ]
     return [finalize() for finalize in finalizers]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Iterator, Mapping, Sequence
@@ -124,12 +125,42 @@ class Builder(streaming_builder.StreamingBuilder):
       return None
     return space.size
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  @contextlib.contextmanager
+  def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[_Spilled]:
+    """Spills both inputs into the build dir, removed however the build ends."""
+    del download_config
+    # Inside TFDS's incomplete.* directory: visible to Beam workers wherever
+    # the output goes, and gone if the build fails.
+    spill_dir = epath.Path(self.data_path) / _SPILL_DIR
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    try:
+      yield self._spill(spill_dir)
+    except errors.SourceError as error:
+      raise self._plan.explain_empty(error) from error
+    finally:
+      spill_dir.rmtree(missing_ok=True)
+
+  def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: _Spilled):
     del dl_manager  # sources are local or remote paths, never downloaded
+    return {self.builder_config.split: streaming_builder.Partitions([
+        functools.partial(pairs.generate, self._plan.space, context.left, context.right, start, stop)
+        for start, stop in context.row_ranges
+    ])}
+
+  def _after_build(self, context: _Spilled, split_infos: Sequence[tfds.core.SplitInfo]) -> None:
+    self.record_provenance(
+        **self._plan.provenance(self.builder_config.data_root),
+        pairs_written=sum(info.num_examples for info in split_infos),
+        layout={
+            "partitions": len(context.row_ranges),
+            "right_blocks": len(context.right.blocks),
+            "memory_budget_bytes": self.builder_config.memory_budget_bytes,
+        },
+    )
+
+  def _spill(self, spill_dir: epath.Path) -> _Spilled:
     config = self.builder_config
     plan = self._plan
-    spill_dir = self._spill_dir()
-    spill_dir.mkdir(parents=True, exist_ok=True)
     with progress.timed_phase("cross_product/%s: spilling both inputs to %s", config.name, spill_dir):
       left, right = (
           spill.write(spill_dir / side, plan.spill_records(side), config.memory_budget_bytes)
@@ -139,48 +170,20 @@ class Builder(streaming_builder.StreamingBuilder):
     row_ranges = pairs.row_ranges(
         plan.space, pair_bytes, _PARTITION_BYTES, config.left_rows_per_partition
     )
-    self._layout = {
-        "partitions": len(row_ranges),
-        "right_blocks": len(right.blocks),
-        "memory_budget_bytes": config.memory_budget_bytes,
-    }
-    return {config.split: self._generate_examples(left, right, row_ranges)}
-
-  def _generate_examples(
-      self, left: spill.SpillFile, right: spill.SpillFile, row_ranges: Sequence[tuple[int, int]]
-  ) -> streaming_builder.Partitions:
-    """One partition per range of left rows: its pairs with every right row."""
-    return streaming_builder.Partitions([
-        functools.partial(pairs.generate, self._plan.space, left, right, start, stop)
-        for start, stop in row_ranges
-    ])
-
-  def _generate_splits(
-      self,
-      dl_manager: tfds.download.DownloadManager,
-      download_config: tfds.download.DownloadConfig,
-  ) -> list[tfds.core.SplitInfo]:
-    try:
-      split_infos = super()._generate_splits(dl_manager, download_config)
-    except errors.SourceError as error:
-      raise self._plan.explain_empty(error) from error
-    finally:
-      self._spill_dir().rmtree(missing_ok=True)
-    self.record_provenance(
-        **self._plan.provenance(self.builder_config.data_root),
-        pairs_written=sum(info.num_examples for info in split_infos),
-        layout=self._layout,
-    )
-    return split_infos
-
-  def _spill_dir(self) -> epath.Path:
-    # Inside TFDS's incomplete.* directory while building: visible to Beam
-    # workers wherever the output goes, and gone if the build fails.
-    return epath.Path(self.data_path) / _SPILL_DIR
+    return _Spilled(left, right, tuple(row_ranges))
 
   @functools.cached_property
   def _plan(self) -> _Plan:
     return self.planned(_Plan.from_config, "both inputs, once, to count and type their records")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spilled:
+  """A build's context: both inputs spilled, and the left-row ranges of its partitions."""
+
+  left: spill.SpillFile
+  right: spill.SpillFile
+  row_ranges: tuple[tuple[int, int], ...]
 
 
 @dataclasses.dataclass(frozen=True)
