@@ -8,7 +8,7 @@ import setuptools
 _ROOT = pathlib.Path(__file__).parent
 _VERSION = re.search(
     r'^__version__ = "([^"]+)"',
-    (_ROOT / "tfds_builders" / "__init__.py").read_text(),
+    (_ROOT / "tfds_builders" / "version.py").read_text(),
     re.MULTILINE,
 ).group(1)
 
@@ -24,10 +24,10 @@ setuptools.setup(
     install_requires=[
         # The user's named dependencies.
         "tensorflow>=2.16,<3",
-        # tfds_hooks.py and the streaming writer use TFDS internals (the dataset
+        # tfds_internals.py, the one module using TFDS internals (the dataset
         # provider registry, community registers, ShardConfig, file adapters,
         # the hashing shuffler) that change between minor releases: pinned to
-        # the 4.9 line that tests/test_registry.py and tests/test_tfds_flags.py check.
+        # the 4.9 line that tests/test_tfds_internals.py checks.
         "tensorflow-datasets>=4.9.4,<4.10",
         "numpy>=1.24",
         "psycopg2-binary>=2.9",
@@ -39,11 +39,10 @@ setuptools.setup(
         "apache-beam>=2.50,<3",
         "mlcroissant>=1.0",
         # Compiles the TFRecord frame walk, block encoders and CRC32C that make overlays
-        # fast (core/record_index.py, core/record_blocks.py, core/crc32c.py); llvmlite,
-        # numba's own code generator, emits the CPU's CRC32 instruction through an
-        # intrinsic whose spelling changes between releases: both pinned to tested lines.
+        # fast (core/fast/), pinned to tested lines. llvmlite is no longer a direct
+        # dependency: numba pulls in its own matching llvmlite, and nothing here calls
+        # llvmlite since the SSE4.2 CRC32C intrinsic was dropped (not 10 % faster end to end).
         "numba>=0.59,<0.70",
-        "llvmlite>=0.42,<0.52",
         # Side tables (CSV, Parquet), the Parquet shard format and the Parquet export.
         "pyarrow>=14",
         # Imported directly (paths, logging, progress bars); TFDS requires them too.

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from tfds_builders.version import __version__  # noqa: F401
 
 # Every builder folder tfds_builders/<name>/ holding <name>_dataset_builder.py.
 BUILDERS = ("numpy_arrays", "cross_product", "concatenated", "database", "augmented")
 
 from tfds_builders import registry as _registry  # noqa: E402
-from tfds_builders import tfds_hooks as _tfds_hooks  # noqa: E402
+from tfds_builders import tfds_internals as _tfds_internals  # noqa: E402
 
 # Registration is lazy: `tfds.load("numpy_arrays/demo", data_dir=...)` imports
 # the builder module on first use, so importing this package stays cheap and a
 # process that only loads published datasets never imports builder code.
-_tfds_hooks.register_builders_lazily(__name__, BUILDERS)
+_tfds_internals.register_builders_lazily(__name__, BUILDERS)
 # Namespaces of $TFDS_BUILDERS_REGISTRY_CONFIG, for tfds.load("team:name/..."); a
 # broken config is logged once, never raised, so this import cannot fail on it.
 _registry.register_from_env()

@@ -12,6 +12,8 @@ from typing import Any
 
 from etils import epath
 
+from tfds_builders.version import __version__
+
 PROVENANCE_KEY = "provenance"
 METADATA_FILENAME = "metadata.json"
 REDACTED = "***"
@@ -95,7 +97,6 @@ def build_provenance(
   Returns:
     A JSON-serializable dict.
   """
-  from tfds_builders import __version__  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   record = {
