@@ -12,8 +12,9 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
-from tfds_builders.core import sql_connections
-from tfds_builders.core import sql_types
+from tfds_builders.core.sql import sessions
+from tfds_builders.core.sql import types as sql_types
+from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import queries
 
 OPTION_KEYS = (
@@ -61,7 +62,7 @@ class ColumnOptions:
     if vocabulary is not None:
       if not isinstance(vocabulary, (list, tuple)) or not vocabulary:
         raise fail("`vocabulary` must be a non-empty list of class names.")
-      vocabulary = tuple(sql_types.class_name(name) for name in vocabulary)
+      vocabulary = tuple(codecs_lib.class_name(name) for name in vocabulary)
       if len(set(vocabulary)) != len(vocabulary):
         raise fail("`vocabulary` lists a class name twice.")
     options = cls(
@@ -134,7 +135,7 @@ class ColumnPlan:
     filled = self.options.default is not None or bool(self.options.impute)
     return filled and self.null_action in ("default", "mask")
 
-  def codec(self, statistics: Mapping[str, Any] | None = None) -> sql_types.ColumnCodec:
+  def codec(self, statistics: Mapping[str, Any] | None = None) -> codecs_lib.ColumnCodec:
     """The codec; without `statistics`, placeholders stand for SQL-computed values."""
     statistics = statistics or {}
     options = self.options
@@ -154,10 +155,10 @@ class ColumnPlan:
       default = statistics.get("impute")
     if default is None and unknown_class is not None and self.null_action == "mask":
       default = unknown_class  # a masked NULL takes the unknown class, never a real one
-    return sql_types.ColumnCodec(
+    return codecs_lib.ColumnCodec(
         name=self.name,
         sql_type=self.sql_type,
-        nulls=sql_types.NullPolicy(self.null_action, default),
+        nulls=codecs_lib.NullPolicy(self.null_action, default),
         numeric=options.numeric or self.defaults.numeric,
         temporal=options.temporal or self.defaults.temporal,
         class_names=class_names,
@@ -176,7 +177,7 @@ class ColumnPlan:
 
 
 def plan_columns(
-    result: Sequence[sql_connections.ResultColumn],
+    result: Sequence[sessions.ResultColumn],
     options_by_name: Mapping[str, Mapping[str, Any]],
     defaults: Defaults,
     cast_example: str,
@@ -228,13 +229,13 @@ def plan_columns(
     elif options.array is not None and sql_type is not None:
       sql_type = dataclasses.replace(sql_type, array=bool(options.array))
     if sql_type is None:
-      raise sql_types.unsupported_type(
+      raise codecs_lib.unsupported_type(
           column.name, column.type_name, cast_example.replace("column", column.name)
       )
     plan = ColumnPlan(column.name, sql_type, options, defaults, column.name not in not_null)
     _check_plan(plan)
     plans.append(plan)
-  masks = {plan.name + sql_types.MASK_SUFFIX for plan in plans if plan.null_action == "mask"}
+  masks = {plan.name + codecs_lib.MASK_SUFFIX for plan in plans if plan.null_action == "mask"}
   clashes = sorted(masks & seen)
   if clashes:
     raise errors.SchemaError(
@@ -253,12 +254,12 @@ def _check_plan(plan: ColumnPlan) -> None:
   if options.categorical and (kind not in _CATEGORICAL_KINDS or plan.sql_type.array):
     raise fail(
         f"categorical needs a scalar column of kind {_CATEGORICAL_KINDS}, but it "
-        f"is {plan.sql_type.describe()}. Cast it in the query."
+        f"is {plan.sql_type.label()}. Cast it in the query."
     )
   numeric_only = options.normalize or options.impute == "mean"
-  if numeric_only and (not sql_types.is_numeric_kind(kind) or plan.sql_type.array):
+  if numeric_only and (not codecs_lib.is_numeric_kind(kind) or plan.sql_type.array):
     what = f"normalize={options.normalize!r}" if options.normalize else "impute='mean'"
-    raise fail(f"{what} needs a numeric column, but it is {plan.sql_type.describe()}.")
+    raise fail(f"{what} needs a numeric column, but it is {plan.sql_type.label()}.")
   if options.impute == "mean" and kind == "int" and not (options.normalize and options.apply):
     raise fail(
         "the mean of an integer column is not an integer; use impute='median', "
@@ -273,14 +274,14 @@ def _check_plan(plan: ColumnPlan) -> None:
     )
   if options.impute is None:
     # Classes computed from the data are unknown yet: `finalize` checks the default.
-    sql_types.check_codec(plan.codec(), check_default=not plan.classes_from_data)
+    codecs_lib.check_codec(plan.codec(), check_default=not plan.classes_from_data)
 
 
 # ------------------------------------------------------------ statistics --
 
 
 def compute_statistics(
-    session: sql_connections.ReadSession,
+    session: sessions.ReadSession,
     plans: Sequence[ColumnPlan],
     sources: Sequence[queries.SplitSource],
     statistics_source: queries.SplitSource | None,
@@ -308,8 +309,8 @@ def compute_statistics(
       else:
         values: set[Any] = set()
         for source in sources:
-          sql, params = queries.distinct_sql(session, source, plan.name, required)
-          values.update(row[0] for row in session.fetch_all(sql, params, source.query))
+          statement = queries.distinct_sql(session, source, plan.name, required)
+          values.update(row[0] for row in session.fetch_all(statement))
         names = _sorted_names(values)
         record["categorical"] = {"source": f"distinct values of splits {[s.split for s in sources]}"}
       stats["class_names"] = tuple(names)
@@ -345,8 +346,8 @@ def _summary(session, plan: ColumnPlan, source, required: Sequence[str]) -> dict
     aggregates.append("stddev_pop")
   if options.normalize == "minmax":
     aggregates += ["min", "max"]
-  sql, params = queries.summary_sql(session, source, plan.name, aggregates, required)
-  summary = dict(zip(aggregates, session.fetch_all(sql, params, source.query)[0]))
+  statement = queries.summary_sql(session, source, plan.name, aggregates, required)
+  summary = dict(zip(aggregates, session.fetch_all(statement)[0]))
   if not summary["count"]:
     raise errors.SourceError(
         f"Column {plan.name!r} has no non-NULL value in split {source.split!r}, "
@@ -389,7 +390,7 @@ class _Moments:
 
 
 def _number(plan: ColumnPlan, value: Any) -> float:
-  return sql_types.finite_or_fail(plan.name, "NULL fill value", value)
+  return codecs_lib.finite_or_fail(plan.name, "NULL fill value", value)
 
 
 def _require_statistics_source(plan: ColumnPlan, source: queries.SplitSource | None):
@@ -406,12 +407,12 @@ def _normalization(plan: ColumnPlan, split: str, moments: _Moments) -> tuple[tup
   method = plan.options.normalize
   name = plan.name
   if method == "standard":
-    shift = sql_types.finite_or_fail(name, "mean", moments.mean)
-    scale = sql_types.finite_or_fail(name, "standard deviation", moments.std)
+    shift = codecs_lib.finite_or_fail(name, "mean", moments.mean)
+    scale = codecs_lib.finite_or_fail(name, "standard deviation", moments.std)
     record = {"method": "standard", "mean": shift, "std": scale}
   else:
-    shift = sql_types.finite_or_fail(name, "minimum", moments.low)
-    scale = sql_types.finite_or_fail(name, "maximum", moments.high) - shift
+    shift = codecs_lib.finite_or_fail(name, "minimum", moments.low)
+    scale = codecs_lib.finite_or_fail(name, "maximum", moments.high) - shift
     record = {"method": "minmax", "min": shift, "max": shift + scale}
   record.update(split=split, applied=plan.options.apply, count=moments.count)
   if plan.options.apply and scale == 0:
@@ -433,19 +434,19 @@ def _imputed(session, plan: ColumnPlan, source, summary: Mapping[str, Any], requ
   text = plan.options.type is None and plan.sql_type.source in sql_types.POSTGRES_TEXT_TYPES
   key = queries.sort_key(session, plan.name, plain_text=text)
   if statistic == "mode":
-    sql, params = queries.mode_sql(session, source, plan.name, key, required)
+    statement = queries.mode_sql(session, source, plan.name, key, required)
   else:
     # median: percentile_disc(0.5), the lower middle value, the same on every engine.
     offset = (summary["count"] - 1) // 2 if statistic == "median" else 0
-    sql, params = queries.ordered_value_sql(
+    statement = queries.ordered_value_sql(
         session, source, plan.name, key, offset, descending=statistic == "max", required=required,
     )
-  return session.fetch_all(sql, params, source.query)[0][0]
+  return session.fetch_all(statement)[0][0]
 
 
 def _sorted_names(values: set[Any]) -> list[str]:
   numbers = sorted(value for value in values if isinstance(value, int) and not isinstance(value, bool))
-  others = sorted(sql_types.class_name(value) for value in values if value not in numbers)
+  others = sorted(codecs_lib.class_name(value) for value in values if value not in numbers)
   return [str(number) for number in numbers] + others
 
 
@@ -462,11 +463,11 @@ def json_value(value: Any) -> Any:
 
 def finalize(
     plans: Sequence[ColumnPlan], statistics: Mapping[str, Mapping[str, Any]]
-) -> list[sql_types.ColumnCodec]:
+) -> list[codecs_lib.ColumnCodec]:
   """The codecs with vocabularies, normalization and imputed values in place."""
   codecs = []
   for plan in plans:
     codec = plan.codec(statistics.get(plan.name))
-    sql_types.check_codec(codec)
+    codecs_lib.check_codec(codec)
     codecs.append(codec)
   return codecs

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
 
-from tfds_builders.core import errors
 from tfds_builders.core import paths
-from tfds_builders.core import sql_connections
 from tfds_builders.core import streaming_builder
+from tfds_builders.core.sql import connection
+from tfds_builders.core.sql import sessions
 from tfds_builders.database import build_dirs
 from tfds_builders.database import plan as plan_lib
 from tfds_builders.database import reading
+from tfds_builders.database import session as session_lib
 
 _DESCRIPTION = """\
 Rows of SQL queries on PostgreSQL or SQLite, one example per row. Features are
@@ -46,7 +48,8 @@ class BuilderConfig(streaming_builder.StreamingConfig):
     params: Parameters bound to every query (PostgreSQL `%s` / `%(name)s`,
       SQLite `?` / `:name`); a dict (named) when split queries differ.
     split_percent: Split name -> percent (summing to 100) of the rows of
-      `query`, assigned by a hash of `split_key`.
+      `query`, assigned by a hash of `split_key` and `split_seed`: the rule
+      of `core/splits.py` (md5 bucket, consecutive ranges in config order).
     split_key: Column whose value decides a row's split (hash split).
     split_seed: Seed of the hash split.
     order_by: Columns giving the stored order (unique together): two builds
@@ -88,10 +91,10 @@ class BuilderConfig(streaming_builder.StreamingConfig):
   numeric: str = "float64"
   temporal: str = "iso"
   statistics_split: str = "train"
-  fetch_size: int = sql_connections.DEFAULT_FETCH_SIZE
+  fetch_size: int = sessions.DEFAULT_FETCH_SIZE
   partition_key: str = ""
   num_partitions: int = 1
-  application_name: str = sql_connections.DEFAULT_APPLICATION_NAME
+  application_name: str = connection.DEFAULT_APPLICATION_NAME
   statement_timeout: int | str = ""
   lock_timeout: int | str = ""
 
@@ -147,7 +150,6 @@ class Builder(streaming_builder.StreamingBuilder):
           temporal="epoch",
       ),
   ]
-  _reading: _Reading | None = None  # the build's session, set by _generate_splits
 
   def download_and_prepare(self, **kwargs) -> None:
     """TFDS's `download_and_prepare`; a failure also removes the folders it created."""
@@ -163,44 +165,41 @@ class Builder(streaming_builder.StreamingBuilder):
   def inferred_features(self) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(self._plan.features())
 
-  def _generate_splits(self, dl_manager, download_config):
-    # One read-only snapshot for every split and statistic; Beam workers join it.
-    with sql_connections.open_session(self._plan.spec) as session:
-      self._reading = _Reading(session, on_beam=self._uses_beam(download_config))
-      try:
-        return super()._generate_splits(dl_manager, download_config)
-      finally:
-        self._reading = None
+  @contextlib.contextmanager
+  def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[_Reading]:
+    """One read-only snapshot for every split and statistic; Beam workers join it."""
+    with session_lib.open_session(self._plan.spec) as session:
+      yield _Reading(session, on_beam=self._uses_beam(download_config))
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: _Reading):
     del dl_manager  # rows come from the database, nothing is downloaded
-    if self._reading is None:
-      raise errors.ConfigError("The database builder reads inside download_and_prepare only.")
-    prepared = self._plan.prepare(self._reading.session, on_beam=self._reading.on_beam)
+    prepared = self._plan.prepare(context.session, on_beam=context.on_beam)
     for name, names in prepared.class_names.items():
       feature = self.info.features[name]
       if feature.num_classes is None:  # names computed in SQL just now
         feature.names = list(names)
     self.info.metadata["preprocessing"] = prepared.preprocessing
     self.record_provenance(**prepared.provenance)
-    return {split: self._generate_examples(jobs) for split, jobs in prepared.jobs.items()}
-
-  def _generate_examples(self, jobs: Sequence[reading.ReadJob]):
-    if self._reading.on_beam:
-      return streaming_builder.Partitions(
-          [functools.partial(reading.read_partition, job) for job in jobs]
-      )
-    (job,) = jobs
-    return reading.read_in_session(job, self._reading.session)
+    return {split: _examples(jobs, context) for split, jobs in prepared.jobs.items()}
 
   @functools.cached_property
-  def _plan(self) -> plan_lib.Plan:
-    return self.planned(plan_lib.Plan.from_config, "schema pass: the query's columns, types and NULLs")
+  def _plan(self) -> plan_lib.QueryPlan:
+    return self.planned(plan_lib.QueryPlan.from_config, "schema pass: the query's columns, types and NULLs")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class _Reading:
-  """The build's session, open while `_generate_splits` runs."""
+  """A build's context: its read-only session, and whether Beam workers read the partitions."""
 
-  session: sql_connections.ReadSession
+  session: sessions.ReadSession
   on_beam: bool
+
+
+def _examples(jobs: Sequence[reading.ReadJob], context: _Reading):
+  """A split's examples: read in the build's session, or one partition per Beam worker."""
+  if context.on_beam:
+    return streaming_builder.Partitions(
+        [functools.partial(reading.read_partition, job) for job in jobs]
+    )
+  (job,) = jobs
+  return reading.read_in_session(job, context.session)

@@ -11,11 +11,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 
-from tfds_builders.core import sql_connections
+from tfds_builders.core.sql import sessions
+from tfds_builders.core.sql import statements
 
 
-def never_null(session: sql_connections.ReadSession, sql: str, params: Any) -> set[int]:
-  """Positions of the result columns of `sql` that the database guarantees are not NULL.
+def never_null(session: sessions.ReadSession, statement: statements.Statement) -> set[int]:
+  """Positions of the result columns of `statement` that the database guarantees are not NULL.
 
   A column qualifies only when the database itself traces it to a NOT NULL
   table column (or a rowid) and nothing on the way can turn it into NULL:
@@ -25,13 +26,12 @@ def never_null(session: sql_connections.ReadSession, sql: str, params: Any) -> s
 
   Args:
     session: The planning session (read-only; nothing here executes `sql`'s rows).
-    sql: The statement whose columns are asked about, without LIMIT.
-    params: Its bound parameters.
+    statement: The statement whose columns are asked about, without LIMIT.
   """
   if session.driver == "postgresql":
-    return _postgres(session, sql, params)
+    return _postgres(session, statement.sql, statement.params)
   if session.driver == "sqlite":
-    return _sqlite(session, sql, params)
+    return _sqlite(session, statement.sql, statement.params)
   return set()
 
 
@@ -41,7 +41,7 @@ def never_null(session: sql_connections.ReadSession, sql: str, params: Any) -> s
 _OUTER_JOINS = ("Left", "Right", "Full")
 
 
-def _postgres(session: sql_connections.ReadSession, sql: str, params: Any) -> set[int]:
+def _postgres(session: sessions.ReadSession, sql: str, params: Any) -> set[int]:
   import psycopg2  # pylint: disable=import-outside-toplevel
 
   with session.connection.cursor() as cursor:
@@ -151,7 +151,7 @@ class _Op:
     return (self.p2, self.p3)
 
 
-def _sqlite(session: sql_connections.ReadSession, sql: str, params: Any) -> set[int]:
+def _sqlite(session: sessions.ReadSession, sql: str, params: Any) -> set[int]:
   # The session's authorizer refuses PRAGMAs: the schema is read on a
   # connection of its own, read-only too (the session's SHARED lock keeps
   # the schema as the session sees it).

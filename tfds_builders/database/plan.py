@@ -5,22 +5,25 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from absl import logging
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
 from tfds_builders.core import paths
-from tfds_builders.core import sql_connections
-from tfds_builders.core import sql_types
+from tfds_builders.core import splits
+from tfds_builders.core.sql import connection
+from tfds_builders.core.sql import sessions
+from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import columns as columns_lib
 from tfds_builders.database import nullability
 from tfds_builders.database import queries
 from tfds_builders.database import reading
+from tfds_builders.database import session as session_lib
 
-if TYPE_CHECKING:
-  from tfds_builders.database.database_dataset_builder import BuilderConfig
+# The card's BuilderConfig: read by field, not imported (the card imports this module).
+BuilderConfig = Any
 
 NO_ORDER = (
     "not guaranteed: no `order_by` was given, so two builds may store the rows "
@@ -31,7 +34,7 @@ _SPLIT_NAME = re.compile(r"^\w+$")
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-  """What `Plan.prepare` computed inside the build's snapshot.
+  """What `QueryPlan.prepare` computed inside the build's snapshot.
 
   Attributes:
     jobs: Split -> its read jobs (one, or one per Beam partition).
@@ -47,18 +50,18 @@ class Prepared:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class QueryPlan:
   """A config checked against the database: connection, sources, columns, order."""
 
   config: BuilderConfig
-  spec: sql_connections.ConnectionSpec
+  spec: connection.ConnectionSpec
   sources: tuple[queries.SplitSource, ...]
   column_plans: tuple[columns_lib.ColumnPlan, ...]
   order_by: tuple[str, ...]
   described: tuple[tuple[str, Any], ...]  # (name, SqlType) as the database reported them
 
   @classmethod
-  def from_config(cls, config: BuilderConfig) -> Plan:
+  def from_config(cls, config: BuilderConfig) -> QueryPlan:
     """Checks the config and the result columns of its queries (LIMIT 0).
 
     Raises:
@@ -67,12 +70,12 @@ class Plan:
     spec = _check_config(config)
     sources = _sources(config)
     order_by = tuple(_as_list(config.order_by) or _as_list(config.partition_key))
-    with sql_connections.open_session(spec) as session:
-      result = _describe(session, sources[0])
+    with session_lib.open_session(spec) as session:
+      result = _result_columns(session, sources[0])
       not_null = _never_null(session, sources[0], result)
       for source in sources[1:]:
         _check_same_columns(
-            _signature(result), source, _signature(_describe(session, source)),
+            _signature(result), source, _signature(_result_columns(session, source)),
             f"split {sources[0].split!r} returns",
         )
         not_null &= _never_null(session, source, result)
@@ -92,7 +95,7 @@ class Plan:
       found.update(plan.features())
     return found
 
-  def prepare(self, session: sql_connections.ReadSession, on_beam: bool) -> Prepared:
+  def prepare(self, session: sessions.ReadSession, on_beam: bool) -> Prepared:
     """Checks the snapshot's data, computes the statistics, plans the reads.
 
     Args:
@@ -102,7 +105,7 @@ class Plan:
     config = self.config
     for source in self.sources:
       _check_same_columns(
-          list(self.described), source, _signature(_describe(session, source)),
+          list(self.described), source, _signature(_result_columns(session, source)),
           "the build was planned with",
       )
     if config.split_key:
@@ -144,7 +147,7 @@ class Plan:
       return list(self.sources)
     return [
         dataclasses.replace(self.sources[0], split=split, bucket_range=bucket_range)
-        for split, bucket_range in queries.bucket_ranges(self.config.split_percent).items()
+        for split, bucket_range in splits.bucket_ranges(self.config.split_percent).items()
     ]
 
   def _partition_ranges(self, session, source: queries.SplitSource) -> list[tuple[Any, Any] | None]:
@@ -153,48 +156,46 @@ class Plan:
     if not key or count < 2:
       return [None]
     _refuse_null_keys(session, source, key, "partition_key")
-    sql, params = queries.partition_starts_sql(session, source, key, count)
-    return queries.partition_ranges([row[0] for row in session.fetch_all(sql, params, source.query)])
+    starts = session.fetch_all(queries.partition_starts_sql(session, source, key, count))
+    return queries.partition_ranges([row[0] for row in starts])
 
   def _job(self, session, source, codecs, snapshot, partition, index, count) -> reading.ReadJob:
-    sql, params = queries.rows_sql(
+    statement = queries.rows_sql(
         session, source, self.order_by, partition=partition,
         partition_key=self.config.partition_key,
     )
     names = [plan.name for plan in self.column_plans]
     label = f"split {source.split!r}" + (f", partition {index + 1}/{count}" if count > 1 else "")
     return reading.ReadJob(
-        spec=self.spec, snapshot=snapshot, sql=sql, params=params, user_query=source.query,
-        codecs=codecs, key_names=self.order_by,
+        spec=self.spec, snapshot=snapshot, statement=statement, codecs=codecs, key_names=self.order_by,
         key_indexes=tuple(names.index(name) for name in self.order_by),
         split=source.split, label=label, fetch_size=self.config.fetch_size,
     )
 
   def _query_record(self, session, source: queries.SplitSource, ranges) -> dict[str, Any]:
     """The serial statement of a split, its parameters, partitions and skipped rows."""
-    sql, params = queries.rows_sql(session, source, self.order_by)
-    record: dict[str, Any] = {"sql": sql, "params": params}
+    statement = queries.rows_sql(session, source, self.order_by)
+    record: dict[str, Any] = {"sql": statement.sql, "params": statement.params}
     if len(ranges) > 1:
       record["partitions"] = [
           [columns_lib.json_value(low), columns_lib.json_value(high)] for low, high in ranges
       ]
     skipping = [plan.name for plan in self.column_plans if plan.null_action == "skip_row"]
     if skipping:
-      sql, params = queries.null_count_sql(session, source, skipping)
-      record["rows_skipped_for_nulls"] = session.fetch_all(sql, params, source.query)[0][0]
+      statement = queries.null_count_sql(session, source, skipping)
+      record["rows_skipped_for_nulls"] = session.fetch_all(statement)[0][0]
     return record
 
 
-def _column_record(codec: sql_types.ColumnCodec) -> dict[str, str]:
+def _column_record(codec: codecs_lib.ColumnCodec) -> dict[str, str]:
   return {
-      "source_type": codec.sql_type.source, "type": codec.sql_type.describe(),
+      "source_type": codec.sql_type.source, "type": codec.sql_type.label(),
       "stored_as": codec.storage, "nulls": codec.nulls.action,
   }
 
 
 def _refuse_null_keys(session, source: queries.SplitSource, column: str, setting: str) -> None:
-  sql, params = queries.null_count_sql(session, source, [column])
-  nulls = session.fetch_all(sql, params, source.query)[0][0]
+  nulls = session.fetch_all(queries.null_count_sql(session, source, [column]))[0][0]
   if nulls:
     where = f"split {source.split!r}" if setting == "partition_key" else "the query"
     raise errors.SourceError(
@@ -206,23 +207,23 @@ def _refuse_null_keys(session, source: queries.SplitSource, column: str, setting
     )
 
 
-def _describe(session, source: queries.SplitSource) -> list[sql_connections.ResultColumn]:
+def _result_columns(session, source: queries.SplitSource) -> list[sessions.ResultColumn]:
+  """Runs the split's query with LIMIT 0 for its result columns and types."""
   plain = dataclasses.replace(source, bucket_range=None)
-  sql, params = queries.rows_sql(session, plain, (), limit_zero=True)
-  return session.describe(sql, params, source.query)
+  return session.result_columns(queries.rows_sql(session, plain, (), limit_zero=True))
 
 
 def _never_null(
-    session, source: queries.SplitSource, result: Sequence[sql_connections.ResultColumn],
+    session, source: queries.SplitSource, result: Sequence[sessions.ResultColumn],
 ) -> set[str]:
   """Names of the columns that the database guarantees are never NULL in this split's query."""
   plain = dataclasses.replace(source, bucket_range=None)
-  sql, params = queries.rows_sql(session, plain, ())
-  return {result[position].name for position in nullability.never_null(session, sql, params)
+  statement = queries.rows_sql(session, plain, ())
+  return {result[position].name for position in nullability.never_null(session, statement)
           if position < len(result)}
 
 
-def _signature(columns: Sequence[sql_connections.ResultColumn]) -> list[tuple[str, Any]]:
+def _signature(columns: Sequence[sessions.ResultColumn]) -> list[tuple[str, Any]]:
   return [(column.name, column.sql_type) for column in columns]
 
 
@@ -243,17 +244,17 @@ def _check_same_columns(
 
 
 def _column_list(items) -> str:
-  return ", ".join(f"{name} {sql_type.describe() if sql_type else '?'}" for name, sql_type in items)
+  return ", ".join(f"{name} {sql_type.label() if sql_type else '?'}" for name, sql_type in items)
 
 
-def _check_config(config: BuilderConfig) -> sql_connections.ConnectionSpec:
+def _check_config(config: BuilderConfig) -> connection.ConnectionSpec:
   """Validates the config on its own; returns where to connect."""
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"database config {config.name!r}: {message}")
 
   driver = config.driver or ("sqlite" if config.sqlite_path else "postgresql")
-  if driver not in sql_connections.DRIVERS:
-    raise fail(f"driver={config.driver!r}; use one of {sql_connections.DRIVERS}.")
+  if driver not in connection.DRIVERS:
+    raise fail(f"driver={config.driver!r}; use one of {connection.DRIVERS}.")
   if driver == "sqlite" and not config.sqlite_path:
     raise fail("driver='sqlite' needs `sqlite_path` (the database file).")
   if driver == "postgresql" and config.sqlite_path:
@@ -273,13 +274,13 @@ def _check_config(config: BuilderConfig) -> sql_connections.ConnectionSpec:
     )
   if not isinstance(config.columns, Mapping):
     raise fail("`columns` must map column names to settings.")
-  for option, choices in (("nulls", sql_types.NULL_POLICIES), ("numeric", sql_types.NUMERIC_MODES),
-                          ("temporal", sql_types.TEMPORAL_MODES)):
+  for option, choices in (("nulls", codecs_lib.NULL_POLICIES), ("numeric", codecs_lib.NUMERIC_MODES),
+                          ("temporal", codecs_lib.TEMPORAL_MODES)):
     errors.check_choice(getattr(config, option), choices, option, fail)
   if config.nulls == "default":
     raise fail("nulls='default' needs a value per column: set it in `columns` instead.")
   sqlite_path = str(paths.resolve(config.sqlite_path, config.data_root)) if driver == "sqlite" else ""
-  return sql_connections.ConnectionSpec(
+  return connection.ConnectionSpec(
       driver=driver, dsn=config.dsn, dsn_env=config.dsn_env, sqlite_path=sqlite_path,
       application_name=config.application_name,
       statement_timeout=config.statement_timeout, lock_timeout=config.lock_timeout,

@@ -9,12 +9,14 @@ PostgreSQL).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tfds_builders.core import sql_connections
+from tfds_builders.core import splits
+from tfds_builders.core.sql import sessions
+from tfds_builders.core.sql import statements
 
-BUCKETS = 2**32  # split buckets: the first 32 bits of an md5
+_QUERY_MARK = "\x00user_query\x00"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +29,7 @@ class SplitSource:
     params: Its bound parameters.
     split_key: Column hashed into buckets (hash-split mode), else "".
     split_seed: Seed mixed into the hash.
-    bucket_range: `[low, high)` of `split_bucket` values kept, or None.
+    bucket_range: `[low, high)` of `splits.split_bucket` values kept, or None.
   """
 
   split: str
@@ -38,25 +40,65 @@ class SplitSource:
   bucket_range: tuple[int, int] | None = None
 
 
-def bucket_ranges(percentages: dict[str, float]) -> dict[str, tuple[int, int]]:
-  """Split name -> `[low, high)` buckets, consecutive in config order."""
-  ranges, total, low = {}, 0.0, 0
-  names = list(percentages)
-  for index, name in enumerate(names):
-    total += percentages[name]
-    high = BUCKETS if index == len(names) - 1 else round(total / 100 * BUCKETS)
-    ranges[name] = (low, high)
-    low = high
-  return ranges
+class QueryText:
+  """Composes SQL around a user query: placeholders in the driver's style.
+
+  The user's query keeps its own parameters; values the builder adds are
+  bound too (never formatted into the SQL), after the user's in the same
+  style (positional or named). Identifiers are quoted by the session. The
+  user's query is checked to be one read-only query first (ConfigError).
+  """
+
+  def __init__(self, session: sessions.ReadSession, user_query: str,
+               user_params: statements.Params):
+    self.session = session
+    field = session.query_field or "query"
+    end = session.check_user_query(user_query, field)
+    self._user_query_as_given = user_query
+    self._user_query = user_query[:end].strip()  # without its `;` and trailing comments
+    self._named = isinstance(user_params, Mapping)
+    self._user_params = user_params
+    self._params: Any = dict(user_params) if self._named else list(user_params or [])
+
+  @property
+  def query(self) -> str:
+    """Stands for the user's query inside a template given to `build`."""
+    return _QUERY_MARK
+
+  def bind(self, value: Any) -> str:
+    """A placeholder bound to `value`."""
+    postgres = self.session.driver == "postgresql"
+    if isinstance(value, (bytes, memoryview)) and postgres:
+      value = bytes(value).decode("utf-8")  # text keys arrive as bytes
+    if self._named:
+      name = f"tfds_p{len(self._params)}"
+      self._params[name] = value
+      return f"%({name})s" if postgres else f":{name}"
+    self._params.append(value)
+    return "%s" if postgres else "?"
+
+  def ident(self, name: str) -> str:
+    return self.session.quote(name)
+
+  def build(self, template: str) -> statements.Statement:
+    """`template` with the user query in place, bound to all parameters."""
+    params = self._params or None
+    user_query = self._user_query
+    if self.session.driver == "postgresql" and params is not None and not self._user_params:
+      # psycopg2 reads % as a placeholder once parameters are passed.
+      user_query = user_query.replace("%", "%%")
+    # Newlines: a trailing `-- comment` in the user query must not swallow SQL.
+    return statements.Statement(
+        template.replace(_QUERY_MARK, f"\n{user_query}\n"), params, self._user_query_as_given)
 
 
-def _where(text: sql_connections.QueryText, source: SplitSource,
+def _where(text: QueryText, source: SplitSource,
            partition: tuple[Any, Any] | None = None, partition_key: str = "") -> list[str]:
   conditions = []
   if source.bucket_range is not None:
     low, high = source.bucket_range
-    bucket = sql_connections.bucket_sql(
-        text.session, text.ident(source.split_key), text.bind(str(source.split_seed))
+    bucket = splits.bucket_sql(
+        text.session.driver, text.ident(source.split_key), text.bind(str(source.split_seed))
     )
     # One occurrence of the bucket expression, so its seed is bound once.
     conditions.append(f"{bucket} - {text.bind(low)} BETWEEN 0 AND {text.bind(high - low - 1)}")
@@ -71,12 +113,12 @@ def _where(text: sql_connections.QueryText, source: SplitSource,
 
 
 def rows_sql(
-    session: sql_connections.ReadSession, source: SplitSource, order_by: Sequence[str],
+    session: sessions.ReadSession, source: SplitSource, order_by: Sequence[str],
     *, partition: tuple[Any, Any] | None = None, partition_key: str = "",
     limit_zero: bool = False,
-) -> tuple[str, Any]:
+) -> statements.Statement:
   """The statement streaming a split (or one partition of it), in order."""
-  text = session.query_text(source.query, source.params)
+  text = QueryText(session, source.query, source.params)
   sql = f"SELECT * FROM ({text.query}) AS tfds_source"
   conditions = _where(text, source, partition, partition_key)
   if conditions:
@@ -89,15 +131,15 @@ def rows_sql(
 
 
 def _over_split(
-    session: sql_connections.ReadSession, source: SplitSource, select: str,
+    session: sessions.ReadSession, source: SplitSource, select: str,
     tail: str = "", bind: Sequence[Any] = (), required: Sequence[str] = (),
-) -> tuple[str, Any]:
+) -> statements.Statement:
   """`SELECT <select> FROM (split rows) AS s <tail>`; `{}` in select/tail are identifiers.
 
   `required` columns must be non-NULL: rows a `skip_row` column leaves out
   of the dataset are left out of its statistics too.
   """
-  text = session.query_text(source.query, source.params)
+  text = QueryText(session, source.query, source.params)
   conditions = _where(text, source)
   conditions += [f"{session.quote(column)} IS NOT NULL" for column in required]
   inner = f"SELECT * FROM ({text.query}) AS tfds_source"
@@ -108,13 +150,13 @@ def _over_split(
   return text.build(f"SELECT {select} FROM ({inner}) AS tfds_split {tail}")
 
 
-def null_count_sql(session, source: SplitSource, columns: Sequence[str]) -> tuple[str, Any]:
+def null_count_sql(session, source: SplitSource, columns: Sequence[str]) -> statements.Statement:
   """The number of rows where any of `columns` is NULL."""
   condition = " OR ".join(f"{session.quote(column)} IS NULL" for column in columns)
   return _over_split(session, source, "count(*)", f"WHERE {condition}")
 
 
-def distinct_sql(session, source: SplitSource, column: str, required: Sequence[str] = ()) -> tuple[str, Any]:
+def distinct_sql(session, source: SplitSource, column: str, required: Sequence[str] = ()) -> statements.Statement:
   quoted = session.quote(column)
   return _over_split(
       session, source, f"DISTINCT {quoted}", f"WHERE {quoted} IS NOT NULL", required=required,
@@ -131,7 +173,7 @@ _AGGREGATES = {
 def summary_sql(
     session, source: SplitSource, column: str, aggregates: Sequence[str],
     required: Sequence[str] = (),
-) -> tuple[str, Any]:
+) -> statements.Statement:
   """One row: the named `_AGGREGATES` of a column over the split, in order."""
   quoted = session.quote(column)
   select = ", ".join(_AGGREGATES[name].format(quoted) for name in aggregates)
@@ -157,7 +199,7 @@ def sort_key(session, column: str, plain_text: bool) -> str:
 def ordered_value_sql(
     session, source: SplitSource, column: str, key: str, offset: int, *,
     descending: bool = False, required: Sequence[str] = (),
-) -> tuple[str, Any]:
+) -> statements.Statement:
   """The `offset`-th non-NULL value of a column in `key` order (min, max, median)."""
   quoted = session.quote(column)
   direction = " DESC" if descending else ""
@@ -168,7 +210,7 @@ def ordered_value_sql(
   )
 
 
-def mode_sql(session, source: SplitSource, column: str, key: str, required: Sequence[str] = ()) -> tuple[str, Any]:
+def mode_sql(session, source: SplitSource, column: str, key: str, required: Sequence[str] = ()) -> statements.Statement:
   """The most frequent non-NULL value (ties: the smallest in `key` order)."""
   quoted = session.quote(column)
   return _over_split(
@@ -178,10 +220,10 @@ def mode_sql(session, source: SplitSource, column: str, key: str, required: Sequ
   )
 
 
-def partition_starts_sql(session, source: SplitSource, key: str, count: int) -> tuple[str, Any]:
+def partition_starts_sql(session, source: SplitSource, key: str, count: int) -> statements.Statement:
   """The first key of each of `count` equal-sized ranges (ntile), in order."""
   quoted = session.quote(key)
-  text = session.query_text(source.query, source.params)
+  text = QueryText(session, source.query, source.params)
   conditions = _where(text, source)
   inner = f"SELECT * FROM ({text.query}) AS tfds_source"
   if conditions:

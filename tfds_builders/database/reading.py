@@ -7,8 +7,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tfds_builders.core import errors
-from tfds_builders.core import sql_connections
-from tfds_builders.core import sql_types
+from tfds_builders.core.sql import connection
+from tfds_builders.core.sql import sessions
+from tfds_builders.core.sql import statements
+from tfds_builders.database import codecs as codecs_lib
+from tfds_builders.database import session as session_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,9 +21,7 @@ class ReadJob:
   Attributes:
     spec: Where to connect (a Beam worker opens its own connection).
     snapshot: The exported snapshot a worker joins (PostgreSQL), or None.
-    sql: The statement, with its placeholders.
-    params: Its bound parameters.
-    user_query: The user's query, for error messages.
+    statement: The statement (with the user's query, for error messages).
     codecs: How each result column becomes features.
     key_names: The `order_by` columns (empty: no order).
     key_indexes: Their positions in a row.
@@ -29,12 +30,10 @@ class ReadJob:
     fetch_size: Rows per round trip.
   """
 
-  spec: sql_connections.ConnectionSpec
+  spec: connection.ConnectionSpec
   snapshot: str | None
-  sql: str
-  params: Any
-  user_query: str
-  codecs: tuple[sql_types.ColumnCodec, ...]
+  statement: statements.Statement
+  codecs: tuple[codecs_lib.ColumnCodec, ...]
   key_names: tuple[str, ...]
   key_indexes: tuple[int, ...]
   split: str
@@ -42,16 +41,14 @@ class ReadJob:
   fetch_size: int
 
 
-def read_in_session(job: ReadJob, session: sql_connections.ReadSession) -> Iterator[tuple[str, bytes]]:
+def read_in_session(job: ReadJob, session: sessions.ReadSession) -> Iterator[tuple[str, bytes]]:
   """The job's examples, read in an open session (the serial build's snapshot)."""
-  return examples(job, session.rows(
-      job.sql, job.params, fetch_size=job.fetch_size, user_query=job.user_query, label=job.label,
-  ))
+  return examples(job, session.rows(job.statement, fetch_size=job.fetch_size, label=job.label))
 
 
 def read_partition(job: ReadJob) -> Iterator[tuple[str, bytes]]:
   """A Beam worker's partition: its own connection, in the coordinator's snapshot."""
-  with sql_connections.open_session(job.spec, snapshot=job.snapshot) as session:
+  with session_lib.open_session(job.spec, snapshot=job.snapshot) as session:
     yield from read_in_session(job, session)
 
 
@@ -64,7 +61,7 @@ def examples(job: ReadJob, rows: Iterable[tuple]) -> Iterator[tuple[str, bytes]]
     SchemaError: for two rows with the same `order_by` key, and for values
       the codecs refuse (naming the column and the row).
   """
-  encoder = sql_types.RowEncoder(job.codecs)
+  encoder = codecs_lib.RowEncoder(job.codecs)
   key_indexes = job.key_indexes
   previous = None
   for number, row in enumerate(rows):

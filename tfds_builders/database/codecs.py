@@ -1,19 +1,16 @@
-"""SQL column types -> TFDS features and wire-format encoders, with an explicit NULL policy.
+"""Result columns -> TFDS features and wire-format encoders, with an explicit NULL policy.
 
-A column's database type maps to a *kind* (`int`, `float64`, `date`, ...);
-the kind, the column's options and its preprocessing choose a *storage* (how
-values sit in a `tf.train.Example`) and the TFDS feature that decodes it.
-Values are encoded straight to the wire format with `core.serialization`.
-NULL is `None` and nothing else: 0, '' and false are values.
+A column's kind (`core.sql.types`), its options and its preprocessing choose
+a *storage* (how values sit in a `tf.train.Example`) and the TFDS feature
+that decodes it. Values are encoded straight to the wire format with
+`core.serialization`. NULL is `None` and nothing else: 0, '' and false are
+values.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import decimal
 import math
-import operator
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -24,138 +21,13 @@ import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
 from tfds_builders.core import serialization
+from tfds_builders.core.sql import types as sql_types
+from tfds_builders.core.sql import values as sql_values
 
-KINDS = (
-    "int", "float32", "float64", "numeric", "bool", "text", "bytes", "json",
-    "enum", "uuid", "date", "time", "timestamp", "timestamptz",
-)
 NUMERIC_MODES = ("float64", "string")
 TEMPORAL_MODES = ("iso", "epoch")
 NULL_POLICIES = ("error", "default", "mask", "skip_row")
 MASK_SUFFIX = "_is_null"
-_TEMPORAL = ("date", "time", "timestamp", "timestamptz")
-_TEXT_LIKE = ("text", "json", "enum", "uuid")
-_INFINITY = ("infinity", "-infinity")
-_EPOCH_DATE_ORDINAL = datetime.date(1970, 1, 1).toordinal()
-_EPOCH = datetime.datetime(1970, 1, 1)
-_EPOCH_UTC = _EPOCH.replace(tzinfo=datetime.timezone.utc)
-_MICROSECOND = datetime.timedelta(microseconds=1)
-
-# PostgreSQL type names (pg_type.typname of the type or of an array's element).
-_POSTGRES_KINDS = {
-    "int2": "int", "int4": "int", "int8": "int", "oid": "int",
-    "float4": "float32", "float8": "float64", "numeric": "numeric",
-    "bool": "bool",
-    "text": "text", "varchar": "text", "bpchar": "text", "name": "text",
-    "char": "text", "citext": "text",
-    "bytea": "bytes", "json": "json", "jsonb": "json", "uuid": "uuid",
-    "date": "date", "time": "time", "timestamp": "timestamp",
-    "timestamptz": "timestamptz",
-}
-# PostgreSQL text types that take COLLATE "C" (code-point order); "char" does not.
-POSTGRES_TEXT_TYPES = ("text", "varchar", "bpchar", "name", "citext")
-# SQLite declared types with a meaning beyond their affinity, by first word.
-_SQLITE_NAMED_KINDS = {
-    "BOOLEAN": "bool", "BOOL": "bool", "DATE": "date", "DATETIME": "timestamp",
-    "TIMESTAMP": "timestamp", "TIMESTAMPTZ": "timestamptz", "TIME": "time",
-    "JSON": "json", "JSONB": "json", "NUMERIC": "numeric", "DECIMAL": "numeric",
-    "UUID": "uuid", "BLOB": "bytes",
-}
-_SQLITE_STORAGE_KINDS = {
-    frozenset({"integer"}): "int",
-    frozenset({"real"}): "float64",
-    frozenset({"integer", "real"}): "float64",
-    frozenset({"text"}): "text",
-    frozenset({"blob"}): "bytes",
-}
-
-
-# ------------------------------------------------------------------ types --
-
-
-@dataclasses.dataclass(frozen=True)
-class SqlType:
-  """What a result column holds: a kind, maybe as a one-dimensional array.
-
-  Attributes:
-    kind: One of `KINDS`.
-    array: Whether each value is a list of `kind` values.
-    source: The type as the database names it, for messages and provenance.
-  """
-
-  kind: str
-  array: bool = False
-  source: str = ""
-
-  def describe(self) -> str:
-    return f"{self.kind}{'[]' if self.array else ''}"
-
-
-def postgres_type(
-    type_name: str, *, is_enum: bool = False, element: str | None = None,
-    element_is_enum: bool = False,
-) -> SqlType | None:
-  """Maps a PostgreSQL type (a `pg_type` row) to a SqlType; None if unsupported.
-
-  Args:
-    type_name: `pg_type.typname` of the column's type.
-    is_enum: Whether the type is an enum (`typtype = 'e'`).
-    element: For an array type, the element's `typname`.
-    element_is_enum: Whether the array's element is an enum.
-  """
-  if element is not None:
-    kind = "enum" if element_is_enum else _POSTGRES_KINDS.get(element)
-    return SqlType(kind, array=True, source=f"{element}[]") if kind else None
-  kind = "enum" if is_enum else _POSTGRES_KINDS.get(type_name)
-  return SqlType(kind, source=type_name) if kind else None
-
-
-def sqlite_declared_type(declared: str) -> SqlType | None:
-  """Maps a SQLite declared column type to a SqlType; None when undeclared.
-
-  Names with a meaning (BOOLEAN, DATE, DATETIME, JSON, DECIMAL, ...) come
-  first; the rest follow SQLite's own affinity rules (INT -> integer, CHAR /
-  CLOB / TEXT -> text, REAL / FLOA / DOUB -> real, other names -> numeric).
-  """
-  upper = declared.strip().upper()
-  if not upper:
-    return None
-  source = f"{declared.strip()} (declared)"
-  first_word = re.split(r"[\s(]", upper, maxsplit=1)[0]
-  if upper.startswith("TIMESTAMP WITH TIME ZONE"):
-    return SqlType("timestamptz", source=source)
-  if first_word in _SQLITE_NAMED_KINDS:
-    return SqlType(_SQLITE_NAMED_KINDS[first_word], source=source)
-  if "INT" in upper:
-    return SqlType("int", source=source)
-  if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
-    return SqlType("text", source=source)
-  if "BLOB" in upper:
-    return SqlType("bytes", source=source)
-  if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
-    return SqlType("float64", source=source)
-  return SqlType("numeric", source=source)
-
-
-def sqlite_storage_type(column: str, storage_classes: set[str]) -> SqlType:
-  """Maps the storage classes (`typeof()`) an undeclared SQLite column holds.
-
-  Raises:
-    SchemaError: if the column holds only NULLs or mixes unrelated classes.
-  """
-  classes = frozenset(storage_classes) - {"null"}
-  kind = _SQLITE_STORAGE_KINDS.get(classes)
-  if kind is None:
-    found = ", ".join(sorted(classes)) or "only NULL"
-    raise errors.SchemaError(
-        errors.with_hint(
-            f"Column {column!r} has no declared type and holds {found} values, "
-            "so its feature type cannot be inferred",
-            f"Cast it in the query, e.g. CAST({column} AS TEXT) AS {column}, or "
-            f"give its type: columns={{{column!r}: {{'type': 'text'}}}}.",
-        )
-    )
-  return SqlType(kind, source=f"{'/'.join(sorted(classes))} (storage classes)")
 
 
 def unsupported_type(column: str, type_name: str, cast_example: str) -> errors.SchemaError:
@@ -212,7 +84,7 @@ class ColumnCodec:
   """
 
   name: str
-  sql_type: SqlType
+  sql_type: sql_types.SqlType
   nulls: NullPolicy = NullPolicy()
   numeric: str = "float64"
   temporal: str = "iso"
@@ -230,9 +102,9 @@ class ColumnCodec:
       return "float32"
     if kind == "numeric":
       return "float64" if self.numeric == "float64" else "text"
-    if kind in _TEMPORAL:
+    if kind in sql_values.TEMPORAL_KINDS:
       return "text" if self.temporal == "iso" else "int64"
-    if kind in _TEXT_LIKE:
+    if kind in sql_values.TEXT_LIKE_KINDS:
       return "text"
     return {"int": "int64"}.get(kind, kind)
 
@@ -242,7 +114,7 @@ class ColumnCodec:
 
   def features(self) -> dict[str, tfds.features.FeatureConnector]:
     """The feature of this column, and its `_is_null` mask feature if any."""
-    doc = f"Column {self.name!r} ({self.sql_type.source or self.sql_type.describe()})"
+    doc = f"Column {self.name!r} ({self.sql_type.source or self.sql_type.label()})"
     found = {self.name: _feature(self.storage, self.sql_type.array, self.class_names, doc)}
     if self.mask_name:
       found[self.mask_name] = tfds.features.Scalar(
@@ -314,8 +186,8 @@ def check_codec(codec: ColumnCodec, check_default: bool = True) -> None:
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"Column {codec.name!r}: {message}")
 
-  if codec.sql_type.kind not in KINDS:
-    raise fail(f"type {codec.sql_type.kind!r} is unknown; use one of {KINDS}.")
+  if codec.sql_type.kind not in sql_types.KINDS:
+    raise fail(f"type {codec.sql_type.kind!r} is unknown; use one of {sql_types.KINDS}.")
   errors.check_choice(codec.numeric, NUMERIC_MODES, "numeric", fail)
   errors.check_choice(codec.temporal, TEMPORAL_MODES, "temporal", fail)
   errors.check_choice(codec.nulls.action, NULL_POLICIES, "nulls", fail)
@@ -337,7 +209,7 @@ def check_codec(codec: ColumnCodec, check_default: bool = True) -> None:
   except (ValueProblem, *_VALUE_ERRORS) as error:
     raise fail(
         f"default {codec.nulls.default!r} does not fit the column "
-        f"({codec.sql_type.describe()}, stored as {codec.storage}): {_reason(error)}. "
+        f"({codec.sql_type.label()}, stored as {codec.storage}): {_reason(error)}. "
         "Give a value of the column's type."
     ) from None
 
@@ -419,7 +291,7 @@ def _row_error(codec: ColumnCodec, problem: ValueProblem, row: str) -> errors.Sc
     )
   return errors.SchemaError(
       errors.with_hint(
-          f"{row}: {problem} (the column is {codec.sql_type.describe()}, "
+          f"{row}: {problem} (the column is {codec.sql_type.label()}, "
           f"stored as {codec.storage})",
           problem.hint,
       )
@@ -480,11 +352,10 @@ def _storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
     by_value = {value: join(serialization.int64_feature(key, (int(value),))) for value in (False, True)}
     return by_value.__getitem__
   if storage == "float32":
-    template = serialization.float_feature(key, np.zeros(1, np.float32))
-    return _fixed_width(template, 4, struct.Struct("<f").pack)
+    return _fixed_width(serialization.fixed_entry_head(key, "float_list", 4), struct.Struct("<f").pack)
   if storage == "float64":
-    return _fixed_width(serialization.bytes_feature(key, bytes(8)), 8, struct.Struct("<d").pack)
-  return _bytes_scalar(key, _to_bytes if codec.sql_type.kind == "bytes" else _to_text)
+    return _fixed_width(serialization.fixed_entry_head(key, "bytes", 8), struct.Struct("<d").pack)
+  return _bytes_scalar(key, sql_values.to_bytes if codec.sql_type.kind == "bytes" else sql_values.to_text)
 
 
 def _value_storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
@@ -493,15 +364,14 @@ def _value_storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
   plain = codec.class_names is None and codec.affine is None and not codec.sql_type.array
   # int64 and float storers refuse other types (TypeError, struct.error),
   # bool storers anything but True/False/1/0, bytes storers convert non-bytes.
-  if plain and codec.sql_type.kind in ("int", "float32", "float64", "bool", "bytes", *_TEXT_LIKE):
+  if plain and codec.sql_type.kind in ("int", "float32", "float64", "bool", "bytes", *sql_values.TEXT_LIKE_KINDS):
     return store
   convert = _converter(codec)
   return lambda value: store(convert(value))
 
 
-def _fixed_width(template: list, width: int, pack: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-  # A fixed-size payload has constant framing: encode once, reuse the prefix.
-  prefix = b"".join(template)[:-width]
+def _fixed_width(prefix: bytes, pack: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+  # A fixed-size payload has constant framing: the entry's head is encoded once.
   return lambda value: prefix + pack(value)
 
 
@@ -531,12 +401,12 @@ def _bytes_scalar(
 
 def _converter(codec: ColumnCodec) -> Callable[[Any], Any]:
   """From a driver value to a storage value, elementwise for arrays."""
-  convert = _scalar_converter(codec)
+  convert = sql_values.converter(codec.sql_type.kind, codec.numeric, codec.temporal)
   if codec.class_names is not None:
     convert = _class_lookup(codec, convert)
   elif codec.affine is not None:
     shift, scale = codec.affine
-    convert = lambda value: (_to_float(value) - shift) / scale
+    convert = lambda value: (sql_values.to_float(value) - shift) / scale
   if not codec.sql_type.array:
     return convert
 
@@ -591,173 +461,6 @@ def class_name(value: Any) -> str:
   return str(value)
 
 
-def _scalar_converter(codec: ColumnCodec) -> Callable[[Any], Any]:
-  kind = codec.sql_type.kind
-  if kind == "int":
-    return operator.index
-  if kind in ("float32", "float64"):
-    return _to_float
-  if kind == "numeric":
-    return _to_float if codec.numeric == "float64" else _numeric_text
-  if kind == "bool":
-    return _to_bool
-  if kind in _TEXT_LIKE:
-    return _to_text
-  if kind == "bytes":
-    return _to_bytes
-  epoch = codec.temporal == "epoch"
-  return {
-      "date": _date_epoch if epoch else _date_iso,
-      "time": _time_epoch if epoch else _time_iso,
-      "timestamp": _timestamp_epoch if epoch else _timestamp_iso,
-      "timestamptz": _timestamptz_epoch if epoch else _timestamptz_iso,
-  }[kind]
-
-
-def _to_float(value: Any) -> float:
-  if type(value) is float:  # pylint: disable=unidiomatic-typecheck  # the hot path
-    return value
-  if isinstance(value, (bytes, bytearray, memoryview, bool)):
-    raise TypeError(f"{type(value).__name__} is not a number")
-  if isinstance(value, str) and not _NUMBER_TEXT.match(value):
-    raise ValueError(f"{value!r} is not a number")
-  return float(value)  # int, Decimal, or numeric text from PostgreSQL
-
-
-_NUMBER_TEXT = re.compile(r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|NaN|-?Infinity)\s*$")
-
-
-def _numeric_text(value: Any) -> bytes:
-  if isinstance(value, str):
-    if not _NUMBER_TEXT.match(value):
-      raise ValueError(f"{value!r} is not a number")
-    return value.encode("ascii")
-  if isinstance(value, decimal.Decimal):
-    return format(value, "f").encode("ascii")
-  if isinstance(value, float):
-    return repr(value).encode("ascii")
-  return str(operator.index(value)).encode("ascii")
-
-
-def _to_bool(value: Any) -> bool:
-  if value is True or value is False:
-    return value
-  if type(value) is int and value in (0, 1):  # pylint: disable=unidiomatic-typecheck
-    return bool(value)  # SQLite stores booleans as 0 / 1
-  raise TypeError(f"{value!r} is not a boolean (true/false or 0/1)")
-
-
-def _to_text(value: Any) -> bytes:
-  if type(value) is bytes:  # pylint: disable=unidiomatic-typecheck  # the hot path
-    return value
-  if isinstance(value, str):
-    return value.encode("utf-8")
-  raise TypeError(f"{type(value).__name__} is not text")
-
-
-def _to_bytes(value: Any) -> bytes | memoryview:
-  if isinstance(value, (bytes, memoryview)):
-    return value
-  if isinstance(value, bytearray):
-    return bytes(value)
-  if isinstance(value, str):
-    return value.encode("utf-8")
-  raise TypeError(f"{type(value).__name__} is not binary data")
-
-
-def _as_date(value: Any) -> datetime.date:
-  if isinstance(value, datetime.datetime):
-    raise TypeError("a timestamp is not a date")
-  if isinstance(value, datetime.date):
-    return value
-  if isinstance(value, str):
-    return datetime.date.fromisoformat(value)
-  raise TypeError(f"{type(value).__name__} is not a date (ISO text)")
-
-
-def _as_time(value: Any) -> datetime.time:
-  if isinstance(value, datetime.time):
-    return value
-  if isinstance(value, str):
-    return datetime.time.fromisoformat(value)
-  raise TypeError(f"{type(value).__name__} is not a time of day")
-
-
-def _as_timestamp(value: Any) -> datetime.datetime:
-  """A datetime from a driver value: aware ones in UTC, naive ones kept."""
-  if isinstance(value, datetime.datetime):
-    parsed = value
-  elif isinstance(value, str):
-    parsed = datetime.datetime.fromisoformat(value)
-  elif type(value) is int:  # pylint: disable=unidiomatic-typecheck
-    # SQLite's 'unixepoch' convention: whole seconds since 1970-01-01 UTC.
-    parsed = _EPOCH_UTC + datetime.timedelta(seconds=value)
-  else:
-    raise TypeError(f"{type(value).__name__} is not a timestamp (ISO text)")
-  return parsed if parsed.tzinfo is None else parsed.astimezone(datetime.timezone.utc)
-
-
-def _infinite(value: Any) -> bool:
-  return isinstance(value, str) and value in _INFINITY
-
-
-def _date_iso(value: Any) -> bytes:
-  if _infinite(value):
-    return value.encode("ascii")
-  return _as_date(value).isoformat().encode("ascii")
-
-
-def _date_epoch(value: Any) -> int:
-  _refuse_infinity(value)
-  return _as_date(value).toordinal() - _EPOCH_DATE_ORDINAL
-
-
-def _time_iso(value: Any) -> bytes:
-  return _as_time(value).isoformat().encode("ascii")
-
-
-def _time_epoch(value: Any) -> int:
-  time = _as_time(value)
-  return ((time.hour * 60 + time.minute) * 60 + time.second) * 1_000_000 + time.microsecond
-
-
-def _timestamp_iso(value: Any) -> bytes:
-  if _infinite(value):
-    return value.encode("ascii")
-  return _as_timestamp(value).replace(tzinfo=None).isoformat().encode("ascii")
-
-
-def _timestamp_epoch(value: Any) -> int:
-  _refuse_infinity(value)
-  stamp = _as_timestamp(value).replace(tzinfo=None)
-  return (stamp - _EPOCH) // _MICROSECOND
-
-
-def _timestamptz_iso(value: Any) -> bytes:
-  if _infinite(value):
-    return value.encode("ascii")
-  stamp = _as_timestamp(value)
-  if stamp.tzinfo is None:
-    stamp = stamp.replace(tzinfo=datetime.timezone.utc)
-  return stamp.isoformat().encode("ascii")
-
-
-def _timestamptz_epoch(value: Any) -> int:
-  _refuse_infinity(value)
-  stamp = _as_timestamp(value)
-  if stamp.tzinfo is None:
-    stamp = stamp.replace(tzinfo=datetime.timezone.utc)
-  return (stamp - _EPOCH_UTC) // _MICROSECOND
-
-
-def _refuse_infinity(value: Any) -> None:
-  if _infinite(value):
-    raise ValueError(
-        f"{value!r} has no epoch value; filter it out, or use temporal='iso' "
-        "(stored as the text 'infinity')"
-    )
-
-
 def is_numeric_kind(kind: str) -> bool:
   """Kinds that normalization and mean imputation accept."""
   return kind in ("int", "float32", "float64", "numeric")
@@ -772,5 +475,3 @@ def finite_or_fail(column: str, name: str, value: float) -> float:
         "out of the training split first."
     )
   return number
-
-

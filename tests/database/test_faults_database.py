@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import faults
-from faults import FaultCase
+from tests import faults
+from tests.faults import FaultCase
 from tfds_builders.core import errors
 from tfds_builders.database import Builder
 from tfds_builders.database import BuilderConfig

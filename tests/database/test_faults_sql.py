@@ -25,11 +25,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import faults
+from tests import faults
 from tfds_builders import augmented
 from tfds_builders import database
 from tfds_builders.core import errors
-from tfds_builders.core import sql_connections
+from tfds_builders.core.sql import connection
+from tfds_builders.core.sql import drivers
+from tfds_builders.core.sql import postgres
+from tfds_builders.core.sql import statements
 
 # TFDS may look datasets up on GCS (info, pre-built data); tests stay offline.
 tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
@@ -413,10 +416,10 @@ def test_sqlite_wal_file_through_tfds_build_command_line(tmp_path):
 def test_sqlite_wal_file_changed_during_the_read_fails_it(tmp_path):
   """immutable=1 takes no lock: a change to the file while rows stream is detected, not read half."""
   source = wal_source(tmp_path)
-  spec = sql_connections.ConnectionSpec("sqlite", sqlite_path=str(source.sqlite_path))
-  with sql_connections.open_session(spec) as session:
+  spec = connection.ConnectionSpec("sqlite", sqlite_path=str(source.sqlite_path))
+  with drivers.open_session(spec) as session:
     assert "immutable=1" in session.uri and session.facts()["journal_mode"] == "wal"
-    rows = session.rows("SELECT id, v FROM t ORDER BY id", None, fetch_size=1)
+    rows = session.rows(statements.Statement("SELECT id, v FROM t ORDER BY id"), fetch_size=1)
     assert next(rows) == (1, "a")
     with contextlib.closing(sqlite3.connect(source.sqlite_path)) as writer, writer:
       writer.execute("INSERT INTO t VALUES (4, 'd')")
@@ -520,10 +523,10 @@ TOKENIZER = [
 @pytest.mark.parametrize("driver, sql, expected", TOKENIZER)
 def test_tokenizer_finds_the_one_statement(driver, sql, expected):
   if isinstance(expected, int):
-    assert sql_connections.check_read_query(sql, "query", driver) == expected
+    assert statements.check_read_query(sql, "query", driver) == expected
   else:
     with pytest.raises(errors.ConfigError, match=expected) as raised:
-      sql_connections.check_read_query(sql, "side_table_sql", driver, where="there")
+      statements.check_read_query(sql, "side_table_sql", driver, where="there")
     faults.assert_message(raised.value, ["`side_table_sql` must be exactly one read-only query",
                                          "Nothing was sent to run on there", "Give one query"])
 
@@ -555,9 +558,9 @@ def _build_with_dsn(source: Source, query: str, data_dir: pathlib.Path, dsn: str
 
 def test_postgres_parses_every_statement_as_one(request, tmp_path):
   source = _source(request, "postgresql", tmp_path)
-  assert sql_connections._libpq() is not None  # pylint: disable=protected-access  # psycopg2's libpq
-  spec = sql_connections.ConnectionSpec("postgresql", dsn=source.pg.dsn)
-  with sql_connections.open_session(spec) as session:
+  assert postgres._libpq() is not None  # pylint: disable=protected-access  # psycopg2's libpq
+  spec = connection.ConnectionSpec("postgresql", dsn=source.pg.dsn)
+  with drivers.open_session(spec) as session:
     parses_as_many = session._parses_as_many  # pylint: disable=protected-access
     # What the tokenizer would also refuse, checked by the server's own parser alone.
     assert parses_as_many(b"SELECT 1; SELECT 2")
@@ -565,7 +568,7 @@ def test_postgres_parses_every_statement_as_one(request, tmp_path):
     assert parses_as_many(b"SELECT 1 -- c\r; DELETE FROM t")
     assert not parses_as_many(b"SELECT $$;$$, ';' -- ;")
     assert not parses_as_many(b"SELECT * FROM no_such_table")  # other errors: left to the run
-    assert session.fetch_all("SELECT 7", None) == [(7,)]  # the transaction goes on
+    assert session.fetch_all(statements.Statement("SELECT 7")) == [(7,)]  # the transaction goes on
 
 
 def test_postgres_session_stays_read_only_after_a_commit(request, tmp_path):
@@ -574,8 +577,8 @@ def test_postgres_session_stays_read_only_after_a_commit(request, tmp_path):
 
   source = _source(request, "postgresql", tmp_path)
   before = source.digest()
-  spec = sql_connections.ConnectionSpec("postgresql", dsn=source.pg.dsn)
-  with sql_connections.open_session(spec) as session, session.connection.cursor() as cursor:
+  spec = connection.ConnectionSpec("postgresql", dsn=source.pg.dsn)
+  with drivers.open_session(spec) as session, session.connection.cursor() as cursor:
     cursor.execute("COMMIT")
     with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
       cursor.execute(f"DELETE FROM {source.table}")
@@ -593,15 +596,15 @@ def test_sqlite_guard_and_read_only_file_refuse_raw_statements(tmp_path):
   """Statements sent past the tokenizer, on the session's own connection."""
   source = sqlite_source(tmp_path)
   before = faults.tree_hashes(source.sources)
-  spec = sql_connections.ConnectionSpec("sqlite", sqlite_path=str(source.sqlite_path))
-  with sql_connections.open_session(spec) as session:
+  spec = connection.ConnectionSpec("sqlite", sqlite_path=str(source.sqlite_path))
+  with drivers.open_session(spec) as session:
     for statement in (f"ATTACH '{source.scratch}/evil.db' AS evil",
                       f"VACUUM INTO '{source.scratch}/copy.db'", "PRAGMA user_version = 7",
                       "PRAGMA query_only = OFF", "PRAGMA journal_mode = WAL", "COMMIT",
                       "SAVEPOINT s", "DELETE FROM t", "CREATE TEMP TABLE x (a)"):
       with pytest.raises(sqlite3.DatabaseError, match="not authorized|cannot VACUUM"):
         session.connection.execute(statement)
-    assert session.fetch_all("SELECT count(*) FROM t", None) == [(3,)]
+    assert session.fetch_all(statements.Statement("SELECT count(*) FROM t")) == [(3,)]
     session.connection.set_authorizer(None)  # without the guard: mode=ro and query_only
     for statement in ("DELETE FROM t", "CREATE TEMP TABLE x (a)", "PRAGMA user_version = 7"):
       with pytest.raises(sqlite3.OperationalError, match="readonly database"):
