@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -12,8 +11,10 @@ from typing import Any
 from etils import epath
 import tensorflow_datasets as tfds
 
+from tfds_builders.augmented import overlay_format
 from tfds_builders.core import errors
 from tfds_builders.core import example_schema
+from tfds_builders.core import fast
 from tfds_builders.core import tfrecord_io
 
 PREPARED = "prepared"
@@ -32,7 +33,7 @@ class BaseFile:
 
   path: str
   compression: str  # "" or "GZIP"
-  num_records: int | None  # None: not counted yet (a base being walked, see RecordsWalk)
+  num_records: int | None  # None: not counted yet (a base being walked, see RecordsSurvey)
   num_bytes: int
   # Where num_records comes from, for the message when the file holds another number.
   count_source: str = dataclasses.field(default="the count taken when the base was opened", compare=False)
@@ -44,9 +45,8 @@ class BaseFile:
   def record_file(self) -> tfrecord_io.RecordFile:
     return tfrecord_io.RecordFile(epath.Path(self.path), self.compression, COMPRESSION_FIELD)
 
-  def identity(self) -> list[Any]:
-    # The file name, not its path: a base may move and keep its identity.
-    return [self.name, self.compression, self.num_records, self.num_bytes]
+  def identity(self) -> overlay_format.FileIdentity:
+    return overlay_format.FileIdentity(self.name, self.compression, self.num_records, self.num_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,8 @@ class Base:
     """Serialized feature name -> value kind and length, as stored on disk."""
     return example_schema.from_features(self.features)
 
-  def describe(self) -> str:
+  def title(self) -> str:
+    """The base as messages name it: `name version at dir`, or `TFRecord files in dir`."""
     if self.kind == PREPARED:
       return f"{self.name} {self.version} at {self.location}"
     return f"TFRecord files in {self.location}"
@@ -116,14 +117,14 @@ class Base:
         "version": self.version,
         "features": json.loads(self.features_json),
         "splits": {
-            name: [file.identity() for file in split.files]
+            name: [list(file.identity()) for file in split.files]  # as metadata.json stores them
             for name, split in sorted(self.splits.items())
         },
     }
 
   def digest(self) -> str:
     """SHA-256 of `identity()`, as hex."""
-    return identity_digest(self.identity())
+    return overlay_format.identity_digest(self.identity())
 
   def provenance(self) -> dict[str, Any]:
     return {
@@ -134,10 +135,6 @@ class Base:
         "digest": self.digest(),
         "splits": {name: split.num_examples for name, split in self.splits.items()},
     }
-
-
-def identity_digest(identity: Mapping[str, Any]) -> str:
-  return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=16)
@@ -280,57 +277,68 @@ def _no_records(sources: Mapping[str, Sequence[str] | str]) -> errors.SourceErro
   )
 
 
-class RecordsWalk:
-  """Raw TFRecord files read once, by the build's own walk, rather than first by `open_records`.
+@dataclasses.dataclass(frozen=True)
+class RecordsSurvey:
+  """Raw TFRecord files to be read once, by the build's own walk, rather than first by `open_records`.
 
   `open_records` reads every record for the schema and counts before a
   build starts. A build that walks every record anyway (an overlay reading
   frames and join keys with `core.record_index.scan`) learns the same on its
-  way: it scans with `scan_options`, `add`s each block, and reports each
-  file's count. `base()` is then the Base `open_records` gives, reached
-  through the same checks and errors (which surface as the walk reaches the
-  record). Before that, `provisional()` has the features and kinds of the
-  first record, and no counts.
+  way, in the `RecordsWalk` it `start`s. Before that, `provisional()` has the
+  features and kinds of the first record, and no counts.
   """
 
-  def __init__(self, sources: Mapping[str, Sequence[str] | str],
-               record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]], root: str | None,
-               first: tuple[tfrecord_io.RecordFile, bytes]):
-    self._sources = sources
-    self._record_files = record_files
-    self._root = root
-    self._first = first
-    self.reset()
+  sources: Mapping[str, Sequence[str] | str]
+  record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]]
+  root: str | None
+  first: tuple[tfrecord_io.RecordFile, bytes]
 
   @classmethod
-  def survey(cls, sources: Mapping[str, Sequence[str] | str], compression: str, root: str | None) -> RecordsWalk | None:
+  def of(cls, sources: Mapping[str, Sequence[str] | str], compression: str, root: str | None) -> RecordsSurvey | None:
     """The files and their first record; None if one is compressed (then use `open_records`)."""
     record_files = _expand_records(sources, compression, root)
     if any(file.compression for files in record_files.values() for file in files):
       return None
-    from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: overlays only
     for files in record_files.values():
       for file in files:
-        for block in record_index.scan(file, block_records=1, with_window=True):  # mapped: no reader to start
+        for block in fast.record_index.scan(file, block_records=1, with_window=True):  # mapped: no reader to start
           return cls(sources, record_files, root, (file, block.record(0)))
     raise _no_records(sources)
 
-  def reset(self) -> None:
-    """Forgets what a walk learned (a build that failed, run again)."""
+  def provisional(self) -> Base:
+    """The base with the first record's features and no record counts."""
+    files = [file for files in self.record_files.values() for file in files]
+    return _records_base(self.sources, self.record_files, self.start().schema, [None] * len(files), self.root)
+
+  def start(self) -> RecordsWalk:
+    """A walk that has read only the first record."""
+    return RecordsWalk(self)
+
+
+class RecordsWalk:
+  """What one build's walk of a `RecordsSurvey` learned: the schema and each file's count.
+
+  The build scans with `scan_options`, `add`s each block, and reports each
+  file's count. `base()` is then the Base `open_records` gives, reached
+  through the same checks and errors (which surface as the walk reaches the
+  record).
+  """
+
+  def __init__(self, survey: RecordsSurvey):
+    self._survey = survey
     self._inference = example_schema.SchemaInference()
-    file, record = self._first
+    file, record = survey.first
     self._inference.add_file_record(record, file, 0, crc_checked=False)
     self._counts: dict[tuple[str, int], int] = {}
+
+  @property
+  def schema(self) -> example_schema.Schema | None:
+    return self._inference.schema
 
   @property
   def scan_options(self) -> dict[str, Any]:
     """What `core.record_index.scan` needs to give the blocks `add` takes."""
     return {"layout": self._inference.layout, "with_window": True}
-
-  def provisional(self) -> Base:
-    """The base with the first record's features and no record counts."""
-    files = [file for files in self._record_files.values() for file in files]
-    return _records_base(self._sources, self._record_files, self._inference.schema, [None] * len(files), self._root)
 
   def add(self, file: tfrecord_io.RecordFile, block: Any) -> None:
     """Adds a block of a file, scanned with `scan_options`, to the schema.
@@ -346,11 +354,12 @@ class RecordsWalk:
 
   def base(self) -> Base:
     """The Base `open_records` gives: learned from the walk if it read every file, else read again."""
-    keys = [(split, index) for split, files in self._record_files.items() for index in range(len(files))]
+    survey = self._survey
+    keys = [(split, index) for split, files in survey.record_files.items() for index in range(len(files))]
     if all(key in self._counts for key in keys):
       counts = [self._counts[key] for key in keys]
-      return _records_base(self._sources, self._record_files, self._inference.schema, counts, self._root)
-    return open_records(self._sources, "none", self._root)
+      return _records_base(survey.sources, survey.record_files, self._inference.schema, counts, survey.root)
+    return open_records(survey.sources, "none", survey.root)
 
 
 def _common_dir(record_files: Mapping[str, Sequence[tfrecord_io.RecordFile]]) -> str:
@@ -379,8 +388,8 @@ def records_from_identity(
       raise errors.SourceError(
           f"The overlay's base has no split {split!r}; it has {sorted(identity['splits'])}."
       )
-    found = [[f.path.name, f.compression, None, f.path.stat().length] for f in files]
-    mismatch = _first_file_mismatch(recorded, found)
+    found = [overlay_format.FileIdentity(f.path.name, f.compression, None, f.path.stat().length) for f in files]
+    mismatch = overlay_format.first_file_mismatch(recorded, found)
     if mismatch:
       raise errors.SourceError(
           errors.with_hint(
@@ -389,46 +398,14 @@ def records_from_identity(
           )
       )
     base_splits[split] = BaseSplit(split, tuple(
-        BaseFile(f.name, f.compression, rec[2], rec[3], count_source="the overlay's record of its base")
-        for f, rec in zip(files, recorded)
+        BaseFile(f.name, f.compression, want.num_records, want.num_bytes, count_source="the overlay's record of its base")
+        for f, want in zip(files, map(overlay_format.FileIdentity._make, recorded))
     ))
   return Base(
       kind=RECORDS, name=identity["name"], version=None, location=root or _common_dir(
           {s: [f.record_file() for f in b.files] for s, b in base_splits.items()}),
       features_json=json.dumps(identity["features"], sort_keys=True), splits=base_splits,
   )
-
-
-def _first_file_mismatch(recorded: Sequence[Sequence[Any]], found: Sequence[Sequence[Any]]) -> str:
-  if len(recorded) != len(found):
-    return f"{len(found)} files, the overlay's base had {len(recorded)}"
-  for want, got in zip(recorded, found):
-    if want[0] != got[0]:
-      return f"file {got[0]!r} where the overlay's base had {want[0]!r}"
-    if want[3] != got[3]:
-      return f"{got[0]} is {got[3]} bytes, the overlay's base file was {want[3]}"
-    if want[1] != got[1]:
-      return f"{got[0]} has compression {got[1]!r}, the overlay's base file had {want[1]!r}"
-  return ""
-
-
-def describe_difference(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
-  """The first way two base identities differ, for the overlay loader's error."""
-  for field in ("kind", "name", "version"):  # the name holds no version
-    if expected.get(field) != actual.get(field):
-      return f"{field} is {actual.get(field)!r}, the overlay was built from {expected.get(field)!r}"
-  if expected["features"] != actual["features"]:
-    return "its features differ from those the overlay was built from"
-  if sorted(expected["splits"]) != sorted(actual["splits"]):
-    return f"its splits are {sorted(actual['splits'])}, the overlay's base had {sorted(expected['splits'])}"
-  for split, files in expected["splits"].items():
-    mismatch = _first_file_mismatch(files, actual["splits"][split])
-    if mismatch:
-      return f"split {split!r}: {mismatch}"
-    counts = [file[2] for file in files], [file[2] for file in actual["splits"][split]]
-    if counts[0] != counts[1]:
-      return f"split {split!r} has {sum(counts[1])} examples, the overlay's base had {sum(counts[0])}"
-  return "its identity differs"
 
 
 def iter_records(file: BaseFile) -> Iterator[bytes]:
@@ -438,7 +415,7 @@ def iter_records(file: BaseFile) -> Iterator[bytes]:
     SourceError: naming the file and record of a corrupt or truncated record, or the
       file and both counts if it holds another number of records than the base says.
   """
-  records = tfrecord_io.read_records(file.record_file())
+  records = fast.record_index.read_records(file.record_file())
   if file.num_records is None:  # a walked base: the walk counts it
     return records
   return tfrecord_io.counted(records, file.num_records, file.path, file.count_source)

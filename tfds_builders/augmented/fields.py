@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import serialization
 
 STRING = "string"
@@ -23,9 +24,7 @@ DTYPES = (
     "float16", "float32", "float64", STRING,
 )
 _SPEC_TEXT = re.compile(r"^\s*(\w+)\s*(?:\[\s*([^\]]*)\s*\])?\s*$")
-_INT_DTYPES = frozenset(("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"))
 _FLOAT_LIST_DTYPES = frozenset(("float16", "float32"))
-_INT64_RANGE = (-(2**63), 2**63 - 1)
 _DOUBLE = struct.Struct("<d")
 
 
@@ -52,7 +51,8 @@ class FieldSpec:
   source: str
   declared: bool = False
 
-  def describe(self) -> str:
+  def spec_text(self) -> str:
+    """The dtype and shape as a config declares them, e.g. `float32[None,3]`."""
     dims = ",".join("None" if dim is None else str(dim) for dim in self.shape)
     return f"{self.dtype}[{dims}]" if self.shape else self.dtype
 
@@ -218,7 +218,7 @@ class FieldCodec:
       self._encode = self._encode_string
     elif spec.dtype == "float64":
       self._encode = self._encode_float64
-      self._double_head = serialization.bytes_feature(self._key, b"\0" * 8)[0]
+      self._double_head = serialization.fixed_entry_head(self._key, "bytes", 8)
     elif spec.dtype in _FLOAT_LIST_DTYPES:
       self._encode = self._encode_float_list
     else:
@@ -242,33 +242,32 @@ class FieldCodec:
       values: A NumPy array, or for strings a `core.record_blocks.ByteColumn`.
 
     Returns:
-      A `record_blocks.ByteColumn`, or None for values only `encode` takes
+      A `fast.record_blocks.ByteColumn`, or None for values only `encode` takes
       (non-scalar features, or values whose kind does not fit).
 
     Raises:
       FieldValueError: if a value is out of the feature's range.
     """
-    from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba
 
-    is_bytes = isinstance(values, record_blocks.ByteColumn)
+    is_bytes = isinstance(values, fast.record_blocks.ByteColumn)
     if not self._scalar or is_bytes != (self.spec.dtype == STRING):
       return None
     if is_bytes:
-      return record_blocks.bytes_entries(self._key, values)
+      return fast.record_blocks.bytes_entries(self._key, values)
     kind = values.dtype.kind
     if self.spec.dtype in _FLOAT_LIST_DTYPES or self.spec.dtype == "float64":
       if kind not in "biuf":
         return None
       if self.spec.dtype == "float64":
-        return record_blocks.fixed_entries(self._key, values.astype("<f8"), "bytes")
-      return record_blocks.fixed_entries(self._key, values.astype("<f4"), "float_list")
+        return fast.record_blocks.fixed_entries(self._key, values.astype("<f8"), "bytes")
+      return fast.record_blocks.fixed_entries(self._key, values.astype("<f4"), "float_list")
     if kind not in ("b" if self.spec.dtype == "bool" else "biu"):
       return None
     if len(values) and self.spec.dtype != "bool":
       low, high = int(values.min()), int(values.max())
       if low < self._range[0] or high > self._range[1]:
         raise FieldValueError(f"values {low}..{high} are out of the range of {self.spec.dtype}")
-    return record_blocks.int64_entries(self._key, values.astype(np.int64))
+    return fast.record_blocks.int64_entries(self._key, values.astype(np.int64))
 
   def empty(self) -> list[serialization.Payload]:
     """Zeros (or empty strings) of the feature's shape, None dimensions empty."""
@@ -323,12 +322,12 @@ class FieldCodec:
       array = array.astype(np.int64 if "i" in kinds else np.str_)  # np.asarray([]) is float64
     if array.dtype.kind not in kinds:
       got = "string" if array.dtype.kind in "USO" else array.dtype.name
-      raise FieldValueError(f"{_show(value)} is {got}, but the feature is {self.spec.describe()}")
+      raise FieldValueError(f"{_show(value)} is {got}, but the feature is {self.spec.spec_text()}")
     if len(array.shape) != len(self.spec.shape) or any(
         want is not None and want != got for want, got in zip(self.spec.shape, array.shape)
     ):
       raise FieldValueError(
-          f"{_show(value)} has shape {array.shape}, but the feature is {self.spec.describe()}"
+          f"{_show(value)} has shape {array.shape}, but the feature is {self.spec.spec_text()}"
       )
     return array
 
@@ -346,7 +345,7 @@ def hint_for(spec: FieldSpec) -> str:
   """What to do when a value does not fit `spec`."""
   origin = "declared in `features`" if spec.declared else "inferred from the first examples"
   return (
-      f"The feature is {spec.describe()} ({origin}). Return that type and shape "
+      f"The feature is {spec.spec_text()} ({origin}). Return that type and shape "
       f"for every example, or declare the feature: features={{{spec.name!r}: "
       f"'{spec.dtype}[None]'}} for a varying length"
   )

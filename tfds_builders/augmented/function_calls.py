@@ -18,7 +18,6 @@ from tfds_builders.core import errors
 # Batches in flight per worker: enough to keep workers busy while the main
 # process reads and writes, few enough to keep memory flat.
 _IN_FLIGHT_PER_WORKER = 2
-_POOLS: dict[tuple[str, str, int], Any] = {}
 _RESOLVED: dict[tuple[str, base_lib.FeaturesSource], tuple[Callable[..., Any], Any]] = {}
 
 
@@ -148,16 +147,16 @@ def raise_failure(failure: _Failure, reference: str) -> None:
 class FunctionRunner:
   """Calls the function on batches of examples, in order, in this process or a pool.
 
-  The pool, if any, is the one `worker_pool` opened for this function in this
-  process (a local build with `num_workers > 1`); elsewhere (Beam workers,
+  The pool, if any, is the one `worker_pool` opened for this function for the
+  build (a local build with `num_workers > 1`); without one (Beam workers,
   single-worker builds) calls run here. Results come back in input order
   either way, so the output does not depend on the number of workers.
   """
 
-  def __init__(self, reference: str, features_source: base_lib.FeaturesSource, num_workers: int):
+  def __init__(self, reference: str, features_source: base_lib.FeaturesSource, num_workers: int, pool: Any = None):
     self.reference = reference
     self._features_source = features_source
-    self._pool = _POOLS.get((reference, features_source, num_workers))
+    self._pool = pool
     self._in_flight = max(1, num_workers * _IN_FLIGHT_PER_WORKER)
 
   def map(self, batches: Iterator[tuple[Any, Sequence[Call]]]) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
@@ -197,22 +196,19 @@ def call_serially(reference: str, features_source: base_lib.FeaturesSource, call
 
 
 @contextlib.contextmanager
-def worker_pool(reference: str, features_source: base_lib.FeaturesSource, num_workers: int) -> Iterator[None]:
-  """Opens `num_workers` processes for this function for the duration of a build.
+def worker_pool(num_workers: int) -> Iterator[Any]:
+  """Opens `num_workers` processes for the duration of a build; yields the pool (None for one worker).
 
   Workers are started with `spawn` (a fork of a process running TensorFlow
   may deadlock), so the function must be importable by reference in a fresh
   interpreter.
   """
-  key = (reference, features_source, num_workers)
-  if num_workers <= 1 or key in _POOLS:
-    yield
+  if num_workers <= 1:
+    yield None
     return
   pool = multiprocessing.get_context("spawn").Pool(num_workers)
-  _POOLS[key] = pool
   try:
-    yield
+    yield pool
   finally:
-    del _POOLS[key]
     pool.terminate()
     pool.join()

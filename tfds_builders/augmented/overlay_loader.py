@@ -13,9 +13,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfds_builders.augmented import augmented_dataset_builder as builder_lib
 from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import overlay_format
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import tfrecord_io
 
 BaseArg = str | Mapping[str, Sequence[str] | str] | None
@@ -88,14 +89,14 @@ def load_augmented(
         for one in split
     ]
   overlay_builder = tfrecord_io.prepared_builder(overlay, data_dir)
-  metadata = _overlay_metadata(overlay_builder)
+  metadata = overlay_format.read_metadata(overlay_builder)
   recorded = metadata["base"]
   base_dataset = _open_base(recorded, base, base_data_dir)
   if base_dataset.digest() != recorded["digest"]:
     raise errors.SourceError(
         errors.with_hint(
             f"Overlay {overlay_builder.info.full_name} was built from another base than "
-            f"{base_dataset.describe()}: {base_lib.describe_difference(recorded, base_dataset.identity())}",
+            f"{base_dataset.title()}: {overlay_format.identity_difference(recorded, base_dataset.identity())}",
             f"Pass the base it was built from ({recorded['name']}"
             f"{' ' + recorded['version'] if recorded.get('version') else ''} at {recorded['location']}), "
             "or rebuild the overlay against this base",
@@ -140,27 +141,6 @@ def load_augmented(
     dataset = dataset.filter(lambda base_record, new_fields, matched: matched)
   dataset = dataset.map(join.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def _overlay_metadata(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
-  metadata = (builder.info.metadata or {}).get(builder_lib.METADATA_KEY)
-  where = f"{builder.info.full_name} at {builder.data_path}"
-  if not metadata:
-    raise errors.SourceError(
-        f"{where} is not an overlay: it was not built by the augmented builder "
-        "(its metadata.json has no 'augmented' entry). Load it with tfds.load."
-    )
-  if metadata.get("mode") != "overlay":
-    raise errors.SourceError(
-        f"{where} was built with mode={metadata.get('mode')!r}: it already holds the base "
-        "features. Load it with tfds.load or tfds.builder_from_directory."
-    )
-  if metadata.get("format") != builder_lib.OVERLAY_FORMAT:
-    raise errors.SourceError(
-        f"{where} has overlay format {metadata.get('format')!r}; this loader reads format "
-        f"{builder_lib.OVERLAY_FORMAT}. Rebuild the overlay with this version of tfds_builders."
-    )
-  return metadata
 
 
 def _open_base(recorded: Mapping[str, Any], base: BaseArg, base_data_dir: str | None) -> base_lib.Base:
@@ -216,7 +196,7 @@ def _check_leading_records(file: tfrecord_io.RecordFile, needed: int, overlay_na
     return
   intact = 0
   try:
-    for _ in itertools.islice(tfrecord_io.read_records(file), needed):
+    for _ in itertools.islice(fast.record_index.read_records(file), needed):
       intact += 1
   except errors.SourceError as error:  # read_records names the file, record and remedy
     raise errors.SourceError(
@@ -268,9 +248,8 @@ def _frame_fingerprints(files: FileList, ranges: list[tuple[str, int, int]]) -> 
     return tf.data.Dataset.from_tensor_slices(tf.constant([], dtype=tf.int64))
 
   def read(path: tf.Tensor, compression: tf.Tensor, skip: tf.Tensor, take: tf.Tensor) -> np.ndarray:
-    from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba, on first use
     record_file = tfrecord_io.RecordFile(epath.Path(path.numpy().decode()), compression.numpy().decode())
-    return record_index.fingerprints(record_file, int(skip), int(take))
+    return fast.record_index.fingerprints(record_file, int(skip), int(take))
 
   def file_fingerprints(path, compression, skip, take) -> tf.data.Dataset:
     found = tf.py_function(read, [path, compression, skip, take], tf.int64)
@@ -303,13 +282,13 @@ class _Join:
     # tf.debugging.Assert stops iteration with InvalidArgumentError carrying `data`.
     checks = [
         tf.debugging.Assert(
-            tf.equal(overlay[builder_lib.BASE_INDEX], index),
+            tf.equal(overlay[overlay_format.BASE_INDEX], index),
             [f"Overlay {self.name} is misaligned with its base: the overlay example read "
-             "for base example", index, "holds base index", overlay[builder_lib.BASE_INDEX],
+             "for base example", index, "holds base index", overlay[overlay_format.BASE_INDEX],
              ". Rebuild the overlay."],
         ),
         tf.debugging.Assert(
-            tf.equal(overlay[builder_lib.BASE_FINGERPRINT], frame),
+            tf.equal(overlay[overlay_format.BASE_FINGERPRINT], frame),
             [f"Overlay {self.name} does not match its base at base example", index,
              ": the base record's fingerprint differs from the one the overlay was built "
              "from (the base was rewritten since). Rebuild the overlay against this base."],
@@ -320,7 +299,7 @@ class _Join:
              "(its length differs from its frame's). Load it again."],
         ),
     ]
-    matched = overlay.get(builder_lib.MATCHED, tf.constant(True))
+    matched = overlay.get(overlay_format.MATCHED, tf.constant(True))
     with tf.control_dependencies(checks):
       new_fields = {name: tf.identity(overlay[name]) for name in self.new_names}
       return tf.identity(base_record), new_fields, tf.identity(matched)

@@ -7,21 +7,21 @@ import dataclasses
 import hashlib
 import io
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from etils import epath
 import numpy as np
 
+from tfds_builders.augmented import csv_grammar
 from tfds_builders.augmented import fields
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import paths
-
-if TYPE_CHECKING:
-  from tfds_builders.core import record_blocks
 
 FORMATS = ("auto", "csv", "parquet")
 INT_KEY = "int64_list"
-BYTES_KEY = "bytes_list"
+# A join key's row when the table has none.
+NO_ROW = -1
 _TRUE = frozenset(("true", "t", "yes", "1"))
 _FALSE = frozenset(("false", "f", "no", "0"))
 JoinKey = int | bytes
@@ -49,7 +49,7 @@ class SideTable:
   key_column: str
   specs: tuple[fields.FieldSpec, ...]
   index: KeyIndex
-  entries: record_blocks.ByteColumn
+  entries: fast.record_blocks.ByteColumn
   sha256: str | None = None
   key_dtype: str | None = None
 
@@ -186,7 +186,7 @@ def read_query(
 
   Args:
     query: A read-only SELECT.
-    connection: `core.sql_connections.ConnectionSpec` fields, e.g.
+    connection: `core.sql.connection.ConnectionSpec` fields, e.g.
       `{"driver": "postgresql", "dsn_env": "MY_DSN"}` or
       `{"driver": "sqlite", "sqlite_path": "labels.db"}`.
     key_column: Column matched against the base's join key.
@@ -200,26 +200,48 @@ def read_query(
     ConfigError: for an unknown connection field.
     SourceError: if the database cannot be read (password redacted).
   """
-  from tfds_builders.core import sql_connections  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core.sql import connection as sql_connection  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core.sql import drivers  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core.sql import statements  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core.sql import values as sql_values  # pylint: disable=g-import-not-at-top
 
   settings = dict(connection)
   if settings.get("sqlite_path"):
     settings["sqlite_path"] = str(paths.resolve(settings["sqlite_path"], root))
   try:
-    spec = sql_connections.ConnectionSpec(**settings)
+    spec = sql_connection.ConnectionSpec(**settings)
   except TypeError as error:
     raise errors.ConfigError(
         f"side_table_connection {sorted(connection)}: {error}. Give the fields of "
         "ConnectionSpec: driver, dsn or dsn_env (PostgreSQL), sqlite_path (SQLite)."
     ) from None
-  with sql_connections.open_session(spec) as session:
-    header = [column.name for column in session.describe(query, None, query)]
-    records = [
-        tuple(bytes(value) if isinstance(value, memoryview) else value for value in row)
-        for row in session.rows(query, None, user_query=query, label="the side-table query")
-    ]
+  statement = statements.Statement(query, None, query)
+  with drivers.open_session(spec) as session:
+    result = session.result_columns(statement)
+    header = [column.name for column in result]
+    # Numeric and date/time columns are stored as the database builder stores them by default
+    # (float64, ISO text): one column type, one feature in both builders.
+    convert = {
+        index: sql_values.converter(column.sql_type.kind) for index, column in enumerate(result)
+        if column.name not in declared and column.sql_type is not None and not column.sql_type.array
+        and column.sql_type.kind in ("numeric", *sql_values.TEMPORAL_KINDS)
+    }
+    records = []
+    for row in session.rows(statement, label="the side-table query"):
+      record = [bytes(value) if isinstance(value, memoryview) else value for value in row]
+      for index, to_stored in convert.items():
+        if record[index] is not None:
+          try:
+            record[index] = to_stored(record[index])
+          except (TypeError, ValueError) as error:
+            raise errors.SchemaError(
+                f"Side table SQL query on {spec.where()}: row {len(records)}, column {header[index]!r} "
+                f"({result[index].type_name}) holds {record[index]!r}: {error}. Cast it in the query, "
+                "or declare its feature in `features`."
+            ) from None
+      records.append(tuple(record))
   return build(
-      source=f"SQL query on {spec.describe()}", header=header,
+      source=f"SQL query on {spec.where()}", header=header,
       lines=[f"row {index}" for index in range(len(records))], records=records,
       key_column=key_column, columns=columns, key_kind=key_kind, declared=declared, typed=True,
       key_dtype=key_dtype,
@@ -307,14 +329,13 @@ def build(
   rows = _rows_at_once(codecs, columns_values, key_cells, key_kind)
   if rows is None:  # some row is wrong: find and name the first, row by row
     rows = _rows_one_by_one(codecs, columns_values, key_cells, key_kind, key_column, lines, source)
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
   keys = list(rows)
   if key_dtype:
     _check_key_range(keys, key_dtype, key_cells, key_column, lines, source)
   return SideTable(
       source, key_column, tuple(specs),
       KeyIndex(raw_keys(keys, key_dtype) if key_dtype else np.array(keys, np.int64) if key_kind == INT_KEY else keys),
-      record_blocks.ByteColumn.from_items(list(rows.values())), sha256, key_dtype,
+      fast.record_blocks.ByteColumn.from_items(list(rows.values())), sha256, key_dtype,
   )
 
 
@@ -439,7 +460,6 @@ def _columnar(
     key_kind: str, declared: Mapping[str, fields.FieldSpec], sha256: str, key_dtype: str | None = None,
 ) -> SideTable | None:
   """The side table read column by column, or None where `build` must read it row by row."""
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
   typed = table_format == "parquet"
   table = _parquet_table(data) if typed else _csv_table(data, source)
   if table is None or table.num_rows == 0:
@@ -466,7 +486,7 @@ def _columnar(
       return None
     specs.append(encoded[0])
     entries.append(encoded[1])
-  return SideTable(source, key_column, tuple(specs), index, record_blocks.joined_rows(entries), sha256, key_dtype)
+  return SideTable(source, key_column, tuple(specs), index, fast.record_blocks.joined_rows(entries), sha256, key_dtype)
 
 
 def _csv_table(data: bytes, source: str) -> Any:
@@ -504,14 +524,13 @@ def _parquet_table(data: bytes) -> Any:
 
 def _columnar_keys(column: Any, key_kind: str, typed: bool) -> np.ndarray | list[bytes] | None:
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
 
   if column.null_count:
     return None
   if key_kind == INT_KEY:
     if typed and not pa.types.is_integer(column.type):
       return None
-    if not typed and (record_blocks.number_forms(_byte_column(column)) != record_blocks.INTEGER).any():
+    if not typed and (csv_grammar.number_forms(_byte_column(column)) != csv_grammar.INTEGER).any():
       return None
     try:
       return column.cast(pa.int64()).to_numpy()
@@ -526,10 +545,9 @@ def _columnar_keys(column: Any, key_kind: str, typed: bool) -> np.ndarray | list
 
 def _columnar_field(
     name: str, column: Any, spec: fields.FieldSpec | None, typed: bool, source: str
-) -> tuple[fields.FieldSpec, record_blocks.ByteColumn] | None:
+) -> tuple[fields.FieldSpec, fast.record_blocks.ByteColumn] | None:
   """A column's spec and map entries, as the row-by-row path would make them; or None."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
 
   if column.null_count:
     return None
@@ -547,7 +565,7 @@ def _columnar_field(
       spec = _infer_typed(name, sample, [f"row {index}" for index in range(len(sample))], source)
   else:
     texts = _byte_column(column)
-    forms = record_blocks.number_forms(texts)
+    forms = csv_grammar.number_forms(texts)
     spec = spec or _infer_text_spec(name, texts, forms, source)
     values = None if spec is None else _text_values(column, texts, forms, spec)
   if spec is None or values is None:
@@ -560,14 +578,13 @@ def _columnar_field(
 
 
 def _infer_text_spec(
-    name: str, texts: record_blocks.ByteColumn, forms: np.ndarray, source: str
+    name: str, texts: fast.record_blocks.ByteColumn, forms: np.ndarray, source: str
 ) -> fields.FieldSpec | None:
   """`_infer_text`'s spec, or None where only Python's int() and float() can tell."""
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
 
   where = f"side table {source}"
-  for dtype, parse, odd in (("int64", int, forms != record_blocks.INTEGER),
-                            ("float64", float, forms == record_blocks.NOT_A_NUMBER)):
+  for dtype, parse, odd in (("int64", int, forms != csv_grammar.INTEGER),
+                            ("float64", float, forms == csv_grammar.NOT_A_NUMBER)):
     if not odd.any():
       return fields.FieldSpec(name, dtype, (), where)
     cells = (texts.item(i).decode("utf-8") for i in np.flatnonzero(odd))  # the first usually decides
@@ -585,11 +602,10 @@ def _parses(parse: Any, cell: str) -> bool:
 
 
 def _text_values(
-    column: Any, texts: record_blocks.ByteColumn, forms: np.ndarray, spec: fields.FieldSpec
-) -> np.ndarray | record_blocks.ByteColumn | None:
+    column: Any, texts: fast.record_blocks.ByteColumn, forms: np.ndarray, spec: fields.FieldSpec
+) -> np.ndarray | fast.record_blocks.ByteColumn | None:
   """CSV cells as the spec's values, where their form shows Python would parse them the same."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
 
   if spec.shape != ():
     return None
@@ -598,7 +614,7 @@ def _text_values(
   if spec.dtype == "bool":
     return None
   integer = spec.dtype.startswith(("int", "uint"))
-  if (forms != record_blocks.INTEGER).any() if integer else (forms == record_blocks.NOT_A_NUMBER).any():
+  if (forms != csv_grammar.INTEGER).any() if integer else (forms == csv_grammar.NOT_A_NUMBER).any():
     return None
   try:
     return column.cast(pa.int64() if integer else pa.float64()).to_numpy()
@@ -606,10 +622,9 @@ def _text_values(
     return None
 
 
-def _byte_column(column: Any) -> record_blocks.ByteColumn:
+def _byte_column(column: Any) -> fast.record_blocks.ByteColumn:
   """A string or binary Arrow column's values, without copying them one by one."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba, compiled on first use
 
   array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
   large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
@@ -617,7 +632,7 @@ def _byte_column(column: Any) -> record_blocks.ByteColumn:
   offsets = np.frombuffer(offsets_buffer, np.int64 if large else np.int32)[array.offset:array.offset + len(array) + 1]
   offsets = offsets.astype(np.int64)
   data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-  return record_blocks.ByteColumn(data[offsets[0]:offsets[-1]], offsets - offsets[0])
+  return fast.record_blocks.ByteColumn(data[offsets[0]:offsets[-1]], offsets - offsets[0])
 
 
 def show_key(key: Any) -> str:
@@ -763,7 +778,7 @@ def _from_text(cell: str, spec: fields.FieldSpec, line: str, source: str) -> Any
     if spec.dtype == fields.STRING:
       return cell
     if spec.shape != ():
-      raise ValueError(f"a CSV cell holds one value, the feature is {spec.describe()}")
+      raise ValueError(f"a CSV cell holds one value, the feature is {spec.spec_text()}")
     if spec.dtype == "bool":
       lowered = cell.strip().lower()
       if lowered not in _TRUE | _FALSE:

@@ -1,0 +1,362 @@
+"""An augmented config resolved once: the base, the new fields, the unmatched-row rule and the example generator."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import fields
+from tfds_builders.augmented import function_calls
+from tfds_builders.augmented import generators
+from tfds_builders.augmented import overlay_format
+from tfds_builders.augmented import side_table as side_table_lib
+from tfds_builders.core import errors
+from tfds_builders.core import paths
+
+# Examples whose function results infer the features of undeclared fields.
+INFERENCE_EXAMPLES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Unmatched:
+  """What a base example whose join key has no side-table row becomes (`missing_policy`, resolved).
+
+  Attributes:
+    policy: The policy as configured, recorded in the metadata.
+    refused: The build fails naming the first such example (`error`).
+    left_out: It is left out and counted (`skip`): dropped from a
+      materialized version, kept but flagged `_matched` False in an overlay.
+    entries: The side-table entries it gets: the default row (`default`),
+      or empty values (an overlay's flagged examples); None without a table.
+  """
+
+  policy: str
+  refused: bool
+  left_out: bool
+  entries: bytes | None
+
+  def count(self, rows: np.ndarray | None) -> int:
+    """How many of a batch's rows are left out."""
+    return int(np.count_nonzero(rows == side_table_lib.NO_ROW)) if self.left_out and rows is not None else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationPlan:
+  """The resolved base, new fields and policies; picklable for Beam workers.
+
+  Attributes:
+    mode: `materialize` or `overlay`.
+    base: The base; provisional (no counts) while `walk` learns it.
+    side: The side table, if any.
+    join_key: The base feature matched with the table's key column.
+    join_kind: How the base stores it (`int64_list` or `bytes_list`).
+    function: The user function's reference, or ''.
+    function_specs: The function's fields.
+    unmatched: What a base example without a side-table row becomes.
+    overwrite: Base features that new fields replace.
+    num_workers: Processes calling the function in a local build.
+    walk: A raw base whose schema and counts the overlay's own walk learns;
+      None when `base` is complete.
+    file_examples: The example generator of this config's path, chosen once
+      (`generators.PATHS`): `(context, split, file index, offset)` ->
+      the output examples of one base file.
+  """
+
+  mode: str
+  base: base_lib.Base
+  side: side_table_lib.SideTable | None
+  join_key: str | None
+  join_kind: str | None
+  function: str
+  function_specs: tuple[fields.FieldSpec, ...]
+  unmatched: Unmatched
+  overwrite: frozenset[str]
+  num_workers: int
+  walk: base_lib.RecordsSurvey | None
+  file_examples: Callable[..., Iterator[Any]]
+
+  def with_base(self, base: base_lib.Base) -> AugmentationPlan:
+    """This plan with a complete base, no longer walked."""
+    return dataclasses.replace(self, base=base, walk=None)
+
+  @property
+  def new_specs(self) -> tuple[fields.FieldSpec, ...]:
+    return (self.side.specs if self.side else ()) + self.function_specs
+
+  @property
+  def features(self) -> tfds.features.FeaturesDict:
+    new = {spec.name: spec.feature() for spec in self.new_specs}
+    if self.mode == "overlay":
+      return tfds.features.FeaturesDict({**new, **overlay_format.alignment_features(self.unmatched.left_out)})
+    base_features = self.base.features
+    kept = {name: base_features[name] for name in base_features.keys() if name not in self.overwrite}
+    return tfds.features.FeaturesDict({**kept, **new})
+
+  @property
+  def dropped_base_keys(self) -> frozenset[str]:
+    """Serialized base features replaced by new fields (nested ones included)."""
+    return frozenset(
+        key for key in self.base.wire_schema
+        if key in self.overwrite or key.split("/", 1)[0] in self.overwrite
+    )
+
+  def metadata(self, unmatched_counts: Mapping[str, int]) -> dict[str, Any]:
+    """What the overlay loader checks (`overlay_format`), what was added from where, and what was left out."""
+    return {
+        "format": overlay_format.OVERLAY_FORMAT,
+        "mode": self.mode,
+        "base": {
+            **self.base.identity(),
+            "location": self.base.location,
+            "paths": {name: [file.path for file in split.files] for name, split in self.base.splits.items()},
+            "digest": self.base.digest(),
+        },
+        "fingerprint": overlay_format.FINGERPRINT,
+        "new_fields": {spec.name: spec.to_json() for spec in self.new_specs},
+        "overwrite_fields": sorted(self.overwrite),
+        "missing_policy": self.unmatched.policy,
+        "missing": dict(unmatched_counts),
+    }
+
+  def provenance(self) -> dict[str, Any]:
+    return {
+        "base": self.base.provenance(),
+        "mode": self.mode,
+        "function": self.function or None,
+        "side_table": self.side.provenance() if self.side else None,
+        "join_key": self.join_key,
+        "new_fields": {spec.name: spec.to_json() for spec in self.new_specs},
+    }
+
+  @classmethod
+  def from_config(cls, config: Any) -> AugmentationPlan:
+    """Resolves a checked `augmented.BuilderConfig`: reads the base's schema, the side table, the function's first results."""
+    keys_only = generators.reads_keys_only(
+        config.mode, bool(config.side_table or config.side_table_sql), config.function, config.verify_base)
+    walk = None
+    if config.base_records:
+      sources = {split: config.base_records[split] for split in _known_splits(config)}
+      walk = base_lib.RecordsSurvey.of(sources, config.base_compression, config.data_root) if keys_only else None
+      base = walk.provisional() if walk else base_lib.open_records(sources, config.base_compression, config.data_root)
+    else:
+      base = base_lib.open_prepared(base_location(config), config.base_data_dir, config.splits)
+    declared = {name: fields.parse_declared(name, spec, "") for name, spec in config.features.items()}
+    side, join_kind = None, None
+    if config.side_table or config.side_table_sql:
+      side, join_kind = _read_side_table(config, base, declared)
+    function_specs = _function_specs(config, base, declared, side) if config.function else ()
+    new_specs = (side.specs if side else ()) + function_specs
+    unprovided = sorted(set(declared) - {spec.name for spec in new_specs})
+    if unprovided:
+      raise errors.ConfigError(
+          f"features declares {unprovided}, which no source provides (new fields: "
+          f"{[spec.name for spec in new_specs]}). Remove them or fix the names."
+      )
+    _check_names(config, base, new_specs, side)
+    return cls(
+        mode=config.mode, base=base, side=side, join_key=config.join_key or None, join_kind=join_kind,
+        function=config.function, function_specs=function_specs, unmatched=_unmatched(config, side),
+        overwrite=frozenset(config.overwrite_fields), num_workers=config.num_workers, walk=walk,
+        file_examples=generators.path_of(config.mode, keys_only),
+    )
+
+
+def base_location(config: Any) -> str:
+  """A base directory resolved against data_root, or the dataset name as given."""
+  resolved = paths.resolve(config.base, config.data_root)
+  return str(resolved) if (resolved / "dataset_info.json").exists() else config.base
+
+
+def _unmatched(config: Any, side: side_table_lib.SideTable | None) -> Unmatched:
+  entries = None
+  if side:
+    entries = _default_row(config, side) if config.missing_policy == "default" else b"".join(
+        part for spec in side.specs for part in fields.FieldCodec(spec).empty())
+  return Unmatched(config.missing_policy, refused=config.missing_policy == "error",
+                   left_out=config.missing_policy == "skip", entries=entries)
+
+
+def _known_splits(config: Any) -> list[str]:
+  """The base_records splits to augment (default: all)."""
+  unknown = [split for split in config.splits if split not in config.base_records]
+  if unknown:
+    raise errors.ConfigError(f"splits {unknown} are not in base_records; it has {sorted(config.base_records)}.")
+  return list(config.splits or config.base_records)
+
+
+def _read_side_table(
+    config: Any, base: base_lib.Base, declared: Mapping[str, fields.FieldSpec]
+) -> tuple[side_table_lib.SideTable, str]:
+  """The side table (file or SQL rows) with its keys in the base's form, and how the base stores the key."""
+  join_kind, key_dtype = _join_kind(base, config.join_key)
+  table_source = f"side table {config.side_table or 'SQL query'}"
+  table_options = dict(
+      key_column=config.side_table_key or config.join_key,
+      columns=config.side_table_columns,
+      key_kind=join_kind,
+      key_dtype=key_dtype,
+      declared={name: dataclasses.replace(spec, source=table_source) for name, spec in declared.items()},
+  )
+  if config.side_table:
+    side = side_table_lib.read_file(
+        paths.resolve(config.side_table, config.data_root),
+        table_format=config.side_table_format, **table_options,
+    )
+  else:
+    side = side_table_lib.read_query(
+        config.side_table_sql, config.side_table_connection, root=config.data_root, **table_options,
+    )
+  # Sources as the config names them (release notes, messages).
+  side = dataclasses.replace(side, specs=tuple(dataclasses.replace(spec, source=table_source) for spec in side.specs))
+  return side, join_kind
+
+
+def _join_kind(base: base_lib.Base, join_key: str) -> tuple[str, str | None]:
+  """How the base stores the join key: `int64_list` or `bytes_list`, one value.
+
+  Returns:
+    The wire kind, and for an integer stored as raw bytes (a scalar
+    `Tensor(encoding="bytes")`, as numpy_arrays writes every array) its
+    dtype, in which the side table's keys are then encoded; else None.
+  """
+  schema = base.wire_schema
+  if join_key not in schema:
+    raise errors.ConfigError(
+        errors.with_hint(
+            f"join_key {join_key!r} is not a feature of the base {base.title()}; it has {sorted(schema)}",
+            "Set join_key to the base feature holding the key",
+        )
+    )
+  spec = schema[join_key]
+  if spec.length != 1 or spec.kind == "float_list":
+    raise errors.ConfigError(
+        f"join_key {join_key!r} is {spec.spec_text()} in the base; a join key must be one "
+        "integer or string per example."
+    )
+  return spec.kind, None if spec.kind == side_table_lib.INT_KEY else _raw_key_dtype(base, join_key)
+
+
+def _raw_key_dtype(base: base_lib.Base, join_key: str) -> str | None:
+  """The dtype of a join key whose wire bytes encode an integer; None for a string key.
+
+  Raises:
+    ConfigError: for any other feature whose bytes encode a non-string value
+      (a float, an array, an image): its bytes cannot be matched with a key.
+  """
+  feature: Any = base.features
+  for part in join_key.split("/"):
+    if not isinstance(feature, tfds.features.FeaturesDict) or part not in feature.keys():
+      return None  # a flattened name TFDS does not nest: the wire bytes are the value
+    feature = feature[part]
+  dtype = np.dtype(feature.np_dtype) if hasattr(feature, "np_dtype") else None
+  if dtype is None or dtype.kind in "OSU":  # Text, string Tensor: the wire bytes ARE the UTF-8
+    return None
+  content = feature.to_json_content()
+  encoding = getattr(content, "encoding", "") or "none"
+  if isinstance(feature, tfds.features.Tensor) and tuple(feature.shape) == () and encoding == "bytes" and (
+      dtype.kind in "iu"):
+    return side_table_lib.raw_key_dtype(dtype)
+  raise errors.ConfigError(
+      errors.with_hint(
+          f"join_key {join_key!r} is a {type(feature).__name__} of dtype {dtype.name}, shape "
+          f"{tuple(feature.shape)}, encoding {encoding!r} in the base {base.title()}: its stored bytes "
+          "encode that value, which no side-table key can be matched with",
+          "Join on a scalar integer or string feature (an integer may be stored with encoding 'bytes')",
+      )
+  )
+
+
+def _function_specs(
+    config: Any,
+    base: base_lib.Base,
+    declared: Mapping[str, fields.FieldSpec],
+    side: side_table_lib.SideTable | None,
+) -> tuple[fields.FieldSpec, ...]:
+  """The function's fields: names from its first results, features declared or inferred."""
+  function_calls.import_function(config.function)  # fails early, naming the reference
+  calls = list(_first_calls(base, INFERENCE_EXAMPLES))
+  results = function_calls.call_serially(config.function, base.features_source, calls)
+  names = list(results[0])
+  for call, result in zip(calls, results):
+    if list(result) != names and set(result) != set(names):
+      raise errors.SchemaError(
+          f"Function {config.function} returned fields {sorted(result)} on example {call.key} "
+          f"but {sorted(names)} on example {calls[0].key}. Return the same fields for every example."
+      )
+  source = f"function {config.function}"
+  side_names = {spec.name for spec in side.specs} if side else set()
+  specs = []
+  for name in names:
+    if name in side_names:
+      raise errors.ConfigError(
+          f"Field {name!r} comes from both the side table and function {config.function}; rename one."
+      )
+    if name in declared:
+      spec = dataclasses.replace(declared[name], source=source)
+    else:
+      spec = fields.infer(name, [result[name] for result in results], source, [call.key for call in calls])
+    codec = fields.FieldCodec(spec)
+    for call, result in zip(calls, results):
+      generators.encoded_field(codec, result[name], call.key)
+    specs.append(spec)
+  return tuple(specs)
+
+
+def _first_calls(base: base_lib.Base, count: int) -> Iterator[function_calls.Call]:
+  produced = 0
+  for split_name, split in base.splits.items():
+    for file, offset in zip(split.files, split.offsets):
+      for index, raw in enumerate(base_lib.iter_records(file)):
+        yield function_calls.Call(generators.example_key(split_name, offset + index), f"record {index} of {file.name}", raw)
+        produced += 1
+        if produced == count:
+          return
+
+
+def _check_names(
+    config: Any,
+    base: base_lib.Base,
+    new_specs: Sequence[fields.FieldSpec],
+    side: side_table_lib.SideTable | None,
+) -> None:
+  base_names = set(base.features.keys())
+  new_names = [spec.name for spec in new_specs]
+  for spec in new_specs:
+    if not spec.name or "/" in spec.name:
+      raise errors.ConfigError(f"New field name {spec.name!r} (from {spec.source}) must be non-empty and contain no '/'.")
+    if spec.name in overlay_format.ALIGNMENT_FIELDS:
+      raise errors.ConfigError(f"New field {spec.name!r} (from {spec.source}) uses a reserved name; rename it.")
+    if spec.name in base_names and spec.name not in config.overwrite_fields:
+      raise errors.ConfigError(
+          errors.with_hint(
+              f"New field {spec.name!r} (from {spec.source}) already exists in the base {base.title()}",
+              f"Rename it, or list it in overwrite_fields to replace the base's {spec.name!r}",
+          )
+      )
+  for name in config.overwrite_fields:
+    if name not in base_names:
+      raise errors.ConfigError(f"overwrite_fields lists {name!r}, which is not a base feature (it has {sorted(base_names)}).")
+    if name not in new_names:
+      raise errors.ConfigError(f"overwrite_fields lists {name!r}, which no new field provides (new fields: {new_names}).")
+  if side and config.join_key.split("/", 1)[0] in config.overwrite_fields:
+    raise errors.ConfigError(f"join_key {config.join_key!r} cannot also be overwritten.")
+
+
+def _default_row(config: Any, side: side_table_lib.SideTable) -> bytes:
+  names = [spec.name for spec in side.specs]
+  missing = [name for name in names if name not in config.missing_defaults]
+  extra = sorted(set(config.missing_defaults) - set(names))
+  if missing or extra:
+    raise errors.ConfigError(
+        f"missing_policy='default' needs missing_defaults for every side-table column: "
+        f"missing {missing}, unknown {extra} (columns: {names})."
+    )
+  try:
+    return side.encode([config.missing_defaults[name] for name in names])
+  except fields.FieldValueError as error:
+    raise errors.ConfigError(f"missing_defaults: {error}.") from None
