@@ -187,11 +187,11 @@ _MASKED_CRC: list[Callable[[bytes], int]] = []
 
 
 def masked_crc(data: bytes) -> int:
-  """TFRecord's masked CRC32C (tfds_builders.core.crc32c's table version, checked against TF by its tests)."""
+  """TFRecord's masked CRC32C (tfds_builders.core.fast.crc32c, checked against TF by its tests)."""
   if not _MASKED_CRC:
-    from tfds_builders.core import crc32c  # pylint: disable=import-outside-toplevel  # Numba, compiled once
+    from tfds_builders.core.fast import crc32c  # pylint: disable=import-outside-toplevel  # Numba, compiled once
 
-    _MASKED_CRC.append(lambda raw: int(crc32c.table_masked_crc32c(np.frombuffer(raw, np.uint8), 0, len(raw))))
+    _MASKED_CRC.append(lambda raw: int(crc32c.masked_crc32c(np.frombuffer(raw, np.uint8), 0, len(raw))))
   return _MASKED_CRC[0](data)
 
 
@@ -247,20 +247,23 @@ class Walk:
 
 def reference_walk(data: bytes) -> Walk:
   """The frames of data, read header by header as the format defines them (data CRCs not checked)."""
+  from tfds_builders.core import wire  # pylint: disable=import-outside-toplevel
+
+  header, length_bytes, frame = wire.FRAME_HEADER_BYTES, wire.FRAME_LENGTH_BYTES, wire.FRAME_BYTES
   frames: list[tuple[int, int, int]] = []
   pos, size, longest = 0, len(data), 0
   while pos < size:
-    if size - pos < 12:
+    if size - pos < header:
       return Walk(frames, ("short_header", len(frames), pos), longest)
-    head = data[pos:pos + 8]
-    if masked_crc(head) != int.from_bytes(data[pos + 8:pos + 12], "little"):
+    head = data[pos:pos + length_bytes]
+    if masked_crc(head) != int.from_bytes(data[pos + length_bytes:pos + header], "little"):
       return Walk(frames, ("header", len(frames), pos), longest)
     length = int.from_bytes(head, "little")
     longest = max(longest, length)
-    if pos + 16 + length > size:
+    if pos + frame + length > size:
       return Walk(frames, ("truncated", len(frames), pos), longest)
-    frames.append((pos, length, int.from_bytes(data[pos + 12 + length:pos + 16 + length], "little")))
-    pos += 16 + length
+    frames.append((pos, length, int.from_bytes(data[pos + header + length:pos + frame + length], "little")))
+    pos += frame + length
   return Walk(frames, None, longest)
 
 
@@ -456,7 +459,9 @@ def reference_conforms(record: bytes, layout: list[tuple[str, str]]) -> list[int
   field 1; numbers one packed field 1 (floats a multiple of 4 bytes, int64
   varints of at most 10 bytes) or nothing.
   """
-  tags = {"bytes_list": 0x0A, "float_list": 0x12, "int64_list": 0x1A}
+  from tfds_builders.core import wire  # pylint: disable=import-outside-toplevel
+
+  tags = wire.FEATURE_LIST_TAGS
   numbers = {name.encode("utf-8"): number for number, (name, _) in enumerate(layout)}
 
   def field(pos: int, end: int, tag: int) -> tuple[int, int] | None:
@@ -471,14 +476,14 @@ def reference_conforms(record: bytes, layout: list[tuple[str, str]]) -> list[int
     if kind == "bytes_list":
       count, pos = 0, start
       while pos < end:
-        value = field(pos, end, 0x0A)
+        value = field(pos, end, wire.LIST_VALUE)
         if value is None:
           return -1
         count, pos = count + 1, value[1]
       return count
     if start == end:
       return 0
-    packed = field(start, end, 0x0A)
+    packed = field(start, end, wire.LIST_VALUE)
     if packed is None or packed[1] != end:
       return -1
     if kind == "float_list":
@@ -491,21 +496,21 @@ def reference_conforms(record: bytes, layout: list[tuple[str, str]]) -> list[int
       count += 1
     return count
 
-  features = field(0, len(record), 0x0A)
+  features = field(0, len(record), wire.EXAMPLE_FEATURES)
   if features is None or features[1] != len(record):
     return None
   counts = [-1] * len(layout)
   pos = features[0]
   while pos < len(record):
-    entry = field(pos, len(record), 0x0A)
-    key = entry and field(entry[0], entry[1], 0x0A)
+    entry = field(pos, len(record), wire.FEATURES_ENTRY)
+    key = entry and field(entry[0], entry[1], wire.MAP_KEY)
     if not key:
       return None
     number = numbers.get(record[key[0]:key[1]])
     if number is None or counts[number] >= 0:
       return None
     kind = layout[number][1]
-    feature = field(key[1], entry[1], 0x12)
+    feature = field(key[1], entry[1], wire.MAP_VALUE)
     if feature is None or feature[1] != entry[1] or feature[0] == feature[1]:
       return None
     values = field(feature[0], entry[1], tags[kind])
@@ -573,7 +578,7 @@ class WalkFuzzer(Fuzzer):
     super().__init__(tmp)
     from etils import epath  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tfds_builders.core import record_index  # pylint: disable=import-outside-toplevel
+    from tfds_builders.core.fast import record_index  # pylint: disable=import-outside-toplevel
     from tfds_builders.core import tfrecord_io  # pylint: disable=import-outside-toplevel
 
     self.tf, self.epath, self.record_index, self.tfrecord_io = tf, epath, record_index, tfrecord_io
@@ -761,7 +766,7 @@ class LayoutFuzzer(Fuzzer):
     super().__init__(tmp)
     from etils import epath  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tfds_builders.core import record_index  # pylint: disable=import-outside-toplevel
+    from tfds_builders.core.fast import record_index  # pylint: disable=import-outside-toplevel
     from tfds_builders.core import tfrecord_io  # pylint: disable=import-outside-toplevel
 
     self.example_pb2, self.record_index = tf.train.Example, record_index
@@ -859,7 +864,7 @@ class KeysFuzzer(Fuzzer):
     super().__init__(tmp)
     from etils import epath  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tfds_builders.core import record_index  # pylint: disable=import-outside-toplevel
+    from tfds_builders.core.fast import record_index  # pylint: disable=import-outside-toplevel
     from tfds_builders.core import tfrecord_io  # pylint: disable=import-outside-toplevel
 
     self.tf, self.example_pb2, self.record_index = tf, tf.train.Example, record_index

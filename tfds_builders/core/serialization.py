@@ -17,12 +17,10 @@ from typing import Union
 import numpy as np
 from tensorflow_datasets.proto import tf_example_pb2
 
+from tfds_builders.core import wire
+
 Payload = Union[bytes, bytearray, memoryview]
 
-# Field tags: (field_number << 3) | wire_type, wire type 2 = length-delimited.
-_TAG_1 = b"\x0a"  # Example.features, Features.feature entry, map key, list value
-_TAG_2 = b"\x12"  # map value; Feature.float_list
-_TAG_3 = b"\x1a"  # Feature.int64_list
 _SMALL_VARINTS = tuple(bytes([n]) for n in range(128))
 
 
@@ -50,7 +48,7 @@ class FeatureKey:
   def __init__(self, name: str):
     self.name = name
     encoded = name.encode("utf-8")
-    self.key_field = _TAG_1 + varint(len(encoded)) + encoded
+    self.key_field = wire.MAP_KEY_BYTE + varint(len(encoded)) + encoded
 
 
 def bytes_feature(key: FeatureKey, payload: Payload) -> list[Payload]:
@@ -66,22 +64,22 @@ def _bytes_feature_head(key_field: bytes, size: int) -> bytes:
   feature_size = 1 + len(varint(list_size)) + list_size
   entry_size = len(key_field) + 1 + len(varint(feature_size)) + feature_size
   return b"".join([
-      _TAG_1, varint(entry_size), key_field, _TAG_2, varint(feature_size),
-      _TAG_1, varint(list_size), _TAG_1, varint(size),
+      wire.FEATURES_ENTRY_BYTE, varint(entry_size), key_field, wire.MAP_VALUE_BYTE, varint(feature_size),
+      wire.FEATURE_BYTES_LIST_BYTE, varint(list_size), wire.LIST_VALUE_BYTE, varint(size),
   ])
 
 
 def bytes_list_feature(key: FeatureKey, values: Sequence[bytes]) -> list[Payload]:
   """Parts of a map entry holding a bytes_list of several values."""
-  body = b"".join(_TAG_1 + varint(len(value)) + value for value in values)
-  return _entry(key, 1 + len(varint(len(body))) + len(body), [_TAG_1 + varint(len(body)), body])
+  body = b"".join(wire.LIST_VALUE_BYTE + varint(len(value)) + value for value in values)
+  return _entry(key, 1 + len(varint(len(body))) + len(body), [wire.FEATURE_BYTES_LIST_BYTE + varint(len(body)), body])
 
 
 def int64_feature(key: FeatureKey, values: Iterable[int]) -> list[Payload]:
   """Parts of a map entry holding a packed int64_list."""
   packed = b"".join(_int64_varint(int(value)) for value in values)
-  inner = _TAG_1 + varint(len(packed)) + packed if packed else b""
-  return _entry(key, 1 + len(varint(len(inner))) + len(inner), [_TAG_3 + varint(len(inner)) + inner])
+  inner = wire.LIST_VALUE_BYTE + varint(len(packed)) + packed if packed else b""
+  return _entry(key, 1 + len(varint(len(inner))) + len(inner), [wire.FEATURE_INT64_LIST_BYTE + varint(len(inner)) + inner])
 
 
 def int64_scalar_encoder(key: FeatureKey) -> Callable[[int], bytes]:
@@ -110,19 +108,44 @@ def int64_scalar_encoder(key: FeatureKey) -> Callable[[int], bytes]:
 
 def int64_scalar_prefixes(key: FeatureKey) -> list[bytes]:
   """The map entry of a one-value int64_list up to its varint, by the varint's length (index 1 to 10)."""
-  return [b""] + [b"".join(int64_feature(key, (1 << (7 * (n - 1)),)))[:-n] for n in range(1, 11)]
+  return [b""] + [fixed_entry_head(key, "int64_list", n) for n in range(1, 11)]
+
+
+def fixed_entry_head(key: FeatureKey, storage: str, width: int) -> bytes:
+  """The map entry of one value stored in `width` bytes, up to that value.
+
+  Such an entry is this head, then the value's bytes: a writer encodes the
+  head once per feature and appends each value, with no framing per value.
+
+  Args:
+    key: The feature.
+    storage: `bytes` (a one-value bytes_list of `width` bytes: a raw float64,
+      a key text), `float_list` (`width // 4` float32s) or `int64_list` (one
+      int64 whose varint is `width` bytes long).
+    width: The value's size in bytes.
+  """
+  if storage == "bytes":
+    template = bytes_feature(key, bytes(width))
+  elif storage == "float_list":
+    template = float_feature(key, np.zeros(width // 4, np.float32))
+  elif storage == "int64_list":
+    template = int64_feature(key, (1 << (7 * (width - 1)),))  # the smallest int with a varint this long
+  else:
+    raise ValueError(f"fixed_entry_head takes storage 'bytes', 'float_list' or 'int64_list', not {storage!r}.")
+  # The framing depends only on the sizes: a template of this width, minus its value, is every entry's head.
+  return b"".join(template)[:-width]
 
 
 def float_feature(key: FeatureKey, values: np.ndarray) -> list[Payload]:
   """Parts of a map entry holding a packed float_list (little-endian float32)."""
   packed = np.ascontiguousarray(values, dtype="<f4").tobytes()
-  inner = _TAG_1 + varint(len(packed)) + packed if packed else b""
-  return _entry(key, 1 + len(varint(len(inner))) + len(inner), [_TAG_2 + varint(len(inner)) + inner])
+  inner = wire.LIST_VALUE_BYTE + varint(len(packed)) + packed if packed else b""
+  return _entry(key, 1 + len(varint(len(inner))) + len(inner), [wire.FEATURE_FLOAT_LIST_BYTE + varint(len(inner)) + inner])
 
 
 def _entry(key: FeatureKey, feature_size: int, feature_parts: list[Payload]) -> list[Payload]:
   entry_size = len(key.key_field) + 1 + len(varint(feature_size)) + feature_size
-  head = _TAG_1 + varint(entry_size) + key.key_field + _TAG_2 + varint(feature_size)
+  head = wire.FEATURES_ENTRY_BYTE + varint(entry_size) + key.key_field + wire.MAP_VALUE_BYTE + varint(feature_size)
   return [head, *feature_parts]
 
 
@@ -130,7 +153,7 @@ def example(entries: Iterable[list[Payload]]) -> bytes:
   """Joins map entries (from the `*_feature` functions) into an Example."""
   parts = [part for entry in entries for part in entry]
   size = sum(len(part) for part in parts)
-  return b"".join([_TAG_1, varint(size), *parts])
+  return b"".join([wire.EXAMPLE_FEATURES_BYTE, varint(size), *parts])
 
 
 def merge_examples(*serialized: bytes) -> bytes:
@@ -158,6 +181,11 @@ def rename_features(serialized: bytes, rename: Callable[[str], str | None]) -> b
   return target.SerializeToString(deterministic=True)
 
 
+def example_head(size: int) -> bytes:
+  """The bytes before `size` bytes of map entries that make them an Example."""
+  return wire.EXAMPLE_FEATURES_BYTE + varint(size)
+
+
 def example_from_entries(entries: Sequence[bytes]) -> bytes:
   """Joins map entries that are already single `bytes` into an Example.
 
@@ -165,4 +193,4 @@ def example_from_entries(entries: Sequence[bytes]) -> bytes:
   entry is one `bytes` (e.g. `b"".join(bytes_feature(key, payload))`): one
   join, no flattening. `example(entry_parts)` gives the same bytes.
   """
-  return b"".join([_TAG_1, varint(sum(map(len, entries))), *entries])
+  return b"".join([wire.EXAMPLE_FEATURES_BYTE, varint(sum(map(len, entries))), *entries])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import itertools
 import json
@@ -16,52 +15,18 @@ from etils import epath
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import file_adapters
-from tensorflow_datasets.core import naming
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import shard_plan
 from tfds_builders.core import tfrecord_io
+from tfds_builders.core import wire
 
 KeySerialized = tuple[object, bytes]
 
 
-@dataclasses.dataclass(frozen=True)
-class FramedRecords:
-  """Consecutive records already framed as TFRecords, end to end (see `core.record_blocks`).
-
-  A generator may yield `(keys, FramedRecords)` between `(key, serialized)`
-  pairs: a TFRecord shard stores the block with one write, other formats get
-  its records one by one.
-
-  Attributes:
-    data: The frames' bytes (uint8).
-    ends: Where each frame ends in `data`.
-  """
-
-  data: np.ndarray
-  ends: np.ndarray
-
-  def __len__(self) -> int:
-    return len(self.ends)
-
-  def records(self) -> list[bytes]:
-    """The records without their frames."""
-    blob = self.data.tobytes()
-    starts = [0, *self.ends[:-1].tolist()]
-    return [blob[start + tfrecord_io.FRAME_HEADER_BYTES:end - tfrecord_io.FRAME_CRC_BYTES]
-            for start, end in zip(starts, self.ends.tolist())]
-
-  def record_sizes(self) -> np.ndarray:
-    return np.diff(self.ends, prepend=0) - tfrecord_io.FRAME_BYTES
-
-  def split(self, count: int) -> tuple[FramedRecords, FramedRecords]:
-    """The first `count` frames, and the rest."""
-    cut = int(self.ends[count - 1]) if count else 0
-    return FramedRecords(self.data[:cut], self.ends[:count]), FramedRecords(self.data[cut:], self.ends[count:] - cut)
-
-
-Block = tuple[Sequence[object], FramedRecords]
+Block = tuple[Sequence[object], tfrecord_io.FramedRecords]
 StreamItem = KeySerialized | Block
 
 
@@ -82,7 +47,7 @@ class _BlockPiece:
 def _pieces(items: Iterable[StreamItem]) -> Iterator[bytes | _BlockPiece]:
   """Each example's bytes, or a block (then what the writer left of it, until nothing is left)."""
   for item in items:
-    if not isinstance(item[1], FramedRecords):
+    if not isinstance(item[1], tfrecord_io.FramedRecords):
       yield item[1]
       continue
     block: Block | None = item
@@ -95,7 +60,7 @@ def _pieces(items: Iterable[StreamItem]) -> Iterator[bytes | _BlockPiece]:
 def unblocked(items: Iterable[StreamItem]) -> Iterator[KeySerialized]:
   """The stream with every block replaced by its `(key, serialized)` pairs."""
   for keys, value in items:
-    if isinstance(value, FramedRecords):
+    if isinstance(value, tfrecord_io.FramedRecords):
       yield from zip(keys, value.records())
     else:
       yield keys, value
@@ -107,7 +72,7 @@ def head(items: Iterable[StreamItem], count: int) -> Iterator[StreamItem]:
   for item in items:
     if left <= 0:
       return
-    if isinstance(item[1], FramedRecords):
+    if isinstance(item[1], tfrecord_io.FramedRecords):
       if len(item[1]) > left:
         item, _ = _split_block(item, left)
       left -= len(item[1])
@@ -170,8 +135,8 @@ class SplitWriter:
 
   def __init__(
       self,
-      filename_template: naming.ShardedFileTemplate,
-      file_format: file_adapters.FileFormat,
+      filename_template: tfds.core.ShardedFileTemplate,
+      file_format: tfds.core.FileFormat,
       sizing: shard_plan.ShardSizing | None = None,
       *,
       max_shard_bytes: int | None = None,
@@ -219,7 +184,7 @@ class SplitWriter:
             "one source record, or leave the split out of the config."
         )
       lengths = _exact_lengths(self._sizing, pieces, split)
-      if [p.num_examples for p in pieces] != lengths and self._file_format == file_adapters.FileFormat.TFRECORD:
+      if [p.num_examples for p in pieces] != lengths and self._file_format == tfds.core.FileFormat.TFRECORD:
         logging.info("Split %s: re-cutting %d pieces into %d shards of TFDS's sizes.", split, len(pieces), len(lengths))
       return assemble(pieces, lengths, self._template, self._file_format)
     finally:
@@ -230,7 +195,7 @@ class SplitWriter:
     return piece_path(self._template, index)
 
 
-def piece_path(template: naming.ShardedFileTemplate, index: int) -> epath.Path:
+def piece_path(template: tfds.core.ShardedFileTemplate, index: int) -> epath.Path:
   """The temporary file of a split's `index`-th piece, next to its shards."""
   return epath.Path(f"{template.filepath_prefix()}.part{index:05d}.tmp")
 
@@ -248,7 +213,7 @@ def _sampled(examples: Iterable[StreamItem]) -> tuple[_Sample, Iterator[StreamIt
   head_items: list[StreamItem] = []
   for item in iterator:
     head_items.append(item)
-    if isinstance(item[1], FramedRecords):
+    if isinstance(item[1], tfrecord_io.FramedRecords):
       sample.num_examples += len(item[1])
       sample.serialized_bytes += int(item[1].record_sizes().sum())
     else:
@@ -283,7 +248,7 @@ def _write_pieces(
         max_count, max_bytes = limits(len(pieces))
       if not isinstance(item, _BlockPiece):
         current.write(item)
-        size, count = size + len(item) + tfrecord_io.FRAME_BYTES, count + 1
+        size, count = size + len(item) + wire.FRAME_BYTES, count + 1
       else:  # a block, cut where a limit is reached; the rest comes back
         keys, frames = item.block
         # `ends` are the frames' cumulative sizes: the first reaching the budget closes the piece.
@@ -310,7 +275,7 @@ def _write_pieces(
 
 
 def _serialized_bytes(pieces: Sequence[Piece]) -> int:
-  return sum(p.num_bytes - p.num_examples * tfrecord_io.FRAME_BYTES for p in pieces)
+  return sum(p.num_bytes - p.num_examples * wire.FRAME_BYTES for p in pieces)
 
 
 def _exact_lengths(sizing: shard_plan.ShardSizing, pieces: Sequence[Piece], split: str) -> list[int]:
@@ -340,8 +305,8 @@ def _segments(pieces: Sequence[Piece], lengths: Sequence[int]) -> list[list[_Seg
 def assemble(
     pieces: Sequence[Piece],
     lengths: Sequence[int],
-    template: naming.ShardedFileTemplate,
-    file_format: file_adapters.FileFormat,
+    template: tfds.core.ShardedFileTemplate,
+    file_format: tfds.core.FileFormat,
 ) -> tfds.core.SplitInfo:
   """Makes the final shards of `lengths` examples each from the pieces, in order.
 
@@ -359,14 +324,14 @@ def assemble(
   )
 
 
-def write_shard(segments: Sequence[_Segment], path: epath.Path, file_format: file_adapters.FileFormat) -> int:
+def write_shard(segments: Sequence[_Segment], path: epath.Path, file_format: tfds.core.FileFormat) -> int:
   """Writes one final shard from piece ranges; returns its size in bytes.
 
   Raises:
     SourceError: if the shard's writer stored another count than it was given.
   """
   expected = sum(s.stop - s.start for s in segments)
-  if file_format != file_adapters.FileFormat.TFRECORD:
+  if file_format != tfds.core.FileFormat.TFRECORD:
     written = _format_writer(file_format)(path, _records_of(segments))
     if written != expected:
       raise errors.SourceError(
@@ -391,17 +356,17 @@ def write_shard(segments: Sequence[_Segment], path: epath.Path, file_format: fil
   return path.stat().length
 
 
-def _format_writer(file_format: file_adapters.FileFormat) -> Callable[[epath.Path, Iterable[KeySerialized]], int]:
+def _format_writer(file_format: tfds.core.FileFormat) -> Callable[[epath.Path, Iterable[KeySerialized]], int]:
   """`(path, examples) -> count written` for a shard format other than TFRecord."""
-  if file_format == file_adapters.FileFormat.PARQUET:
+  if file_format == tfds.core.FileFormat.PARQUET:
     from tfds_builders.core import parquet_format  # pylint: disable=g-import-not-at-top  # pyarrow
 
     return parquet_format.write_examples
-  adapter = file_adapters.ADAPTER_FOR_FORMAT[file_format]
+  write_examples = tfds_internals.example_writer_for(file_format)
 
   def write(path: epath.Path, examples: Iterable[KeySerialized]) -> int:
     counted = _Counted(examples)
-    adapter.write_examples(path, counted)
+    write_examples(path, counted)
     return counted.num_examples
 
   return write
@@ -414,31 +379,14 @@ def _skip_frames(handle: BinaryIO, count: int) -> int:
   if count > _PYTHON_WALK_FRAMES and isinstance(name, str) and os.path.isfile(name):
     # Cuts may fall deep in a piece of small records: walk them compiled, not per frame in Python.
     frames = np.memmap(name, dtype=np.uint8, mode="r")
-    end = int(_compiled_walk()(frames, start, count))
+    end = int(fast.record_index.frames_end(frames, start, count))
     del frames
     handle.seek(end)
     return end - start
   for _ in range(count):
-    length = int.from_bytes(handle.read(tfrecord_io.FRAME_HEADER_BYTES)[:8], "little")
-    handle.seek(length + tfrecord_io.FRAME_CRC_BYTES, 1)
+    length = int.from_bytes(handle.read(wire.FRAME_HEADER_BYTES)[:wire.FRAME_LENGTH_BYTES], "little")
+    handle.seek(length + wire.FRAME_CRC_BYTES, 1)
   return handle.tell() - start
-
-
-def _walk_frames(frames: np.ndarray, position: int, count: int) -> int:
-  """Where the `count` frames from `position` end (the length is a little-endian uint64)."""
-  for _ in range(count):
-    length = 0
-    for byte in range(8):
-      length |= np.int64(frames[position + byte]) << (8 * byte)
-    position += length + 16  # tfrecord_io.FRAME_BYTES, a literal for Numba
-  return position
-
-
-@functools.cache
-def _compiled_walk() -> Callable[[np.ndarray, int, int], int]:
-  import numba  # pylint: disable=g-import-not-at-top  # compiled once, only when a deep cut needs it
-
-  return numba.njit(nogil=True, cache=True)(_walk_frames)
 
 
 def _copy_range(segment: _Segment, out: BinaryIO) -> None:
@@ -491,9 +439,9 @@ def _records_of(segments: Sequence[_Segment]) -> Iterator[KeySerialized]:
     with segment.piece.path.open("rb") as handle:
       _skip_frames(handle, segment.start)
       for _ in range(segment.stop - segment.start):
-        length = int.from_bytes(handle.read(tfrecord_io.FRAME_HEADER_BYTES)[:8], "little")
+        length = int.from_bytes(handle.read(wire.FRAME_HEADER_BYTES)[:wire.FRAME_LENGTH_BYTES], "little")
         yield number, handle.read(length)
-        handle.seek(tfrecord_io.FRAME_CRC_BYTES, 1)
+        handle.seek(wire.FRAME_CRC_BYTES, 1)
         number += 1
 
 
@@ -508,15 +456,14 @@ class _TFRecordShard:
 
   def write(self, serialized: bytes) -> None:
     if self._raw is not None:  # blocks came first: frame this record as they are framed
-      from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top  # Numba
-      self._raw.write(record_blocks.framed([serialized]).data.tobytes())
+      self._raw.write(fast.record_blocks.framed([serialized]).data.tobytes())
       return
     if self._writer is None:
       self._writer = tf.io.TFRecordWriter(str(self._path))
       self._started = True
     self._writer.write(serialized)
 
-  def write_block(self, frames: FramedRecords) -> None:
+  def write_block(self, frames: tfrecord_io.FramedRecords) -> None:
     if self._raw is None:
       if self._writer is not None:
         self._writer.close()
@@ -548,8 +495,8 @@ class _Counted:
 def write_partitions_with_beam(
     pipeline: Any,
     partitions: Sequence[Callable[[], Iterable[StreamItem]]],
-    template: naming.ShardedFileTemplate,
-    file_format: file_adapters.FileFormat,
+    template: tfds.core.ShardedFileTemplate,
+    file_format: tfds.core.FileFormat,
     sizing: shard_plan.ShardSizing | None = None,
     max_examples: int | None = None,
     counter: Callable[[int, int], None] | None = None,
@@ -575,7 +522,7 @@ def write_partitions_with_beam(
     A function to call after the pipeline ran: it removes the pieces and
     returns the split's info.
   """
-  beam = tfds.core.lazy_imports.apache_beam
+  beam = tfds_internals.apache_beam()
   sizing = sizing or shard_plan.ShardSizing()
   num_parts = len(partitions)
   split = template.split
@@ -590,7 +537,7 @@ def write_partitions_with_beam(
     written = _write_pieces(examples, lambda _: piece_path(template, index), lambda _: (_UNLIMITED, _UNLIMITED))
     piece = written[0] if written else Piece(piece_path(template, index), 0, 0)
     if counter is not None:
-      counter(piece.num_examples, piece.num_bytes - piece.num_examples * tfrecord_io.FRAME_BYTES)
+      counter(piece.num_examples, piece.num_bytes - piece.num_examples * wire.FRAME_BYTES)
     return index, piece
 
   def plan(written: list[tuple[int, Piece]]) -> list[tuple[int, int, list[_Segment]]]:

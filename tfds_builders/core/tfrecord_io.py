@@ -10,18 +10,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from etils import epath
+import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import remote
 from tfds_builders.core import safe_paths
+from tfds_builders.core import wire
 
 COMPRESSIONS = ("auto", "none", "gzip")
-# A TFRecord frame: length (8) and its masked CRC32C (4), the data, the data's masked CRC32C (4).
-FRAME_HEADER_BYTES = 12
-FRAME_CRC_BYTES = 4
-FRAME_BYTES = FRAME_HEADER_BYTES + FRAME_CRC_BYTES
 GZIP_MAGIC = b"\x1f\x8b"
 # A ZLIB stream's first byte (CMF): DEFLATE with a 32 KiB window, which every zlib writer uses.
 _ZLIB_CMF = 0x78
@@ -39,6 +37,41 @@ def starts_zlib(head: bytes) -> bool:
 def is_tfrecord_name(name: str) -> bool:
   """Whether a file found in a directory listing looks like a TFRecord file."""
   return ".tfrecord" in name or name.endswith((".tfrecords", ".tfr", ".gz"))
+
+
+@dataclasses.dataclass(frozen=True)
+class FramedRecords:
+  """Consecutive records already framed as TFRecords, end to end (framed by `core.fast.record_blocks`).
+
+  A generator may yield `(keys, FramedRecords)` between `(key, serialized)`
+  pairs: a TFRecord shard stores the block with one write, other formats get
+  its records one by one.
+
+  Attributes:
+    data: The frames' bytes (uint8).
+    ends: Where each frame ends in `data`.
+  """
+
+  data: np.ndarray
+  ends: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.ends)
+
+  def records(self) -> list[bytes]:
+    """The records without their frames."""
+    blob = self.data.tobytes()
+    starts = [0, *self.ends[:-1].tolist()]
+    return [blob[start + wire.FRAME_HEADER_BYTES:end - wire.FRAME_CRC_BYTES]
+            for start, end in zip(starts, self.ends.tolist())]
+
+  def record_sizes(self) -> np.ndarray:
+    return np.diff(self.ends, prepend=0) - wire.FRAME_BYTES
+
+  def split(self, count: int) -> tuple[FramedRecords, FramedRecords]:
+    """The first `count` frames, and the rest."""
+    cut = int(self.ends[count - 1]) if count else 0
+    return FramedRecords(self.data[:cut], self.ends[:count]), FramedRecords(self.data[cut:], self.ends[count:] - cut)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,29 +173,6 @@ def _compression_of(path: epath.Path, configured: str) -> str:
     return "GZIP" if configured == "gzip" else ""
   with remote.open_stream(path) as file:  # not epath's open: s3fs would fetch 50 MiB ahead for 2 bytes
     return "GZIP" if file.read(2) == GZIP_MAGIC else ""
-
-
-def read_records(source: RecordFile) -> Iterator[bytes]:
-  """Yields the raw records of one file, in order, each checked against its CRC.
-
-  The frames are walked by `core.record_index` (compiled; every length is
-  checked against the bytes left before it is used), not by TensorFlow's
-  reader, which crashes the process on a crafted length and ends silently
-  at a truncated header. Faster than TF's record iterator (1.7x on 1 KB
-  records), CRC checks included.
-
-  Raises:
-    SourceError: naming the file, record index and byte offset of a corrupt
-      or truncated record, or a GZIP stream that is truncated or corrupt.
-  """
-  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba; it imports this module
-
-  for block in record_index.scan(source, with_window=True, check_data=True, as_reader=True):
-    window = block.window
-    starts, ends = block.record_bounds()
-    for start, end in zip(starts.tolist(), ends.tolist()):
-      yield window[start:end].tobytes()
-    del block, window  # unmapped once no block refers to it
 
 
 def counted(records: Iterable[_Item], expected: int, name: str, source_of_count: str) -> Iterator[_Item]:

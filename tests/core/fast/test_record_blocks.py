@@ -1,4 +1,4 @@
-"""core.record_blocks: column encoders and TFRecord framing, checked against protobuf, struct and TF's own writer."""
+"""core.fast.record_blocks: column encoders and TFRecord framing, checked against protobuf, struct and TF's own writer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfds_builders.core import record_blocks
 from tfds_builders.core import serialization
+from tfds_builders.core.fast import record_blocks
 
 KEY = serialization.FeatureKey("label")
 INT64_EDGES = [0, 1, 127, 128, 16383, 16384, 2**21, 2**35, 2**63 - 1, -1, -128, -(2**63)]
@@ -79,21 +79,3 @@ def test_framed_examples_gather_rows_fallback_and_fixed_entries(tmp_path) -> Non
       serialization.example_from_entries([rows.item(0), fixed[2].tobytes()]),
       serialization.example_from_entries([rows.item(2), fixed[3].tobytes()]),
   ]
-
-
-@pytest.mark.parametrize("text, form", [
-    ("0", record_blocks.INTEGER), ("-12", record_blocks.INTEGER), ("+7", record_blocks.INTEGER),
-    ("007", record_blocks.INTEGER), ("1.5", record_blocks.DECIMAL), (".5", record_blocks.DECIMAL),
-    ("5.", record_blocks.DECIMAL), ("-1e5", record_blocks.DECIMAL), ("2.5E-3", record_blocks.DECIMAL),
-    ("", record_blocks.NOT_A_NUMBER), ("-", record_blocks.NOT_A_NUMBER), (".", record_blocks.NOT_A_NUMBER),
-    (" 1", record_blocks.NOT_A_NUMBER), ("1_000", record_blocks.NOT_A_NUMBER), ("0x1F", record_blocks.NOT_A_NUMBER),
-    ("inf", record_blocks.NOT_A_NUMBER), ("1e", record_blocks.NOT_A_NUMBER), ("e5", record_blocks.NOT_A_NUMBER),
-    ("1.5.2", record_blocks.NOT_A_NUMBER), ("\u0665", record_blocks.NOT_A_NUMBER),
-])
-def test_number_forms_are_strict_and_agree_with_python(text: str, form: int) -> None:
-  found = record_blocks.number_forms(record_blocks.ByteColumn.from_items([text.encode()]))
-  assert found.tolist() == [form]
-  if form == record_blocks.INTEGER:
-    int(text)  # every INTEGER parses with int(), every DECIMAL with float()
-  elif form == record_blocks.DECIMAL:
-    float(text)

@@ -20,13 +20,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-import faults
-from faults import FaultCase
+from tests import faults
+from tests.faults import FaultCase
 from tfds_builders import archive
 from tfds_builders.augmented import side_table
 from tfds_builders.core import errors
-from tfds_builders.core import record_index
 from tfds_builders.core import tfrecord_io
+from tfds_builders.core.fast import record_index
 from tfds_builders.numpy_arrays import npy_files
 
 tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
@@ -249,7 +249,8 @@ def test_walk_wrapping_length_with_a_valid_header_crc_is_named_not_a_segfault(tm
                    [r"SourceError", r"wrap\.tfrecord: record 0 \(at byte 0\)", r"Regenerate or re-download"])
   code = f"""
       from etils import epath
-      from tfds_builders.core import record_index, tfrecord_io
+      from tfds_builders.core import tfrecord_io
+      from tfds_builders.core.fast import record_index
       blocks = record_index.scan(tfrecord_io.RecordFile(epath.Path({str(path)!r}), ""))
       print(sum(len(block) for block in blocks))
   """

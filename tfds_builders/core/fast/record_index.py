@@ -17,18 +17,19 @@ import io
 import mmap
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numba
 import numpy as np
 
-from tfds_builders.core import crc32c
 from tfds_builders.core import errors
 from tfds_builders.core import remote
 from tfds_builders.core import tfrecord_io
+from tfds_builders.core import wire
+from tfds_builders.core.fast import crc32c
 
-_HEADER_BYTES = tfrecord_io.FRAME_HEADER_BYTES
-_FRAME_BYTES = tfrecord_io.FRAME_BYTES
+_HEADER_BYTES = wire.FRAME_HEADER_BYTES
+_FRAME_BYTES = wire.FRAME_BYTES
 _WINDOW_BYTES = 16 * 1024 * 1024  # mapped (or decompressed) at a time: RSS stays flat
 _BLOCK_RECORDS = 65536
 # _walk_frames statuses, and scan's for a length no record can have.
@@ -41,12 +42,28 @@ MAX_RECORD_BYTES = 2**31 - 1
 _INPUT_BYTES = 128 * 1024  # of a GZIP file, read at a time (as gzip.GzipFile does)
 _REMOTE_READ_BYTES = 4 * 1024 * 1024  # of an uncompressed streamed file, read at a time
 _CHECK_BYTES = 1024 * 1024  # of a long frame's data, CRC-checked at a time
-# tf.train.Feature's fields holding the values of each kind.
-KIND_FIELDS = {"bytes_list": 1, "float_list": 2, "int64_list": 3}
+_BYTES_FIELD, _INT64_FIELD = wire.KIND_FIELDS["bytes_list"], wire.KIND_FIELDS["int64_list"]
 MALFORMED = -1  # a key count: the record is no valid tf.train.Example
-# The wire tag of each kind's field in a Feature (length-delimited).
-_TAG_OF_KIND = {kind: field << 3 | 2 for kind, field in KIND_FIELDS.items()}
-_BYTES_TAG, _FLOAT_TAG = _TAG_OF_KIND["bytes_list"], _TAG_OF_KIND["float_list"]
+
+
+class KeyState(NamedTuple):
+  """What a walk has read of each record's key, one row per record (named arrays: as fast as one 2-D array).
+
+  Attributes:
+    value_count: How many values the key has (MALFORMED if the record is no Example).
+    last_int: Its last int64 value.
+    bytes_start: Where its last bytes value starts in the walked buffer.
+    bytes_end: Where that value ends.
+  """
+
+  value_count: np.ndarray
+  last_int: np.ndarray
+  bytes_start: np.ndarray
+  bytes_end: np.ndarray
+
+  @classmethod
+  def zeros(cls, rows: int) -> KeyState:
+    return cls(*(np.zeros(rows, np.int64) for _ in cls._fields))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,8 +80,7 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
   """Frames records from buf[0] until the buffer or the output arrays end.
 
   While each record's bytes are in cache, with a `name` also reads its
-  values of that feature into `keys` (count, last int, last bytes start,
-  end; see `_key_values`), and with a `layout` (names, name offsets, kind
+  values of that feature into `keys` (a `KeyState`; see `_key_values`), and with a `layout` (names, name offsets, kind
   tags; see `ExampleLayout`) checks it into `conforms` and `value_counts`.
   The key is then read by the same parse (`key_number`: its feature in the
   layout) unless the record does not conform. With `check_data`, each
@@ -79,14 +95,15 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
   while count < offsets.shape[0]:
     if size - pos < _HEADER_BYTES:
       return count, pos, _INCOMPLETE, _HEADER_BYTES
-    length = _little_endian(buf, pos, 8)  # lengths of 2**63 and more read as negative
-    if crc32c.masked_crc32c(buf, pos, 8) != _little_endian(buf, pos + 8, 4):
+    length = _little_endian(buf, pos, wire.FRAME_LENGTH_BYTES)  # lengths of 2**63 and more read as negative
+    if (crc32c.masked_crc32c(buf, pos, wire.FRAME_LENGTH_BYTES)
+        != _little_endian(buf, pos + wire.FRAME_LENGTH_BYTES, wire.FRAME_CRC_BYTES)):
       return count, pos, _BAD_HEADER, 0
     # Compared with the bytes left, never added to a position first: a crafted length must not wrap around.
     if length < 0 or length > size - pos - _FRAME_BYTES:
       return count, pos, _INCOMPLETE, _FRAME_BYTES + length if 0 <= length < _MAX_NEEDED else _MAX_NEEDED
     start = pos + _HEADER_BYTES
-    stored_crc = _little_endian(buf, start + length, 4)
+    stored_crc = _little_endian(buf, start + length, wire.FRAME_CRC_BYTES)
     if check_data and crc32c.masked_crc32c(buf, start, length) != stored_crc:
       return count, pos, _BAD_DATA, 0
     offsets[count] = pos
@@ -94,10 +111,10 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
     crcs[count] = stored_crc
     keyed = False
     if layout[1].shape[0] > 1:
-      conforms[count] = _conforms(buf, start, start + length, layout, value_counts[count], key_number, keys[count])
+      conforms[count] = _conforms(buf, start, start + length, layout, value_counts[count], key_number, keys, count)
       keyed = conforms[count] and key_number >= 0
     if name.shape[0] and not keyed:
-      _key_values(buf, start, start + length, name, kind_field, keys[count])
+      _key_values(buf, start, start + length, name, kind_field, keys, count)
     count += 1
     pos += _FRAME_BYTES + length  # within the buffer: checked above
   return count, pos, _FULL, 0
@@ -157,20 +174,20 @@ def _feature_span(buf, start, end, name):
     tag, features_start, features_end, pos = _field(buf, pos, end)
     if pos < 0:
       return -2, -2
-    entry_pos = features_start if tag == 0x0A else features_end  # Example.features, else skipped
+    entry_pos = features_start if tag == wire.EXAMPLE_FEATURES else features_end  # else skipped
     while entry_pos < features_end:
       tag, entry_start, entry_end, entry_pos = _field(buf, entry_pos, features_end)
       if entry_pos < 0:
         return -2, -2
-      if tag != 0x0A:  # not a map entry
+      if tag != wire.FEATURES_ENTRY:  # not a map entry
         continue
       # TF's parser takes an entry only as exactly its key, then its value:
       # anything else (a second value, an extra field) fails the record there.
       tag, key_start, key_end, inner = _field(buf, entry_start, entry_end)
-      if inner < 0 or tag != 0x0A:
+      if inner < 0 or tag != wire.MAP_KEY:
         return -2, -2
       tag, value_start, value_end, inner = _field(buf, inner, entry_end)
-      if inner != entry_end or tag != 0x12 or not _valid_feature(buf, value_start, value_end):
+      if inner != entry_end or tag != wire.MAP_VALUE or not _valid_feature(buf, value_start, value_end):
         return -2, -2
       if key_end - key_start == name.shape[0] and _equal(buf, key_start, name):
         found_start, found_end = value_start, value_end
@@ -188,7 +205,8 @@ def _valid_feature(buf, start, end) -> bool:
   kinds = 0
   while pos < end:
     kind, first, last, pos = _field(buf, pos, end)
-    if pos < 0 or (kind != 0x0A and kind != 0x12 and kind != 0x1A):  # bytes, float, int64 lists
+    if pos < 0 or (kind != wire.FEATURE_BYTES_LIST and kind != wire.FEATURE_FLOAT_LIST
+                   and kind != wire.FEATURE_INT64_LIST):
       return False
     kinds += 1
     if kinds > 1:  # protobuf keeps the last kind, TF's parser the first: no one answer
@@ -198,15 +216,16 @@ def _valid_feature(buf, start, end) -> bool:
       tag, value_start, value_end, inner = _field(buf, inner, last)
       if inner < 0:
         return False
-      if tag == 0x0A and kind == 0x12 and (value_end - value_start) % 4 != 0:  # packed floats
+      if tag == wire.LIST_VALUE and kind == wire.FEATURE_FLOAT_LIST and (value_end - value_start) % 4 != 0:  # packed
         return False
-      if tag == 0x0A and kind == 0x1A:  # packed int64s: every varint must end inside
+      if tag == wire.LIST_VALUE and kind == wire.FEATURE_INT64_LIST:  # packed int64s: every varint must end inside
         packed = value_start
         while packed < value_end:
           _, packed = _varint(buf, packed, value_end)
           if packed < 0:
             return False
-      elif not (tag == 0x0A or (kind == 0x12 and tag == 0x0D) or (kind == 0x1A and tag == 0x08)):
+      elif not (tag == wire.LIST_VALUE or (kind == wire.FEATURE_FLOAT_LIST and tag == wire.FLOAT_VALUE_UNPACKED)
+                or (kind == wire.FEATURE_INT64_LIST and tag == wire.INT64_VALUE_UNPACKED)):
         return False
   return True
 
@@ -221,56 +240,58 @@ def _equal(buf, start, name) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _clear(state) -> None:
-  for i in range(state.shape[0]):
-    state[i] = 0
+def _clear(state, row) -> None:
+  state.value_count[row] = 0
+  state.last_int[row] = 0
+  state.bytes_start[row] = 0
+  state.bytes_end[row] = 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _list_values(buf, start, end, kind_field, state):
-  """Adds one `*List` message's values to state = [count, last int, last bytes start, end]."""
+def _list_values(buf, start, end, kind_field, state, row):
+  """Adds one `*List` message's values to row `row` of a `KeyState`."""
   pos = start
   while pos < end:
     tag, first, last, pos = _field(buf, pos, end)
     if pos < 0:
       return False
-    if kind_field == 3 and tag == 0x08:  # one unpacked int64
-      state[0] += 1
-      state[1] = first
-    elif kind_field == 3 and tag == 0x0A:  # packed int64s
+    if kind_field == _INT64_FIELD and tag == wire.INT64_VALUE_UNPACKED:
+      state.value_count[row] += 1
+      state.last_int[row] = first
+    elif kind_field == _INT64_FIELD and tag == wire.LIST_VALUE:  # packed int64s
       packed = first
       while packed < last:
         value, packed = _varint(buf, packed, last)
         if packed < 0:
           return False
-        state[0] += 1
-        state[1] = value
-    elif kind_field == 1 and tag == 0x0A:  # one bytes value
-      state[0] += 1
-      state[2], state[3] = first, last
+        state.value_count[row] += 1
+        state.last_int[row] = value
+    elif kind_field == _BYTES_FIELD and tag == wire.LIST_VALUE:  # one bytes value
+      state.value_count[row] += 1
+      state.bytes_start[row], state.bytes_end[row] = first, last
   return True
 
 
 @numba.njit(cache=True, nogil=True)
-def _key_values(buf, start, end, name, kind_field, state):
-  """state = [count, last int, last bytes start, end] of feature `name`'s values of kind `kind_field`.
+def _key_values(buf, start, end, name, kind_field, state, row):
+  """Fills row `row` of a `KeyState` with feature `name`'s values of kind `kind_field`.
 
   The count is MALFORMED if the record is no valid Example.
   """
-  _clear(state)
+  _clear(state, row)
   feature_start, feature_end = _feature_span(buf, start, end, name)
   ok = feature_start != -2
   pos = feature_start
   while ok and pos >= 0 and pos < feature_end:
     tag, first, last, pos = _field(buf, pos, feature_end)
     ok = pos >= 0
-    if ok and (tag & 7) == 2 and 1 <= (tag >> 3) <= 3:  # a oneof member: a different one clears ours
+    if ok and (tag & 7) == wire.LENGTH_DELIMITED and 1 <= (tag >> 3) <= 3:  # a oneof member: another clears ours
       if (tag >> 3) == kind_field:
-        ok = _list_values(buf, first, last, kind_field, state)
+        ok = _list_values(buf, first, last, kind_field, state, row)
       else:
-        _clear(state)
+        _clear(state, row)
   if not ok:
-    state[0] = MALFORMED
+    state.value_count[row] = MALFORMED
 
 
 @numba.njit(cache=True, nogil=True)
@@ -310,20 +331,20 @@ def _value_count(buf, start, end, kind_tag):
   multiple of 4 bytes, int64 varints of at most 10 bytes) or nothing.
   """
   count = 0
-  if kind_tag == _BYTES_TAG:
+  if kind_tag == wire.FEATURE_BYTES_LIST:
     pos = start
     while pos < end:
-      _, pos = _length_field(buf, pos, end, 0x0A)
+      _, pos = _length_field(buf, pos, end, wire.LIST_VALUE)
       if pos < 0:
         return -1
       count += 1
     return count
   if start == end:
     return 0
-  packed_start, packed_end = _length_field(buf, start, end, 0x0A)
+  packed_start, packed_end = _length_field(buf, start, end, wire.LIST_VALUE)
   if packed_end != end:
     return -1
-  if kind_tag == _FLOAT_TAG:
+  if kind_tag == wire.FEATURE_FLOAT_LIST:
     return -1 if (end - packed_start) % 4 else (end - packed_start) // 4
   run = 0  # continuation bytes in a row
   for pos in range(packed_start, end):
@@ -338,33 +359,33 @@ def _value_count(buf, start, end, kind_tag):
 
 
 @numba.njit(cache=True, nogil=True)
-def _conforms(buf, start, end, layout, value_counts, key_number, key_state) -> bool:
+def _conforms(buf, start, end, layout, value_counts, key_number, key_state, key_row) -> bool:
   """Whether buf[start:end] is an Example in protobuf's canonical encoding with exactly the layout's features.
 
   Canonical: one `features` field filling the record, map entries of key
   then value, each value one non-empty Feature of the layout's kind (see
   `_value_count`). Each feature's number of values goes to `value_counts`,
-  and feature `key_number`'s values (if it is >= 0) to `key_state`, as
+  and feature `key_number`'s values (if it is >= 0) to row `key_row` of `key_state`, as
   `_key_values` reads them.
   """
   names, name_offsets, kind_tags = layout
   features = name_offsets.shape[0] - 1
   for number in range(features):
     value_counts[number] = -1
-  features_start, features_end = _length_field(buf, start, end, 0x0A)
+  features_start, features_end = _length_field(buf, start, end, wire.EXAMPLE_FEATURES)
   if features_end != end:
     return False
   found = 0
   pos = features_start
   while pos < end:
-    entry_start, entry_end = _length_field(buf, pos, end, 0x0A)
-    key_start, key_end = _length_field(buf, entry_start, entry_end, 0x0A)
+    entry_start, entry_end = _length_field(buf, pos, end, wire.FEATURES_ENTRY)
+    key_start, key_end = _length_field(buf, entry_start, entry_end, wire.MAP_KEY)
     if key_end < 0:
       return False
     number = _name_number(buf, key_start, key_end - key_start, names, name_offsets, found)
     if number < 0 or value_counts[number] >= 0:  # another feature, or a key given twice
       return False
-    feature_start, feature_end = _length_field(buf, key_end, entry_end, 0x12)
+    feature_start, feature_end = _length_field(buf, key_end, entry_end, wire.MAP_VALUE)
     if feature_end != entry_end or feature_start == feature_end or buf[feature_start] != kind_tags[number]:
       return False
     list_start, list_end = _length_field(buf, feature_start, entry_end, kind_tags[number])
@@ -374,18 +395,17 @@ def _conforms(buf, start, end, layout, value_counts, key_number, key_state) -> b
     if value_counts[number] < 0:
       return False
     if number == key_number:
-      _clear(key_state)
-      _list_values(buf, list_start, list_end, kind_tags[number] >> 3, key_state)
+      _clear(key_state, key_row)
+      _list_values(buf, list_start, list_end, kind_tags[number] >> 3, key_state, key_row)
     found += 1
     pos = entry_end
   return found == features
 
 
 @numba.njit(cache=True, nogil=True)
-def _check_layouts(buf, starts, ends, layout, conforms, value_counts):
-  no_key = np.zeros(4, np.int64)
+def _check_layouts(buf, starts, ends, layout, conforms, value_counts, no_key):
   for row in range(starts.shape[0]):
-    conforms[row] = _conforms(buf, starts[row], ends[row], layout, value_counts[row], -1, no_key)
+    conforms[row] = _conforms(buf, starts[row], ends[row], layout, value_counts[row], -1, no_key, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -410,11 +430,11 @@ class ExampleLayout:
 
   @classmethod
   def of(cls, kinds: Mapping[str, str]) -> ExampleLayout:
-    """The layout of `{name: kind}`, kinds as in `KIND_FIELDS`."""
+    """The layout of `{name: kind}`, kinds as in `wire.KIND_FIELDS`."""
     encoded = [name.encode("utf-8") for name in kinds]
     offsets = np.zeros(len(encoded) + 1, np.int64)
     np.cumsum([len(name) for name in encoded], out=offsets[1:])
-    tags = np.array([_TAG_OF_KIND[kind] for kind in kinds.values()], np.uint8)
+    tags = np.array([wire.FEATURE_LIST_TAGS[kind] for kind in kinds.values()], np.uint8)
     return cls(np.frombuffer(b"".join(encoded), np.uint8), offsets, tags)
 
   @classmethod
@@ -429,7 +449,7 @@ class ExampleLayout:
     encoded = name.encode("utf-8")
     for number in range(len(self)):
       if self.names[self.name_offsets[number]:self.name_offsets[number + 1]].tobytes() == encoded:
-        return number if self.kind_tags[number] == _TAG_OF_KIND[kind] else -1
+        return number if self.kind_tags[number] == wire.FEATURE_LIST_TAGS[kind] else -1
     return -1
 
   def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -446,7 +466,7 @@ class ExampleLayout:
     conforms = np.zeros(len(starts), np.bool_)
     value_counts = np.zeros((len(starts), max(len(self), 1)), np.int64)
     if len(self):
-      _check_layouts(buf, starts, ends, self.as_tuple(), conforms, value_counts)
+      _check_layouts(buf, starts, ends, self.as_tuple(), conforms, value_counts, KeyState.zeros(1))
     return conforms, value_counts[:, :len(self)]
 
 
@@ -612,8 +632,8 @@ class _Windows:
         data_left -= len(part)
         read += len(part)
       stored = b""
-      while len(stored) < tfrecord_io.FRAME_CRC_BYTES:
-        part = self._read(copy, tfrecord_io.FRAME_CRC_BYTES - len(stored))
+      while len(stored) < wire.FRAME_CRC_BYTES:
+        part = self._read(copy, wire.FRAME_CRC_BYTES - len(stored))
         if not part:
           self.size = start + read + len(stored)
           return _INCOMPLETE, 0
@@ -804,10 +824,10 @@ def scan(
   """
   windows = _Windows(file)
   name = np.frombuffer(key.encode(), np.uint8) if key is not None else np.zeros(0, np.uint8)
-  kind_field = KIND_FIELDS[key_kind]
+  kind_field = wire.KIND_FIELDS[key_kind]
   offsets, lengths = np.empty(block_records, np.int64), np.empty(block_records, np.int64)
   crcs = np.empty(block_records, np.int64)
-  keys = np.zeros((block_records, 4), np.int64)
+  keys = KeyState.zeros(block_records)
   layout = layout if layout is not None and len(layout) else None
   layout_arrays = (layout or ExampleLayout.none()).as_tuple()
   key_number = layout.number(key, key_kind) if layout and key is not None else -1
@@ -826,7 +846,7 @@ def scan(
             value_counts, check_data)
         if count:
           block = _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count],
-                         keys[:count] if key is not None else None, key_kind)
+                         KeyState(*(field[:count] for field in keys)) if key is not None else None, key_kind)
           if layout:
             block = dataclasses.replace(block, conforms=conforms[:count].copy(), value_counts=value_counts[:count].copy())
           yield dataclasses.replace(block, window=buf[pos:], window_start=start + pos) if with_window else block
@@ -866,11 +886,11 @@ def _block(buf, buf_offset, first, offsets, lengths, crcs, keys, key_kind) -> Bl
   """A Block of records framed in buf (which starts at byte buf_offset of the file)."""
   counts, values = None, None
   if keys is not None:
-    counts = keys[:, 0].copy()
+    counts = keys.value_count.copy()
     if key_kind == "int64_list":
-      values = keys[:, 1].copy()
+      values = keys.last_int.copy()
     else:
-      values = [buf[s:e].tobytes() for s, e in zip(keys[:, 2].tolist(), keys[:, 3].tolist())]
+      values = [buf[s:e].tobytes() for s, e in zip(keys.bytes_start.tolist(), keys.bytes_end.tolist())]
   return Block(first, offsets + buf_offset, lengths.copy(), crcs.astype(np.uint32), counts, values)
 
 
@@ -906,7 +926,7 @@ class _Stop:
       return f"is truncated: {detail}", detail
     ends = "before them" if self.size is None else f"{self.size - self.offset - _HEADER_BYTES} bytes after the header"
     detail = (f"its header gives {length} bytes of data, and the file ends {ends} (data and checksum need "
-              f"{length + tfrecord_io.FRAME_CRC_BYTES})")
+              f"{length + wire.FRAME_CRC_BYTES})")
     return f"is truncated or its length is corrupt: {detail}", detail
 
 
@@ -1003,6 +1023,35 @@ def _head(file: tfrecord_io.RecordFile) -> bytes:
   """The file's first two bytes, which tell GZIP and ZLIB streams apart from TFRecord frames."""
   with remote.open_stream(file.path) as handle:
     return handle.read(2)
+
+
+def read_records(source: tfrecord_io.RecordFile) -> Iterator[bytes]:
+  """Yields the raw records of one file, in order, each checked against its CRC.
+
+  The frames are walked by `scan` (compiled; every length is checked against
+  the bytes left before it is used), not by TensorFlow's reader, which
+  crashes the process on a crafted length and ends silently at a truncated
+  header. Faster than TF's record iterator (1.7x on 1 KB records), CRC
+  checks included.
+
+  Raises:
+    SourceError: naming the file, record index and byte offset of a corrupt
+      or truncated record, or a GZIP stream that is truncated or corrupt.
+  """
+  for block in scan(source, with_window=True, check_data=True, as_reader=True):
+    window = block.window
+    starts, ends = block.record_bounds()
+    for start, end in zip(starts.tolist(), ends.tolist()):
+      yield window[start:end].tobytes()
+    del block, window  # unmapped once no block refers to it
+
+
+@numba.njit(cache=True, nogil=True)
+def frames_end(frames: np.ndarray, position: int, count: int) -> int:
+  """Where the `count` frames from `position` end, trusting their lengths (frames this package wrote)."""
+  for _ in range(count):
+    position += _little_endian(frames, position, wire.FRAME_LENGTH_BYTES) + _FRAME_BYTES
+  return position
 
 
 def fingerprints(file: tfrecord_io.RecordFile, skip: int = 0, take: int | None = None) -> np.ndarray:

@@ -15,13 +15,10 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from tfds_builders.core import crc32c
 from tfds_builders.core import serialization
-from tfds_builders.core import shard_writer
 from tfds_builders.core import tfrecord_io
-
-_TAG_1, _TAG_2 = 0x0A, 0x12
-_FRAME_BYTES = tfrecord_io.FRAME_BYTES
+from tfds_builders.core import wire
+from tfds_builders.core.fast import crc32c
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +79,7 @@ def fixed_entries(key: serialization.FeatureKey, values: np.ndarray, head_of: st
     head_of: `float_list` or `bytes`: how each value is stored.
   """
   width = values.dtype.itemsize
-  if head_of == "float_list":
-    head = b"".join(serialization.float_feature(key, np.zeros(1, np.float32)))[:-width]
-  else:
-    head = serialization.bytes_feature(key, b"\0" * width)[0]
+  head = serialization.fixed_entry_head(key, head_of, width)
   rows = np.empty((len(values), len(head) + width), np.uint8)
   rows[:, :len(head)] = np.frombuffer(head, np.uint8)
   rows[:, len(head):] = np.ascontiguousarray(values).view(np.uint8).reshape(len(values), width)
@@ -101,7 +95,7 @@ def bytes_entries(key: serialization.FeatureKey, values: ByteColumn) -> ByteColu
 
 def framed_examples(
     entries: ByteColumn, index: np.ndarray, fixed: np.ndarray, fallback: bytes = b""
-) -> shard_writer.FramedRecords:
+) -> tfrecord_io.FramedRecords:
   """TFRecord frames of Examples whose map entries are `entries.item(index[i])` then `fixed[i]`.
 
   Args:
@@ -116,63 +110,18 @@ def framed_examples(
   if fixed.ndim != 2 or len(fixed) != len(index) or (len(index) and not -1 <= index.min() <= index.max() < len(entries)):
     raise ValueError(f"framed_examples takes an index in [-1, {len(entries)}) and one row of fixed per record.")
   data, ends = _framed_examples(entries.data, entries.offsets, index, fixed, np.frombuffer(fallback, np.uint8))
-  return shard_writer.FramedRecords(data, ends)
+  return tfrecord_io.FramedRecords(data, ends)
 
 
-def framed(records: Sequence[bytes]) -> shard_writer.FramedRecords:
+def framed(records: Sequence[bytes]) -> tfrecord_io.FramedRecords:
   """TFRecord frames of records given one by one."""
   column = ByteColumn.from_items(records)
   data, ends = _framed_examples(column.data, column.offsets, np.arange(len(records), dtype=np.int64),
                                 np.zeros((len(records), 0), np.uint8), np.zeros(0, np.uint8), with_head=False)
-  return shard_writer.FramedRecords(data, ends)
-
-
-NOT_A_NUMBER, INTEGER, DECIMAL = 0, 1, 2
-
-
-def number_forms(texts: ByteColumn) -> np.ndarray:
-  """Per text: INTEGER (`-12`, `+7`), DECIMAL (digits with a point, an exponent or both: `1.5`,
-  `.5`, `5.`, `-1e5`) or NOT_A_NUMBER (anything else, spaces, `_`, `inf` and `nan` included).
-
-  Every INTEGER parses with Python's `int()` and every DECIMAL with `float()`.
-  """
-  return _number_forms(texts.data, texts.offsets)
+  return tfrecord_io.FramedRecords(data, ends)
 
 
 # ---------------------------------------------------------------- kernels --
-
-
-@numba.njit(cache=True, nogil=True)
-def _number_forms(data, offsets):
-  count = offsets.shape[0] - 1
-  forms = np.zeros(count, np.int8)
-  for i in range(count):
-    pos, end = offsets[i], offsets[i + 1]
-    if pos < end and (data[pos] == 43 or data[pos] == 45):  # + -
-      pos += 1
-    digits = 0
-    while pos < end and 48 <= data[pos] <= 57:
-      pos += 1
-      digits += 1
-    if pos == end:
-      forms[i] = INTEGER if digits else NOT_A_NUMBER
-      continue
-    if data[pos] == 46:  # .
-      pos += 1
-      while pos < end and 48 <= data[pos] <= 57:
-        pos += 1
-        digits += 1
-    if digits and pos < end and (data[pos] == 101 or data[pos] == 69):  # e E
-      pos += 1
-      if pos < end and (data[pos] == 43 or data[pos] == 45):
-        pos += 1
-      exponent = 0
-      while pos < end and 48 <= data[pos] <= 57:
-        pos += 1
-        exponent += 1
-      digits = digits if exponent else 0
-    forms[i] = DECIMAL if digits and pos == end else NOT_A_NUMBER
-  return forms
 
 
 @numba.njit(cache=True, nogil=True)
@@ -255,15 +204,15 @@ def _bytes_entries(key_field, values_data, values_offsets):
     size = values_offsets[i + 1] - values_offsets[i]
     list_size, feature_size, entry_size = _bytes_entry_sizes(key_field.shape[0], size)
     pos = offsets[i]
-    data[pos] = _TAG_1
+    data[pos] = wire.FEATURES_ENTRY
     pos = _put_varint(data, pos + 1, entry_size)
     data[pos:pos + key_field.shape[0]] = key_field
     pos += key_field.shape[0]
-    data[pos] = _TAG_2
+    data[pos] = wire.MAP_VALUE
     pos = _put_varint(data, pos + 1, feature_size)
-    data[pos] = _TAG_1
+    data[pos] = wire.FEATURE_BYTES_LIST
     pos = _put_varint(data, pos + 1, list_size)
-    data[pos] = _TAG_1
+    data[pos] = wire.LIST_VALUE
     pos = _put_varint(data, pos + 1, size)
     data[pos:pos + size] = values_data[values_offsets[i]:values_offsets[i + 1]]
   return data, offsets
@@ -280,7 +229,7 @@ def _framed_examples(entries_data, entries_offsets, index, fixed, fallback, with
     row = index[i]
     body = (fallback.shape[0] if row < 0 else entries_offsets[row + 1] - entries_offsets[row]) + width
     length = 1 + _varint_size(body) + body if with_head else body
-    total += _FRAME_BYTES + length
+    total += wire.FRAME_BYTES + length
     ends[i] = total
   data = np.empty(total, np.uint8)
   pos = 0
@@ -289,17 +238,18 @@ def _framed_examples(entries_data, entries_offsets, index, fixed, fallback, with
     entry = fallback if row < 0 else entries_data[entries_offsets[row]:entries_offsets[row + 1]]
     body = entry.shape[0] + width
     length = 1 + _varint_size(body) + body if with_head else body
-    _put_little_endian(data, pos, length, 8)
-    _put_little_endian(data, pos + 8, crc32c.masked_crc32c(data, pos, 8), 4)
-    record = pos + 12
+    _put_little_endian(data, pos, length, wire.FRAME_LENGTH_BYTES)
+    _put_little_endian(data, pos + wire.FRAME_LENGTH_BYTES, crc32c.masked_crc32c(data, pos, wire.FRAME_LENGTH_BYTES),
+                       wire.FRAME_CRC_BYTES)
+    record = pos + wire.FRAME_HEADER_BYTES
     pos = record
     if with_head:
-      data[pos] = _TAG_1
+      data[pos] = wire.EXAMPLE_FEATURES
       pos = _put_varint(data, pos + 1, body)
     data[pos:pos + entry.shape[0]] = entry
     pos += entry.shape[0]
     data[pos:pos + width] = fixed[i]
     pos += width
-    _put_little_endian(data, pos, crc32c.masked_crc32c(data, record, length), 4)
-    pos += 4
+    _put_little_endian(data, pos, crc32c.masked_crc32c(data, record, length), wire.FRAME_CRC_BYTES)
+    pos += wire.FRAME_CRC_BYTES
   return data, ends
