@@ -38,7 +38,10 @@ from typing import Any, BinaryIO
 from etils import epath
 import numpy as np
 
+from tfds_builders import tfds_internals
+from tfds_builders.version import __version__
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import remote
 from tfds_builders.core import safe_paths
 
@@ -173,8 +176,6 @@ def _member_prefix(builder) -> str:
 
 
 def _created_by() -> dict[str, str]:
-  from tfds_builders import __version__  # pylint: disable=g-import-not-at-top
-
   return {"package": "tfds_builders", "package_version": __version__}
 
 
@@ -242,7 +243,7 @@ def _write_npz(archive, builder, pad_value: float, splits: Sequence[str] | None,
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   features = builder.info.features
-  infos = tfds.core.utils.flatten_nest_dict(features.get_tensor_info())
+  infos = tfds_internals.flatten_nest_dict(features.get_tensor_info())
   for name, info in infos.items():
     if np.dtype(info.np_dtype).kind in "OSU" and tuple(info.shape):
       raise errors.SchemaError(
@@ -256,7 +257,7 @@ def _write_npz(archive, builder, pad_value: float, splits: Sequence[str] | None,
   for split in chosen:  # before anything is spooled under work_dir/<split>
     _check_npz_members(split, list(infos))
   description: dict[str, Any] = {"pad_value": pad_value, "splits": {}, "class_names": {}}
-  for name, feature in tfds.core.utils.flatten_nest_dict(dict(_leaf_items(features))).items():
+  for name, feature in tfds_internals.flatten_nest_dict(dict(_leaf_items(features))).items():
     if isinstance(feature, tfds.features.ClassLabel):
       description["class_names"][name] = feature.names
   work_dir = epath.Path(tempfile.mkdtemp(prefix=".npz-export-", dir=str(work_root)))
@@ -345,9 +346,9 @@ def _wire_decodable(features) -> bool:
   """Whether every feature decodes from its Example list alone (no image codec, no bytes encoding)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  for leaf in tfds.core.utils.flatten_nest_dict(dict(_leaf_items(features))).values():
+  for leaf in tfds_internals.flatten_nest_dict(dict(_leaf_items(features))).values():
     plain = type(leaf) in (tfds.features.Tensor, tfds.features.ClassLabel, tfds.features.Text)
-    if not plain or leaf._encoding != tfds.features.Encoding.NONE or tuple(leaf.shape).count(None) > 1:  # pylint: disable=protected-access
+    if not plain or tfds_internals.tensor_encoding(leaf) != tfds.features.Encoding.NONE or tuple(leaf.shape).count(None) > 1:
       return False
   return True
 
@@ -358,13 +359,12 @@ def _check_shards(builder, split: str) -> None:
   TF's record reader crashes the process on a crafted frame length and names
   no file on a bad CRC; a tampered or damaged dataset must be a SourceError.
   """
-  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba: export only
   from tfds_builders.core import tfrecord_io  # pylint: disable=g-import-not-at-top
 
   info = builder.info.splits[split]
   for name, expected in zip(info.filenames, info.shard_lengths):
     path = builder.data_path / name
-    blocks = record_index.scan(tfrecord_io.RecordFile(path, ""), check_data=True, as_reader=True)
+    blocks = fast.record_index.scan(tfrecord_io.RecordFile(path, ""), check_data=True, as_reader=True)
     records = (None for block in blocks for _ in range(len(block.offsets)))
     for _ in tfrecord_io.counted(records, expected, str(path), "its dataset_info.json (shard_lengths)"):
       pass
@@ -412,7 +412,7 @@ def _decoded_batches(builder, split: str, columns: dict[str, _Column]) -> Iterat
 
   def flatten(example):
     out = {}
-    for name, value in tfds.core.utils.flatten_nest_dict(example).items():
+    for name, value in tfds_internals.flatten_nest_dict(example).items():
       column = columns[name]
       if column.is_string:
         out[name] = tf.io.decode_raw(value, tf.uint8)

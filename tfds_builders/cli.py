@@ -207,10 +207,11 @@ def _run_verify(args: argparse.Namespace) -> int:
   return EXIT_ERROR if damages else EXIT_OK
 
 
-def describe(dataset_dir: str) -> dict[str, Any]:
+def dataset_summary(dataset_dir: str) -> dict[str, Any]:
   """Features, splits, sizes and provenance of a prepared dataset directory."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tfds_builders import tfds_internals  # pylint: disable=g-import-not-at-top
   from tfds_builders.core import provenance  # pylint: disable=g-import-not-at-top
 
   info_path = tfds.core.Path(dataset_dir) / "dataset_info.json"
@@ -231,7 +232,7 @@ def describe(dataset_dir: str) -> dict[str, Any]:
       "file_format": info.file_format.value,
       "features": {
           name: {"dtype": np.dtype(tensor.np_dtype).name, "shape": list(tensor.shape)}
-          for name, tensor in tfds.core.utils.flatten_nest_dict(
+          for name, tensor in tfds_internals.flatten_nest_dict(
               info.features.get_tensor_info()
           ).items()
       },
@@ -249,7 +250,7 @@ def describe(dataset_dir: str) -> dict[str, Any]:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-  description = describe(args.dataset_dir)
+  description = dataset_summary(args.dataset_dir)
   if args.json:
     description.pop("features_text")
     print(json.dumps(description, indent=2, default=str))

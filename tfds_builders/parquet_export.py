@@ -27,7 +27,9 @@ from typing import Any
 from etils import epath
 import numpy as np
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import safe_paths
 
 KIND = "tfds_builders parquet export"
@@ -84,8 +86,8 @@ def columns_of(features) -> list[Column]:
   """The Parquet columns of a TFDS FeaturesDict, in its flattened order."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  infos = tfds.core.utils.flatten_nest_dict(features.get_tensor_info())
-  leaves = tfds.core.utils.flatten_nest_dict(dict(_leaf_features(features)))
+  infos = tfds_internals.flatten_nest_dict(features.get_tensor_info())
+  leaves = tfds_internals.flatten_nest_dict(dict(_leaf_features(features)))
   return [
       Column(name, np.dtype(info.np_dtype), tuple(info.shape), isinstance(leaves.get(name), tfds.features.Text))
       for name, info in infos.items()
@@ -233,21 +235,19 @@ def _decoded_batches(builder, shards: list[epath.Path], columns: list[Column], b
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
 
   features = builder.info.features
-  adapter = file_adapters.ADAPTER_FOR_FORMAT[builder.info.file_format]
-  if not adapter.SUPPORTS_TF_DATA:
+  if not tfds_internals.streams_with_tf_data(builder.info.file_format):
     raise errors.ConfigError(errors.with_hint(
         f"{builder.data_path} is stored as {builder.info.file_format.value}, which TFDS cannot stream",
         "Export a --file_format tfrecord or parquet build of the dataset"))
-  if builder.info.file_format == file_adapters.FileFormat.TFRECORD:
+  if builder.info.file_format == tfds.core.FileFormat.TFRECORD:
     for shard in shards:
       _check_tfrecord(shard)
 
   def flatten(serialized):
     out = {_ROWS: tf.ones([1], tf.int8)}
-    for name, value in tfds.core.utils.flatten_nest_dict(features.deserialize_example(serialized)).items():
+    for name, value in tfds_internals.flatten_nest_dict(features.deserialize_example(serialized)).items():
       out[name] = tf.reshape(value, [-1])
       out[f"{name}\0shape"] = tf.shape(value, out_type=tf.int64)
     return out
@@ -267,7 +267,7 @@ def _decoded_batches(builder, shards: list[epath.Path], columns: list[Column], b
     return out
 
   def shard_batches(filename):
-    records = adapter.make_tf_data(filename)
+    records = tfds_internals.records_dataset(builder.info.file_format, filename)
     if wire:
       return records.batch(batch_rows).map(parse)
     return records.map(flatten, num_parallel_calls=_DECODE_THREADS).ragged_batch(batch_rows)
@@ -294,12 +294,12 @@ def _wire_readable(features) -> bool:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   plain = (tfds.features.Tensor, tfds.features.Scalar, tfds.features.ClassLabel, tfds.features.Text)
-  leaves = tfds.core.utils.flatten_nest_dict(dict(_leaf_features(features)))
+  leaves = tfds_internals.flatten_nest_dict(dict(_leaf_features(features)))
   raw = _raw_bytes_features(features)
   for name, leaf in leaves.items():
     if type(leaf) not in plain or tuple(leaf.shape).count(None) > 1:
       return False
-    if leaf._encoding != tfds.features.Encoding.NONE and name not in raw:  # pylint: disable=protected-access
+    if tfds_internals.tensor_encoding(leaf) != tfds.features.Encoding.NONE and name not in raw:
       return False
   return True
 
@@ -309,7 +309,7 @@ def _raw_bytes_features(features) -> set[str]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   return {
-      name for name, leaf in tfds.core.utils.flatten_nest_dict(dict(_leaf_features(features))).items()
+      name for name, leaf in tfds_internals.flatten_nest_dict(dict(_leaf_features(features))).items()
       if getattr(leaf, "_encoding", None) == tfds.features.Encoding.BYTES and np.dtype(leaf.np_dtype).kind not in "OSU"
   }
 
@@ -334,10 +334,9 @@ def _wire_column(column: Column, values: np.ndarray, lengths: np.ndarray, raw: b
 
 def _check_tfrecord(shard: epath.Path) -> None:
   """Walks the frames and CRCs first: TF's reader crashes on a crafted frame length."""
-  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba
   from tfds_builders.core import tfrecord_io  # pylint: disable=g-import-not-at-top
 
-  for _ in record_index.scan(tfrecord_io.RecordFile(shard, ""), check_data=True, as_reader=True):
+  for _ in fast.record_index.scan(tfrecord_io.RecordFile(shard, ""), check_data=True, as_reader=True):
     pass
 
 
@@ -600,15 +599,15 @@ def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 def _write_examples(builder, shard: epath.Path, serialized: Iterator[bytes]) -> None:
   """Writes a shard in the dataset's own file format."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tfds_builders.core import parquet_format  # pylint: disable=g-import-not-at-top
 
   file_format = builder.info.file_format
-  if file_format == file_adapters.FileFormat.TFRECORD:
+  if file_format == tfds.core.FileFormat.TFRECORD:
     with tf.io.TFRecordWriter(os.fspath(shard)) as writer:
       for record in serialized:
         writer.write(record)
-  elif file_format == file_adapters.FileFormat.PARQUET:
+  elif file_format == tfds.core.FileFormat.PARQUET:
     parquet_format.write_examples(shard, ((None, record) for record in serialized))
   else:
-    file_adapters.ADAPTER_FOR_FORMAT[file_format].write_examples(shard, ((None, record) for record in serialized))
+    tfds_internals.example_writer_for(file_format)(shard, ((None, record) for record in serialized))

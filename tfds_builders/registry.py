@@ -24,7 +24,7 @@ from typing import Any
 
 from etils import epath
 
-from tfds_builders import tfds_hooks
+from tfds_builders import tfds_internals
 from tfds_builders.core import croissant
 from tfds_builders.core import errors
 from tfds_builders.core import remote
@@ -502,11 +502,11 @@ def register(
     namespaces = read_namespaces(config_path)
   for name, namespace_root in namespaces.items():
     load_root, before_load = _load_root(namespace_root, verify)
-    tfds_hooks.register_namespace(name, load_root, before_load=before_load)
+    tfds_internals.register_namespace(name, load_root, before_load=before_load)
   return namespaces
 
 
-def _load_root(root: str, verify: bool) -> tuple[epath.PathLike, tfds_hooks.BeforeLoad | None]:
+def _load_root(root: str, verify: bool) -> tuple[epath.PathLike, tfds_internals.BeforeLoad | None]:
   """Where TFDS loads a namespace from, and what runs before it reads a version.
 
   TensorFlow's readers cannot open every URL (s3:// has no TF filesystem), so

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
 from tfds_builders.core import example_schema
 
@@ -39,7 +40,8 @@ class _Column:
   typed: bool
   wire: Mapping[str, example_schema.FeatureSpec]  # relative names ("" = the leaf itself)
 
-  def describe(self) -> str:
+  def summary(self) -> str:
+    """`int64 (None,) (raw) in 'site_a'`: the leaf, how it is known, and its source."""
     return describe_leaf(self.leaf) + ("" if self.typed else " (raw)") + f" in {self.source!r}"
 
 
@@ -63,7 +65,7 @@ def describe_leaf(leaf: tfds.features.FeatureConnector) -> str:
     return f"ClassLabel(names={leaf.names})"
   if type(leaf) is not tfds.features.Tensor:
     return f"{type(leaf).__name__} {text}"
-  encoding = leaf._encoding  # pylint: disable=protected-access
+  encoding = tfds_internals.tensor_encoding(leaf)
   return text if encoding == _NONE else f"{text} encoding={encoding.value}"
 
 
@@ -86,11 +88,11 @@ def agree(participants: Sequence[Participant], promotions: Sequence[str]) -> Agr
     for name in sorted(columns[0].keys() - cols.keys()):
       problems.append(
           f"feature {name!r} is missing in {participant.source!r} "
-          f"({columns[0][name].describe()})"
+          f"({columns[0][name].summary()})"
       )
     for name in sorted(cols.keys() - columns[0].keys()):
       problems.append(
-          f"feature {name!r} is extra in {participant.source!r} ({cols[name].describe()}), "
+          f"feature {name!r} is extra in {participant.source!r} ({cols[name].summary()}), "
           f"not in {reference!r}"
       )
   leaves: dict[str, tfds.features.FeatureConnector] = {}
@@ -165,7 +167,7 @@ def _agree_column(
   """(output leaf, problem, promotion applied) of one feature."""
   raw = [c for c in columns if not c.typed]
   typed = [c for c in columns if c.typed]
-  listing = ", ".join(c.describe() for c in columns)
+  listing = ", ".join(c.summary() for c in columns)
   raw_spec = None
   if raw:
     kinds = {c.wire[""].kind for c in raw}
@@ -201,13 +203,13 @@ def _mismatch(name: str, listing: str, missing_promotions: set[str], reason: str
   return f"{text}; enable promotions {sorted(missing_promotions)} to store it as one feature"
 
 
-def _plain_tensor(leaf: tfds.features.FeatureConnector) -> bool:
-  return type(leaf) is tfds.features.Tensor and leaf._encoding == _NONE  # pylint: disable=protected-access
+def plain_tensor(leaf: tfds.features.FeatureConnector) -> bool:
+  return type(leaf) is tfds.features.Tensor and tfds_internals.tensor_encoding(leaf) == _NONE
 
 
 def _promote(leaves: Sequence[tfds.features.FeatureConnector]):
   """(widened Tensor, promotions it needs, reason it is impossible)."""
-  if not all(_plain_tensor(leaf) for leaf in leaves):
+  if not all(plain_tensor(leaf) for leaf in leaves):
     return None, set(), (
         "only plain tfds.features.Tensor features (no encoding) can be promoted; "
         "other feature types must be identical"
@@ -260,9 +262,9 @@ def _fit_raw(candidate: tfds.features.FeatureConnector, raw: example_schema.Feat
   """The declared feature widened, if needed, so that raw records decode under it."""
   wire = example_schema.from_features(tfds.features.FeaturesDict({"x": candidate}))
   if set(wire) != {"x"} or wire["x"].kind != raw.kind:
-    return None, set(), "raw records store it as " + raw.describe()
+    return None, set(), "raw records store it as " + raw.spec_text()
   needed: set[str] = set()
-  dtype = np.dtype(candidate.np_dtype) if _plain_tensor(candidate) else None
+  dtype = np.dtype(candidate.np_dtype) if plain_tensor(candidate) else None
   shape = tuple(candidate.shape) if dtype is not None else None
   # Raw int64 values may not fit a narrower integer; raw floats are float32.
   if raw.kind == "int64_list" and np.dtype(candidate.np_dtype) != np.int64:
@@ -274,7 +276,7 @@ def _fit_raw(candidate: tfds.features.FeatureConnector, raw: example_schema.Feat
   length = wire["x"].length
   if length is not None and raw.length != length:
     if shape is None or len(shape) > 1:
-      return None, set(), f"raw records store it as {raw.describe()}, declared {describe_leaf(candidate)}"
+      return None, set(), f"raw records store it as {raw.spec_text()}, declared {describe_leaf(candidate)}"
     shape, needed = (None,), needed | {"shapes"}
   if not needed:
     return candidate, needed, ""

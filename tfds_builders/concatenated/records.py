@@ -13,6 +13,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 from tfds_builders.concatenated import mixing
 from tfds_builders.concatenated import sources
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import serialization
 from tfds_builders.core import tfrecord_io
 
@@ -114,7 +115,7 @@ def _checked_records(part: sources.RecordPart, typed: bool) -> Iterator[bytes]:
       else "the count taken when its schema was inferred, earlier in this build"
   )
   records = tfrecord_io.counted(
-      tfrecord_io.read_records(part.file), part.num_records, part.file.name, source_of_count)
+      fast.record_index.read_records(part.file), part.num_records, part.file.name, source_of_count)
   pending = next(records, _END)
   while pending is not _END:
     following = next(records, _END)
@@ -143,9 +144,9 @@ class _Provenance:
     """Everything before a key text of `key_size` bytes."""
     head = self._heads.get(key_size)
     if head is None:
-      parts = serialization.bytes_feature(self._key_field, b"\0" * key_size)
-      size = len(self._source_entry) + len(parts[0]) + key_size
-      head = b"".join([b"\x0a", serialization.varint(size), self._source_entry, parts[0]])
+      key_head = serialization.fixed_entry_head(self._key_field, "bytes", key_size)
+      size = len(self._source_entry) + len(key_head) + key_size
+      head = b"".join([serialization.example_head(size), self._source_entry, key_head])
       self._heads[key_size] = head
     return head
 

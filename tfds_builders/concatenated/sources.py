@@ -248,7 +248,7 @@ class Source:
   def files(self) -> list[str]:
     return [part.file.name for parts in self.parts.values() for part in parts]
 
-  def describe(self) -> dict[str, Any]:
+  def provenance_record(self) -> dict[str, Any]:
     """Dataset-level provenance of this source."""
     record: dict[str, Any] = {
         "name": self.name,

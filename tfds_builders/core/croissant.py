@@ -149,7 +149,7 @@ def croissant_for(dataset_dir: epath.PathLike) -> dict[str, Any]:
     record = provenance.read_provenance(dataset_dir)
   except FileNotFoundError:
     record = {}  # a dataset not built by us: described without provenance
-  return describe(info, dataset_dir, record)
+  return croissant_document(info, dataset_dir, record)
 
 
 def write(dataset_dir: epath.PathLike, out: epath.PathLike | None = None) -> epath.Path:
@@ -166,7 +166,7 @@ def write_for_build(builder: Any) -> epath.Path:
   """
   dataset_dir = epath.Path(builder.data_dir)
   record = dict(builder.info.metadata.get(provenance.PROVENANCE_KEY) or {})
-  return _write_json(describe(builder.info, dataset_dir, record), dataset_dir / FILENAME)
+  return _write_json(croissant_document(builder.info, dataset_dir, record), dataset_dir / FILENAME)
 
 
 def stamp_published(version_dir: epath.PathLike, published_at: str) -> str:
@@ -189,7 +189,7 @@ def _write_json(document: Mapping[str, Any], path: epath.Path) -> epath.Path:
   return path
 
 
-def describe(info: Any, dataset_dir: epath.Path, record: Mapping[str, Any]) -> dict[str, Any]:
+def croissant_document(info: Any, dataset_dir: epath.Path, record: Mapping[str, Any]) -> dict[str, Any]:
   """The Croissant document of a dataset from its DatasetInfo, files and provenance.
 
   Args:

@@ -6,6 +6,7 @@ import glob
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
 
@@ -114,15 +115,13 @@ def after_build(builder: Any) -> None:
 
 def record_accesses(info: Any, sources: Iterable[provenance.SourceRead]) -> None:
   """Adds each source to `info.data_source_accesses`, as TFDS's own builders do."""
-  from tensorflow_datasets.core import naming  # pylint: disable=g-import-not-at-top
-
   for source in sources:
     if source.kind == "file":
       # A list, so TFDS neither splits the path at commas nor globs a literal `[`.
       path = source.location if source.is_pattern or "://" in source.location else glob.escape(source.location)
       info.add_file_data_source_access([path])
     elif source.kind == "tfds":
-      info.add_tfds_data_source_access(naming.DatasetReference(
+      info.add_tfds_data_source_access(tfds_internals.dataset_reference(
           dataset_name=source.name, config=source.config or None,
           version=source.version or None, data_dir=source.location,
       ))

@@ -19,7 +19,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import tfrecord_io
 
 KINDS = ("bytes_list", "float_list", "int64_list")
@@ -34,7 +36,8 @@ class FeatureSpec:
   kind: str
   length: int | None
 
-  def describe(self) -> str:
+  def spec_text(self) -> str:
+    """The declared-schema form, `int64_list[3]` (`*`: a varying length)."""
     return f"{self.kind}[{'*' if self.length is None else self.length}]"
 
 
@@ -42,7 +45,7 @@ Schema = Mapping[str, FeatureSpec]
 
 
 def parse_schema(declared: Mapping[str, str]) -> dict[str, FeatureSpec]:
-  """Reads a schema written as `{name: "int64_list[3]"}`, the form of `describe()`.
+  """Reads a schema written as `{name: "int64_list[3]"}`, the form of `FeatureSpec.spec_text()`.
 
   A length of `*` means it varies between records.
 
@@ -155,12 +158,12 @@ def diff(expected: Schema, actual: Schema, lengths: bool = False) -> list[str]:
     lengths: Also report a fixed length that differs from, or is not covered
       by, the expected one.
   """
-  problems = [f"missing feature {name!r} ({spec.describe()})" for name, spec in expected.items() if name not in actual]
-  problems += [f"extra feature {name!r} ({spec.describe()})" for name, spec in actual.items() if name not in expected]
+  problems = [f"missing feature {name!r} ({spec.spec_text()})" for name, spec in expected.items() if name not in actual]
+  problems += [f"extra feature {name!r} ({spec.spec_text()})" for name, spec in actual.items() if name not in expected]
   for name in expected.keys() & actual.keys():
     want, got = expected[name], actual[name]
     if want.kind != got.kind:
-      problems.append(f"feature {name!r} is {got.describe()}, expected {want.describe()}")
+      problems.append(f"feature {name!r} is {got.spec_text()}, expected {want.spec_text()}")
     elif lengths and want.length is not None and want.length != got.length:
       problems.append(f"feature {name!r} has {got.length} values, expected {want.length}")
   return sorted(problems)
@@ -213,7 +216,7 @@ def to_features(schema: Schema) -> tfds.features.FeaturesDict:
 
 def from_features(features: tfds.features.FeatureConnector) -> dict[str, FeatureSpec]:
   """The wire-level schema TFDS writes for `features` (flattened names)."""
-  infos = tfds.core.utils.flatten_nest_dict(features.get_serialized_info())
+  infos = tfds_internals.flatten_nest_dict(features.get_serialized_info())
   return {name: _spec_of_info(info) for name, info in infos.items()}
 
 
@@ -273,7 +276,7 @@ class SchemaInference:
   def __init__(self):
     self.schema: dict[str, FeatureSpec] | None = None
     self.first_seen: str | None = None  # the record that set the schema, as `file: record N`
-    self.layout: Any = None  # record_index.ExampleLayout of the schema, once there is one
+    self.layout: Any = None  # fast.record_index.ExampleLayout of the schema, once there is one
 
   def add_file(self, file: tfrecord_io.RecordFile) -> int:
     """Adds every record of a file; returns their number.
@@ -290,9 +293,8 @@ class SchemaInference:
     check_only_example_fields(example, source, index)
     record_spec = spec_of(example)
     if self.schema is None:
-      from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba
       self.schema, self.first_seen = record_spec, f"{source}: record {index}"
-      self.layout = record_index.ExampleLayout.of({name: spec.kind for name, spec in record_spec.items()})
+      self.layout = fast.record_index.ExampleLayout.of({name: spec.kind for name, spec in record_spec.items()})
     else:
       self.schema = merge(self.schema, record_spec, source, index, self.first_seen)
 
@@ -322,7 +324,7 @@ class SchemaInference:
       self.add_record(record, file.name, index)
     except errors.SchemaError:
       if not crc_checked:  # a corrupt record is reported as such, as read_records does
-        for _ in zip(range(index + 1), tfrecord_io.read_records(file)):
+        for _ in zip(range(index + 1), fast.record_index.read_records(file)):
           pass
       raise
 
@@ -373,9 +375,8 @@ def _mapped_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:
     SourceError: naming the file, record and byte offset of a record whose
       header is corrupt or that runs past the end of the file.
   """
-  from tfds_builders.core import record_index  # pylint: disable=g-import-not-at-top  # Numba
 
-  for block in record_index.scan(file, with_window=True, as_reader=True):  # this pass reads records
+  for block in fast.record_index.scan(file, with_window=True, as_reader=True):  # this pass reads records
     starts, ends = block.record_bounds()
     yield _RecordBatch(block.window, starts, ends, crc_checked=False)
 
@@ -384,7 +385,7 @@ def _joined_batches(file: tfrecord_io.RecordFile) -> Iterator[_RecordBatch]:
   """Batches of a compressed file, read (and CRC-checked) by `read_records`."""
   records: list[bytes] = []
   size = 0
-  for record in tfrecord_io.read_records(file):
+  for record in fast.record_index.read_records(file):
     records.append(record)
     size += len(record)
     if size >= _BATCH_BYTES:

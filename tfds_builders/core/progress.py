@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from absl import logging
-from tensorflow_datasets.core.utils import tqdm_utils
 
-from tfds_builders.core import tfrecord_io
+from tfds_builders import tfds_internals
+from tfds_builders.core import wire
 
 if TYPE_CHECKING:  # shard_writer imports TensorFlow; a block is told apart without it
   from tfds_builders.core import shard_writer
@@ -32,9 +32,8 @@ def _size(num_bytes: int) -> str:
 
 def _open_bar(split: str, total: int | None) -> Any | None:
   """A tqdm bar on stderr, or None when TFDS's switch is off or stderr is not a terminal."""
-  # tqdm_utils.tqdm honours tfds.disable_progress_bar(); disable=None hides
-  # the bar when stderr is not a TTY, as tqdm and TFDS do.
-  bar = tqdm_utils.tqdm(
+  # disable=None hides the bar when stderr is not a TTY, as tqdm and TFDS do.
+  return tfds_internals.progress_bar(
       desc=f"Generating {split} examples",
       unit=" examples",
       total=total,
@@ -43,10 +42,6 @@ def _open_bar(split: str, total: int | None) -> Any | None:
       mininterval=REFRESH_SECONDS,
       miniters=1,
   )
-  if isinstance(bar, tqdm_utils.EmptyTqdm) or bar.disable:
-    bar.close()
-    return None
-  return bar
 
 
 def tracked(
@@ -82,7 +77,7 @@ def tracked(
         # The records' bytes, record_sizes().sum(), without an array per block.
         frames = len(value)
         count += frames
-        num_bytes += int(value.ends[-1]) - frames * tfrecord_io.FRAME_BYTES if frames else 0
+        num_bytes += int(value.ends[-1]) - frames * wire.FRAME_BYTES if frames else 0
         next_check = count  # a block is many examples: always look at the clock
       yield item
       if count >= next_check:

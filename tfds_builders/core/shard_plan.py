@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
-from tensorflow_datasets.core.utils import shard_utils
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
-from tfds_builders.core import tfrecord_io
+from tfds_builders.core import wire
 
 # What TFDS adds per example when it sizes shards: a TFRecord frame.
-RECORD_OVERHEAD = tfrecord_io.FRAME_BYTES
+RECORD_OVERHEAD = wire.FRAME_BYTES
+# TFDS's default shard size bounds: 64 MiB and 1 GiB.
+_TFDS_MIN_SHARD_BYTES, _TFDS_MAX_SHARD_BYTES = tfds_internals.default_shard_bytes()
 # TFDS picks the shard count among powers of two up to this, then multiples of it.
 _MAX_POWER_OF_TWO_SHARDS = 1024
 
@@ -27,8 +30,8 @@ class ShardSizing:
   """
 
   num_shards: int | None = None
-  min_shard_bytes: int = shard_utils.DEFAULT_MIN_SHARD_SIZE
-  max_shard_bytes: int = shard_utils.DEFAULT_MAX_SHARD_SIZE
+  min_shard_bytes: int = _TFDS_MIN_SHARD_BYTES
+  max_shard_bytes: int = _TFDS_MAX_SHARD_BYTES
 
   def __post_init__(self):
     if self.num_shards is not None and self.num_shards < 1:
@@ -37,7 +40,7 @@ class ShardSizing:
       raise errors.ConfigError(f"max_shard_size {self.max_shard_bytes} bytes: give a positive size.")
 
   @classmethod
-  def of(cls, shard_config: shard_utils.ShardConfig, max_shard_bytes: int | None = None) -> ShardSizing:
+  def of(cls, shard_config: Any, max_shard_bytes: int | None = None) -> ShardSizing:
     """The sizing of `download_config.get_shard_config()`, capped at `max_shard_bytes`."""
     cap = shard_config.max_shard_size
     if max_shard_bytes is not None:
@@ -85,7 +88,7 @@ class ShardSizing:
           f"Split {split!r} has {num_examples} examples, fewer than --num_shards {count}. "
           "Ask for at most that many shards (or build more examples)."
       )
-    ends = shard_utils.get_shard_boundaries(num_examples, count)
+    ends = tfds_internals.shard_boundaries(num_examples, count)
     return [end - start for start, end in zip([0, *ends[:-1]], ends)]
 
   def piece_bytes(self) -> int:

@@ -11,8 +11,8 @@ from typing import BinaryIO
 
 from etils import epath
 import numpy as np
-from tensorflow_datasets.core import hashing
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
 from tfds_builders.core import progress
 from tfds_builders.core import shard_writer
@@ -131,7 +131,7 @@ def shuffled(
     *,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> Iterator[tuple[object, bytes]]:
-  """Every example, in the order of `hashing.Hasher(salt).hash_key(key)`, as TFDS writes them.
+  """Every example, in the order of TFDS's salted key hash (`tfds_internals.key_hasher`), as TFDS writes them.
 
   Examples are buffered up to `memory_bytes`, then sorted and spilled to a
   run file under `work_dir`; the runs are merged at the end. The order is
@@ -152,7 +152,7 @@ def shuffled(
   Raises:
     SourceError: if two examples have the same key (naming it).
   """
-  hash_key = hashing.Hasher(salt).hash_key
+  hash_key = tfds_internals.key_hasher(salt)
   runs = _Runs(epath.Path(work_dir))
   memory: list[Entry] = []
   memory_used = 0

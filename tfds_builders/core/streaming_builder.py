@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import split_builder as split_builder_lib
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
 from tfds_builders.core import progress
@@ -99,7 +99,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   The bytes must be a serialized `tf.train.Example` that
   `self.info.features` decodes; `core.serialization` builds them. Runs of
-  small examples may come as one block, `(keys, shard_writer.FramedRecords)`, framed
+  small examples may come as one block, `(keys, tfrecord_io.FramedRecords)`, framed
   by `core.record_blocks` and written with one call. Skipping
   TFDS's per-example Python encoding and its shuffle buffer is what keeps our
   builds near the raw TFRecord floor with flat memory. Examples are stored in
@@ -155,8 +155,22 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def planned(self, make_plan: Callable[[Any], PlanT], reads: str) -> PlanT:
     """Runs the builder's planning step on its config, logged as a phase.
 
-    Planning is what the constructor may read before any example is
-    generated (headers, schemas, counts): builders cache its result.
+    Planning is the only reading a builder does before its build starts: it
+    checks the config and reads what the features, the example counts and
+    the config's errors depend on. TFDS asks for the features when the
+    builder is constructed (`_info`, unless the version is already prepared),
+    so planning runs then. Each builder makes its plan only here, from one
+    `functools.cached_property` (`_plan`), so its sources are read once per
+    builder. What each builder's plan reads is listed in docs/index.md,
+    "What a builder reads when it is constructed":
+
+    - numpy_arrays: the `.npy` headers and `.npz` directories of every source;
+    - concatenated: each source's `dataset_info.json` and features, or the
+      raw files' records to infer their schema and count them;
+    - cross_product: both inputs in full, to count and type their records;
+    - database: the query's result columns (LIMIT 0) and NULL guarantees;
+    - augmented: the base's info (or its raw records), the side table in
+      full, and the user's function on the first few examples.
 
     Args:
       make_plan: Makes the plan from the builder config.
@@ -181,7 +195,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def is_prepared(self) -> bool:
     """Whether this version is already on disk (then features come from it)."""
-    data_path = getattr(self, "_data_dir", None)
+    data_path = tfds_internals.prepared_data_dir(self)
     return bool(data_path) and (
         tfds.core.Path(data_path) / "dataset_info.json"
     ).exists()
@@ -202,7 +216,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         or getattr(self.builder_config, "use_beam", False)
     )
 
-  # --- The build: the one override of a TFDS method, and the hooks it calls. ---
+  # --- The build: the one override of a TFDS method (see tfds_internals), and the hooks it calls. ---
 
   @contextlib.contextmanager
   def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[Any]:
@@ -292,24 +306,13 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           f"Config {self.builder_config.name!r} sets shuffle: true, which runs only in a local "
           "build (the hashed-key sort is not distributed). Build without Beam, or drop shuffle."
       )
-    # TFDS's SplitBuilder only supplies the pipeline (runner and options from
-    # `--beam_pipeline_options`); the partitions are written by our writer.
-    pipeline_owner = split_builder_lib.SplitBuilder(
-        split_dict=self.info.splits,
-        features=self.info.features,
-        dataset_size=self.info.dataset_size,
-        max_examples_per_split=None,
-        beam_options=download_config.beam_options,
-        beam_runner=download_config.beam_runner,
-        example_writer=self._example_writer(),
-    )
     with progress.timed_phase("%s/%s: running the splits' partitions on Beam", self.name, self.builder_config.name), \
-        pipeline_owner.maybe_beam_pipeline():
+        tfds_internals.beam_pipeline(self, download_config) as pipeline:
       finalizers = [
           shard_writer.write_partitions_with_beam(
-              pipeline_owner.beam_pipeline,
+              pipeline,
               _partitions_of(name, examples).generators,
-              self._get_filename_template(split_name=name),
+              tfds_internals.filename_template(self, name),
               self.info.file_format,
               sizing=sizing,
               max_examples=download_config.max_examples_per_split,
@@ -333,7 +336,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       examples = shard_writer.head(examples, limit)
       expected = None if expected is None else min(expected, limit)
     writer = shard_writer.SplitWriter(
-        filename_template=self._get_filename_template(split_name=split_name),
+        filename_template=tfds_internals.filename_template(self, split_name),
         file_format=self.info.file_format,
         sizing=sizing,
     )

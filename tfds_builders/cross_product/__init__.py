@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from tfds_builders import tfds_hooks
+from tfds_builders import tfds_internals
 from tfds_builders.cross_product.cross_product_dataset_builder import Builder
 from tfds_builders.cross_product.cross_product_dataset_builder import BuilderConfig
 from tfds_builders.cross_product.pairs import PairSpace
 from tfds_builders.cross_product.pairs import pair_is_sampled
 
 # `tfds build tfds_builders/cross_product` imports this folder as `cross_product`: make that the canonical package.
-tfds_hooks.resolve_folder_import(__name__)
+tfds_internals.resolve_folder_import(__name__)
 
 __all__ = ["Builder", "BuilderConfig", "PairSpace", "pair_is_sampled"]

@@ -5,20 +5,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 from etils import epath
-import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
-from tfds_builders.core import example_schema
 from tfds_builders.core import paths
 from tfds_builders.core import progress
-from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
-from tfds_builders.cross_product import inputs
 from tfds_builders.cross_product import pairs
+from tfds_builders.cross_product import plan as plan_lib
 from tfds_builders.cross_product import spill
 
 _DESCRIPTION = """\
@@ -30,8 +27,6 @@ declared); names present on both sides are resolved by `collision_policy`.
 """
 
 COLLISION_POLICIES = ("prefix", "error", "left_wins", "right_wins")
-SIDES = ("left", "right")
-INDEX_FEATURES = {"left": "left_index", "right": "right_index"}
 DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024
 # Pairs per partition (one Beam worker task, one shard there): about this many bytes.
 _PARTITION_BYTES = 256 * 1024 * 1024
@@ -164,7 +159,7 @@ class Builder(streaming_builder.StreamingBuilder):
     with progress.timed_phase("cross_product/%s: spilling both inputs to %s", config.name, spill_dir):
       left, right = (
           spill.write(spill_dir / side, plan.spill_records(side), config.memory_budget_bytes)
-          for side in SIDES
+          for side in plan_lib.SIDES
       )
     pair_bytes = left.num_bytes / left.num_records + right.num_bytes / right.num_records
     row_ranges = pairs.row_ranges(
@@ -173,8 +168,13 @@ class Builder(streaming_builder.StreamingBuilder):
     return _Spilled(left, right, tuple(row_ranges))
 
   @functools.cached_property
-  def _plan(self) -> _Plan:
-    return self.planned(_Plan.from_config, "both inputs, once, to count and type their records")
+  def _plan(self) -> plan_lib.PairingPlan:
+    return self.planned(_plan_pairs, "both inputs, once, to count and type their records")
+
+
+def _plan_pairs(config: BuilderConfig) -> plan_lib.PairingPlan:
+  _check_config(config)
+  return plan_lib.PairingPlan.from_config(config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,101 +184,6 @@ class _Spilled:
   left: spill.SpillFile
   right: spill.SpillFile
   row_ranges: tuple[tuple[int, int], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-  """The sides, how their feature names combine, and the pairs to write."""
-
-  sides: Mapping[str, inputs.Side]
-  space: pairs.PairSpace
-  policy: str
-  renames: Mapping[str, Mapping[str, str | None]]  # side -> source name -> output name, None: dropped
-  collisions: Sequence[str]
-
-  @property
-  def features(self) -> tfds.features.FeaturesDict:
-    """Features decoding the pair bytes as written: `features.json` matches them."""
-    index = {
-        INDEX_FEATURES[side]: tfds.features.Tensor(
-            shape=(), dtype=np.int64, doc=f"Row of the pair's {side} record in the {side} input."
-        )
-        for side in SIDES
-    }
-    if self.policy == "prefix":
-      nested = {side: example_schema.to_features(self.sides[side].schema) for side in SIDES}
-      return tfds.features.FeaturesDict({**nested, **index})
-    flat = {
-        self.renames[side][name]: example_schema.to_feature(spec)
-        for side in SIDES
-        for name, spec in self.sides[side].schema.items()
-        if self.renames[side][name] is not None
-    }
-    return tfds.features.FeaturesDict({**dict(sorted(flat.items())), **index})
-
-  def spill_records(self, side: str) -> Iterator[bytes]:
-    """The records of one side, renamed once and followed by their index.
-
-    Raises:
-      SourceError: naming the side and file, if a file is corrupt or holds
-        another number of records than when it was first counted.
-    """
-    rename = self.renames[side].get
-    index_key = serialization.FeatureKey(INDEX_FEATURES[side])
-    for count, record in enumerate(self.sides[side].records()):
-      index_example = serialization.example([serialization.int64_feature(index_key, [count])])
-      yield serialization.merge_examples(serialization.rename_features(record, rename), index_example)
-
-  def provenance(self, data_root: str | None) -> dict:
-    return {
-        "sources": {
-            side: paths.source_names([f.path for f in self.sides[side].files], data_root)
-            for side in SIDES
-        },
-        "records": {side: self.sides[side].num_records for side in SIDES},
-        "mode": self.space.mode,
-        "pairs_considered": self.space.size,
-        "sampling": {"rate": self.space.sample_rate, "seed": self.space.sample_seed},
-        "collision_policy": self.policy,
-        "collisions": list(self.collisions),
-        "renamed": {
-            side: {name: new for name, new in sorted(self.renames[side].items()) if new != name}
-            for side in SIDES
-        },
-        "schema": {
-            side: {name: spec.describe() for name, spec in sorted(self.sides[side].schema.items())}
-            for side in SIDES
-        },
-    }
-
-  def explain_empty(self, error: errors.SourceError) -> errors.SourceError:
-    """A clearer error when sampling kept no pair at all."""
-    if self.space.sample_rate >= 1.0 or "no examples" not in str(error):
-      return error
-    return errors.SourceError(
-        f"sample_rate={self.space.sample_rate} with sample_seed="
-        f"{self.space.sample_seed} kept none of the {self.space.size:,} pairs. "
-        "Raise sample_rate or try another sample_seed."
-    )
-
-  @classmethod
-  def from_config(cls, config: BuilderConfig) -> _Plan:
-    _check_config(config)
-    left = inputs.read("left", config.left, config.left_schema, config.compression, config.data_root)
-    if config.mode == "combinations":
-      right = dataclasses.replace(left, name="right")
-    else:
-      right = inputs.read("right", config.right, config.right_schema, config.compression, config.data_root)
-    space = pairs.PairSpace(
-        mode=config.mode,
-        num_left=left.num_records,
-        num_right=right.num_records,
-        sample_rate=config.sample_rate,
-        sample_seed=config.sample_seed,
-    )
-    _check_pair_count(space, config)
-    renames, collisions = _resolve_names(left.schema, right.schema, config.collision_policy)
-    return cls({"left": left, "right": right}, space, config.collision_policy, renames, collisions)
 
 
 def _check_config(config: BuilderConfig) -> None:
@@ -311,63 +216,3 @@ def _check_config(config: BuilderConfig) -> None:
     )
   if not config.split:
     raise fail("`split` is empty; name the split, e.g. 'train'.")
-
-
-def _check_pair_count(space: pairs.PairSpace, config: BuilderConfig) -> None:
-  if space.mode == "combinations":
-    sizes = f"{space.num_left:,} × {space.num_left - 1:,} / 2 = {space.size:,}"
-  else:
-    sizes = f"N × M = {space.num_left:,} × {space.num_right:,} = {space.size:,}"
-  if space.size == 0:
-    raise errors.SourceError(
-        f"cross_product config {config.name!r}: {sizes} pairs; combinations need "
-        "at least two records in `left`."
-    )
-  if config.max_pairs is not None and space.size > config.max_pairs:
-    raise errors.ConfigError(
-        f"cross_product config {config.name!r}: {sizes} pairs, over "
-        f"max_pairs={config.max_pairs:,}. Nothing was written. Raise max_pairs "
-        "if you mean it, or narrow the inputs."
-    )
-
-
-def _resolve_names(
-    left: Mapping[str, example_schema.FeatureSpec],
-    right: Mapping[str, example_schema.FeatureSpec],
-    policy: str,
-) -> tuple[dict[str, dict[str, str | None]], list[str]]:
-  """Output names per side (None: dropped) and the names both sides have.
-
-  Raises:
-    SchemaError: under `error` when names collide, and under the flat policies
-      when a source feature takes the name of an index feature.
-  """
-  collisions = sorted(left.keys() & right.keys())
-  if policy == "prefix":
-    prefixed = {
-        side: {name: f"{side}/{name}" for name in schema}
-        for side, schema in zip(SIDES, (left, right))
-    }
-    return prefixed, collisions
-  if policy == "error" and collisions:
-    raise errors.SchemaError(
-        f"Both inputs have the features {collisions} and collision_policy='error'. "
-        "Rename them in the sources, or set collision_policy to 'prefix' (keep "
-        "both under left/ and right/), 'left_wins' or 'right_wins'."
-    )
-  loser = "right" if policy == "left_wins" else "left"
-  renames = {
-      side: {name: None if side == loser and name in collisions else name for name in schema}
-      for side, schema in zip(SIDES, (left, right))
-  }
-  taken = sorted(
-      f"{name!r} of {side}" for side in SIDES for name, new in renames[side].items()
-      if new in INDEX_FEATURES.values()
-  )
-  if taken:
-    raise errors.SchemaError(
-        f"The input features {taken} take the name of an index feature of the "
-        f"pairs ({sorted(INDEX_FEATURES.values())}) under collision_policy={policy!r}. "
-        "Use collision_policy='prefix', which nests the inputs' features, or rename them."
-    )
-  return renames, collisions

@@ -10,6 +10,7 @@ from etils import epath
 
 from tfds_builders.core import errors
 from tfds_builders.core import example_schema
+from tfds_builders.core import fast
 from tfds_builders.core import tfrecord_io
 
 # Where a file's expected count comes from when it is read the second time.
@@ -45,7 +46,7 @@ class Side:
     """
     with _naming(self.name):
       for source, expected in zip(self.files, self.file_counts):
-        yield from tfrecord_io.counted(tfrecord_io.read_records(source), expected, source.name, _FIRST_COUNT)
+        yield from tfrecord_io.counted(fast.record_index.read_records(source), expected, source.name, _FIRST_COUNT)
 
 
 def read(
@@ -104,7 +105,7 @@ def _naming(side: str) -> Iterator[None]:
 def _count_checked(source: tfrecord_io.RecordFile, schema: Mapping[str, example_schema.FeatureSpec]) -> int:
   """Counts the records of a file, each checked against a declared schema."""
   count = 0
-  for index, record in enumerate(tfrecord_io.read_records(source)):
+  for index, record in enumerate(fast.record_index.read_records(source)):
     example = example_schema.parse_example(record, source.name, index)
     example_schema.check_only_example_fields(example, source.name, index)
     example_schema.check(schema, record, source.name, index)

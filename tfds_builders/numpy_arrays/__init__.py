@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_builders import tfds_hooks
+from tfds_builders import tfds_internals
 from tfds_builders.numpy_arrays.numpy_arrays_dataset_builder import Builder
 from tfds_builders.numpy_arrays.numpy_arrays_dataset_builder import BuilderConfig
 
 # `tfds build tfds_builders/numpy_arrays` imports this folder as `numpy_arrays`: make that the canonical package.
-tfds_hooks.resolve_folder_import(__name__)
+tfds_internals.resolve_folder_import(__name__)
 
 
 def to_numpy(dataset: Any) -> dict[str, np.ndarray | list[np.ndarray]]:

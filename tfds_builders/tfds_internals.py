@@ -1,18 +1,27 @@
-"""The only module that touches TFDS internals: lazy builder names, folder imports and (checked) namespaces.
+"""EVERY touch of a private TFDS API: builder hooks, registration, writers, shard sizing and small utilities.
 
-TFDS has no public API for any of them. The hooks are isolated here, the
-supported TFDS range is pinned in setup.py (`>=4.9.4,<4.10`), and
-tests/test_registry.py and tests/test_tfds_cli.py check they still work.
+TFDS has no public API for any of these. Each is reached through one named
+function here, the supported TFDS range is pinned in setup.py
+(`>=4.9.4,<4.10`), and tests/test_tfds_internals.py checks every private name
+these functions use, so a TFDS upgrade that moves one fails there, naming the
+function. The one designated override of a TFDS method,
+`StreamingBuilder._generate_splits` (core/streaming_builder.py), stays in its
+class; its signature is checked by the same test. StreamingBuilder also
+defines TFDS's abstract `_info`, `_split_generators` and `_generate_examples`
+once for every builder; builders override only StreamingBuilder's own hooks
+(`_build_context`, `_split_streams`, `_after_build`), which the same test checks.
+Imports are made inside the functions, so `import tfds_builders` stays light.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from etils import epath
@@ -169,3 +178,132 @@ def _checked_register_class():
       ]
 
   return CheckedDataDirRegister
+
+
+# --- Builder internals: what StreamingBuilder needs of GeneratorBasedBuilder. ---
+
+
+def prepared_data_dir(builder: Any) -> str | None:
+  """The version directory a builder reads a prepared dataset from (TFDS's `_data_dir`), or None."""
+  return getattr(builder, "_data_dir", None)
+
+
+def filename_template(builder: Any, split_name: str) -> Any:
+  """The `tfds.core.ShardedFileTemplate` of a split's shards, as TFDS's own writer names them."""
+  return builder._get_filename_template(split_name=split_name)  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def beam_pipeline(builder: Any, download_config: Any) -> Iterator[Any]:
+  """Yields the Beam pipeline TFDS would run the build in, and runs it on exit.
+
+  TFDS's `SplitBuilder` only supplies the pipeline (runner and options from
+  `--beam_pipeline_options`); the partitions are written by our writer.
+  """
+  from tensorflow_datasets.core import split_builder as split_builder_lib  # pylint: disable=g-import-not-at-top
+
+  pipeline_owner = split_builder_lib.SplitBuilder(
+      split_dict=builder.info.splits,
+      features=builder.info.features,
+      dataset_size=builder.info.dataset_size,
+      max_examples_per_split=None,
+      beam_options=download_config.beam_options,
+      beam_runner=download_config.beam_runner,
+      example_writer=builder._example_writer(),  # pylint: disable=protected-access
+  )
+  with pipeline_owner.maybe_beam_pipeline():
+    yield pipeline_owner.beam_pipeline
+
+
+def apache_beam() -> Any:
+  """The `apache_beam` module, imported through TFDS's lazy importer (a clear error if missing)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  return tfds.core.lazy_imports.apache_beam
+
+
+# --- Writers, shard sizing and hashing: TFDS's rules, reused so our shards match its own. ---
+
+
+def example_writer_for(file_format: Any) -> Callable[[Any, Iterable[tuple[Any, bytes]]], Any]:
+  """TFDS's `write_examples(path, (key, serialized) pairs)` for a shard file format."""
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
+
+  return file_adapters.ADAPTER_FOR_FORMAT[file_format].write_examples
+
+
+def streams_with_tf_data(file_format: Any) -> bool:
+  """Whether TFDS can read shards of `file_format` as a `tf.data` pipeline."""
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
+
+  return file_adapters.ADAPTER_FOR_FORMAT[file_format].SUPPORTS_TF_DATA
+
+
+def records_dataset(file_format: Any, filename: Any) -> Any:
+  """A `tf.data.Dataset` of one shard's serialized records, read by TFDS's adapter for `file_format`."""
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
+
+  return file_adapters.ADAPTER_FOR_FORMAT[file_format].make_tf_data(filename)
+
+
+def default_shard_bytes() -> tuple[int, int]:
+  """TFDS's default `(min, max)` shard sizes in bytes (64 MiB, 1 GiB)."""
+  from tensorflow_datasets.core.utils import shard_utils  # pylint: disable=g-import-not-at-top
+
+  return shard_utils.DEFAULT_MIN_SHARD_SIZE, shard_utils.DEFAULT_MAX_SHARD_SIZE
+
+
+def shard_boundaries(num_examples: int, num_shards: int) -> Sequence[int]:
+  """Where TFDS ends each of `num_shards` shards of `num_examples` examples."""
+  from tensorflow_datasets.core.utils import shard_utils  # pylint: disable=g-import-not-at-top
+
+  return shard_utils.get_shard_boundaries(num_examples, num_shards)
+
+
+def key_hasher(salt: str) -> Callable[[Any], int]:
+  """TFDS's `hash_key(key)` for a split salted with `salt`, the order its shuffling writer uses."""
+  from tensorflow_datasets.core import hashing  # pylint: disable=g-import-not-at-top
+
+  return hashing.Hasher(salt).hash_key
+
+
+# --- Metadata, progress bars and small utilities. ---
+
+
+def dataset_reference(
+    dataset_name: str, config: str | None, version: str | None, data_dir: str
+) -> Any:
+  """A TFDS `DatasetReference`, for `DatasetInfo.add_tfds_data_source_access`."""
+  from tensorflow_datasets.core import naming  # pylint: disable=g-import-not-at-top
+
+  return naming.DatasetReference(dataset_name=dataset_name, config=config, version=version, data_dir=data_dir)
+
+
+def tensor_encoding(feature: Any) -> Any:
+  """How a `tfds.features.Tensor` stores its values (`tfds.features.Encoding`); TFDS keeps it private."""
+  return feature._encoding  # pylint: disable=protected-access
+
+
+def flatten_nest_dict(nest: Mapping[str, Any]) -> dict[str, Any]:
+  """TFDS's flattening of nested features or examples into `{"a/b": leaf}`."""
+  from tensorflow_datasets.core import utils  # pylint: disable=g-import-not-at-top
+
+  return utils.flatten_nest_dict(nest)
+
+
+def progress_bar(**tqdm_kwargs: Any) -> Any | None:
+  """A TFDS tqdm bar (honouring `tfds.disable_progress_bar()`), or None when it is hidden."""
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+
+  bar = tqdm_utils.tqdm(**tqdm_kwargs)
+  if isinstance(bar, tqdm_utils.EmptyTqdm) or bar.disable:
+    bar.close()
+    return None
+  return bar
+
+
+def disable_gcs_access() -> None:
+  """Stops TFDS from looking datasets up on its GCS bucket (offline tests, benchmarks)."""
+  from tensorflow_datasets.core.utils import gcs_utils  # pylint: disable=g-import-not-at-top
+
+  gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
