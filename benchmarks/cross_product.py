@@ -1,0 +1,108 @@
+"""cross_product: all pairs of two TFRecord files, beside a byte-concatenating floor and the seed's example 2."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+
+from benchmarks import harness
+from benchmarks import inputs
+from benchmarks.seeds import cross_product as seed
+
+HELP = ("all pairs of two TFRecord files (sizes: --pairs; floor: rename once + "
+        "byte concat + TFRecordWriter; seed: example 2)")
+SMOKE = {"pairs": 10**4, "pairs_sweep": None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group("cross_product options (sizes are pair counts, not bytes)")
+  counts = group.add_mutually_exclusive_group()
+  counts.add_argument(
+      "--pairs", type=harness.parse_count, default=10**6, metavar="COUNT",
+      help="pairs to write, N = M = ceil(sqrt(COUNT)) records per side (default 1M)",
+  )
+  counts.add_argument(
+      "--pairs-sweep", type=harness.parse_counts,
+      metavar="COUNTS", help="comma-separated pair counts, e.g. 1e4,1e7: measure each and "
+      "report peak RSS largest/smallest",
+  )
+  group.add_argument(
+      "--name-bytes", type=int, default=16, help="bytes of each record's `name` feature (default 16)",
+  )
+  group.add_argument(
+      "--embedding-size", type=int, default=8,
+      help="floats in each record's `embedding` feature (default 8: records of about 100 bytes; "
+      "0 drops it and `tags`, for small records of about 50 bytes)",
+  )
+  group.add_argument(
+      "--memory-budget", type=harness.parse_size, metavar="SIZE",
+      help="the builder's memory_budget_bytes (default: the builder's, 256MiB); a budget "
+      "below the right side's size measures the blocked path (right side re-read per left row)",
+  )
+
+
+def floor_write(left_path: pathlib.Path, right_path: pathlib.Path, out_path: pathlib.Path) -> None:
+  """The floor: rename each side's keys once, then byte-concatenate every pair into one writer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  left = inputs.prefixed_records(left_path, "left/")
+  right = inputs.prefixed_records(right_path, "right/")
+  with tf.io.TFRecordWriter(str(out_path)) as writer:
+    write = writer.write
+    for left_record in left:
+      for right_record in right:
+        write(left_record + right_record)
+
+
+def builder_write(
+    left_path: pathlib.Path, right_path: pathlib.Path, data_dir: pathlib.Path, memory_budget: int | None = None
+) -> None:
+  """The cross_product builder (default product, prefix policy), into a fresh data_dir."""
+  from tfds_builders.cross_product import Builder  # pylint: disable=g-import-not-at-top
+  from tfds_builders.cross_product import BuilderConfig  # pylint: disable=g-import-not-at-top
+
+  budget = {"memory_budget_bytes": memory_budget} if memory_budget else {}
+  config = BuilderConfig(name="bench", left=[str(left_path)], right=[str(right_path)], **budget)
+  with harness.quiet_stdout():
+    Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
+
+
+def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
+  """builder vs floor vs seed on two files of N = M = ceil(sqrt(pairs)) records."""
+  rows: list[harness.Row] = []
+  wanted_counts = sorted(args.pairs_sweep or [args.pairs])
+  for wanted in wanted_counts:
+    side = int(np.ceil(np.sqrt(wanted)))
+    left_path, right_path = work_dir / f"left-{side}.tfrecord", work_dir / f"right-{side}.tfrecord"
+    print(f"cross_product: writing {side} x {side} records", file=sys.stderr)
+    inputs.write_cross_product_side(left_path, side, args.name_bytes, args.embedding_size)
+    inputs.write_cross_product_side(right_path, side, args.name_bytes, args.embedding_size)
+    inputs.warm([left_path, right_path])
+    # "input" is the bytes of the pairs the floor writes: the size of the work.
+    pair_bytes = side * sum(len(r) for r in inputs.prefixed_records(left_path, "left/")) + side * sum(
+        len(r) for r in inputs.prefixed_records(right_path, "right/"))
+    phases = [
+        harness.Phase("builder", lambda out: builder_write(left_path, right_path, out, args.memory_budget)),
+        harness.Phase("floor", lambda out: floor_write(left_path, right_path, out / "floor.tfrecord")),
+    ]
+    if not args.skip_seed:
+      phases.append(harness.Phase("seed", lambda out: seed.combine_tfrecords_with_overlap_handling(
+          str(left_path), str(right_path), str(out / "seed.tfrecord"))))
+    rows += harness.measure(
+        "cross_product", phases, input_bytes=pair_bytes, examples=side * side,
+        repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
+    )
+    if args.profile:
+      out = work_dir / "out-profile"
+      print(f"\ncProfile of one builder run on {side * side} pairs:")
+      print(harness.profile_call(
+          lambda: builder_write(left_path, right_path, out, args.memory_budget), args.profile_top))
+      shutil.rmtree(out)
+    left_path.unlink()
+    right_path.unlink()
+  labels = tuple(f"{harness.format_count(count)} pairs" for count in (wanted_counts[0], wanted_counts[-1]))
+  return harness.Result(rows, rss_labels=labels)

@@ -1,0 +1,154 @@
+"""Renders saved JSON results as Markdown tables, and rewrites docs/benchmarks.md's result blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks import harness
+
+DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+# `<!-- results: NAME[,NAME...] VIEW -->`, the table, then `<!-- /results -->`.
+BLOCK = re.compile(
+    r"^<!-- results: (?P<names>[\w.,-]+) (?P<view>\w+) -->\n(?P<body>.*?)^<!-- /results -->$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One table column: the record key it shows, its header and how a value prints."""
+
+  key: str
+  header: str
+  text: Callable[[Any], str]
+  align: str = "---:"
+
+
+def _fixed(digits: int) -> Callable[[Any], str]:
+  return lambda value: "-" if value is None else f"{value:.{digits}f}"
+
+
+def _plain(value: Any) -> str:
+  return "-" if value is None else str(value)
+
+
+_SIZE = Column("input_bytes", "input", harness.format_size, "---")
+ROW_COLUMNS = (
+    _SIZE,
+    Column("phase", "phase", _plain, "---"),
+    Column("examples", "examples", _plain),
+    Column("seconds", "seconds", _fixed(3)),
+    Column("cpu_seconds", "cpu s", _fixed(3)),
+    Column("mb_per_s", "MB/s", _fixed(0)),
+    Column("examples_per_s", "examples/s", _fixed(0)),
+    Column("peak_rss_mb", "peak RSS MB", _fixed(0)),
+    Column("delta_rss_mb", "Δ RSS MB", _fixed(0)),
+    Column("builder_floor", "builder/floor", _fixed(2)),
+    Column("seed_builder", "seed/builder", _fixed(2)),
+)
+RATIO_COLUMNS = {
+    "augmented": (
+        _SIZE,
+        Column("record_size", "record size", _plain, "---"),
+        Column("new_fields_share", "new fields / bytes", _plain),
+        Column("base", "base", _plain, "---"),
+        Column("materialize_floor", "materialize/floor (goal ≤ 1.5)", _fixed(2)),
+        Column("materialize_overlay", "materialize/overlay (goal ≥ 10)", _fixed(2)),
+        Column("before_this_round", "before this round", _fixed(2)),
+    ),
+    "concatenated": (
+        _SIZE,
+        Column("sources", "sources", _plain, "---"),
+        Column("builder_floor", "builder/floor (goal ≤ 1.5)", _fixed(2)),
+        Column("seed_npz_stored", "seed/export-npz-stored (goal ≥ 3)", _fixed(2)),
+        Column("seed_npz_deflate", "seed/export-npz-deflate", _fixed(2)),
+        Column("seed_tfrecord", "seed/export-tfrecord", _fixed(2)),
+    ),
+}
+COMPRESSION_COLUMNS = (
+    Column("input", "input", _plain, "---"),
+    Column("output", "output", _plain, "---"),
+    Column("build_seconds", "build s", _fixed(2)),
+    Column("dataset_bytes", "dataset bytes", _plain),
+    Column("zip_stored", "zip stored", _plain),
+    Column("zip_deflate", "zip deflate", _plain),
+)
+
+
+def render(columns: Sequence[Column], records: Sequence[dict[str, Any]]) -> str:
+  """A Markdown table; a column no record has is left out, a cell a record lacks is blank."""
+  shown = [column for column in columns if any(column.key in record for record in records)]
+  lines = [
+      "| " + " | ".join(column.header for column in shown) + " |",
+      "|" + "|".join(column.align for column in shown) + "|",
+  ]
+  for record in records:
+    cells = [column.text(record[column.key]) if column.key in record else "" for column in shown]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def rows_table(records: Sequence[dict[str, Any]]) -> str:
+  """Phase rows; a record's `label`, when set, is shown instead of its phase."""
+  shown = [dict(record, phase=record.get("label", record["phase"])) for record in records]
+  return render(ROW_COLUMNS, shown)
+
+
+def rss_table(sweep: dict[str, Any]) -> str:
+  """Peak RSS at the largest input over the smallest one, per phase."""
+  small, large = sweep["small"], sweep["large"]
+  columns = (
+      Column("phase", "phase", _plain, "---"),
+      Column("peak_small", f"peak RSS MB {small}", _fixed(0)),
+      Column("peak_large", f"peak RSS MB {large}", _fixed(0)),
+      Column("peak_ratio", "peak large/small", _fixed(2)),
+      Column("delta_small", f"Δ RSS MB {small}", _fixed(0)),
+      Column("delta_large", f"Δ RSS MB {large}", _fixed(0)),
+  )
+  return render(columns, sweep["phases"])
+
+
+def view(results: Sequence[dict[str, Any]], name: str) -> str:
+  """One of the views a results block names: table, rss, ratios or compression."""
+  if name == "table":
+    return rows_table([record for result in results for record in result["rows"]])
+  if name == "rss":
+    (result,) = results
+    return rss_table(result["rss_sweep"])
+  if name == "ratios":
+    builder = results[0]["builder"]
+    return render(RATIO_COLUMNS[builder], [record for result in results for record in result["ratios"]])
+  if name == "compression":
+    return render(COMPRESSION_COLUMNS, [line for result in results for line in result["compression"]])
+  raise ValueError(f"unknown results view {name!r}: use table, rss, ratios or compression")
+
+
+def regenerate(text: str, results_dir: pathlib.Path) -> str:
+  """`text` with the body of every results block rendered from the JSON in `results_dir`."""
+
+  def body(found: re.Match[str]) -> str:
+    results = [harness.read_result(results_dir / f"{name}.json") for name in found["names"].split(",")]
+    return (f"<!-- results: {found['names']} {found['view']} -->\n"
+            f"{view(results, found['view'])}\n<!-- /results -->")
+
+  return BLOCK.sub(body, text)
+
+
+def main(results_dir: pathlib.Path, doc: pathlib.Path, check: bool) -> int:
+  """Rewrites `doc` from the results (or, with `check`, says whether it is up to date)."""
+  text = doc.read_text(encoding="utf-8")
+  updated = regenerate(text, results_dir)
+  blocks = len(BLOCK.findall(text))
+  if check:
+    if updated != text:
+      print(f"{doc}: {blocks} result blocks, out of date: run `python -m benchmarks report`")
+      return 1
+    print(f"{doc}: {blocks} result blocks, up to date")
+    return 0
+  doc.write_text(updated, encoding="utf-8")
+  print(f"{doc}: {blocks} result blocks regenerated from {results_dir}")
+  return 0
