@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a PostgreSQL server found via TFDS_BUILDERS_PG_DSN, an S3 server via TFDS_BUILDERS_S3_ENDPOINT."""
+"""Shared pytest set-up: offline TFDS, the `postgres`/`slow` markers, PostgreSQL and S3 server fixtures."""
 
 from __future__ import annotations
 
@@ -6,12 +6,38 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NoReturn
 
-import pytest
+# Before TFDS is imported: no GCE metadata probing (there is no metadata server).
+os.environ.setdefault("NO_GCE_CHECK", "true")
 
-from tfds_builders.core import provenance
+import pytest  # pylint: disable=wrong-import-position
+
+from tfds_builders import tfds_internals  # pylint: disable=wrong-import-position
+from tfds_builders.core import provenance  # pylint: disable=wrong-import-position
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as PgConnection
+
+# TFDS may look datasets up on GCS (info, pre-built data); tests stay offline.
+tfds_internals.disable_gcs_access()
+
+MARKERS = {
+    "postgres": "needs the PostgreSQL server of TFDS_BUILDERS_PG_DSN (added to every test using its fixtures)",
+    "slow": "runs `tfds build` / CLI subprocesses or takes over 10 s; skip with -m 'not slow'",
+}
+# Using one of these fixtures marks a test `postgres`, so `-m "not postgres"` skips it.
+POSTGRES_FIXTURES = frozenset({"postgres_dsn", "postgres_connection"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  for name, description in MARKERS.items():
+    config.addinivalue_line("markers", f"{name}: {description}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  for item in items:
+    if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.postgres)
+
 
 PG_DSN_ENV = "TFDS_BUILDERS_PG_DSN"
 _HOW_TO_START = (

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 TFDS = str(pathlib.Path(sys.executable).parent / "tfds")
 CLI = str(pathlib.Path(sys.executable).parent / "tfds-builders")
 # No GCE metadata look-ups, quiet TF: as scripts/test.sh sets them.
@@ -70,7 +71,13 @@ class FaultCase:
   fragments: Sequence[str]
 
   def param(self, *values: Any) -> Any:
-    return pytest.param(self, *values, id=self.id)
+    # By convention a case run through the command line says so in its id ("cli", "tfds_build"):
+    # a subprocess importing TensorFlow, so `slow`.
+    marks = [pytest.mark.slow] if _COMMAND_LINE_ID.search(self.id) else []
+    return pytest.param(self, *values, id=self.id, marks=marks)
+
+
+_COMMAND_LINE_ID = re.compile(r"(^|[_-])(cli|tfds_build)([_-]|$)")
 
 
 def check_fault(

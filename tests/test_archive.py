@@ -16,8 +16,6 @@ from tfds_builders import cli
 from tfds_builders.concatenated import Builder
 from tfds_builders.core import errors
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
-
 
 def file_digests(root: pathlib.Path) -> dict[str, str]:
   return {

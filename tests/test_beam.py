@@ -13,6 +13,8 @@ from tfds_builders.database import Builder as DatabaseBuilder
 from tfds_builders.database import BuilderConfig as DatabaseConfig
 from tfds_builders.numpy_arrays import Builder as NumpyArraysBuilder
 
+pytestmark = pytest.mark.slow  # each test starts Beam worker processes: 17-36 s
+
 _TWO_WORKER_PROCESSES = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 # PostgreSQL, 4 key-range partitions per split read in one exported snapshot;
 # the DSN comes from the environment the `postgres_dsn` fixture checks.

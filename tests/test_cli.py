@@ -54,10 +54,12 @@ def test_bad_input_is_one_line_on_stderr_with_exit_1(tmp_path, capsys) -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path) -> None:
-  with pytest.raises(FileNotFoundError):
+  # --debug lets the error propagate (pytest sees it) instead of the one-line report and exit 1.
+  with pytest.raises(FileNotFoundError, match=r"dataset_info\.json not found: pass a prepared dataset version directory"):
     cli.main(["--debug", "inspect", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_console_script_help_and_usage_error() -> None:
   ok = subprocess.run([sys.executable, "-m", "tfds_builders.cli", "--help"], capture_output=True, text=True)
   assert ok.returncode == 0 and "inspect" in ok.stdout and "Exit codes" in ok.stdout

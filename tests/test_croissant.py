@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from faults import CommandFailed, tfds_builders_cli
+from tests.faults import CommandFailed, tfds_builders_cli
 from tfds_builders.core import croissant
 from tfds_builders.core import provenance
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DUMMY = REPO / "dummy_data"
@@ -119,6 +118,7 @@ def test_described_fields(built):
   assert species["dataType"] == ["cr:Int64", "cr:Label"] and "classes" in species["description"]
 
 
+@pytest.mark.slow
 def test_build_time_croissant_equals_the_cli_and_tfds_still_loads(built, tmp_path):
   version_dir = built["database"]
   stored = json.loads((version_dir / croissant.FILENAME).read_text())
@@ -177,17 +177,18 @@ def test_secrets_are_redacted(built):
                  "side_table_connection": {"driver": "postgresql", "dsn": "host=db password=hunter2"}},
       "side_table": {"source": "SQL query on PostgreSQL DSN host=db password=hunter2"},
   }
-  text = json.dumps(croissant.describe(info, built["augmented"], hostile))
+  text = json.dumps(croissant.croissant_document(info, built["augmented"], hostile))
   assert "hunter2" not in text
   assert "SQL query on PostgreSQL DSN host=db password=***" in text
 
 
+@pytest.mark.slow
 def test_links_and_special_files_among_the_shards_are_refused(built, tmp_path):
   """A shard swapped for a link to /dev/zero or /etc/passwd, or for a FIFO, is refused, never hashed."""
   import os  # pylint: disable=import-outside-toplevel
   import shutil  # pylint: disable=import-outside-toplevel
 
-  from faults import CLI, run_command  # pylint: disable=import-outside-toplevel
+  from tests.faults import CLI, run_command  # pylint: disable=import-outside-toplevel
   from tfds_builders.core import errors  # pylint: disable=import-outside-toplevel
 
   version_dir = tmp_path / "numpy_arrays/demo/1.0.0"
@@ -215,11 +216,12 @@ def test_links_and_special_files_among_the_shards_are_refused(built, tmp_path):
   assert croissant.croissant_for(version_dir) == json.loads((built["numpy_arrays"] / croissant.FILENAME).read_text())
 
 
+@pytest.mark.slow
 def test_odd_source_paths_are_uris_and_split_names_are_no_secrets(tmp_path):
   """A source path with space, `#`, `,`, `%20` and `é`, in a split named `passages`, via `tfds build`."""
   import urllib.parse  # pylint: disable=import-outside-toplevel
 
-  from faults import tfds_build  # pylint: disable=import-outside-toplevel
+  from tests.faults import tfds_build  # pylint: disable=import-outside-toplevel
 
   root = tmp_path / "odd dir#,%é"
   root.mkdir()

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import PG_DSN_ENV
-from faults import CLI, ENV, REPO
+from tests.conftest import PG_DSN_ENV
+from tests.faults import CLI, ENV, REPO
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console"}
@@ -306,6 +306,7 @@ def summary_lines(outcomes: dict[str, list[Outcome]]) -> list[str]:
   return lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("document", [path.name for path in DOCUMENTS])
 def test_document_runs(document: str, document_outcomes: dict[str, list[Outcome]]) -> None:
   outcomes = document_outcomes[document]
@@ -357,6 +358,7 @@ def test_session_substitutes_placeholders_and_dsns(tmp_path: pathlib.Path) -> No
     Session(tmp_path, "").substitute("x = 'postgresql://u@h/db'")
 
 
+@pytest.mark.slow
 def test_a_failing_block_reports_its_document_line_and_output(tmp_path: pathlib.Path) -> None:
   session = Session(tmp_path, "")
   session.prepare()
@@ -369,6 +371,7 @@ def test_a_failing_block_reports_its_document_line_and_output(tmp_path: pathlib.
   assert "+ false" in shell.output and shell.output.endswith("[exit code 1]")
 
 
+@pytest.mark.slow
 def test_args_only_blocks_name_unknown_flags_and_choices(tmp_path: pathlib.Path) -> None:
   session = Session(tmp_path, "")
   session.prepare()
@@ -386,6 +389,7 @@ def _help(*command: str) -> str:
                         check=True).stdout
 
 
+@pytest.mark.slow
 def test_documented_cli_commands_and_flags_exist() -> None:
   """Every `tfds-builders` line of the command tables in README.md and docs/index.md names a real subcommand and flags."""
   top = _help()

@@ -19,21 +19,21 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-import faults
-from faults import FaultCase
+from tests import faults
+from tests import helpers
+from tests.faults import FaultCase
 from tfds_builders.augmented import Builder as AugmentedBuilder
 from tfds_builders.augmented import BuilderConfig as AugmentedConfig
 from tfds_builders.augmented import load_augmented
 from tfds_builders.concatenated import Builder as ConcatenatedBuilder
 from tfds_builders.concatenated import BuilderConfig as ConcatenatedConfig
-from tfds_builders.core import crc32c
 from tfds_builders.core import errors
-from tfds_builders.core import record_index
 from tfds_builders.core import tfrecord_io
+from tfds_builders.core.fast import crc32c
+from tfds_builders.core.fast import record_index
 from tfds_builders.cross_product import Builder as CrossProductBuilder
 from tfds_builders.cross_product import BuilderConfig as CrossProductConfig
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 tfds.disable_progress_bar()
 
 SourceError, ConfigError, SchemaError = errors.SourceError, errors.ConfigError, errors.SchemaError
@@ -59,26 +59,19 @@ OFFSETS = [sum(len(record) + HEADER + CRC for record in RECORDS[:index]) for ind
 _END = OFFSETS[2] + HEADER + len(RECORDS[2]) + CRC  # the size of a file of RECORDS
 
 
-def write_records(path: pathlib.Path, records: Sequence[bytes] = RECORDS, compression: str = "") -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tf.io.TFRecordWriter(str(path), options=compression or None) as writer:
-    for record in records:
-      writer.write(record)
-  return path
-
-
 def inputs(root: pathlib.Path) -> dict[str, pathlib.Path]:
   """`a.tfrecord` (a source, a left input, a raw base), `b.tfrecord` (a right input) and labels.csv."""
   (root / "raw").mkdir(parents=True)
   (root / "labels.csv").write_text("id,label\n" + "".join(f"{i},{i * 10}\n" for i in range(8)))
-  return {"a": write_records(root / "raw" / "a.tfrecord"), "b": write_records(root / "raw" / "b.tfrecord"),
+  return {"a": helpers.write_records(root / "raw" / "a.tfrecord", RECORDS),
+          "b": helpers.write_records(root / "raw" / "b.tfrecord", RECORDS),
           "labels": root / "labels.csv"}
 
 
 def header(length: int) -> bytes:
   """A frame header whose length CRC is valid, whatever the length."""
   length_bytes = struct.pack("<Q", length)
-  return length_bytes + struct.pack("<I", crc32c.table_masked_crc32c(np.frombuffer(length_bytes, np.uint8), 0, 8))
+  return length_bytes + struct.pack("<I", crc32c.masked_crc32c(np.frombuffer(length_bytes, np.uint8), 0, 8))
 
 
 def craft_length(path: pathlib.Path, length: int, index: int = 2) -> None:
@@ -247,8 +240,8 @@ def crafted_outcomes(tmp_path_factory) -> dict[str, str]:
   root = tmp_path_factory.mktemp("crafted")
   result = faults.run_python(f"""
       import json, sys
-      sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
-      import test_faults_records
+      sys.path.insert(0, {str(faults.REPO)!r})
+      from tests import test_faults_records
       outcomes = test_faults_records.run_crafted_cases({str(root)!r})
       outcomes.update(test_faults_records.run_long_frame_cases({str(root)!r}))
       print("OUTCOMES " + json.dumps(outcomes))
@@ -257,6 +250,7 @@ def crafted_outcomes(tmp_path_factory) -> dict[str, str]:
   return json.loads(line[len("OUTCOMES "):])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, target, length_name", CRAFTED_CASES)
 def test_crafted_length_in_a_subprocess(crafted_outcomes, case: FaultCase, target: str, length_name: str):
   del target, length_name  # run in the subprocess, by case id
@@ -270,6 +264,7 @@ CRAFTED_CLI_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, folder, length", CRAFTED_CLI_CASES)
 def test_crafted_length_through_tfds_build(tmp_path, case: FaultCase, folder: str, length: int):
   files = inputs(tmp_path)
@@ -343,7 +338,7 @@ LONG_FRAME_CASES = [
 def _long_frame_run(target: str, files: dict[str, pathlib.Path], data_dir: pathlib.Path) -> Callable[[], int]:
   first = lambda: tfrecord_io.expand([str(files["a"])])[0]  # compression detected: GZIP, and plain once repaired
   return {
-      "read_records": lambda: sum(1 for _ in tfrecord_io.read_records(first())),
+      "read_records": lambda: sum(1 for _ in record_index.read_records(first())),
       "checked_frames": lambda: sum(len(block) for block in record_index.scan(first(), check_data=True)),
   }.get(target) or _target_run(target, files, data_dir)
 
@@ -399,6 +394,7 @@ def _check_long_frame(case: FaultCase, target: str, claim: int, data_bytes: int,
   return "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, target, claim, data_bytes", LONG_FRAME_CASES)
 def test_long_gzip_frame_in_a_subprocess(crafted_outcomes, case: FaultCase, target: str, claim: int, data_bytes: int):
   del target, claim, data_bytes  # run in the subprocess, by case id
@@ -412,6 +408,7 @@ LONG_FRAME_CLI_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, folder", LONG_FRAME_CLI_CASES)
 def test_long_gzip_frame_through_tfds_build(tmp_path, case: FaultCase, folder: str):
   """The red team's `tfds build` of a 2**30 claim peaked at 3.1 GB, a normal build at 1.0 GB."""
@@ -450,13 +447,13 @@ def test_the_compiled_parsers_refuse_lengths_past_their_bounds():
       buf = np.frombuffer(record + b"\0" * 8, np.uint8)
       conforms, counts = layout.check(buf, np.array([0]), np.array([len(record)]))
       assert conforms.tolist() == [False], (length, record)
-      state = np.zeros(4, np.int64)
-      record_index._key_values(buf, 0, len(record), np.frombuffer(b"id", np.uint8), 3, state)  # pylint: disable=protected-access
-      assert state[0] == record_index.MALFORMED, (length, record)
+      state = record_index.KeyState.zeros(1)
+      record_index._key_values(buf, 0, len(record), np.frombuffer(b"id", np.uint8), 3, state, 0)  # pylint: disable=protected-access
+      assert state.value_count[0] == record_index.MALFORMED, (length, record)
   with pytest.raises(ValueError, match="outside the buffer"):
     layout.check(np.zeros(8, np.uint8), np.array([0]), np.array([9]))
   assert crc32c.masked_crc32c(np.zeros(8, np.uint8), 4, 2**62) == -1
-  assert crc32c.table_masked_crc32c(np.zeros(8, np.uint8), -1, 4) == -1
+  assert crc32c.masked_crc32c(np.zeros(8, np.uint8), -1, 4) == -1
 
 
 # ------------------------------------------------------ class 5: truncation --
@@ -479,7 +476,7 @@ def _gzip(cut_bytes: int = 0, fraction: float | None = None) -> Callable[[pathli
 
 def _shard_with(records: Callable[[list[bytes]], list[bytes]]) -> Callable[[pathlib.Path], None]:
   def rewrite(shard: pathlib.Path) -> None:
-    write_records(shard, records(list(tf.compat.v1.io.tf_record_iterator(str(shard)))))
+    helpers.write_records(shard, records(list(tf.compat.v1.io.tf_record_iterator(str(shard)))))
   return rewrite
 
 
@@ -591,7 +588,7 @@ def test_compression_mismatch(tmp_path, case: FaultCase, target: str, stored: st
   if stored == "gzip":
     _gzip()(faulted)
   if stored == "zlib":
-    write_records(faulted, compression="ZLIB")
+    helpers.write_records(faulted, RECORDS, compression="ZLIB")
   config = dict(options)
   run_with = lambda: _build_run(target, files, tmp_path / "tfds", None, **config)()  # pylint: disable=unnecessary-lambda
 
@@ -599,7 +596,7 @@ def test_compression_mismatch(tmp_path, case: FaultCase, target: str, stored: st
     """By the config: `auto` detects each file's compression; a ZLIB file as the message says, recompressed as GZIP."""
     config.update({field: "auto" for field in options})
     if stored == "zlib":
-      write_records(faulted, compression="GZIP")
+      helpers.write_records(faulted, RECORDS, compression="GZIP")
   expected = 9 if target.startswith("cross_product") else 3
   assert faults.check_fault(case, run_with, repair, [files["a"].parent, files["labels"]], tmp_path / "tfds") == expected
 
@@ -785,7 +782,7 @@ FEATURELESS_CASES = [
 @pytest.mark.parametrize("case, target, records", FEATURELESS_CASES)
 def test_featureless_records_are_named(tmp_path, case: FaultCase, target: str, records: list[bytes]):
   files = inputs(tmp_path)
-  faulted = write_records(files["a"].with_name("e.tfrecord"), records)
+  faulted = helpers.write_records(files["a"].with_name("e.tfrecord"), records)
   data_dir = tmp_path / "tfds"
   runs = {
       "cross_product_combinations": lambda: _built(CrossProductBuilder(config=CrossProductConfig(
@@ -793,7 +790,7 @@ def test_featureless_records_are_named(tmp_path, case: FaultCase, target: str, r
       "concatenated": lambda: concatenated([faulted], data_dir),
       "augmented_materialize": lambda: augmented(files["labels"], data_dir, base_records={"train": [str(faulted)]}),
   }
-  repair = lambda: write_records(faulted, [record for record in records if record not in (b"", EMPTY_EXAMPLE)] or RECORDS)
+  repair = lambda: helpers.write_records(faulted, [record for record in records if record not in (b"", EMPTY_EXAMPLE)] or RECORDS)
   expected = {"cross_product_combinations": 15}.get(target, 3)  # combinations: the pairs i < j of 6 records
   assert faults.check_fault(case, runs[target], repair, [files["a"].parent, files["labels"]], data_dir) == expected
 
@@ -816,13 +813,13 @@ def test_read_records_equals_tensorflow_and_checks_every_crc(tmp_path):
   rng = np.random.default_rng(0)
   records = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for size in (0, 1, 100, 70_000, 5)]
   for compression in ("", "GZIP"):
-    path = write_records(tmp_path / f"r{compression}.tfrecord", records, compression)
+    path = helpers.write_records(tmp_path / f"r{compression}.tfrecord", records, compression)
     record_file = tfrecord_io.RecordFile(epath.Path(path), compression)
-    assert list(tfrecord_io.read_records(record_file)) == records
+    assert list(record_index.read_records(record_file)) == records
   path = tmp_path / "r.tfrecord"
   data = bytearray(path.read_bytes())
   offset = sum(len(record) + HEADER + CRC for record in records[:3])
   data[offset + HEADER + 50_000] ^= 1
   path.write_bytes(bytes(data))
   with pytest.raises(SourceError, match=rf"r\.tfrecord: record 3 is corrupt or truncated \(at byte {offset}: its 70000 bytes"):
-    list(tfrecord_io.read_records(tfrecord_io.RecordFile(epath.Path(path), "")))
+    list(record_index.read_records(tfrecord_io.RecordFile(epath.Path(path), "")))

@@ -13,24 +13,24 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import faults
-from faults import FaultCase
+from tests import faults
+from tests import helpers
+from tests.faults import FaultCase
 from tfds_builders.augmented import Builder as AugmentedBuilder
 from tfds_builders.augmented import BuilderConfig as AugmentedConfig
 from tfds_builders.augmented import load_augmented
 from tfds_builders.concatenated import Builder as ConcatenatedBuilder
 from tfds_builders.concatenated import BuilderConfig as ConcatenatedConfig
-from tfds_builders.core import crc32c
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
-from tfds_builders.core import tfrecord_io
+from tfds_builders.core import wire
+from tfds_builders.core.fast import crc32c
 from tfds_builders.cross_product import Builder as CrossProductBuilder
 from tfds_builders.cross_product import BuilderConfig as CrossProductConfig
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
 SourceError, SchemaError, CommandFailed = errors.SourceError, errors.SchemaError, faults.CommandFailed
-_FRAME_HEADER = tfrecord_io.FRAME_HEADER_BYTES
+_FRAME_HEADER = wire.FRAME_HEADER_BYTES
 
 
 # ----------------------------------------------------------------- inputs --
@@ -48,21 +48,13 @@ def example(**values: int | bytes | Sequence[int]) -> bytes:
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_records(path: pathlib.Path, records: Sequence[bytes], compression: str = "") -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tf.io.TFRecordWriter(str(path), options=compression or None) as writer:
-    for record in records:
-      writer.write(record)
-  return path
-
-
 def read_records(path: pathlib.Path) -> list[bytes]:
   return list(tf.compat.v1.io.tf_record_iterator(str(path)))
 
 
 def record_offset(path: pathlib.Path, index: int) -> int:
   """The byte offset of record `index`'s frame in an uncompressed TFRecord file."""
-  return sum(len(record) + tfrecord_io.FRAME_BYTES for record in read_records(path)[:index])
+  return sum(len(record) + wire.FRAME_BYTES for record in read_records(path)[:index])
 
 
 def flip_byte(path: pathlib.Path, offset: int) -> None:
@@ -110,12 +102,12 @@ _SHARD = r"typed-train\.tfrecord-00000-of-00001"
 
 def _fewer(shard: pathlib.Path) -> None:
   """Drops the shard's last record, leaving whole frames."""
-  write_records(shard, read_records(shard)[:-1])
+  helpers.write_records(shard, read_records(shard)[:-1])
 
 
 def _more(shard: pathlib.Path) -> None:
   records = read_records(shard)
-  write_records(shard, [*records, records[0]])
+  helpers.write_records(shard, [*records, records[0]])
 
 
 def _missing(shard: pathlib.Path) -> None:
@@ -145,7 +137,7 @@ CONCATENATED_CASES = [
 
 @pytest.mark.parametrize("case, fault, options", CONCATENATED_CASES)
 def test_concatenated_prepared_counts(tmp_path, case: FaultCase, fault: Callable, options: dict | str):
-  raw = write_records(tmp_path / "raw" / "a.tfrecord", [example(id=i, tokens=[i]) for i in (100, 101)])
+  raw = helpers.write_records(tmp_path / "raw" / "a.tfrecord", [example(id=i, tokens=[i]) for i in (100, 101)])
   typed = prepared(tmp_path / "prepared", "typed", range(4))
   shard = shards(typed)[0]
   original = Restorable(shard)
@@ -181,7 +173,7 @@ def _right_rows() -> list[bytes]:
 
 
 def _rewrite(records: Callable[[], list[bytes]]) -> Callable[[pathlib.Path], None]:
-  return lambda path: write_records(path, records())
+  return lambda path: helpers.write_records(path, records())
 
 
 def _corrupt_data(index: int) -> Callable[[pathlib.Path], None]:
@@ -198,7 +190,7 @@ def _gzip(path: pathlib.Path) -> None:
 
 
 def _off_schema(path: pathlib.Path) -> None:
-  write_records(path, [_right_rows()[0], example(name=b"R1", score=[1, 1, 1]), *_right_rows()[2:]])
+  helpers.write_records(path, [_right_rows()[0], example(name=b"R1", score=[1, 1, 1]), *_right_rows()[2:]])
 
 
 CROSS_PRODUCT_CASES = [
@@ -229,8 +221,8 @@ CROSS_PRODUCT_CASES = [
 @pytest.mark.parametrize("case, side, fault, options", CROSS_PRODUCT_CASES)
 def test_cross_product_inputs(tmp_path, case: FaultCase, side: str, fault: Callable, options: dict | str):
   paths = {
-      "left": write_records(tmp_path / "in" / "left.tfrecord", _left_rows()),
-      "right": write_records(tmp_path / "in" / "right.tfrecord", _right_rows()),
+      "left": helpers.write_records(tmp_path / "in" / "left.tfrecord", _left_rows()),
+      "right": helpers.write_records(tmp_path / "in" / "right.tfrecord", _right_rows()),
   }
   original = Restorable(paths[side])
   fault(paths[side])
@@ -259,7 +251,7 @@ def test_cross_product_prepared_shard_with_fewer_records(tmp_path):
   last = shards(numbers)[1]
   original = Restorable(last)
   _fewer(last)
-  right = write_records(tmp_path / "in" / "right.tfrecord", _right_rows())
+  right = helpers.write_records(tmp_path / "in" / "right.tfrecord", _right_rows())
   data_dir = tmp_path / "tfds"
 
   def run():
@@ -279,8 +271,8 @@ def test_cross_product_prepared_shard_with_fewer_records(tmp_path):
         r"source 'a'", r"a\.tfrecord", r"[Cc]heck `sources\[1\]\.compression`"]).param(True, "none"),
 ])
 def test_concatenated_compression_mismatch_names_the_field(tmp_path, case: FaultCase, gzipped: bool, configured: str):
-  other = write_records(tmp_path / "raw" / "b.tfrecord", [example(id=i) for i in range(2)])
-  path = write_records(tmp_path / "raw" / "a.tfrecord", [example(id=i) for i in range(3)])
+  other = helpers.write_records(tmp_path / "raw" / "b.tfrecord", [example(id=i) for i in range(2)])
+  path = helpers.write_records(tmp_path / "raw" / "a.tfrecord", [example(id=i) for i in range(3)])
   if gzipped:
     _gzip(path)
   data_dir = tmp_path / "tfds"
@@ -312,7 +304,7 @@ def _raw_base(root: pathlib.Path, compression: str = "") -> dict[str, list[str]]
   """train: two files of 4 and 3 records (ids 100-106)."""
   suffix = ".gz" if compression else ""
   return {"train": [
-      str(write_records(root / f"train-{n}.tfrecord{suffix}",
+      str(helpers.write_records(root / f"train-{n}.tfrecord{suffix}",
                         [example(id=i, text=b"w" * (i % 7 + 20)) for i in ids], compression))
       for n, ids in enumerate((range(100, 104), range(104, 107)))
   ]}
@@ -377,6 +369,7 @@ def _crafted_length(index: int, length: int) -> Callable[[pathlib.Path], None]:
   return fault
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, length", [
     FaultCase("raw_base_crafted_length", CommandFailed, [
         r"SourceError: The base of overlay augmented/o/1\.0\.0 cannot be read from base example train\[5\] on",

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from faults import CommandFailed, tfds_build
+from tests.faults import CommandFailed, tfds_build
 from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DUMMY = REPO / "dummy_data"
@@ -43,6 +42,7 @@ def _accesses(dataset_dir: pathlib.Path) -> list[dict]:
 # ------------------------------------------------ the real `tfds build` CLI --
 
 
+@pytest.mark.slow
 def test_cli_builds_carry_card_fields_and_load_as_supervised(tmp_path):
   data_dir = tmp_path / "data"
   # The bundled config: image/label arrays, so supervised keys by default.
@@ -306,6 +306,7 @@ def test_as_supervised_on_the_built_defaults(built, tmp_path):
       tfds.load(full_name, split="train", data_dir=str(built), download=False, as_supervised=True)
 
 
+@pytest.mark.slow
 def test_tfds_build_never_shows_the_side_table_password(postgres_dsn, pg_table, tmp_path):
   """TFDS logs the BuilderConfig it uses: its DSN must not show the password, nor any file hold it."""
   assert f"password={PG_PASSWORD}" in postgres_dsn

@@ -54,6 +54,7 @@ def _dense(cell: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------ --file_format parquet --
 
 
+@pytest.mark.slow  # about 15 s
 def test_write_examples_keeps_every_example_readable_by_tfds(tmp_path):
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
@@ -94,6 +95,7 @@ def test_write_examples_keeps_every_example_readable_by_tfds(tmp_path):
 # ------------------------------------------------------------ columnar export --
 
 
+@pytest.mark.slow
 def test_export_streams_and_reads_in_duckdb_pandas_and_hf(built, tmp_path):
   import datasets  # pylint: disable=import-outside-toplevel
   import duckdb  # pylint: disable=import-outside-toplevel
@@ -165,6 +167,7 @@ def test_export_streams_and_reads_in_duckdb_pandas_and_hf(built, tmp_path):
   assert (restored / "dataset_info.json").read_bytes() == (big_dir / "dataset_info.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_export_of_database_strings_and_null_masks(built, tmp_path):
   import duckdb  # pylint: disable=import-outside-toplevel
   from tfds_builders import parquet_export  # pylint: disable=import-outside-toplevel
@@ -195,6 +198,7 @@ def test_export_of_database_strings_and_null_masks(built, tmp_path):
         {name: np.asarray(value).tolist() for name, value in example.items()} for example in examples]
 
 
+@pytest.mark.slow
 def test_export_of_nested_features_and_refused_exports(built, tmp_path):
   import pandas as pd  # pylint: disable=import-outside-toplevel
   import pyarrow as pa  # pylint: disable=import-outside-toplevel

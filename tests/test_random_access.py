@@ -61,6 +61,7 @@ def _assert_same(actual: dict, expected: dict, where: str) -> None:
     assert got.astype(value.dtype).tobytes() == value.tobytes(), f"{where} {feature}: {got!r} != {value!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_format", ["array_record", "parquet"])
 @pytest.mark.parametrize("name", list(DEFAULTS))
 def test_data_source_reads_by_index(data_dirs, name: str, file_format: str):
@@ -95,6 +96,7 @@ def test_data_source_reads_by_index(data_dirs, name: str, file_format: str):
     _assert_same(example, expected[index], f"{name} {file_format} DataLoader [{index}]")
 
 
+@pytest.mark.slow
 def test_every_split_reads_equal_to_tfrecord(data_dirs):
   """Every example of every split, in order: parquet through tfds.load, array_record through its data source.
 

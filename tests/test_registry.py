@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 import tfds_builders
 from tfds_builders import cli
 from tfds_builders import registry
-from tfds_builders import tfds_hooks
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
 from tfds_builders.numpy_arrays import Builder
 
@@ -116,10 +116,10 @@ def test_namespace_config_errors_are_clear(tmp_path) -> None:
 def test_namespace_registration_hook_still_works(demo_dir, tmp_path) -> None:
   """Guards the TFDS-internal hook behind register_namespace (TFDS pinned <4.10)."""
   registry.publish(demo_dir, tmp_path)
-  tfds_hooks.register_namespace("hooktest", tmp_path)
-  tfds_hooks.register_namespace("hooktest", tmp_path)  # idempotent
+  tfds_internals.register_namespace("hooktest", tmp_path)
+  tfds_internals.register_namespace("hooktest", tmp_path)  # idempotent
   with pytest.raises(ValueError, match="already registered"):
-    tfds_hooks.register_namespace("hooktest", tmp_path / "elsewhere")
+    tfds_internals.register_namespace("hooktest", tmp_path / "elsewhere")
   builder = tfds.builder("hooktest:numpy_arrays/demo:1.0.0")
   assert builder.info.splits["train"].num_examples == 8
 
@@ -133,6 +133,7 @@ print(len(examples), int(examples[0]["label"]), builder_modules)
 """
 
 
+@pytest.mark.slow
 def test_load_by_namespace_in_a_fresh_process_without_builder_code(demo_dir, tmp_path) -> None:
   registry.publish(demo_dir, tmp_path / "reg")
   config = tmp_path / "registry.toml"
@@ -154,6 +155,7 @@ registry.publish(sys.argv[1], sys.argv[2], overwrite=True)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_publish_leaves_the_previous_version_intact(demo_dir, tmp_path) -> None:
   version_dir = Path(registry.publish(demo_dir, tmp_path))
   before = _tree(version_dir)
@@ -173,6 +175,7 @@ def test_a_killed_publish_leaves_the_previous_version_intact(demo_dir, tmp_path)
   assert registry.verify(tmp_path) == (1, [])
 
 
+@pytest.mark.slow
 def test_tfds_build_publish_dir_gives_a_loadable_registry(tmp_path) -> None:
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   subprocess.run(
@@ -218,6 +221,7 @@ def test_every_registry_entry_point_refuses_a_url_with_credentials(url, demo_dir
     registry.read_namespaces(config)
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_credential_urls_for_list_publish_verify_and_export(demo_dir) -> None:
   url = _SECRET_URLS[0]
   argvs = [["list", url], ["publish", str(demo_dir), url], ["verify", url],

@@ -14,13 +14,13 @@ from etils import epath
 import pytest
 import tensorflow as tf
 
-import faults
+from tests import faults
 from tfds_builders import archive
 from tfds_builders import registry
 from tfds_builders.core import errors
-from tfds_builders.core import record_index
 from tfds_builders.core import remote
 from tfds_builders.core import tfrecord_io
+from tfds_builders.core.fast import record_index
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DUMMY = REPO / "dummy_data"
@@ -87,6 +87,7 @@ def s3_build(s3_endpoint, tmp_path_factory):
   s3.rm(bucket, recursive=True)
 
 
+@pytest.mark.slow
 def test_a_concatenated_build_reads_its_inputs_from_s3(s3_build) -> None:
   bucket, version_dir, result = s3_build
   _assert_no_credentials(result.stdout, result.stderr)
@@ -103,6 +104,7 @@ def test_a_concatenated_build_reads_its_inputs_from_s3(s3_build) -> None:
   _assert_no_credentials_in(version_dir)
 
 
+@pytest.mark.slow
 def test_registry_on_s3_publish_verify_list_and_load_by_namespace(s3_build, s3_bucket, tmp_path) -> None:
   _, version_dir, _ = s3_build
   root = f"{s3_bucket}/registry"
@@ -151,6 +153,7 @@ def test_registry_on_s3_publish_verify_list_and_load_by_namespace(s3_build, s3_b
   assert registry.verify(root) == (1, [registry.Damage(f"{root}/{VERSION}/{shard}", "checksum mismatch (damaged or modified)")])
 
 
+@pytest.mark.slow
 def test_a_publish_cut_short_on_s3_is_refused_then_completed(s3_build, s3_bucket) -> None:
   _, version_dir, _ = s3_build
   root = f"{s3_bucket}/registry"
@@ -170,6 +173,7 @@ def test_a_publish_cut_short_on_s3_is_refused_then_completed(s3_build, s3_bucket
       ("concatenated", "s3", "1.0.0", {"train": 12})]
 
 
+@pytest.mark.slow
 def test_export_to_and_import_from_s3(s3_build, s3_bucket, tmp_path) -> None:
   _, version_dir, _ = s3_build
   archive_url = f"{s3_bucket}/archives/demo.zip"
@@ -206,7 +210,7 @@ def test_tfrecord_globs_and_gzip_on_s3_read_as_locally(s3_bucket) -> None:
       ("environments.tfrecord.gz", "GZIP"), ("genotypes.tfrecord", "")]
   for file in files:
     local = tfrecord_io.RecordFile(epath.Path(DUMMY / "cross_product" / file.path.name), file.compression)
-    assert list(tfrecord_io.read_records(file)) == list(tfrecord_io.read_records(local))
+    assert list(record_index.read_records(file)) == list(record_index.read_records(local))
   with pytest.raises(errors.SourceError, match=r"No TFRecord file found at 's3://.*/cp/missing-\*'"):
     tfrecord_io.expand(f"{s3_bucket}/cp/missing-*")
 
@@ -223,7 +227,7 @@ def _peak_bytes(file: tfrecord_io.RecordFile) -> tuple[int, int]:
   """(records read, peak bytes Python allocated) of reading every record of `file` as builders do."""
   tracemalloc.start()
   try:
-    count = sum(1 for _ in tfrecord_io.read_records(file))
+    count = sum(1 for _ in record_index.read_records(file))
     return count, tracemalloc.get_traced_memory()[1]
   finally:
     tracemalloc.stop()
@@ -250,6 +254,7 @@ def test_the_scanner_streams_s3_files_in_bounded_memory(s3_bucket, tmp_path) -> 
   assert large_peak < 0.75 * large, (large_peak, large)
 
 
+@pytest.mark.slow
 def test_errors_about_s3_paths_name_them_without_credentials(s3_endpoint) -> None:
   del s3_endpoint
   missing = f"s3://tfds-builders-missing-{uuid.uuid4().hex[:8]}/registry"
@@ -259,6 +264,7 @@ def test_errors_about_s3_paths_name_them_without_credentials(s3_endpoint) -> Non
   _assert_no_credentials(failed.value.stderr)
 
 
+@pytest.mark.slow
 def test_an_s3_registry_skips_a_version_it_cannot_mirror_and_loads_the_others(
     s3_build, s3_bucket, tmp_path, monkeypatch, caplog) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
@@ -280,6 +286,7 @@ def test_an_s3_registry_skips_a_version_it_cannot_mirror_and_loads_the_others(
   assert sorted(p.name for p in next((tmp_path / "cache" / "remote").iterdir()).iterdir()) == ["concatenated"]
 
 
+@pytest.mark.slow
 def test_a_warm_s3_mirror_is_kept_until_the_published_checksums_change(s3_build, s3_bucket, tmp_path, monkeypatch) -> None:
   _, version_dir, _ = s3_build
   root = f"{s3_bucket}/registry"

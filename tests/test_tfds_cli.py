@@ -12,7 +12,9 @@ import tensorflow_datasets as tfds
 import tfds_builders
 from tfds_builders import registry
 
-import faults
+from tests import faults
+
+pytestmark = pytest.mark.slow  # every test runs `tfds build` in a subprocess
 
 # `--config_idx 0`: each builder's first config, all built by one `tfds build`.
 _FIRST_CONFIGS = {

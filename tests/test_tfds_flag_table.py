@@ -6,10 +6,11 @@ import json
 import pathlib
 import re
 
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import faults
+from tests import faults
 
 _TABLE_HEADING = "## TFDS flags and options"
 _TEST_NAME = re.compile(r"`(test_\w+)`")
@@ -24,7 +25,7 @@ def _table_rows() -> list[str]:
 
 def _defined_tests() -> set[str]:
   return {
-      match for path in (faults.REPO / "tests").glob("test_*.py")
+      match for path in (faults.REPO / "tests").rglob("test_*.py")
       for match in re.findall(r"^\s*def (test_\w+)", path.read_text(), re.MULTILINE)
   }
 
@@ -45,6 +46,7 @@ def _train_count(data_dir: pathlib.Path) -> int:
   return builder.info.splits["train"].num_examples
 
 
+@pytest.mark.slow
 def test_max_examples_per_split_overwrite_and_config_idx_locally(tmp_path: pathlib.Path) -> None:
   # --config_idx 0 is numpy_arrays' first bundled config, `demo` (8 train, 2 test).
   flags = ("--config_idx", "0")

@@ -11,13 +11,12 @@ import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_datasets.core.utils import shard_utils
 
-import faults
+from tests import faults
 from tfds_builders.core import errors
 from tfds_builders.core import shard_plan
 from tfds_builders.numpy_arrays import Builder as NumpyArraysBuilder
 from tfds_builders.numpy_arrays import BuilderConfig as NumpyArraysConfig
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
 _BEAM_ONE_WORKER = "--beam_pipeline_options=direct_running_mode=in_memory,direct_num_workers=1"
 _MIB = 1 << 20
@@ -69,6 +68,7 @@ def test_shard_count_honours_a_max_below_the_min_and_num_shards() -> None:
     shard_plan.ShardSizing(num_shards=3).shard_lengths(10, 2, "test")
 
 
+@pytest.mark.slow
 def test_shuffle_files_works_on_unordered_outputs_and_is_refused_on_ordered_ones(tmp_path) -> None:
   data_dir = tmp_path / "tfds"
   faults.run_command([
@@ -90,6 +90,7 @@ def test_shuffle_files_works_on_unordered_outputs_and_is_refused_on_ordered_ones
     assert len(list(builder.as_dataset(split="train"))) == builder.info.splits["train"].num_examples
 
 
+@pytest.mark.slow
 def test_max_shard_size_with_array_record(tmp_path) -> None:
   # ~5.3 MB of 1 KiB random rows under a 1 MiB cap: TFDS's rule finds no power of two, so cut at the cap.
   rows = np.random.default_rng(0).integers(0, 256, size=(5000, 1024), dtype=np.uint8)
@@ -110,6 +111,7 @@ def test_max_shard_size_with_array_record(tmp_path) -> None:
     np.testing.assert_array_equal(source_rows[index]["array"], rows[index])
 
 
+@pytest.mark.slow
 def test_beam_num_shards_and_max_examples_per_split_match_the_local_build(tmp_path) -> None:
   sources = [str(_rows(tmp_path, f"part{i}.npy", 100 * i, 2)) for i in range(4)]
   config = {"name": "mine", "splits": {"train": sources}}
@@ -142,6 +144,7 @@ def test_beam_num_shards_and_max_examples_per_split_match_the_local_build(tmp_pa
         num_shards=9, beam_options=PipelineOptions(["--direct_running_mode=in_memory", "--direct_num_workers=1"])))
 
 
+@pytest.mark.slow
 def test_shuffle_and_num_shards_with_parquet(tmp_path) -> None:
   source = _rows(tmp_path, "a.npy", 0, 300)
   config = {"name": "mine", "splits": {"train": [str(source)]}, "shuffle": True}
@@ -167,6 +170,7 @@ def test_shuffle_and_num_shards_with_parquet(tmp_path) -> None:
     both.info  # noqa: B018
 
 
+@pytest.mark.slow
 def test_a_300_mb_build_gets_tfds_shard_count(tmp_path) -> None:
   rows = np.random.default_rng(1).integers(0, 256, size=(300, _MIB), dtype=np.uint8)
   big = tmp_path / "src" / "big.npy"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import pathlib
@@ -10,7 +10,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,12 +28,10 @@ from tfds_builders.numpy_arrays import BuilderConfig
 from tfds_builders.numpy_arrays import npy_files
 from tfds_builders.numpy_arrays import to_numpy
 
-# TFDS may look datasets up on GCS (info, pre-built data); tests stay offline.
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
+from tests import helpers
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DUMMY_DATA = REPO / "dummy_data" / "numpy_arrays"
-BUILDER_DIR = REPO / "tfds_builders" / "numpy_arrays"
+DUMMY_DATA = helpers.REPO / "dummy_data" / "numpy_arrays"
+BUILDER_DIR = helpers.REPO / "tfds_builders" / "numpy_arrays"
 
 DTYPES = (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
@@ -115,25 +113,9 @@ def savez(path: pathlib.Path, compressed: bool = False, **arrays: np.ndarray) ->
   return path
 
 
-def make_builder(tmp_path: pathlib.Path, name: str = "t", **config) -> Builder:
-  """A builder of a custom config writing under `tmp_path/tfds`."""
-  config = {
-      key: [str(v) for v in value] if key == "paths" else value
-      for key, value in config.items()
-  }
-  if "splits" in config:
-    config["splits"] = {
-        split: [str(p) for p in pats] if isinstance(pats, list) else str(pats)
-        for split, pats in config["splits"].items()
-    }
-  return Builder(config=BuilderConfig(name=name, **config), data_dir=str(tmp_path / "tfds"))
-
-
-def build(tmp_path: pathlib.Path, name: str = "t", **config) -> Builder:
-  """Builds a custom config under `tmp_path/tfds` and returns the builder."""
-  builder = make_builder(tmp_path, name, **config)
-  builder.download_and_prepare()
-  return builder
+make_builder = functools.partial(helpers.make_builder, Builder)
+build = functools.partial(helpers.build, Builder)
+assert_build_fails = functools.partial(helpers.assert_build_fails, Builder)
 
 
 def examples(builder: tfds.core.DatasetBuilder, split: str = "train") -> list[dict]:
@@ -144,15 +126,6 @@ def examples(builder: tfds.core.DatasetBuilder, split: str = "train") -> list[di
 def column(builder: tfds.core.DatasetBuilder, feature: str = "array", split: str = "train") -> list:
   """One feature's values over a split, in stored order."""
   return [example[feature] for example in examples(builder, split)]
-
-
-def file_hashes(root: pathlib.Path) -> dict[str, tuple[str, int]]:
-  """Content hash and mtime of every file under `root`."""
-  return {
-      str(path): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
-      for path in sorted(root.rglob("*"))
-      if path.is_file()
-  }
 
 
 def raw_feature_keys(builder: tfds.core.DatasetBuilder, split: str = "train") -> set[str]:
@@ -541,7 +514,7 @@ def test_example_keys_are_unique_for_same_named_files(tmp_path):
   save(tmp_path / "data/x/p.npy", np.arange(3))
   save(tmp_path / "data/y/p.npy", np.arange(3, 6))
   builder = make_builder(tmp_path, splits={"train": [tmp_path / "data"]})
-  keys = [key for key, _ in builder._generate_examples(split="train")]  # pylint: disable=protected-access
+  keys = [key for key, _ in builder._split_streams(None, None)["train"]]  # pylint: disable=protected-access
   assert len(keys) == 6
   assert len(set(keys)) == 6, keys
 
@@ -555,16 +528,6 @@ def test_relative_paths_default_to_the_working_directory(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- errors --
-
-
-def assert_build_fails(tmp_path, error_type, *fragments: str, **config) -> str:
-  """Builds `config` expecting `error_type` whose message has every fragment."""
-  with pytest.raises(error_type) as excinfo:
-    build(tmp_path, **config)
-  message = str(excinfo.value)
-  for fragment in fragments:
-    assert fragment in message, f"{fragment!r} not in {message!r}"
-  return message
 
 
 @pytest.mark.parametrize(
@@ -619,84 +582,124 @@ class _Touch:
     return (pathlib.Path.touch, (pathlib.Path(self.path),))
 
 
-def test_dtype_mismatch_between_files(tmp_path):
-  a = save(tmp_path / "a.npy", np.zeros((2, 3), np.float32))
-  b = save(tmp_path / "b.npy", np.zeros((2, 3), np.float64))
-  assert_build_fails(tmp_path, errors.SchemaError, "'array'", "float32", "float64",
-                     str(a), str(b), "never cast", splits={"train": [a, b]})
+# Each row's `config` writes its inputs under tmp_path and returns the config.
 
 
-def test_rank_mismatch_between_files(tmp_path):
-  a = save(tmp_path / "a.npy", np.zeros((2, 3), np.int8))
-  b = save(tmp_path / "b.npy", np.zeros((2, 3, 1), np.int8))
-  assert_build_fails(tmp_path, errors.SchemaError, "'array'", "1 dims", "2 in", str(a),
-                     str(b), "Reshape", splits={"train": [a, b]})
+def _dtype_mismatch(tmp: pathlib.Path) -> dict:
+  a = save(tmp / "a.npy", np.zeros((2, 3), np.float32))
+  b = save(tmp / "b.npy", np.zeros((2, 3), np.float64))
+  return {"splits": {"train": [a, b]}}
 
 
-def test_npz_with_different_member_sets(tmp_path):
-  a = savez(tmp_path / "a.npz", x=np.zeros(2), y=np.zeros(2))
-  b = savez(tmp_path / "b.npz", x=np.zeros(2), w=np.zeros(2))
-  assert_build_fails(tmp_path, errors.SchemaError, "b.npz", "a.npz", "missing ['y']",
-                     "extra ['w']", "npz_members='examples'", splits={"train": [a, b]},
-                     data_root=str(tmp_path))
+def _rank_mismatch(tmp: pathlib.Path) -> dict:
+  a = save(tmp / "a.npy", np.zeros((2, 3), np.int8))
+  b = save(tmp / "b.npy", np.zeros((2, 3, 1), np.int8))
+  return {"splits": {"train": [a, b]}}
 
 
-def test_rows_layout_needs_equal_first_axes(tmp_path):
-  a = savez(tmp_path / "a.npz", x=np.zeros((3, 2)), y=np.zeros(2))
-  assert_build_fails(tmp_path, errors.SchemaError, "a.npz", "'x': 3", "'y': 2",
-                     "layout='files'", splits={"train": [a]})
+def _npz_member_sets(tmp: pathlib.Path) -> dict:
+  a = savez(tmp / "a.npz", x=np.zeros(2), y=np.zeros(2))
+  b = savez(tmp / "b.npz", x=np.zeros(2), w=np.zeros(2))
+  return {"splits": {"train": [a, b]}, "data_root": str(tmp)}
 
 
-def test_zero_d_array_under_rows(tmp_path):
-  path = save(tmp_path / "scalar.npy", np.float32(1.5))
-  assert_build_fails(tmp_path, errors.SchemaError, str(path), "0-d", "layout='files'",
-                     splits={"train": [path]})
+def _unequal_first_axes(tmp: pathlib.Path) -> dict:
+  return {"splits": {"train": [savez(tmp / "a.npz", x=np.zeros((3, 2)), y=np.zeros(2))]}}
 
 
-@pytest.mark.parametrize("pattern", ["missing.npy", "nothing/*.npy"])
-def test_missing_paths_and_empty_globs(tmp_path, pattern):
-  assert_build_fails(tmp_path, errors.SourceError, repr(pattern), str(tmp_path),
-                     "Check the path", splits={"train": [pattern]}, data_root=str(tmp_path))
+def _zero_d_under_rows(tmp: pathlib.Path) -> dict:
+  return {"splits": {"train": [save(tmp / "scalar.npy", np.float32(1.5))]}}
 
 
-def test_directory_without_arrays(tmp_path):
-  (tmp_path / "empty").mkdir()
-  (tmp_path / "empty/readme.txt").write_text("no arrays")
-  assert_build_fails(tmp_path, errors.SourceError, "'empty'", ".npy/.npz",
-                     splits={"train": ["empty"]}, data_root=str(tmp_path))
+def _uint32_two_varying_dims(tmp: pathlib.Path) -> dict:
+  paths = [save(tmp / f"{i}.npy", np.zeros(shape, np.uint32)) for i, shape in enumerate([(2, 3), (3, 2)])]
+  return {"splits": {"train": paths}, "layout": "files"}
 
 
-@pytest.mark.parametrize(
-    "config, fragments",
-    [
-        pytest.param({"splits": {"train": ["x"]}, "layout": "columns"},
-                     ["layout='columns'", "'rows', 'files'"], id="layout"),
-        pytest.param({"splits": {"train": ["x"]}, "npz_members": "arrays"},
-                     ["npz_members='arrays'", "'features', 'examples'"], id="npz_members"),
-        pytest.param({"splits": {"train": ["x"]}, "paths": ["x"],
-                      "split_fractions": {"train": 1.0}},
-                     ["either `splits`", "not both or neither"], id="both"),
-        pytest.param({}, ["either `splits`", "not both or neither"], id="neither"),
-        pytest.param({"paths": ["x"], "split_fractions": {"train": 0.5, "test": 0.4}},
-                     ["sum to 1", "0.9"], id="fractions-sum"),
-        pytest.param({"paths": ["x"]}, ["split_fractions", "must be given"],
-                     id="fractions-missing"),
-        pytest.param({"splits": {"train": ["x"]}, "split_fractions": {"train": 1.0}},
-                     ["split_fractions only applies with `paths`"], id="fractions-with-splits"),
-        pytest.param({"splits": {"train": ["x"], "test": []}},
-                     ["splits ['test'] list no paths"], id="empty-split"),
-    ],
-)
-def test_invalid_configs(tmp_path, config, fragments):
-  message = assert_build_fails(tmp_path, errors.ConfigError, *fragments, **config)
-  assert "numpy_arrays config 't'" in message
+def _missing(pattern: str) -> Callable[[pathlib.Path], dict]:
+  return lambda tmp: {"splits": {"train": [pattern]}, "data_root": str(tmp)}
 
 
-def test_uint32_with_two_varying_dims_is_refused(tmp_path):
-  paths = [save(tmp_path / f"{i}.npy", np.zeros(shape, np.uint32))
-           for i, shape in enumerate([(2, 3), (3, 2)])]
-  assert_build_fails(tmp_path, errors.SchemaError, "'array'", "uint32", "(None, None)",
-                     "uint64", "pad to fixed shapes", splits={"train": paths}, layout="files")
+def _directory_without_arrays(tmp: pathlib.Path) -> dict:
+  (tmp / "empty").mkdir()
+  (tmp / "empty/readme.txt").write_text("no arrays")
+  return {"splits": {"train": ["empty"]}, "data_root": str(tmp)}
+
+
+def _truncated_npz_member(tmp: pathlib.Path) -> dict:
+  full = save(tmp / "full.npy", values("int32", (4, 3))).read_bytes()
+  with zipfile.ZipFile(tmp / "cut.npz", "w") as zf:
+    zf.writestr("x.npy", full[:-4])
+  return {"splits": {"train": [tmp / "cut.npz"]}, "layout": "files"}
+
+
+def _not_a_zip(tmp: pathlib.Path) -> dict:
+  (tmp / "fake.npz").write_bytes(b"not a zip archive")
+  return {"splits": {"train": [tmp / "fake.npz"]}}
+
+
+def _split_with_zero_examples(tmp: pathlib.Path) -> dict:
+  a = save(tmp / "a.npy", np.zeros((2, 3), np.float32))
+  empty = save(tmp / "empty.npy", np.zeros((0, 3), np.float32))
+  return {"splits": {"train": [a], "test": [empty]}}
+
+
+def _split_fraction_with_zero_examples(tmp: pathlib.Path) -> dict:
+  return {"paths": [save(tmp / "one.npy", np.zeros((1, 3), np.float32))],
+          "split_fractions": {"train": 0.5, "test": 0.5}}
+
+
+_CONFIG = "numpy_arrays config 't'"  # every ConfigError names the config
+Failure = helpers.Failure
+FAILURES = [
+    pytest.param(Failure(errors.SchemaError, ["'array'", "float32", "float64", "{tmp}/a.npy", "{tmp}/b.npy",
+                                              "never cast"], _dtype_mismatch), id="dtype-mismatch-between-files"),
+    pytest.param(Failure(errors.SchemaError, ["'array'", "1 dims", "2 in", "{tmp}/a.npy", "{tmp}/b.npy", "Reshape"],
+                         _rank_mismatch), id="rank-mismatch-between-files"),
+    pytest.param(Failure(errors.SchemaError, ["b.npz", "a.npz", "missing ['y']", "extra ['w']",
+                                              "npz_members='examples'"], _npz_member_sets),
+                 id="npz-with-different-member-sets"),
+    pytest.param(Failure(errors.SchemaError, ["a.npz", "'x': 3", "'y': 2", "layout='files'"], _unequal_first_axes),
+                 id="rows-layout-needs-equal-first-axes"),
+    pytest.param(Failure(errors.SchemaError, ["{tmp}/scalar.npy", "0-d", "layout='files'"], _zero_d_under_rows),
+                 id="zero-d-array-under-rows"),
+    pytest.param(Failure(errors.SchemaError, ["'array'", "uint32", "(None, None)", "uint64", "pad to fixed shapes"],
+                         _uint32_two_varying_dims), id="uint32-with-two-varying-dims"),
+    pytest.param(Failure(errors.SourceError, ["'missing.npy'", "{tmp}", "Check the path"], _missing("missing.npy")),
+                 id="missing-path"),
+    pytest.param(Failure(errors.SourceError, ["'nothing/*.npy'", "{tmp}", "Check the path"],
+                         _missing("nothing/*.npy")), id="empty-glob"),
+    pytest.param(Failure(errors.SourceError, ["'empty'", ".npy/.npz"], _directory_without_arrays),
+                 id="directory-without-arrays"),
+    pytest.param(Failure(errors.SourceError, ["{tmp}/cut.npz[x.npy]", "truncated", f"expected {4 * 3 * 4} data bytes"],
+                         _truncated_npz_member), id="truncated-npz-member"),
+    pytest.param(Failure(errors.SourceError, ["{tmp}/fake.npz", "not a valid .npz"], _not_a_zip),
+                 id="not-a-zip-npz"),
+    pytest.param(Failure(errors.SourceError, ["'test'", "no examples"], _split_with_zero_examples),
+                 id="split-with-zero-examples"),
+    pytest.param(Failure(errors.SourceError, ["no examples"], _split_fraction_with_zero_examples),
+                 id="split-fraction-with-zero-examples"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "layout='columns'", "'rows', 'files'"],
+                         {"splits": {"train": ["x"]}, "layout": "columns"}), id="layout"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "npz_members='arrays'", "'features', 'examples'"],
+                         {"splits": {"train": ["x"]}, "npz_members": "arrays"}), id="npz_members"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "either `splits`", "not both or neither"],
+                         {"splits": {"train": ["x"]}, "paths": ["x"], "split_fractions": {"train": 1.0}}), id="both"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "either `splits`", "not both or neither"], {}), id="neither"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "sum to 1", "0.9"],
+                         {"paths": ["x"], "split_fractions": {"train": 0.5, "test": 0.4}}), id="fractions-sum"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "split_fractions", "must be given"], {"paths": ["x"]}),
+                 id="fractions-missing"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "split_fractions only applies with `paths`"],
+                         {"splits": {"train": ["x"]}, "split_fractions": {"train": 1.0}}), id="fractions-with-splits"),
+    pytest.param(Failure(errors.ConfigError, [_CONFIG, "splits ['test'] list no paths"],
+                         {"splits": {"train": ["x"], "test": []}}), id="empty-split"),
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_build_fails(tmp_path, failure):
+  helpers.assert_fails_as(Builder, tmp_path, failure)
 
 
 def truncate(path: pathlib.Path, drop: int = 5) -> int:
@@ -715,36 +718,6 @@ def test_truncated_npy(tmp_path, layout):
                      splits={"train": [path]}, layout=layout)
 
 
-def test_truncated_npz_member(tmp_path):
-  full = save(tmp_path / "full.npy", values("int32", (4, 3))).read_bytes()
-  archive = tmp_path / "cut.npz"
-  with zipfile.ZipFile(archive, "w") as zf:
-    zf.writestr("x.npy", full[:-4])
-  assert_build_fails(tmp_path, errors.SourceError, f"{archive}[x.npy]", "truncated",
-                     f"expected {4 * 3 * 4} data bytes", splits={"train": [archive]},
-                     layout="files")
-
-
-def test_not_a_zip_npz(tmp_path):
-  path = tmp_path / "fake.npz"
-  path.write_bytes(b"not a zip archive")
-  assert_build_fails(tmp_path, errors.SourceError, str(path), "not a valid .npz",
-                     splits={"train": [path]})
-
-
-def test_split_with_zero_examples(tmp_path):
-  a = save(tmp_path / "a.npy", np.zeros((2, 3), np.float32))
-  empty = save(tmp_path / "empty.npy", np.zeros((0, 3), np.float32))
-  assert_build_fails(tmp_path, errors.SourceError, "'test'", "no examples",
-                     splits={"train": [a], "test": [empty]})
-
-
-def test_split_fraction_with_zero_examples(tmp_path):
-  one = save(tmp_path / "one.npy", np.zeros((1, 3), np.float32))
-  assert_build_fails(tmp_path, errors.SourceError, "no examples", paths=[one],
-                     split_fractions={"train": 0.5, "test": 0.5})
-
-
 # ---------------------------------------------------------------- safety --
 
 
@@ -753,11 +726,11 @@ def test_sources_are_never_modified(tmp_path):
   save(data / "a.npy", values(">f8", (5, 2)))
   save(data / "f.npy", np.asfortranarray(values("<f8", (3, 2))))
   savez(data / "z.npz", True, array=values("float64", (2, 2)))
-  before = file_hashes(data)
+  before = helpers.file_hashes(data)
   assert len(before) == 3
   build(tmp_path, splits={"train": [data / "a.npy", data / "f.npy"], "test": [data / "z.npz"]},
         npz_members="examples")
-  assert file_hashes(data) == before
+  assert helpers.file_hashes(data) == before
 
 
 def test_failed_build_leaves_no_dataset_and_rerun_succeeds(tmp_path):
@@ -843,6 +816,7 @@ def test_custom_config_through_tfds_builder(tmp_path):
   assert_bit_exact(to_numpy(builder.as_dataset(split="train"))["array"], array)
 
 
+@pytest.mark.slow
 def test_tfds_build_cli_with_json_config(tmp_path):
   array = values(">f8", (4, 3), 11)
   path = save(tmp_path / "src/a.npy", array)

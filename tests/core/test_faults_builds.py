@@ -20,10 +20,8 @@ from tfds_builders.core.streaming_builder import BuildOwner
 from tfds_builders.numpy_arrays import Builder
 from tfds_builders.numpy_arrays import BuilderConfig
 
-import faults
+from tests import faults
 
-# TFDS may look datasets up on GCS (info, pre-built data); tests stay offline.
-tfds.core.utils.gcs_utils._is_gcs_disabled = True
 
 DAY = 24 * 3600
 
@@ -50,6 +48,7 @@ def fake_build_dir(config_dir: pathlib.Path, name: str, owner: BuildOwner | None
   return build_dir
 
 
+@pytest.mark.slow
 def test_a_build_removes_dead_builds_dirs_and_keeps_live_ones(tmp_path):
   np.save(tmp_path / "rows.npy", np.arange(12, dtype=np.int32).reshape(4, 3))
   data_dir = tmp_path / "tfds"
@@ -102,6 +101,7 @@ def test_unreadable_or_forged_markers_are_judged_by_age(tmp_path):
   assert garbled.exists() and zero_pid.exists() and not old_garbled.exists()
 
 
+@pytest.mark.slow
 def test_a_killed_tfds_build_is_cleaned_up_by_the_next_build(tmp_path):
   rows = np.random.default_rng(0).standard_normal((3_000, 32, 32, 3), dtype=np.float32)  # 37 MB
   np.save(tmp_path / "rows.npy", rows)

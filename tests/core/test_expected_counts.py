@@ -12,7 +12,7 @@ from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core import naming
 from tensorflow_datasets.core.utils import shard_utils
 
-import faults
+from tests import faults
 from tfds_builders import augmented
 from tfds_builders import concatenated
 from tfds_builders import cross_product
@@ -22,7 +22,6 @@ from tfds_builders.core import serialization
 from tfds_builders.core import shard_plan
 from tfds_builders.core import shard_writer
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
 RECUT = "re-cutting"
 _IN_ORDER = tfds.ReadConfig(interleave_cycle_length=1)
@@ -135,6 +134,7 @@ def _read(path: pathlib.Path) -> list[bytes]:
   return [bytes(record.numpy()) for record in tf.data.TFRecordDataset(str(path))]
 
 
+@pytest.mark.slow
 def test_tfds_build_with_a_known_count_plans_its_shards_and_reads_back_bit_exact(tmp_path) -> None:
   rng = np.random.default_rng(15)
   images = rng.integers(0, 256, (300, 16, 16, 3), dtype=np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -9,7 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,22 +19,20 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.core.dataset_info import DatasetInfoFileError
 
 import tfds_builders
 from tfds_builders.core import errors
 from tfds_builders.core import example_schema
 from tfds_builders.core import provenance
 from tfds_builders.cross_product import Builder
-from tfds_builders.cross_product import BuilderConfig
 from tfds_builders.cross_product import PairSpace
 from tfds_builders.cross_product import pair_is_sampled
 from tfds_builders.cross_product import spill
 
-# TFDS may look datasets up on GCS (info, pre-built data); tests stay offline.
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
+from tests import helpers
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DUMMY_DATA = REPO / "dummy_data" / "cross_product"
+DUMMY_DATA = helpers.REPO / "dummy_data" / "cross_product"
 
 Values = dict[str, Any]  # feature -> scalar (one value) or list
 
@@ -58,16 +57,8 @@ def to_example(values: Values) -> bytes:
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def write_records(path: pathlib.Path, records: Sequence[bytes], compression: str = "") -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tf.io.TFRecordWriter(str(path), options=compression or None) as writer:
-    for record in records:
-      writer.write(record)
-  return path
-
-
 def write_examples(path: pathlib.Path, rows: Sequence[Values], compression: str = "") -> pathlib.Path:
-  return write_records(path, [to_example(row) for row in rows], compression)
+  return helpers.write_records(path, [to_example(row) for row in rows], compression)
 
 
 def left_rows(count: int = 3) -> list[Values]:
@@ -93,19 +84,9 @@ def make_inputs(tmp_path: pathlib.Path, left: Sequence[Values] | None = None, ri
   )
 
 
-def make_builder(tmp_path: pathlib.Path, name: str = "t", **config) -> Builder:
-  for side in ("left", "right"):
-    if isinstance(config.get(side), (list, tuple)):
-      config[side] = [str(path) for path in config[side]]
-    elif config.get(side) is not None:
-      config[side] = str(config[side])
-  return Builder(config=BuilderConfig(name=name, **config), data_dir=str(tmp_path / "tfds"))
-
-
-def build(tmp_path: pathlib.Path, name: str = "t", **config) -> Builder:
-  builder = make_builder(tmp_path, name, **config)
-  builder.download_and_prepare()
-  return builder
+make_builder = functools.partial(helpers.make_builder, Builder)
+build = functools.partial(helpers.build, Builder)
+assert_build_fails = functools.partial(helpers.assert_build_fails, Builder)
 
 
 def stored_records(builder: tfds.core.DatasetBuilder) -> list[bytes]:
@@ -153,12 +134,8 @@ def assert_nothing_prepared(tmp_path: pathlib.Path) -> None:
 
 
 def raises(tmp_path: pathlib.Path, error_type: type[Exception], fragments: Sequence[str], **config) -> str:
-  """Builds and expects `error_type` whose message holds every fragment; nothing is prepared."""
-  with pytest.raises(error_type) as excinfo:
-    build(tmp_path, **config)
-  message = str(excinfo.value)
-  for fragment in fragments:
-    assert fragment in message, message
+  """`assert_build_fails`, then checks that nothing is prepared."""
+  message = assert_build_fails(tmp_path, error_type, *fragments, **config)
   assert_nothing_prepared(tmp_path)
   return message
 
@@ -418,11 +395,6 @@ def test_combinations_count_and_order(tmp_path):
   assert record["pairs_considered"] == record["pairs_written"] == 21
 
 
-def test_combinations_of_one_record_is_an_error(tmp_path):
-  left_path, _ = make_inputs(tmp_path, left_rows(1))
-  raises(tmp_path, errors.SourceError, ["1 × 0 / 2 = 0", "at least two records"], left=left_path, mode="combinations")
-
-
 # ------------------------------------------------------------ sampling --
 
 
@@ -448,14 +420,6 @@ def test_sample_hash_is_uniform_and_independent_of_blocking():
   assert abs(len(whole) / 200_000 - 0.25) < 0.01
 
 
-def test_sampling_that_keeps_nothing_says_so(tmp_path):
-  left_path, right_path = make_inputs(tmp_path, left_rows(1), right_rows(1))
-  raises(
-      tmp_path, errors.SourceError, ["sample_rate=1e-09", "kept none of the 1 pairs", "Raise sample_rate"],
-      left=left_path, right=right_path, sample_rate=1e-9,
-  )
-
-
 # ------------------------------------------------------- max_pairs guard --
 
 
@@ -466,12 +430,6 @@ def test_max_pairs_guard_states_the_product_size_before_writing(tmp_path):
   assert "N × M = 3 × 4 = 12 pairs, over max_pairs=11" in str(excinfo.value)
   assert not (tmp_path / "tfds").exists()
   assert len(loaded(build(tmp_path, name="ok", left=left_path, right=right_path, max_pairs=12))) == 12
-
-
-def test_max_pairs_guard_under_combinations(tmp_path):
-  left_path, _ = make_inputs(tmp_path, left_rows(6))
-  raises(tmp_path, errors.ConfigError, ["6 × 5 / 2 = 15 pairs, over max_pairs=14"],
-         left=left_path, mode="combinations", max_pairs=14)
 
 
 # ----------------------------------------------------------- schemas --
@@ -496,18 +454,6 @@ def test_declared_schema_is_used_and_checked(tmp_path):
          left=left_path, right=right_path, left_schema={**left_schema, "id": "int"})
 
 
-@pytest.mark.parametrize("bad_row, fragment", [
-    ({"name": b"x", "id": 1, "vec": [1.0, 2.0], "tags": [], "geo/lat": 1.0, "extra": 3}, "extra feature 'extra'"),
-    ({"name": b"x", "vec": [1.0, 2.0], "tags": [], "geo/lat": 1.0}, "missing feature 'id'"),
-    ({"name": b"x", "id": 1.5, "vec": [1.0, 2.0], "tags": [], "geo/lat": 1.0}, "feature 'id' is float_list[1], expected int64_list[1]"),
-])
-def test_record_off_the_inferred_schema_names_file_and_record(tmp_path, bad_row, fragment):
-  rows = left_rows()
-  left_path = write_examples(tmp_path / "in" / "left.tfrecord", [*rows[:2], bad_row, rows[2]])
-  _, right_path = make_inputs(tmp_path / "r")
-  raises(tmp_path, errors.SchemaError, [f"{left_path}: record 2", fragment], left=left_path, right=right_path)
-
-
 # ------------------------------------------------- files, globs, GZIP --
 
 
@@ -530,76 +476,144 @@ def test_configured_gzip_compression(tmp_path):
 
 
 # ------------------------------------------------------------ bad input --
+# Each callable `config` writes its inputs under tmp_path and returns the config.
 
 
-def test_missing_input(tmp_path):
-  _, right_path = make_inputs(tmp_path)
-  raises(tmp_path, errors.SourceError, ["No TFRecord file found at", "nope-*.tfrecord"],
-         left=str(tmp_path / "nope-*.tfrecord"), right=right_path)
-  raises(tmp_path, errors.SourceError, ["No TFRecord file found at", "missing.tfrecord"],
-         left=right_path, right=str(tmp_path / "missing.tfrecord"))
+def _inputs_and(left_values: Sequence[Values] | None = None, right_values: Sequence[Values] | None = None, /,
+                **config) -> Callable[[pathlib.Path], dict]:
+  """Writes `make_inputs` (of these rows, if given); the config reads them, with `config` on top."""
+  def inputs(tmp: pathlib.Path) -> dict:
+    left_path, right_path = make_inputs(tmp, left_values, right_values)
+    return {"left": left_path, "right": right_path, **config}
+  return inputs
 
 
-def test_empty_input(tmp_path):
-  left_path, _ = make_inputs(tmp_path)
-  empty = write_records(tmp_path / "in" / "empty.tfrecord", [])
-  raises(tmp_path, errors.SourceError, ["The right input holds no records", "empty.tfrecord"],
-         left=left_path, right=empty)
+def _left_only(count: int, **config) -> Callable[[pathlib.Path], dict]:
+  return lambda tmp: {"left": make_inputs(tmp, left_rows(count))[0], "mode": "combinations", **config}
 
 
-def test_corrupt_record_names_file_and_index(tmp_path):
-  left_path, right_path = make_inputs(tmp_path)
+def _bad_left_row(bad_row: Values) -> Callable[[pathlib.Path], dict]:
+  def inputs(tmp: pathlib.Path) -> dict:
+    rows = left_rows()
+    left_path = write_examples(tmp / "in" / "left.tfrecord", [*rows[:2], bad_row, rows[2]])
+    return {"left": left_path, "right": make_inputs(tmp / "r")[1]}
+  return inputs
+
+
+def _missing_left(tmp: pathlib.Path) -> dict:
+  return {"left": str(tmp / "nope-*.tfrecord"), "right": make_inputs(tmp)[1]}
+
+
+def _missing_right(tmp: pathlib.Path) -> dict:
+  return {"left": make_inputs(tmp)[1], "right": str(tmp / "missing.tfrecord")}
+
+
+def _empty_right(tmp: pathlib.Path) -> dict:
+  left_path, _ = make_inputs(tmp)
+  return {"left": left_path, "right": helpers.write_records(tmp / "in" / "empty.tfrecord", [])}
+
+
+def _corrupt_right_record(tmp: pathlib.Path) -> dict:
+  left_path, right_path = make_inputs(tmp)
   sizes = [len(to_example(row)) + 16 for row in right_rows()]
   data = bytearray(right_path.read_bytes())
   data[sizes[0] + sizes[1] + 14] ^= 0xFF  # a payload byte of record 2: CRC mismatch
   right_path.write_bytes(bytes(data))
-  raises(tmp_path, errors.SourceError, [f"{right_path}: record 2 is corrupt or truncated", "Regenerate"],
-         left=left_path, right=right_path)
+  return {"left": left_path, "right": right_path}
 
 
-def test_truncated_file_names_file_and_index(tmp_path):
-  left_path, right_path = make_inputs(tmp_path)
+def _truncated_left(tmp: pathlib.Path) -> dict:
+  left_path, right_path = make_inputs(tmp)
   left_path.write_bytes(left_path.read_bytes()[:-5])
-  raises(tmp_path, errors.SourceError, [f"{left_path}: record 2 is corrupt or truncated"],
-         left=left_path, right=right_path)
+  return {"left": left_path, "right": right_path}
 
 
-def test_truncated_gzip_file(tmp_path):
-  left_path, right_path = make_inputs(tmp_path)
-  gz_path = tmp_path / "in" / "left.tfrecord.gz"
+def _truncated_gzip_left(tmp: pathlib.Path) -> dict:
+  left_path, right_path = make_inputs(tmp)
+  gz_path = tmp / "in" / "left.tfrecord.gz"
   gz_path.write_bytes(gzip.compress(left_path.read_bytes())[:-12])
-  raises(tmp_path, errors.SourceError, [f"{gz_path}: record", "corrupt or truncated"], left=gz_path, right=right_path)
+  return {"left": gz_path, "right": right_path}
 
 
-def test_records_that_are_not_examples(tmp_path):
-  left_path, _ = make_inputs(tmp_path)
-  text = write_records(tmp_path / "in" / "text.tfrecord", [to_example(right_rows()[0]), b"hello, world"])
-  raises(tmp_path, errors.SchemaError, [f"{text}: record 1 is not a tf.train.Example"], left=left_path, right=text)
+def _text_right(tmp: pathlib.Path) -> dict:
+  left_path, _ = make_inputs(tmp)
+  text = helpers.write_records(tmp / "in" / "text.tfrecord", [to_example(right_rows()[0]), b"hello, world"])
+  return {"left": left_path, "right": text}
 
+
+def _sequence_example_right(tmp: pathlib.Path) -> dict:
+  left_path, _ = make_inputs(tmp)
   sequence = tf.train.SequenceExample()
   sequence.context.feature["name"].bytes_list.value.append(b"s")
   sequence.feature_lists.feature_list["frames"].feature.add().int64_list.value.append(1)
-  sequence_path = write_records(tmp_path / "in" / "seq.tfrecord", [sequence.SerializeToString()])
-  raises(tmp_path, errors.SchemaError, [f"{sequence_path}: record 0 is not a tf.train.Example", "SequenceExample"],
-         left=left_path, right=sequence_path)
+  sequence_path = helpers.write_records(tmp / "in" / "seq.tfrecord", [sequence.SerializeToString()])
+  return {"left": left_path, "right": sequence_path}
 
 
-@pytest.mark.parametrize("config, fragments", [
-    ({"mode": "all"}, ["mode='all'", "'product', 'combinations'"]),
-    ({"collision_policy": "merge"}, ["collision_policy='merge'", "'prefix', 'error', 'left_wins', 'right_wins'"]),
-    ({"left": []}, ["`left` lists no input"]),
-    ({"right": []}, ["`right` lists no input", "mode='combinations'"]),
-    ({"mode": "combinations"}, ["leave `right` and `right_schema` empty"]),
-    ({"sample_rate": 0.0}, ["sample_rate=0.0", "(0, 1]"]),
-    ({"sample_rate": 1.5}, ["sample_rate=1.5"]),
-    ({"memory_budget_bytes": 0}, ["memory_budget_bytes=0"]),
-    ({"max_pairs": 0}, ["max_pairs=0"]),
-    ({"left_rows_per_partition": 0}, ["left_rows_per_partition=0"]),
-    ({"compression": "zip"}, ["compression='zip'"]),
-])
-def test_invalid_configs(tmp_path, config, fragments):
-  left_path, right_path = make_inputs(tmp_path)
-  raises(tmp_path, errors.ConfigError, fragments, **{"left": left_path, "right": right_path, **config})
+_ROW = {"name": b"x", "id": 1, "vec": [1.0, 2.0], "tags": [], "geo/lat": 1.0}  # a left row on the inferred schema
+Failure = helpers.Failure
+FAILURES = [
+    # inputs
+    pytest.param(Failure(errors.SourceError, ["No TFRecord file found at", "nope-*.tfrecord"], _missing_left),
+                 id="missing-left"),
+    pytest.param(Failure(errors.SourceError, ["No TFRecord file found at", "missing.tfrecord"], _missing_right),
+                 id="missing-right"),
+    pytest.param(Failure(errors.SourceError, ["The right input holds no records", "empty.tfrecord"], _empty_right),
+                 id="empty-input"),
+    pytest.param(Failure(errors.SourceError, ["{tmp}/in/right.tfrecord: record 2 is corrupt or truncated",
+                                              "Regenerate"], _corrupt_right_record),
+                 id="corrupt-record-names-file-and-index"),
+    pytest.param(Failure(errors.SourceError, ["{tmp}/in/left.tfrecord: record 2 is corrupt or truncated"],
+                         _truncated_left), id="truncated-file-names-file-and-index"),
+    pytest.param(Failure(errors.SourceError, ["{tmp}/in/left.tfrecord.gz: record", "corrupt or truncated"],
+                         _truncated_gzip_left), id="truncated-gzip-file"),
+    pytest.param(Failure(errors.SchemaError, ["{tmp}/in/text.tfrecord: record 1 is not a tf.train.Example"],
+                         _text_right), id="text-records"),
+    pytest.param(Failure(errors.SchemaError, ["{tmp}/in/seq.tfrecord: record 0 is not a tf.train.Example",
+                                              "SequenceExample"], _sequence_example_right), id="sequence-examples"),
+    # records off the inferred schema, named by file and record
+    pytest.param(Failure(errors.SchemaError, ["{tmp}/in/left.tfrecord: record 2", "extra feature 'extra'"],
+                         _bad_left_row({**_ROW, "extra": 3})), id="off-schema-extra-feature"),
+    pytest.param(Failure(errors.SchemaError, ["{tmp}/in/left.tfrecord: record 2", "missing feature 'id'"],
+                         _bad_left_row({k: v for k, v in _ROW.items() if k != "id"})), id="off-schema-missing-feature"),
+    pytest.param(Failure(errors.SchemaError, ["{tmp}/in/left.tfrecord: record 2",
+                                              "feature 'id' is float_list[1], expected int64_list[1]"],
+                         _bad_left_row({**_ROW, "id": 1.5})), id="off-schema-kind"),
+    # pair counts
+    pytest.param(Failure(errors.SourceError, ["1 × 0 / 2 = 0", "at least two records"], _left_only(1)),
+                 id="combinations-of-one-record"),
+    pytest.param(Failure(errors.ConfigError, ["6 × 5 / 2 = 15 pairs, over max_pairs=14"], _left_only(6, max_pairs=14)),
+                 id="max-pairs-under-combinations"),
+    pytest.param(Failure(errors.SourceError, ["sample_rate=1e-09", "kept none of the 1 pairs", "Raise sample_rate"],
+                         _inputs_and(left_rows(1), right_rows(1), sample_rate=1e-9)), id="sampling-that-keeps-nothing"),
+    # config values
+    pytest.param(Failure(errors.ConfigError, ["mode='all'", "'product', 'combinations'"], _inputs_and(mode="all")),
+                 id="mode"),
+    pytest.param(Failure(errors.ConfigError, ["collision_policy='merge'",
+                                              "'prefix', 'error', 'left_wins', 'right_wins'"],
+                         _inputs_and(collision_policy="merge")), id="collision-policy"),
+    pytest.param(Failure(errors.ConfigError, ["`left` lists no input"], _inputs_and(left=[])), id="no-left"),
+    pytest.param(Failure(errors.ConfigError, ["`right` lists no input", "mode='combinations'"], _inputs_and(right=[])),
+                 id="no-right"),
+    pytest.param(Failure(errors.ConfigError, ["leave `right` and `right_schema` empty"],
+                         _inputs_and(mode="combinations")), id="combinations-with-right"),
+    pytest.param(Failure(errors.ConfigError, ["sample_rate=0.0", "(0, 1]"], _inputs_and(sample_rate=0.0)),
+                 id="sample-rate-zero"),
+    pytest.param(Failure(errors.ConfigError, ["sample_rate=1.5"], _inputs_and(sample_rate=1.5)),
+                 id="sample-rate-over-one"),
+    pytest.param(Failure(errors.ConfigError, ["memory_budget_bytes=0"], _inputs_and(memory_budget_bytes=0)),
+                 id="memory-budget"),
+    pytest.param(Failure(errors.ConfigError, ["max_pairs=0"], _inputs_and(max_pairs=0)), id="max-pairs"),
+    pytest.param(Failure(errors.ConfigError, ["left_rows_per_partition=0"], _inputs_and(left_rows_per_partition=0)),
+                 id="left-rows-per-partition"),
+    pytest.param(Failure(errors.ConfigError, ["compression='zip'"], _inputs_and(compression="zip")), id="compression"),
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_build_fails(tmp_path, failure):
+  helpers.assert_fails_as(Builder, tmp_path, failure)
+  assert_nothing_prepared(tmp_path)
 
 
 def test_failed_build_leaves_nothing_and_rerun_succeeds(tmp_path):
@@ -608,7 +622,7 @@ def test_failed_build_leaves_nothing_and_rerun_succeeds(tmp_path):
   with pytest.raises(errors.SourceError, match="kept none"):
     build(tmp_path, name="mine", left=left_path, right=right_path, sample_rate=1e-9)
   assert_nothing_prepared(tmp_path)
-  with pytest.raises(Exception):
+  with pytest.raises(DatasetInfoFileError, match=r"Could not read dataset info from .*/mine/1\.0\.0/dataset_info\.json"):
     tfds.builder_from_directory(str(tmp_path / "tfds" / "cross_product" / "mine" / "1.0.0"))
   builder = build(tmp_path, name="mine", left=left_path, right=right_path)
   assert len(loaded(builder)) == 1
@@ -650,12 +664,13 @@ def test_registered_by_name(tmp_path):
   assert isinstance(builder, Builder)
 
 
+@pytest.mark.slow
 def test_tfds_build_cli_with_json_config(tmp_path):
   left_path, right_path = make_inputs(tmp_path)
   config = {"name": "cli", "left": [str(left_path)], "right": [str(right_path)],
             "collision_policy": "right_wins", "mode": "product"}
   result = subprocess.run(
-      [str(pathlib.Path(sys.executable).parent / "tfds"), "build", str(REPO / "tfds_builders" / "cross_product"),
+      [str(pathlib.Path(sys.executable).parent / "tfds"), "build", str(helpers.REPO / "tfds_builders" / "cross_product"),
        "--data_dir", str(tmp_path / "tfds"), "--config", json.dumps(config)],
       capture_output=True, text=True, check=False,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_GCE_CHECK": "true"},
@@ -668,6 +683,7 @@ def test_tfds_build_cli_with_json_config(tmp_path):
 # ------------------------------------------------------------------ Beam --
 
 
+@pytest.mark.slow  # about 30 s: Beam DirectRunner
 def test_beam_splits_the_left_side_and_matches_the_local_path(tmp_path):
   left_path, right_path = make_inputs(tmp_path, left_rows(5), right_rows(6))
   config = dict(left=left_path, right=right_path, memory_budget_bytes=150, left_rows_per_partition=2,

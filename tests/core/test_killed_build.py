@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-REPO = Path(__file__).resolve().parents[1]
+from tests import helpers
+
+pytestmark = pytest.mark.slow  # every test runs `tfds build` in a subprocess
 
 
 def test_a_killed_tfds_build_leaves_nothing_loadable_and_a_rerun_succeeds(tmp_path) -> None:
@@ -21,7 +23,7 @@ def test_a_killed_tfds_build_leaves_nothing_loadable_and_a_rerun_succeeds(tmp_pa
   np.save(tmp_path / "rows.npy", rows)
   data_dir = tmp_path / "data"
   command = [
-      str(Path(sys.executable).parent / "tfds"), "build", str(REPO / "tfds_builders" / "numpy_arrays"),
+      str(Path(sys.executable).parent / "tfds"), "build", str(helpers.REPO / "tfds_builders" / "numpy_arrays"),
       "--data_dir", str(data_dir),
       "--config", f'{{"name": "big", "splits": {{"train": ["{tmp_path / "rows.npy"}"]}}}}',
   ]

@@ -13,10 +13,10 @@ import pytest
 from tensorflow_datasets.core import hashing
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-import faults
+from tests import faults
 from tfds_builders.core import errors
-from tfds_builders.core import record_blocks
 from tfds_builders.core import shuffling
+from tfds_builders.core.fast import record_blocks
 
 
 def _mixed_stream(count: int) -> list:
@@ -131,6 +131,7 @@ print(json.dumps({"bounded": bounded, "unbounded": unbounded}))
 """
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_on_a_stream_larger_than_the_bound(tmp_path):
   script = tmp_path / "measure.py"
   script.write_text(_MEMORY_SCRIPT)
@@ -148,6 +149,7 @@ def test_memory_stays_bounded_on_a_stream_larger_than_the_bound(tmp_path):
   assert list(spill.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_tfds_build_with_shuffle_stores_tfds_hashed_key_order(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 

@@ -19,9 +19,9 @@ import time
 import numpy as np
 import pytest
 
-import faults
+from tests import faults
 from tfds_builders.core import progress
-from tfds_builders.core import record_blocks
+from tfds_builders.core.fast import record_blocks
 
 # A bar frame as tqdm draws it with our unit and the bytes postfix.
 BAR_FRAME = re.compile(
@@ -107,6 +107,7 @@ for _ in progress.tracked(slow(), "test"): pass
 """
 
 
+@pytest.mark.slow
 def test_the_bar_shows_on_a_terminal_only_and_obeys_tfds_switch(tmp_path):
   script = tmp_path / "bars.py"
   script.write_text(_SCRIPT)
@@ -127,6 +128,7 @@ def test_the_bar_shows_on_a_terminal_only_and_obeys_tfds_switch(tmp_path):
   assert "examples/s," not in piped and "Generating train examples:" not in piped
 
 
+@pytest.mark.slow
 def test_tfds_build_shows_a_bar_on_a_terminal_and_a_log_line_elsewhere(tmp_path):
   np.save(tmp_path / "rows.npy", np.arange(60_000 * 128, dtype=np.float32).reshape(60_000, 128))
   config = json.dumps({"name": "rows", "splits": {"train": [str(tmp_path / "rows.npy")]}})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,11 +22,10 @@ from tfds_builders.concatenated import schedule
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
+from tests import helpers
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DUMMY_DATA = REPO / "dummy_data" / "concatenated"
-BUILDER_DIR = REPO / "tfds_builders" / "concatenated"
+DUMMY_DATA = helpers.REPO / "dummy_data" / "concatenated"
+BUILDER_DIR = helpers.REPO / "tfds_builders" / "concatenated"
 
 
 # ----------------------------------------------------------------- helpers --
@@ -45,17 +46,9 @@ def record(**values) -> bytes:
   ).SerializeToString()
 
 
-def write_records(path: pathlib.Path, records: list[bytes]) -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for serialized in records:
-      writer.write(serialized)
-  return path
-
-
 def site(path: pathlib.Path, first: int, count: int, lengths=(2,)) -> pathlib.Path:
   """A raw source of `count` examples: id, tokens (cycling lengths), name."""
-  return write_records(path, [
+  return helpers.write_records(path, [
       record(id=[first + i], tokens=list(range(lengths[i % len(lengths)])), name=f"n{first + i}".encode())
       for i in range(count)
   ])
@@ -72,14 +65,9 @@ def prepared(tmp_path: pathlib.Path, name: str, features: dict, splits: dict[str
   return str(builder.data_path)
 
 
-def make_builder(tmp_path: pathlib.Path, name: str = "t", **config) -> Builder:
-  return Builder(config=BuilderConfig(name=name, **config), data_dir=str(tmp_path / "tfds"))
-
-
-def build(tmp_path: pathlib.Path, name: str = "t", **config) -> Builder:
-  builder = make_builder(tmp_path, name, **config)
-  builder.download_and_prepare()
-  return builder
+make_builder = functools.partial(helpers.make_builder, Builder)
+build = functools.partial(helpers.build, Builder)
+assert_build_fails = functools.partial(helpers.assert_build_fails, Builder)
 
 
 def examples(builder, split: str = "train") -> list[dict]:
@@ -93,15 +81,6 @@ def stored_records(builder, split: str = "train") -> list[bytes]:
 
 def source_records(*paths: pathlib.Path) -> list[bytes]:
   return [r for p in paths for r in tf.compat.v1.io.tf_record_iterator(str(p))]
-
-
-def assert_build_fails(tmp_path, error_type, *fragments, **config) -> str:
-  with pytest.raises(error_type) as raised:
-    build(tmp_path, **config)
-  message = str(raised.value)
-  for fragment in fragments:
-    assert fragment in message, f"{fragment!r} not in {message!r}"
-  return message
 
 
 def no_dataset_written(tmp_path: pathlib.Path) -> bool:
@@ -172,7 +151,7 @@ def test_demo_is_the_sources_in_order_with_bytes_unchanged(tmp_path):
 def test_keys_are_unique_across_sources_and_not_paths(tmp_path):
   config = two_sites(tmp_path)
   builder = make_builder(tmp_path, sources=config, splits="a:train + b:train -> train")
-  keys = [key for key, _ in builder._generate_examples(split="train")]  # pylint: disable=protected-access
+  keys = [key for key, _ in builder._split_streams(None, None)["train"]]  # pylint: disable=protected-access
   assert keys == [f"a:train:{i}" for i in range(3)] + [f"b:train:{i}" for i in range(4)]
   assert not any(str(tmp_path) in key for key in keys)
 
@@ -235,7 +214,7 @@ def test_prepared_sources_by_directory_and_by_name_and_version(tmp_path):
 
 
 def test_raw_and_prepared_sources_mix(tmp_path):
-  raw = write_records(tmp_path / "raw.tfrecord", [record(id=[5], label=[1], tokens=[9, 9, 9])])
+  raw = helpers.write_records(tmp_path / "raw.tfrecord", [record(id=[5], label=[1], tokens=[9, 9, 9])])
   typed = tfds_site(tmp_path, "typed", [1, 2, 3])
   builder = build(tmp_path, sources=[{"name": "raw", "tfrecords": str(raw)},
                                      {"name": "typed", "dataset_dir": typed}],
@@ -248,51 +227,38 @@ def test_raw_and_prepared_sources_mix(tmp_path):
 # --------------------------------------------------------- split mapping --
 
 
-@pytest.mark.parametrize("splits", [
-    "a:train + b:validation -> train; b:train -> extra",
-    ["a:train + b:validation -> train", "b:train -> extra"],
-    {"train": ["a:train", "b:validation"], "extra": "b:train"},
-    {"train": "a + b:validation", "extra": ["b:train"]},
-], ids=["string", "rules", "dict", "bare-names"])
-def test_split_mapping_forms(tmp_path, splits):
-  a = site(tmp_path / "a.tfrecord", 0, 2)
-  b_train = site(tmp_path / "b_train.tfrecord", 10, 3)
-  b_val = site(tmp_path / "b_val.tfrecord", 20, 1)
-  builder = build(tmp_path, splits=splits, sources=[
-      {"name": "a", "tfrecords": str(a)},
-      {"name": "b", "tfrecords": {"train": str(b_train), "validation": str(b_val)}}])
-  assert [e["id"] for e in examples(builder, "train")] == [0, 1, 20]
-  assert [e["id"] for e in examples(builder, "extra")] == [10, 11, 12]
-  assert set(builder.info.splits) == {"train", "extra"}
+def _three_splits_of_b(tmp: pathlib.Path) -> list[dict]:
+  """Source `a` (ids 0, 1) and source `b` with train (10-12), validation (20) and test (30, 31)."""
+  b = {split: str(site(tmp / f"b_{split}.tfrecord", first, count))
+       for split, first, count in (("train", 10, 3), ("validation", 20, 1), ("test", 30, 2))}
+  return [{"name": "a", "tfrecords": str(site(tmp / "a.tfrecord", 0, 2))}, {"name": "b", "tfrecords": b}]
 
 
-def test_default_mapping_sends_each_split_to_its_name(tmp_path):
-  a = site(tmp_path / "a.tfrecord", 0, 2)
-  b_train, b_test = site(tmp_path / "bt.tfrecord", 10, 1), site(tmp_path / "bs.tfrecord", 20, 2)
-  builder = build(tmp_path, sources=[
-      {"name": "a", "tfrecords": str(a)},
-      {"name": "b", "tfrecords": {"train": str(b_train), "test": str(b_test)}}])
-  assert [e["id"] for e in examples(builder, "train")] == [0, 1, 10]
-  assert [e["id"] for e in examples(builder, "test")] == [20, 21]
+_MAPPED = {"train": [0, 1, 20], "extra": [10, 11, 12]}
+SPLIT_CASES = [  # splits (None: the default mapping) -> ids per output split
+    pytest.param("a:train + b:validation -> train; b:train -> extra", _MAPPED, id="string"),
+    pytest.param(["a:train + b:validation -> train", "b:train -> extra"], _MAPPED, id="rules"),
+    pytest.param({"train": ["a:train", "b:validation"], "extra": "b:train"}, _MAPPED, id="dict"),
+    pytest.param({"train": "a + b:validation", "extra": ["b:train"]}, _MAPPED, id="bare-names"),
+    # The default sends each split to its name.
+    pytest.param(None, {"train": [0, 1, 10, 11, 12], "validation": [20], "test": [30, 31]}, id="default"),
+]
 
 
-@pytest.mark.parametrize("splits, fragments", [
-    ("a:train + c:train -> train", ["names source 'c'", "['a', 'b']"]),
-    ("a:train + b:test -> train", ["source 'b' has no split 'test'", "['train']"]),
-    ("a:train + a:train -> train", ["lists ['a:train'] more than once", "duplicate source"]),
-    ("a:train, b:train", ["malformed", "a:train + b:validation -> train"]),
-    ("a:train -> train", ["Sources ['b'] are not used"]),
-])
-def test_split_mapping_errors(tmp_path, splits, fragments):
-  assert_build_fails(tmp_path, errors.ConfigError, *fragments, sources=two_sites(tmp_path), splits=splits)
+@pytest.mark.parametrize("splits, expected", SPLIT_CASES)
+def test_split_mapping(tmp_path, splits, expected):
+  config = {"splits": splits} if splits is not None else {}
+  builder = build(tmp_path, sources=_three_splits_of_b(tmp_path), **config)
+  assert {split: [e["id"] for e in examples(builder, split)] for split in builder.info.splits} == expected
+  assert set(builder.info.splits) == set(expected)
 
 
 # ------------------------------------------------------- schema agreement --
 
 
 def test_schema_mismatch_lists_every_difference_before_writing(tmp_path):
-  a = write_records(tmp_path / "a.tfrecord", [record(id=[1], score=[0.5], tokens=[1, 2])])
-  b = write_records(tmp_path / "b.tfrecord", [record(id=[0.5], tokens=[1, 2], extra=b"x")])
+  a = helpers.write_records(tmp_path / "a.tfrecord", [record(id=[1], score=[0.5], tokens=[1, 2])])
+  b = helpers.write_records(tmp_path / "b.tfrecord", [record(id=[0.5], tokens=[1, 2], extra=b"x")])
   message = assert_build_fails(
       tmp_path, errors.SchemaError,
       "nothing was written",
@@ -342,7 +308,7 @@ def test_opt_in_promotions_widen_dtypes_and_shapes(tmp_path):
 
 
 def test_raw_lengths_are_inferred_together_but_declared_shapes_need_promotion(tmp_path):
-  raw = write_records(tmp_path / "raw.tfrecord", [record(v=[1, 2]), record(v=[1, 2, 3])])
+  raw = helpers.write_records(tmp_path / "raw.tfrecord", [record(v=[1, 2]), record(v=[1, 2, 3])])
   typed = prepared(tmp_path, "fixed", {"v": tfds.features.Tensor(shape=(2,), dtype=np.int64)},
                    {"train": [{"v": [7, 8]}]})
   config = {"sources": [{"name": "typed", "dataset_dir": typed}, {"name": "raw", "tfrecords": str(raw)}]}
@@ -351,14 +317,8 @@ def test_raw_lengths_are_inferred_together_but_declared_shapes_need_promotion(tm
   assert [list(e["v"]) for e in examples(builder)] == [[7, 8], [1, 2], [1, 2, 3]]
 
 
-def test_raw_records_that_disagree_within_a_source_name_file_and_record(tmp_path):
-  path = write_records(tmp_path / "a.tfrecord", [record(x=[1]), record(x=[1]), record(y=[1])])
-  assert_build_fails(tmp_path, errors.SchemaError, "source 'a'", str(path), "record 2",
-                     sources=[{"name": "a", "tfrecords": str(path)}])
-
-
 def test_provenance_feature_clash_is_reported(tmp_path):
-  path = write_records(tmp_path / "a.tfrecord", [record(source=[1])])
+  path = helpers.write_records(tmp_path / "a.tfrecord", [record(source=[1])])
   assert_build_fails(tmp_path, errors.SchemaError, "['source']", "provenance_feature",
                      sources=[{"name": "a", "tfrecords": str(path)}])
   builder = build(tmp_path, sources=[{"name": "a", "tfrecords": str(path)}], provenance_feature="origin")
@@ -369,7 +329,7 @@ def test_provenance_feature_clash_is_reported(tmp_path):
 
 
 def test_zlib_features_store_tfds_zlib_encoding(tmp_path):
-  path = write_records(tmp_path / "a.tfrecord", [
+  path = helpers.write_records(tmp_path / "a.tfrecord", [
       record(seq=[7] * n, label=[n]) for n in (0, 1, 500, 1000)])
   builder = build(tmp_path, sources=[{"name": "a", "tfrecords": str(path)}], zlib_features=["seq"])
   assert builder.info.features["seq"].to_json()["content"]["encoding"] == "zlib"
@@ -378,12 +338,6 @@ def test_zlib_features_store_tfds_zlib_encoding(tmp_path):
   assert [e["label"] for e in got] == [0, 1, 500, 1000]
   plain = build(tmp_path / "plain", sources=[{"name": "a", "tfrecords": str(path)}])
   assert builder.info.splits["train"].num_bytes < plain.info.splits["train"].num_bytes / 3
-
-
-def test_zlib_features_must_be_numeric_tensors(tmp_path):
-  path = write_records(tmp_path / "a.tfrecord", [record(name=b"x")])
-  assert_build_fails(tmp_path, errors.ConfigError, "'name'", "numeric Tensor",
-                     sources=[{"name": "a", "tfrecords": str(path)}], zlib_features=["name"])
 
 
 def test_array_record_file_format(tmp_path):
@@ -448,77 +402,124 @@ def test_interleave_builds_the_schedule_order(tmp_path):
 def test_all_exhausted_repeats_with_unique_keys(tmp_path):
   config = two_sites(tmp_path)
   builder = make_builder(tmp_path, sources=config, mixing="interleave", stopping_strategy="all_exhausted")
-  keys = [key for key, _ in builder._generate_examples(split="train")]  # pylint: disable=protected-access
+  keys = [key for key, _ in builder._split_streams(None, None)["train"]]  # pylint: disable=protected-access
   assert keys == ["a:train:0", "b:train:0", "a:train:1", "b:train:1", "a:train:2", "b:train:2",
                   "a:train:0#pass1", "b:train:3"]
   builder.download_and_prepare()
   assert [e["id"] for e in examples(builder)] == [0, 100, 1, 101, 2, 102, 0, 103]
 
 
-@pytest.mark.parametrize("config, fragments", [
-    ({"mixing": "shuffle"}, ["mixing='shuffle'", "'concatenate', 'interleave'"]),
-    ({"weights": {"a": 1, "b": 1}}, ["weights only apply with mixing='interleave'"]),
-    ({"mixing": "interleave", "weights": {"a": 1}}, ["give every source a weight"]),
-    ({"mixing": "interleave", "weights": {"a": 1, "b": 0}}, ["must all be positive"]),
-    ({"mixing": "interleave", "stopping_strategy": "never"}, ["stopping_strategy='never'"]),
-    ({"promotions": ["strings"]}, ["unknown promotions ['strings']"]),
-])
-def test_invalid_configs(tmp_path, config, fragments):
-  assert_build_fails(tmp_path, errors.ConfigError, *fragments, sources=two_sites(tmp_path), **config)
-
-
 # -------------------------------------------------------------- bad input --
 
 
-def test_missing_sources_are_named(tmp_path):
-  assert_build_fails(tmp_path, errors.SourceError, "'missing/*.tfrecord'", "Check the path",
-                     sources=[{"name": "a", "tfrecords": "missing/*.tfrecord"}], data_root=str(tmp_path))
-  assert_build_fails(tmp_path, errors.SourceError, "source 'b'", "No prepared TFDS dataset at 'nope:1.0.0'",
-                     sources=[{"name": "b", "dataset": "nope:1.0.0", "data_dir": str(tmp_path)}])
-  assert_build_fails(tmp_path, errors.SourceError, "No prepared TFDS dataset",
-                     sources=[{"name": "c", "dataset_dir": str(tmp_path / "nowhere")}])
+# Each callable `config` writes its inputs under tmp_path and returns the config.
 
 
-def test_empty_source_is_named(tmp_path):
-  empty = write_records(tmp_path / "empty.tfrecord", [])
-  full = site(tmp_path / "full.tfrecord", 0, 2)
-  assert_build_fails(tmp_path, errors.SourceError, "source 'e'", "the source is empty",
-                     sources=[{"name": "f", "tfrecords": str(full)}, {"name": "e", "tfrecords": str(empty)}])
+def _two_sites_and(**config) -> Callable[[pathlib.Path], dict]:
+  return lambda tmp: {"sources": two_sites(tmp), **config}
+
+
+def _one_source(**entry) -> dict:
+  return {"sources": [entry]}
+
+
+def _records_that_disagree(tmp: pathlib.Path) -> dict:
+  path = helpers.write_records(tmp / "a.tfrecord", [record(x=[1]), record(x=[1]), record(y=[1])])
+  return {"sources": [{"name": "a", "tfrecords": str(path)}]}
+
+
+def _zlib_of_a_string(tmp: pathlib.Path) -> dict:
+  path = helpers.write_records(tmp / "a.tfrecord", [record(name=b"x")])
+  return {"sources": [{"name": "a", "tfrecords": str(path)}], "zlib_features": ["name"]}
+
+
+def _empty_source(tmp: pathlib.Path) -> dict:
+  empty = helpers.write_records(tmp / "empty.tfrecord", [])
+  full = site(tmp / "full.tfrecord", 0, 2)
+  return {"sources": [{"name": "f", "tfrecords": str(full)}, {"name": "e", "tfrecords": str(empty)}]}
+
+
+def _corrupt_last_record(tmp: pathlib.Path) -> dict:
+  path = site(tmp / "cut.tfrecord", 0, 5)
+  path.write_bytes(path.read_bytes()[:-7])
+  return {"sources": [{"name": "a", "tfrecords": str(path)}]}
+
+
+def _duplicate(what: str) -> Callable[[pathlib.Path], dict]:
+  def config(tmp: pathlib.Path) -> dict:
+    path, other = site(tmp / "a.tfrecord", 0, 2), site(tmp / "b.tfrecord", 0, 2)
+    second = {"name": "a", "tfrecords": str(other)} if what == "name" else {"name": "b", "tfrecords": str(path)}
+    return {"sources": [{"name": "a", "tfrecords": str(path)}, second]}
+  return config
+
+
+Failure = helpers.Failure
+FAILURES = [
+    # split mapping
+    pytest.param(Failure(errors.ConfigError, ["names source 'c'", "['a', 'b']"],
+                         _two_sites_and(splits="a:train + c:train -> train")), id="mapping-unknown-source"),
+    pytest.param(Failure(errors.ConfigError, ["source 'b' has no split 'test'", "['train']"],
+                         _two_sites_and(splits="a:train + b:test -> train")), id="mapping-unknown-split"),
+    pytest.param(Failure(errors.ConfigError, ["lists ['a:train'] more than once", "duplicate source"],
+                         _two_sites_and(splits="a:train + a:train -> train")), id="mapping-twice"),
+    pytest.param(Failure(errors.ConfigError, ["malformed", "a:train + b:validation -> train"],
+                         _two_sites_and(splits="a:train, b:train")), id="mapping-malformed"),
+    pytest.param(Failure(errors.ConfigError, ["Sources ['b'] are not used"],
+                         _two_sites_and(splits="a:train -> train")), id="mapping-unused-source"),
+    # mixing, promotions
+    pytest.param(Failure(errors.ConfigError, ["mixing='shuffle'", "'concatenate', 'interleave'"],
+                         _two_sites_and(mixing="shuffle")), id="mixing"),
+    pytest.param(Failure(errors.ConfigError, ["weights only apply with mixing='interleave'"],
+                         _two_sites_and(weights={"a": 1, "b": 1})), id="weights-without-interleave"),
+    pytest.param(Failure(errors.ConfigError, ["give every source a weight"],
+                         _two_sites_and(mixing="interleave", weights={"a": 1})), id="weights-missing"),
+    pytest.param(Failure(errors.ConfigError, ["must all be positive"],
+                         _two_sites_and(mixing="interleave", weights={"a": 1, "b": 0})), id="weights-zero"),
+    pytest.param(Failure(errors.ConfigError, ["stopping_strategy='never'"],
+                         _two_sites_and(mixing="interleave", stopping_strategy="never")), id="stopping-strategy"),
+    pytest.param(Failure(errors.ConfigError, ["unknown promotions ['strings']"],
+                         _two_sites_and(promotions=["strings"])), id="promotions"),
+    pytest.param(Failure(errors.ConfigError, ["'name'", "numeric Tensor"], _zlib_of_a_string),
+                 id="zlib-features-must-be-numeric-tensors"),
+    # source entries
+    pytest.param(Failure(errors.ConfigError, ["has name None"], _one_source(tfrecords="x")), id="entry-no-name"),
+    pytest.param(Failure(errors.ConfigError, ["has name 'a b'"], _one_source(name="a b", tfrecords="x")),
+                 id="entry-bad-name"),
+    pytest.param(Failure(errors.ConfigError, ["exactly one of"], _one_source(name="a", tfrecords="x", dataset="y")),
+                 id="entry-two-kinds"),
+    pytest.param(Failure(errors.ConfigError, ["unknown keys ['data_dir']"],
+                         _one_source(name="a", tfrecords="x", data_dir="y")), id="entry-unknown-key"),
+    pytest.param(Failure(errors.ConfigError, ["Duplicate source name 'a'"], _duplicate("name")),
+                 id="duplicate-name"),
+    pytest.param(Failure(errors.ConfigError, ["{tmp}/a.tfrecord is read by both a:train and b:train"],
+                         _duplicate("files")), id="duplicate-files"),
+    # sources that are missing, empty or corrupt
+    pytest.param(Failure(errors.SourceError, ["'missing/*.tfrecord'", "Check the path"],
+                         lambda tmp: {**_one_source(name="a", tfrecords="missing/*.tfrecord"), "data_root": str(tmp)}),
+                 id="missing-tfrecords"),
+    pytest.param(Failure(errors.SourceError, ["source 'b'", "No prepared TFDS dataset at 'nope:1.0.0'"],
+                         lambda tmp: _one_source(name="b", dataset="nope:1.0.0", data_dir=str(tmp))),
+                 id="missing-dataset"),
+    pytest.param(Failure(errors.SourceError, ["No prepared TFDS dataset"],
+                         lambda tmp: _one_source(name="c", dataset_dir=str(tmp / "nowhere"))),
+                 id="missing-dataset-dir"),
+    pytest.param(Failure(errors.SourceError, ["source 'e'", "the source is empty"], _empty_source),
+                 id="empty-source"),
+    pytest.param(Failure(errors.SourceError, ["source 'a'", "{tmp}/cut.tfrecord", "record 4", "corrupt or truncated"],
+                         _corrupt_last_record), id="corrupt-tfrecord"),
+    pytest.param(Failure(errors.SchemaError, ["source 'a'", "{tmp}/a.tfrecord", "record 2"], _records_that_disagree),
+                 id="records-that-disagree-within-a-source"),
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_build_fails(tmp_path, failure):
+  helpers.assert_fails_as(Builder, tmp_path, failure)
   assert no_dataset_written(tmp_path)
-
-
-def test_corrupt_tfrecord_names_source_file_and_record(tmp_path):
-  path = site(tmp_path / "cut.tfrecord", 0, 5)
-  data = path.read_bytes()
-  path.write_bytes(data[:-7])
-  assert_build_fails(tmp_path, errors.SourceError, "source 'a'", str(path), "record 4", "corrupt or truncated",
-                     sources=[{"name": "a", "tfrecords": str(path)}])
-  assert no_dataset_written(tmp_path)
-
-
-@pytest.mark.parametrize("duplicate", ["name", "files"])
-def test_duplicate_sources_are_refused(tmp_path, duplicate):
-  path = site(tmp_path / "a.tfrecord", 0, 2)
-  other = site(tmp_path / "b.tfrecord", 0, 2)
-  second = {"name": "a" if duplicate == "name" else "b",
-            "tfrecords": str(other if duplicate == "name" else path)}
-  fragment = "Duplicate source name 'a'" if duplicate == "name" else f"{path} is read by both a:train and b:train"
-  assert_build_fails(tmp_path, errors.ConfigError, fragment,
-                     sources=[{"name": "a", "tfrecords": str(path)}, second])
-
-
-@pytest.mark.parametrize("entry, fragment", [
-    ({"tfrecords": "x"}, "has name None"),
-    ({"name": "a b", "tfrecords": "x"}, "has name 'a b'"),
-    ({"name": "a", "tfrecords": "x", "dataset": "y"}, "exactly one of"),
-    ({"name": "a", "tfrecords": "x", "data_dir": "y"}, "unknown keys ['data_dir']"),
-])
-def test_malformed_source_entries(tmp_path, entry, fragment):
-  assert_build_fails(tmp_path, errors.ConfigError, fragment, sources=[entry])
 
 
 def test_failed_build_leaves_no_dataset_and_rerun_succeeds(tmp_path):
-  good = write_records(tmp_path / "data/a.tfrecord", [record(id=[i], label=[0], tokens=[i]) for i in range(3)])
+  good = helpers.write_records(tmp_path / "data/a.tfrecord", [record(id=[i], label=[0], tokens=[i]) for i in range(3)])
   typed = tfds_site(tmp_path, "typed", [1, 2, 3])
   shard = next(pathlib.Path(typed).glob("*-train.tfrecord-*"))
   intact = shard.read_bytes()
@@ -529,7 +530,7 @@ def test_failed_build_leaves_no_dataset_and_rerun_succeeds(tmp_path):
   assert_build_fails(tmp_path, errors.SourceError, "source 'typed'", str(shard), "record 1", **config)
   dataset_dir = tmp_path / "tfds/concatenated/mine/1.0.0"
   assert not (dataset_dir / "dataset_info.json").exists()
-  with pytest.raises(DatasetInfoFileError):
+  with pytest.raises(DatasetInfoFileError, match=r"Could not read dataset info from .*/mine/1\.0\.0/dataset_info\.json"):
     tfds.builder_from_directory(str(dataset_dir))
   assert not list((tmp_path / "tfds").rglob("*.tfrecord*"))
   shard.write_bytes(intact)
@@ -555,6 +556,7 @@ def test_gzip_sources_are_read(tmp_path):
 # ---------------------------------------------------------------- tfds CLI --
 
 
+@pytest.mark.slow
 def test_tfds_build_cli_with_json_config(tmp_path):
   config = json.dumps({"name": "mine", "sources": two_sites(tmp_path),
                        "splits": "a:train + b:train -> train"})

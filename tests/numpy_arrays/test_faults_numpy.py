@@ -19,11 +19,9 @@ from tfds_builders.numpy_arrays import Builder
 from tfds_builders.numpy_arrays import BuilderConfig
 from tfds_builders.numpy_arrays import to_numpy
 
-import faults
-from faults import FaultCase
+from tests import faults
+from tests.faults import FaultCase
 
-# TFDS may look datasets up on GCS (info, pre-built data); tests stay offline.
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
 GOOD = np.arange(6, dtype="<f8").reshape(2, 3)
 F8 = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }"
@@ -276,6 +274,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, name, content", CLI_CASES)
 def test_hostile_array_file_through_tfds_build(tmp_path, case, name, content):
   sources = tmp_path / "sources"

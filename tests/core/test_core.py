@@ -15,10 +15,12 @@ from tfds_builders.core import errors
 from tfds_builders.core import example_schema
 from tfds_builders.core import paths
 from tfds_builders.core import provenance
-from tfds_builders.core import record_index
 from tfds_builders.core import serialization
 from tfds_builders.core import shard_writer
 from tfds_builders.core import tfrecord_io
+from tfds_builders.core import wire
+from tfds_builders.core.fast import record_blocks
+from tfds_builders.core.fast import record_index
 
 
 def _encode_mapping(values: dict[str, bytes]) -> bytes:
@@ -131,7 +133,6 @@ def test_split_writer_cuts_shards_by_size_and_keeps_order(tmp_path) -> None:
 
 def _blocked(records: list[tuple[int, bytes]], pattern: list[int]) -> list:
   """The records as a stream of single examples (0) and framed blocks (their size)."""
-  from tfds_builders.core import record_blocks  # pylint: disable=g-import-not-at-top
 
   stream, at = [], 0
   for size in pattern:
@@ -255,7 +256,7 @@ def test_parse_schema_reads_what_describe_writes() -> None:
       "b": example_schema.FeatureSpec("bytes_list", None),
       "c": example_schema.FeatureSpec("float_list", 0),
   }
-  assert {name: spec.describe() for name, spec in schema.items()} == {
+  assert {name: spec.spec_text() for name, spec in schema.items()} == {
       "a": "int64_list[3]", "b": "bytes_list[*]", "c": "float_list[0]"}
 
 
@@ -311,7 +312,7 @@ def _exact_inference(files: list[tfrecord_io.RecordFile]):
   schema, counts, first_seen = None, [], None
   for file in files:
     count = 0
-    for index, record in enumerate(tfrecord_io.read_records(file)):
+    for index, record in enumerate(record_index.read_records(file)):
       example = example_schema.parse_example(record, file.name, index)
       example_schema.check_only_example_fields(example, file.name, index)
       spec = example_schema.spec_of(example)
@@ -420,7 +421,7 @@ def test_split_writer_formats_hold_the_same_records_and_lengths(tmp_path, file_f
   )
   info = shard_writer.SplitWriter(template, file_format, max_shard_bytes=1000).write(records)
   # TFDS's rule at a 1000-byte max: ceil(30 framed records / 1000 B) shards, counts as even as TFDS cuts them.
-  num_shards = -(-30 * (len(records[0][1]) + tfrecord_io.FRAME_BYTES) // 1000)
+  num_shards = -(-30 * (len(records[0][1]) + wire.FRAME_BYTES) // 1000)
   ends = [round(30 * i / num_shards) for i in range(num_shards + 1)]
   expected = [stop - start for start, stop in zip(ends, ends[1:])]
   assert list(info.shard_lengths) == expected
