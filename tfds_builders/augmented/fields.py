@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,18 +13,12 @@ import tensorflow_datasets as tfds
 from tfds_builders.core import errors
 from tfds_builders.core import fast
 from tfds_builders.core import serialization
+from tfds_builders.core import tensor_codecs
 
-STRING = "string"
-# Dtypes a new field may have. uint64 and complex have no exact tf.train.Example
-# encoding that TFDS decodes back; float64 is stored as raw bytes (a float_list
-# would round it to float32).
-DTYPES = (
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-    "float16", "float32", "float64", STRING,
-)
+# New fields are stored in their native lists (float64 as raw bytes): what a
+# TFDS `Tensor` feature of their dtype writes.
+POLICY = tensor_codecs.LISTS
 _SPEC_TEXT = re.compile(r"^\s*(\w+)\s*(?:\[\s*([^\]]*)\s*\])?\s*$")
-_FLOAT_LIST_DTYPES = frozenset(("float16", "float32"))
-_DOUBLE = struct.Struct("<d")
 
 
 class FieldValueError(Exception):
@@ -38,7 +31,7 @@ class FieldSpec:
 
   Attributes:
     name: Feature name in the output.
-    dtype: A NumPy dtype name from `DTYPES`, or `"string"`.
+    dtype: A NumPy dtype name from `tensor_codecs.LIST_DTYPES`, or `"string"`.
     shape: Per-example shape; at most one dimension is None.
     source: Where the values come from, for messages and release notes,
       e.g. `"function my_pkg.labels:add_label"`.
@@ -56,15 +49,13 @@ class FieldSpec:
     dims = ",".join("None" if dim is None else str(dim) for dim in self.shape)
     return f"{self.dtype}[{dims}]" if self.shape else self.dtype
 
+  def codec(self) -> tensor_codecs.TensorCodec:
+    """How this field is stored (`tensor_codecs`, policy `LISTS`)."""
+    return tensor_codecs.resolve(self.dtype, self.shape, POLICY)
+
   def feature(self) -> tfds.features.Tensor:
     """The TFDS feature of this field; float64 is stored as exact bytes."""
-    dtype = np.str_ if self.dtype == STRING else np.dtype(self.dtype)
-    encoding = (
-        tfds.features.Encoding.BYTES if self.dtype == "float64" else tfds.features.Encoding.NONE
-    )
-    return tfds.features.Tensor(
-        shape=self.shape, dtype=dtype, encoding=encoding, doc=f"Added from {self.source}."
-    )
+    return self.codec().feature(doc=f"Added from {self.source}.")
 
   def to_json(self) -> dict[str, Any]:
     return {"dtype": self.dtype, "shape": list(self.shape), "source": self.source,
@@ -82,7 +73,7 @@ def parse_declared(name: str, declared: str | Mapping[str, Any], source: str) ->
     return errors.ConfigError(
         errors.with_hint(
             f"features[{name!r}] = {declared!r}: {reason}",
-            f"Declare a dtype of {DTYPES} with an optional shape, e.g. "
+            f"Declare a dtype of {tensor_codecs.LIST_DTYPES} with an optional shape, e.g. "
             "'int64', 'float32[3]', 'string[None]' or "
             "{'dtype': 'float32', 'shape': [None]}",
         )
@@ -100,8 +91,8 @@ def parse_declared(name: str, declared: str | Mapping[str, Any], source: str) ->
       raise fail("unreadable")
     dtype = match.group(1)
     dims = [part.strip() for part in match.group(2).split(",") if part.strip()] if match.group(2) else []
-  dtype = {"str": STRING, "bytes": STRING, "int": "int64", "float": "float64"}.get(dtype, dtype)
-  if dtype not in DTYPES:
+  dtype = {"str": tensor_codecs.STRING, "bytes": tensor_codecs.STRING, "int": "int64", "float": "float64"}.get(dtype, dtype)
+  if tensor_codecs.refusal(dtype, POLICY):
     raise fail(f"unsupported dtype {dtype!r}")
   shape = []
   for dim in dims:
@@ -142,17 +133,17 @@ def infer(name: str, values: Sequence[Any], source: str, where: Sequence[str]) -
             f"Return one type for every example, or declare it: features={{{name!r}: 'float32'}}",
         )
     )
-  if kinds == {STRING}:
-    dtype = STRING
+  if kinds == {tensor_codecs.STRING}:
+    dtype = tensor_codecs.STRING
   else:
     dtype = np.result_type(*[array.dtype for array in arrays]).name
-  if dtype not in DTYPES:
+  reason = tensor_codecs.refusal(dtype, POLICY)
+  if reason:
     raise errors.SchemaError(
         errors.with_hint(
-            f"Field {name!r} from {source} has dtype {dtype} ({where[0]}), which "
-            "cannot be stored exactly in a tf.train.Example",
+            f"Field {name!r} from {source} has dtype {dtype} ({where[0]}), which {reason}",
             "Cast it (e.g. uint64 -> int64 if the values fit) or declare the "
-            f"feature with a dtype of {DTYPES}",
+            f"feature with a dtype of {tensor_codecs.LIST_DTYPES}",
         )
     )
   ranks = {array.ndim for array in arrays}
@@ -177,7 +168,7 @@ def infer(name: str, values: Sequence[Any], source: str, where: Sequence[str]) -
 
 def _kind_of(dtype: np.dtype) -> str:
   if dtype.kind in "USO":
-    return STRING
+    return tensor_codecs.STRING
   if dtype.kind == "b":
     return "bool"
   if dtype.kind in "iu":
@@ -206,26 +197,31 @@ def _as_array(value: Any, name: str, where: str) -> np.ndarray:
 class FieldCodec:
   """Checks one field's value per example and encodes it as its map entry.
 
-  The encoding is the one TFDS gives `spec.feature()`, written with
-  `core.serialization` (no TFDS per-example encoding).
+  The encoding is the field's `tensor_codecs` codec, resolved once here; this
+  class adds the checks of each value (kind, shape, range) and the fast paths
+  of Python scalars.
   """
 
   def __init__(self, spec: FieldSpec):
     self.spec = spec
-    self._key = serialization.FeatureKey(spec.name)
+    codec = spec.codec()
+    self._codec = codec
     self._scalar = spec.shape == ()
-    if spec.dtype == STRING:
+    self._entries = codec.encoder(spec.name)
+    if codec.is_string:
       self._encode = self._encode_string
-    elif spec.dtype == "float64":
-      self._encode = self._encode_float64
-      self._double_head = serialization.fixed_entry_head(self._key, "bytes", 8)
-    elif spec.dtype in _FLOAT_LIST_DTYPES:
-      self._encode = self._encode_float_list
-    else:
+      self._kinds = "USO"
+    elif codec.wire_kind == "int64_list":
       self._encode = self._encode_ints
+      self._kinds = "b" if spec.dtype == "bool" else "biu"
       info = np.iinfo(np.int64 if spec.dtype == "bool" else spec.dtype)
       self._range = (int(info.min), int(info.max)) if spec.dtype != "bool" else (0, 1)
-      self._int64_scalar = serialization.int64_scalar_encoder(self._key)
+      self._int64_scalar = codec.scalar_encoder(spec.name)
+    else:  # float_list, or float64 as raw bytes
+      self._encode = self._encode_floats
+      self._kinds = "biuf"
+      # Python floats take the scalar encoder: the common case of a float64 field.
+      self._float_scalar = codec.scalar_encoder(spec.name) if codec.raw_bytes and self._scalar else None
 
   def encode(self, value: Any) -> list[serialization.Payload]:
     """The map-entry parts of `value`.
@@ -239,7 +235,7 @@ class FieldCodec:
     """The map entries of a whole column of scalar values, encoded as `encode` would.
 
     Args:
-      values: A NumPy array, or for strings a `core.record_blocks.ByteColumn`.
+      values: A NumPy array, or for strings a `fast.record_blocks.ByteColumn`.
 
     Returns:
       A `fast.record_blocks.ByteColumn`, or None for values only `encode` takes
@@ -248,31 +244,22 @@ class FieldCodec:
     Raises:
       FieldValueError: if a value is out of the feature's range.
     """
-
     is_bytes = isinstance(values, fast.record_blocks.ByteColumn)
-    if not self._scalar or is_bytes != (self.spec.dtype == STRING):
+    if not self._scalar or is_bytes != self._codec.is_string:
       return None
-    if is_bytes:
-      return fast.record_blocks.bytes_entries(self._key, values)
-    kind = values.dtype.kind
-    if self.spec.dtype in _FLOAT_LIST_DTYPES or self.spec.dtype == "float64":
-      if kind not in "biuf":
+    if not is_bytes:
+      if values.dtype.kind not in self._kinds:
         return None
-      if self.spec.dtype == "float64":
-        return fast.record_blocks.fixed_entries(self._key, values.astype("<f8"), "bytes")
-      return fast.record_blocks.fixed_entries(self._key, values.astype("<f4"), "float_list")
-    if kind not in ("b" if self.spec.dtype == "bool" else "biu"):
-      return None
-    if len(values) and self.spec.dtype != "bool":
-      low, high = int(values.min()), int(values.max())
-      if low < self._range[0] or high > self._range[1]:
-        raise FieldValueError(f"values {low}..{high} are out of the range of {self.spec.dtype}")
-    return fast.record_blocks.int64_entries(self._key, values.astype(np.int64))
+      if self._codec.wire_kind == "int64_list" and len(values) and self.spec.dtype != "bool":
+        low, high = int(values.min()), int(values.max())
+        if low < self._range[0] or high > self._range[1]:
+          raise FieldValueError(f"values {low}..{high} are out of the range of {self.spec.dtype}")
+    return self._codec.column_entries(self.spec.name, values)
 
   def empty(self) -> list[serialization.Payload]:
     """Zeros (or empty strings) of the feature's shape, None dimensions empty."""
     shape = tuple(0 if dim is None else dim for dim in self.spec.shape)
-    if self.spec.dtype == STRING:
+    if self.spec.dtype == tensor_codecs.STRING:
       return self._encode(np.full(shape, b"", dtype=object))
     return self._encode(np.zeros(shape, dtype=self.spec.dtype))
 
@@ -282,35 +269,29 @@ class FieldCodec:
       if not self._range[0] <= value <= self._range[1]:
         raise FieldValueError(f"{value} is out of the range of {self.spec.dtype}")
       return [self._int64_scalar(value)]
-    array = self._array(value, "b" if self.spec.dtype == "bool" else "biu")
+    array = self._array(value)
     if array.size and self.spec.dtype != "bool":
       low, high = int(array.min()), int(array.max())
       if low < self._range[0] or high > self._range[1]:
         raise FieldValueError(f"values {low}..{high} are out of the range of {self.spec.dtype}")
-    return serialization.int64_feature(self._key, array.ravel().tolist())
+    return self._entries(array)
 
-  def _encode_float_list(self, value: Any) -> list[serialization.Payload]:
-    array = self._array(value, "biuf")
-    return serialization.float_feature(self._key, array.astype(np.float32).ravel())
-
-  def _encode_float64(self, value: Any) -> list[serialization.Payload]:
-    if self._scalar and type(value) is float:  # pylint: disable=unidiomatic-typecheck
-      return [self._double_head, _DOUBLE.pack(value)]
-    array = self._array(value, "biuf")
-    return serialization.bytes_feature(self._key, array.astype("<f8").tobytes())
+  def _encode_floats(self, value: Any) -> list[serialization.Payload]:
+    if self._float_scalar is not None and type(value) is float:  # pylint: disable=unidiomatic-typecheck
+      return [self._float_scalar(value)]
+    return self._entries(self._array(value))
 
   def _encode_string(self, value: Any) -> list[serialization.Payload]:
     if self._scalar and isinstance(value, (str, bytes)):
-      return serialization.bytes_feature(self._key, _utf8(value))
-    array = self._array(value, "USO")
+      return self._entries(_utf8(value))
+    array = self._array(value)
     if array.dtype.kind == "O" and not all(isinstance(item, (str, bytes)) for item in array.flat):
       raise FieldValueError(f"{_show(value)} holds non-strings")
     items = [_utf8(item) for item in array.ravel().tolist()]
-    if self._scalar:
-      return serialization.bytes_feature(self._key, items[0])
-    return serialization.bytes_list_feature(self._key, items)
+    return self._entries(items[0] if self._scalar else items)
 
-  def _array(self, value: Any, kinds: str) -> np.ndarray:
+  def _array(self, value: Any) -> np.ndarray:
+    kinds = self._kinds
     if isinstance(value, (str, bytes)):
       array = np.asarray(value, dtype=object)
     else:

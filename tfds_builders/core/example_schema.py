@@ -22,10 +22,11 @@ import tensorflow_datasets as tfds
 from tfds_builders import tfds_internals
 from tfds_builders.core import errors
 from tfds_builders.core import fast
+from tfds_builders.core import tensor_codecs
 from tfds_builders.core import tfrecord_io
 
-KINDS = ("bytes_list", "float_list", "int64_list")
-_DTYPES = {"bytes_list": np.object_, "float_list": np.float32, "int64_list": np.int64}
+# The dtype whose `LISTS` codec is each list as it is on the wire.
+_DTYPES = {"bytes_list": tensor_codecs.STRING, "float_list": "float32", "int64_list": "int64"}
 _SPEC_TEXT = re.compile(r"^(bytes_list|float_list|int64_list)\[(\d+|\*)\]$")
 
 
@@ -58,7 +59,7 @@ def parse_schema(declared: Mapping[str, str]) -> dict[str, FeatureSpec]:
     if not match:
       raise errors.ConfigError(
           f"Feature {name!r} is declared as {text!r}; write KIND[LENGTH] with "
-          f"KIND one of {KINDS} and LENGTH a number or * (varies), e.g. 'int64_list[3]'."
+          f"KIND one of {tensor_codecs.WIRE_KINDS} and LENGTH a number or * (varies), e.g. 'int64_list[3]'."
       )
     kind, length = match.groups()
     schema[name] = FeatureSpec(kind, None if length == "*" else int(length))
@@ -205,8 +206,7 @@ def to_feature(spec: FeatureSpec) -> tfds.features.Tensor:
   a `(None,)` vector: TFDS's serialized form of each is the raw layout.
   """
   shape = () if spec.length == 1 else (spec.length,)
-  dtype = tf.string if spec.kind == "bytes_list" else _DTYPES[spec.kind]
-  return tfds.features.Tensor(shape=shape, dtype=dtype)
+  return tensor_codecs.resolve(_DTYPES[spec.kind], shape, tensor_codecs.LISTS).feature()
 
 
 def to_features(schema: Schema) -> tfds.features.FeaturesDict:
@@ -221,13 +221,7 @@ def from_features(features: tfds.features.FeatureConnector) -> dict[str, Feature
 
 
 def _spec_of_info(info: tfds.features.TensorInfo) -> FeatureSpec:
-  dtype = np.dtype(info.np_dtype) if info.np_dtype is not None else np.dtype(object)
-  if dtype.kind in "OSU":
-    kind = "bytes_list"
-  elif dtype.kind == "f":
-    kind = "float_list"
-  else:
-    kind = "int64_list"
+  kind = tensor_codecs.wire_kind(info.np_dtype)
   shape = tuple(info.shape)
   length = None if any(dim is None for dim in shape) else int(np.prod(shape, dtype=np.int64))
   return FeatureSpec(kind, length)

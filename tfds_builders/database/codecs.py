@@ -1,10 +1,10 @@
 """Result columns -> TFDS features and wire-format encoders, with an explicit NULL policy.
 
 A column's kind (`core.sql.types`), its options and its preprocessing choose
-a *storage* (how values sit in a `tf.train.Example`) and the TFDS feature
-that decodes it. Values are encoded straight to the wire format with
-`core.serialization`. NULL is `None` and nothing else: 0, '' and false are
-values.
+a *storage*, whose tensor codec (`core.tensor_codecs`, policy `LISTS`) gives
+the TFDS feature and the wire encoders; ClassLabel and Text wrap the codec's
+int64 and string features. NULL is `None` and nothing else: 0, '' and false
+are values.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
 from tfds_builders.core import serialization
+from tfds_builders.core import tensor_codecs
 from tfds_builders.core.sql import types as sql_types
 from tfds_builders.core.sql import values as sql_values
 
@@ -28,6 +29,11 @@ NUMERIC_MODES = ("float64", "string")
 TEMPORAL_MODES = ("iso", "epoch")
 NULL_POLICIES = ("error", "default", "mask", "skip_row")
 MASK_SUFFIX = "_is_null"
+# Each storage's tensor dtype: class indices are int64, text and bytes strings.
+_STORED_DTYPES = {
+    "int64": "int64", "class": "int64", "float32": "float32", "float64": "float64",
+    "bool": "bool", "text": tensor_codecs.STRING, "bytes": tensor_codecs.STRING,
+}
 
 
 def unsupported_type(column: str, type_name: str, cast_example: str) -> errors.SchemaError:
@@ -108,6 +114,11 @@ class ColumnCodec:
       return "text"
     return {"int": "int64"}.get(kind, kind)
 
+  def tensor_codec(self) -> tensor_codecs.TensorCodec:
+    """How values are stored on the wire: the storage's dtype, one value or a `(None,)` array."""
+    shape = (None,) if self.sql_type.array else ()
+    return tensor_codecs.resolve(_STORED_DTYPES[self.storage], shape, tensor_codecs.LISTS)
+
   @property
   def mask_name(self) -> str | None:
     return self.name + MASK_SUFFIX if self.nulls.action == "mask" else None
@@ -115,7 +126,7 @@ class ColumnCodec:
   def features(self) -> dict[str, tfds.features.FeatureConnector]:
     """The feature of this column, and its `_is_null` mask feature if any."""
     doc = f"Column {self.name!r} ({self.sql_type.source or self.sql_type.label()})"
-    found = {self.name: _feature(self.storage, self.sql_type.array, self.class_names, doc)}
+    found = {self.name: _feature(self, doc)}
     if self.mask_name:
       found[self.mask_name] = tfds.features.Scalar(
           np.bool_, doc=f"Whether {self.name!r} is NULL (its value is then a placeholder)"
@@ -127,7 +138,7 @@ class ColumnCodec:
     store = _value_storer(self)
     if self.nulls.action != "mask":
       return store
-    not_null = b"".join(serialization.int64_feature(serialization.FeatureKey(self.mask_name), (0,)))
+    not_null = self._mask_entry(False)
     return lambda value: store(value) + not_null
 
   def encoder(self) -> Callable[[Any], bytes]:
@@ -152,11 +163,16 @@ class ColumnCodec:
     if action == "default":
       default_entries = store(self.nulls.default)
       return lambda value: default_entries if value is None else present(value)
-    is_null = b"".join(serialization.int64_feature(serialization.FeatureKey(self.mask_name), (1,))) + (
+    is_null = self._mask_entry(True) + (
         store(self.nulls.default) if self.nulls.default is not None
         else _storer(self)(_zero(self.storage, self.sql_type.array))
     )
     return lambda value: is_null if value is None else present(value)
+
+  def _mask_entry(self, is_null: bool) -> bytes:
+    """The map entry of the `_is_null` feature (a bool scalar)."""
+    mask = tensor_codecs.resolve("bool", (), tensor_codecs.LISTS)
+    return mask.scalar_encoder(self.mask_name)(is_null)
 
 
 class ValueProblem(Exception):
@@ -301,24 +317,14 @@ def _row_error(codec: ColumnCodec, problem: ValueProblem, row: str) -> errors.Sc
 # --------------------------------------------------------------- features --
 
 
-def _feature(
-    storage: str, array: bool, class_names: tuple[str, ...] | None, doc: str
-) -> tfds.features.FeatureConnector:
-  if storage == "class":
-    if not class_names:  # computed in SQL at build time, set then
+def _feature(codec: ColumnCodec, doc: str) -> tfds.features.FeatureConnector:
+  if codec.storage == "class":
+    if not codec.class_names:  # computed in SQL at build time, set then
       return tfds.features.ClassLabel(doc=doc)
-    return tfds.features.ClassLabel(names=list(class_names), doc=doc)
-  shape = (None,) if array else ()
-  if storage == "text" and not array:
+    return tfds.features.ClassLabel(names=list(codec.class_names), doc=doc)
+  if codec.storage == "text" and not codec.sql_type.array:
     return tfds.features.Text(doc=doc)
-  dtype = {
-      "int64": np.int64, "float32": np.float32, "float64": np.float64,
-      "bool": np.bool_, "text": np.object_, "bytes": np.object_,
-  }[storage]
-  # float64 travels as raw little-endian bytes: a float_list would round it
-  # to float32.
-  encoding = tfds.features.Encoding.BYTES if storage == "float64" else tfds.features.Encoding.NONE
-  return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=encoding, doc=doc)
+  return codec.tensor_codec().feature(doc=doc)
 
 
 # --------------------------------------------------------------- encoding --
@@ -334,28 +340,13 @@ def _zero(storage: str, array: bool) -> Any:
 
 def _storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
   """From a storage value (int, float, bool, bytes, or a list) to its map entry."""
-  key = serialization.FeatureKey(codec.name)
-  storage = codec.storage
-  join = b"".join
+  tensor_codec = codec.tensor_codec()
   if codec.sql_type.array:
-    if storage in ("int64", "class", "bool"):
-      return lambda values: join(serialization.int64_feature(key, values))
-    if storage == "float32":
-      return lambda values: join(serialization.float_feature(key, np.asarray(values, np.float32)))
-    if storage == "float64":
-      return lambda values: join(serialization.bytes_feature(key, np.asarray(values, "<f8").tobytes()))
-    return lambda values: join(serialization.bytes_list_feature(key, values))
-  if storage in ("int64", "class"):
-    return serialization.int64_scalar_encoder(key)
-  if storage == "bool":
-    # True/False (and SQLite's 1/0) only: anything else is a KeyError.
-    by_value = {value: join(serialization.int64_feature(key, (int(value),))) for value in (False, True)}
-    return by_value.__getitem__
-  if storage == "float32":
-    return _fixed_width(serialization.fixed_entry_head(key, "float_list", 4), struct.Struct("<f").pack)
-  if storage == "float64":
-    return _fixed_width(serialization.fixed_entry_head(key, "bytes", 8), struct.Struct("<d").pack)
-  return _bytes_scalar(key, sql_values.to_bytes if codec.sql_type.kind == "bytes" else sql_values.to_text)
+    encode = tensor_codec.encoder(codec.name)
+    join = b"".join
+    return lambda values: join(encode(values))
+  to_bytes = sql_values.to_bytes if codec.sql_type.kind == "bytes" else sql_values.to_text
+  return tensor_codec.scalar_encoder(codec.name, to_bytes)
 
 
 def _value_storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
@@ -368,35 +359,6 @@ def _value_storer(codec: ColumnCodec) -> Callable[[Any], bytes]:
     return store
   convert = _converter(codec)
   return lambda value: store(convert(value))
-
-
-def _fixed_width(prefix: bytes, pack: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-  # A fixed-size payload has constant framing: the entry's head is encoded once.
-  return lambda value: prefix + pack(value)
-
-
-_CACHED_FRAMING_BYTES = 4096
-
-
-def _bytes_scalar(
-    key: serialization.FeatureKey, to_bytes: Callable[[Any], Any]
-) -> Callable[[Any], bytes]:
-  # The framing of a one-value bytes_list depends only on the payload's
-  # length: cache it per length (short values are the common case).
-  heads: dict[int, bytes] = {}
-
-  def store(payload: Any) -> bytes:
-    if type(payload) is not bytes:  # pylint: disable=unidiomatic-typecheck  # the hot path
-      payload = to_bytes(payload)
-    size = len(payload)
-    head = heads.get(size)
-    if head is None:
-      if size > _CACHED_FRAMING_BYTES:
-        return b"".join(serialization.bytes_feature(key, payload))
-      head = heads[size] = b"".join(serialization.bytes_feature(key, bytes(size)))[: -size or None]
-    return head + payload
-
-  return store
 
 
 def _converter(codec: ColumnCodec) -> Callable[[Any], Any]:
