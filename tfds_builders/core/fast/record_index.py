@@ -17,7 +17,7 @@ import io
 import mmap
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 import numba
 import numpy as np
@@ -43,27 +43,44 @@ _INPUT_BYTES = 128 * 1024  # of a GZIP file, read at a time (as gzip.GzipFile do
 _REMOTE_READ_BYTES = 4 * 1024 * 1024  # of an uncompressed streamed file, read at a time
 _CHECK_BYTES = 1024 * 1024  # of a long frame's data, CRC-checked at a time
 _BYTES_FIELD, _INT64_FIELD = wire.KIND_FIELDS["bytes_list"], wire.KIND_FIELDS["int64_list"]
+# The wire constants the compiled walks use, bound here: Numba compiles a global int of this module as a
+# constant of its type (a literal, which a callee is specialized for, e.g. `_little_endian(buf, pos, 8)`
+# unrolled), but reads `wire.NAME` as a plain int64: 4-10 % slower walks.
+_FRAME_LENGTH_BYTES = wire.FRAME_LENGTH_BYTES
+_FRAME_CRC_BYTES = wire.FRAME_CRC_BYTES
+_LENGTH_DELIMITED = wire.LENGTH_DELIMITED
+_EXAMPLE_FEATURES = wire.EXAMPLE_FEATURES
+_FEATURES_ENTRY = wire.FEATURES_ENTRY
+_MAP_KEY = wire.MAP_KEY
+_MAP_VALUE = wire.MAP_VALUE
+_FEATURE_BYTES_LIST = wire.FEATURE_BYTES_LIST
+_FEATURE_FLOAT_LIST = wire.FEATURE_FLOAT_LIST
+_FEATURE_INT64_LIST = wire.FEATURE_INT64_LIST
+_LIST_VALUE = wire.LIST_VALUE
+_FLOAT_VALUE_UNPACKED = wire.FLOAT_VALUE_UNPACKED
+_INT64_VALUE_UNPACKED = wire.INT64_VALUE_UNPACKED
 MALFORMED = -1  # a key count: the record is no valid tf.train.Example
 
 
-class KeyState(NamedTuple):
-  """What a walk has read of each record's key, one row per record (named arrays: as fast as one 2-D array).
+class KeyState:
+  """What a walk has read of each record's key: a record array, one row per record, of named int64 fields.
 
-  Attributes:
+  One array of records, not one array per field: a compiled walk fills a
+  row through one pointer (a tuple of four arrays made key walks 7-10 %
+  slower). `zeros` gives a `np.recarray`, so fields read as attributes.
+
+  Fields:
     value_count: How many values the key has (MALFORMED if the record is no Example).
     last_int: Its last int64 value.
     bytes_start: Where its last bytes value starts in the walked buffer.
     bytes_end: Where that value ends.
   """
 
-  value_count: np.ndarray
-  last_int: np.ndarray
-  bytes_start: np.ndarray
-  bytes_end: np.ndarray
+  DTYPE = np.dtype([(field, np.int64) for field in ("value_count", "last_int", "bytes_start", "bytes_end")], align=True)
 
   @classmethod
-  def zeros(cls, rows: int) -> KeyState:
-    return cls(*(np.zeros(rows, np.int64) for _ in cls._fields))
+  def zeros(cls, rows: int) -> np.recarray:
+    return np.zeros(rows, cls.DTYPE).view(np.recarray)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -95,15 +112,15 @@ def _walk_frames(buf, offsets, lengths, crcs, name, kind_field, keys, layout, ke
   while count < offsets.shape[0]:
     if size - pos < _HEADER_BYTES:
       return count, pos, _INCOMPLETE, _HEADER_BYTES
-    length = _little_endian(buf, pos, wire.FRAME_LENGTH_BYTES)  # lengths of 2**63 and more read as negative
-    if (crc32c.masked_crc32c(buf, pos, wire.FRAME_LENGTH_BYTES)
-        != _little_endian(buf, pos + wire.FRAME_LENGTH_BYTES, wire.FRAME_CRC_BYTES)):
+    length = _little_endian(buf, pos, _FRAME_LENGTH_BYTES)  # lengths of 2**63 and more read as negative
+    if (crc32c.masked_crc32c(buf, pos, _FRAME_LENGTH_BYTES)
+        != _little_endian(buf, pos + _FRAME_LENGTH_BYTES, _FRAME_CRC_BYTES)):
       return count, pos, _BAD_HEADER, 0
     # Compared with the bytes left, never added to a position first: a crafted length must not wrap around.
     if length < 0 or length > size - pos - _FRAME_BYTES:
       return count, pos, _INCOMPLETE, _FRAME_BYTES + length if 0 <= length < _MAX_NEEDED else _MAX_NEEDED
     start = pos + _HEADER_BYTES
-    stored_crc = _little_endian(buf, start + length, wire.FRAME_CRC_BYTES)
+    stored_crc = _little_endian(buf, start + length, _FRAME_CRC_BYTES)
     if check_data and crc32c.masked_crc32c(buf, start, length) != stored_crc:
       return count, pos, _BAD_DATA, 0
     offsets[count] = pos
@@ -174,20 +191,20 @@ def _feature_span(buf, start, end, name):
     tag, features_start, features_end, pos = _field(buf, pos, end)
     if pos < 0:
       return -2, -2
-    entry_pos = features_start if tag == wire.EXAMPLE_FEATURES else features_end  # else skipped
+    entry_pos = features_start if tag == _EXAMPLE_FEATURES else features_end  # else skipped
     while entry_pos < features_end:
       tag, entry_start, entry_end, entry_pos = _field(buf, entry_pos, features_end)
       if entry_pos < 0:
         return -2, -2
-      if tag != wire.FEATURES_ENTRY:  # not a map entry
+      if tag != _FEATURES_ENTRY:  # not a map entry
         continue
       # TF's parser takes an entry only as exactly its key, then its value:
       # anything else (a second value, an extra field) fails the record there.
       tag, key_start, key_end, inner = _field(buf, entry_start, entry_end)
-      if inner < 0 or tag != wire.MAP_KEY:
+      if inner < 0 or tag != _MAP_KEY:
         return -2, -2
       tag, value_start, value_end, inner = _field(buf, inner, entry_end)
-      if inner != entry_end or tag != wire.MAP_VALUE or not _valid_feature(buf, value_start, value_end):
+      if inner != entry_end or tag != _MAP_VALUE or not _valid_feature(buf, value_start, value_end):
         return -2, -2
       if key_end - key_start == name.shape[0] and _equal(buf, key_start, name):
         found_start, found_end = value_start, value_end
@@ -205,8 +222,8 @@ def _valid_feature(buf, start, end) -> bool:
   kinds = 0
   while pos < end:
     kind, first, last, pos = _field(buf, pos, end)
-    if pos < 0 or (kind != wire.FEATURE_BYTES_LIST and kind != wire.FEATURE_FLOAT_LIST
-                   and kind != wire.FEATURE_INT64_LIST):
+    if pos < 0 or (kind != _FEATURE_BYTES_LIST and kind != _FEATURE_FLOAT_LIST
+                   and kind != _FEATURE_INT64_LIST):
       return False
     kinds += 1
     if kinds > 1:  # protobuf keeps the last kind, TF's parser the first: no one answer
@@ -216,16 +233,16 @@ def _valid_feature(buf, start, end) -> bool:
       tag, value_start, value_end, inner = _field(buf, inner, last)
       if inner < 0:
         return False
-      if tag == wire.LIST_VALUE and kind == wire.FEATURE_FLOAT_LIST and (value_end - value_start) % 4 != 0:  # packed
+      if tag == _LIST_VALUE and kind == _FEATURE_FLOAT_LIST and (value_end - value_start) % 4 != 0:  # packed
         return False
-      if tag == wire.LIST_VALUE and kind == wire.FEATURE_INT64_LIST:  # packed int64s: every varint must end inside
+      if tag == _LIST_VALUE and kind == _FEATURE_INT64_LIST:  # packed int64s: every varint must end inside
         packed = value_start
         while packed < value_end:
           _, packed = _varint(buf, packed, value_end)
           if packed < 0:
             return False
-      elif not (tag == wire.LIST_VALUE or (kind == wire.FEATURE_FLOAT_LIST and tag == wire.FLOAT_VALUE_UNPACKED)
-                or (kind == wire.FEATURE_INT64_LIST and tag == wire.INT64_VALUE_UNPACKED)):
+      elif not (tag == _LIST_VALUE or (kind == _FEATURE_FLOAT_LIST and tag == _FLOAT_VALUE_UNPACKED)
+                or (kind == _FEATURE_INT64_LIST and tag == _INT64_VALUE_UNPACKED)):
         return False
   return True
 
@@ -240,35 +257,35 @@ def _equal(buf, start, name) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _clear(state, row) -> None:
-  state.value_count[row] = 0
-  state.last_int[row] = 0
-  state.bytes_start[row] = 0
-  state.bytes_end[row] = 0
+def _clear(key) -> None:
+  key.value_count = 0
+  key.last_int = 0
+  key.bytes_start = 0
+  key.bytes_end = 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _list_values(buf, start, end, kind_field, state, row):
-  """Adds one `*List` message's values to row `row` of a `KeyState`."""
+def _list_values(buf, start, end, kind_field, key):
+  """Adds one `*List` message's values to `key`, one row of a `KeyState`."""
   pos = start
   while pos < end:
     tag, first, last, pos = _field(buf, pos, end)
     if pos < 0:
       return False
-    if kind_field == _INT64_FIELD and tag == wire.INT64_VALUE_UNPACKED:
-      state.value_count[row] += 1
-      state.last_int[row] = first
-    elif kind_field == _INT64_FIELD and tag == wire.LIST_VALUE:  # packed int64s
+    if kind_field == _INT64_FIELD and tag == _INT64_VALUE_UNPACKED:
+      key.value_count += 1
+      key.last_int = first
+    elif kind_field == _INT64_FIELD and tag == _LIST_VALUE:  # packed int64s
       packed = first
       while packed < last:
         value, packed = _varint(buf, packed, last)
         if packed < 0:
           return False
-        state.value_count[row] += 1
-        state.last_int[row] = value
-    elif kind_field == _BYTES_FIELD and tag == wire.LIST_VALUE:  # one bytes value
-      state.value_count[row] += 1
-      state.bytes_start[row], state.bytes_end[row] = first, last
+        key.value_count += 1
+        key.last_int = value
+    elif kind_field == _BYTES_FIELD and tag == _LIST_VALUE:  # one bytes value
+      key.value_count += 1
+      key.bytes_start, key.bytes_end = first, last
   return True
 
 
@@ -278,20 +295,21 @@ def _key_values(buf, start, end, name, kind_field, state, row):
 
   The count is MALFORMED if the record is no valid Example.
   """
-  _clear(state, row)
+  key = state[row]
+  _clear(key)
   feature_start, feature_end = _feature_span(buf, start, end, name)
   ok = feature_start != -2
   pos = feature_start
   while ok and pos >= 0 and pos < feature_end:
     tag, first, last, pos = _field(buf, pos, feature_end)
     ok = pos >= 0
-    if ok and (tag & 7) == wire.LENGTH_DELIMITED and 1 <= (tag >> 3) <= 3:  # a oneof member: another clears ours
+    if ok and (tag & 7) == _LENGTH_DELIMITED and 1 <= (tag >> 3) <= 3:  # a oneof member: another clears ours
       if (tag >> 3) == kind_field:
-        ok = _list_values(buf, first, last, kind_field, state, row)
+        ok = _list_values(buf, first, last, kind_field, key)
       else:
-        _clear(state, row)
+        _clear(key)
   if not ok:
-    state.value_count[row] = MALFORMED
+    key.value_count = MALFORMED
 
 
 @numba.njit(cache=True, nogil=True)
@@ -331,20 +349,20 @@ def _value_count(buf, start, end, kind_tag):
   multiple of 4 bytes, int64 varints of at most 10 bytes) or nothing.
   """
   count = 0
-  if kind_tag == wire.FEATURE_BYTES_LIST:
+  if kind_tag == _FEATURE_BYTES_LIST:
     pos = start
     while pos < end:
-      _, pos = _length_field(buf, pos, end, wire.LIST_VALUE)
+      _, pos = _length_field(buf, pos, end, _LIST_VALUE)
       if pos < 0:
         return -1
       count += 1
     return count
   if start == end:
     return 0
-  packed_start, packed_end = _length_field(buf, start, end, wire.LIST_VALUE)
+  packed_start, packed_end = _length_field(buf, start, end, _LIST_VALUE)
   if packed_end != end:
     return -1
-  if kind_tag == wire.FEATURE_FLOAT_LIST:
+  if kind_tag == _FEATURE_FLOAT_LIST:
     return -1 if (end - packed_start) % 4 else (end - packed_start) // 4
   run = 0  # continuation bytes in a row
   for pos in range(packed_start, end):
@@ -372,20 +390,20 @@ def _conforms(buf, start, end, layout, value_counts, key_number, key_state, key_
   features = name_offsets.shape[0] - 1
   for number in range(features):
     value_counts[number] = -1
-  features_start, features_end = _length_field(buf, start, end, wire.EXAMPLE_FEATURES)
+  features_start, features_end = _length_field(buf, start, end, _EXAMPLE_FEATURES)
   if features_end != end:
     return False
   found = 0
   pos = features_start
   while pos < end:
-    entry_start, entry_end = _length_field(buf, pos, end, wire.FEATURES_ENTRY)
-    key_start, key_end = _length_field(buf, entry_start, entry_end, wire.MAP_KEY)
+    entry_start, entry_end = _length_field(buf, pos, end, _FEATURES_ENTRY)
+    key_start, key_end = _length_field(buf, entry_start, entry_end, _MAP_KEY)
     if key_end < 0:
       return False
     number = _name_number(buf, key_start, key_end - key_start, names, name_offsets, found)
     if number < 0 or value_counts[number] >= 0:  # another feature, or a key given twice
       return False
-    feature_start, feature_end = _length_field(buf, key_end, entry_end, wire.MAP_VALUE)
+    feature_start, feature_end = _length_field(buf, key_end, entry_end, _MAP_VALUE)
     if feature_end != entry_end or feature_start == feature_end or buf[feature_start] != kind_tags[number]:
       return False
     list_start, list_end = _length_field(buf, feature_start, entry_end, kind_tags[number])
@@ -395,8 +413,9 @@ def _conforms(buf, start, end, layout, value_counts, key_number, key_state, key_
     if value_counts[number] < 0:
       return False
     if number == key_number:
-      _clear(key_state, key_row)
-      _list_values(buf, list_start, list_end, kind_tags[number] >> 3, key_state, key_row)
+      key = key_state[key_row]
+      _clear(key)
+      _list_values(buf, list_start, list_end, kind_tags[number] >> 3, key)
     found += 1
     pos = entry_end
   return found == features
@@ -846,7 +865,7 @@ def scan(
             value_counts, check_data)
         if count:
           block = _block(buf[pos:], start + pos, first, offsets[:count], lengths[:count], crcs[:count],
-                         KeyState(*(field[:count] for field in keys)) if key is not None else None, key_kind)
+                         keys[:count] if key is not None else None, key_kind)
           if layout:
             block = dataclasses.replace(block, conforms=conforms[:count].copy(), value_counts=value_counts[:count].copy())
           yield dataclasses.replace(block, window=buf[pos:], window_start=start + pos) if with_window else block
@@ -942,13 +961,8 @@ def _frame_error(file: tfrecord_io.RecordFile, stop: _Stop, as_reader: bool) -> 
         )
     )
   if tfrecord_io.starts_zlib(head):
-    return errors.SourceError(
-        errors.with_hint(
-            f"{file.name} starts like a ZLIB stream ({head.hex(' ')}) and is read as an uncompressed TFRecord "
-            f"file: its first record is unreadable ({stop.problem()[1]})",
-            _zlib_hint(file),
-        )
-    )
+    return _zlib_error(file, f"{file.name} starts like a ZLIB stream ({head.hex(' ')}) and is read as an "
+                             f"uncompressed TFRecord file: its first record is unreadable ({stop.problem()[1]})")
   before = stop.index
   intact = f"; the {_records(before)} before it {'is' if before == 1 else 'are'} intact" if before else ""
   hint = f"Regenerate or re-download the file{intact}"
@@ -989,13 +1003,8 @@ def _read_error(file: tfrecord_io.RecordFile, error: Exception, at_start: bool) 
     )
   head = _head(file)
   if tfrecord_io.starts_zlib(head):
-    return errors.SourceError(
-        errors.with_hint(
-            f"{file.name} is read as GZIP but is ZLIB-compressed: it starts like a ZLIB stream "
-            f"({head.hex(' ')}), not with the GZIP magic bytes (1f 8b)",
-            _zlib_hint(file),
-        )
-    )
+    return _zlib_error(file, f"{file.name} is read as GZIP but is ZLIB-compressed: it starts like a ZLIB stream "
+                             f"({head.hex(' ')}), not with the GZIP magic bytes (1f 8b)")
   if head != tfrecord_io.GZIP_MAGIC:
     return errors.SourceError(
         errors.with_hint(
@@ -1014,9 +1023,15 @@ def _read_error(file: tfrecord_io.RecordFile, error: Exception, at_start: bool) 
   )
 
 
-def _zlib_hint(file: tfrecord_io.RecordFile) -> str:
-  return (f"ZLIB-compressed TFRecord files are not supported (check `{file.compression_field}`): recompress the "
-          "file as GZIP (then set it to 'gzip', or 'auto' to detect it) or decompress it")
+def _zlib_error(file: tfrecord_io.RecordFile, message: str) -> errors.SourceError:
+  """A ZLIB stream read as something else (`message` says as what), with the hint that ZLIB is unsupported."""
+  return errors.SourceError(
+      errors.with_hint(
+          message,
+          f"ZLIB-compressed TFRecord files are not supported (check `{file.compression_field}`): recompress the "
+          "file as GZIP (then set it to 'gzip', or 'auto' to detect it) or decompress it",
+      )
+  )
 
 
 def _head(file: tfrecord_io.RecordFile) -> bytes:
@@ -1050,7 +1065,7 @@ def read_records(source: tfrecord_io.RecordFile) -> Iterator[bytes]:
 def frames_end(frames: np.ndarray, position: int, count: int) -> int:
   """Where the `count` frames from `position` end, trusting their lengths (frames this package wrote)."""
   for _ in range(count):
-    position += _little_endian(frames, position, wire.FRAME_LENGTH_BYTES) + _FRAME_BYTES
+    position += _little_endian(frames, position, _FRAME_LENGTH_BYTES) + _FRAME_BYTES
   return position
 
 
