@@ -7,6 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from tfds_builders.augmented import side_table
 from tfds_builders.core import errors
 from tfds_builders.core.sql import connection
 from tfds_builders.core.sql import drivers
@@ -96,6 +97,25 @@ def test_sqlite_mixed_storage_classes_are_refused(tmp_path):
   path = sqlite_file(tmp_path, "CREATE TABLE t (x); INSERT INTO t VALUES (1), ('one');")
   assert_build_fails(tmp_path, errors.SchemaError, "'x'", "integer, text",
                      "CAST(x AS TEXT) AS x", sqlite_path=path, query="SELECT x FROM t")
+
+
+def test_untyped_column_hints_name_each_builders_own_option(tmp_path):
+  with pytest.raises(sql_types.UntypedColumnError) as raised:
+    sql_types.sqlite_storage_type("x", {"integer", "text"})
+  # core.sql knows no builder's options: each builder adds its own hint.
+  assert "columns=" not in str(raised.value) and isinstance(raised.value, errors.SchemaError)
+  path = sqlite_file(tmp_path, "CREATE TABLE t (id INTEGER, x); INSERT INTO t VALUES (1, 1), (2, 'one');")
+  with pytest.raises(errors.SchemaError) as raised:
+    side_table.read_query("SELECT id, x FROM t", {"driver": "sqlite", "sqlite_path": path},
+                          key_column="id", columns=[], key_kind="int64_list", declared={}, root=None)
+  message = str(raised.value)
+  assert "Column 'x'" in message and "CAST(x AS TEXT) AS x" in message and "columns=" not in message
+
+
+def test_statement_with_user_sql_names_its_field():
+  with pytest.raises(ValueError):
+    statements.Statement("SELECT 1", user_query="SELECT 1")
+  assert statements.Statement("SELECT 1", user_query="SELECT 1", field="query").field == "query"
 
 
 def test_sqlite_value_not_matching_declared_type_names_column_and_row(tmp_path):

@@ -17,6 +17,12 @@ from tfds_builders.augmented import fields
 from tfds_builders.core import errors
 from tfds_builders.core import fast
 from tfds_builders.core import paths
+from tfds_builders.core import tensor_codecs
+from tfds_builders.core.sql import connection as sql_connection
+from tfds_builders.core.sql import drivers
+from tfds_builders.core.sql import statements
+from tfds_builders.core.sql import types as sql_types
+from tfds_builders.core.sql import values as sql_values
 
 FORMATS = ("auto", "csv", "parquet")
 INT_KEY = "int64_list"
@@ -200,11 +206,6 @@ def read_query(
     ConfigError: for an unknown connection field.
     SourceError: if the database cannot be read (password redacted).
   """
-  from tfds_builders.core.sql import connection as sql_connection  # pylint: disable=g-import-not-at-top
-  from tfds_builders.core.sql import drivers  # pylint: disable=g-import-not-at-top
-  from tfds_builders.core.sql import statements  # pylint: disable=g-import-not-at-top
-  from tfds_builders.core.sql import values as sql_values  # pylint: disable=g-import-not-at-top
-
   settings = dict(connection)
   if settings.get("sqlite_path"):
     settings["sqlite_path"] = str(paths.resolve(settings["sqlite_path"], root))
@@ -215,9 +216,14 @@ def read_query(
         f"side_table_connection {sorted(connection)}: {error}. Give the fields of "
         "ConnectionSpec: driver, dsn or dsn_env (PostgreSQL), sqlite_path (SQLite)."
     ) from None
-  statement = statements.Statement(query, None, query)
+  statement = statements.Statement(query, None, user_query=query, field="side_table_sql")
   with drivers.open_session(spec) as session:
-    result = session.result_columns(statement)
+    try:
+      result = session.result_columns(statement)
+    except sql_types.UntypedColumnError as error:
+      # Declared `features` do not help here: the column is typed before they apply.
+      raise errors.SchemaError(errors.with_hint(
+          str(error), f"Cast it in the query, e.g. {error.cast_example}.")) from None
     header = [column.name for column in result]
     # Numeric and date/time columns are stored as the database builder stores them by default
     # (float64, ISO text): one column type, one feature in both builders.
@@ -590,7 +596,7 @@ def _infer_text_spec(
     cells = (texts.item(i).decode("utf-8") for i in np.flatnonzero(odd))  # the first usually decides
     if all(_parses(parse, cell) for cell in cells):
       return None  # numbers in a form taken here only by Python (" 1", "1_000", "inf")
-  return fields.FieldSpec(name, fields.STRING, (), where)
+  return fields.FieldSpec(name, tensor_codecs.STRING, (), where)
 
 
 def _parses(parse: Any, cell: str) -> bool:
@@ -609,7 +615,7 @@ def _text_values(
 
   if spec.shape != ():
     return None
-  if spec.dtype == fields.STRING:
+  if spec.dtype == tensor_codecs.STRING:
     return texts
   if spec.dtype == "bool":
     return None
@@ -738,7 +744,7 @@ def _infer_text(name: str, cells: Sequence[str], source: str) -> tuple[fields.Fi
       return fields.FieldSpec(name, dtype, (), where), list(map(parse, cells))
     except ValueError:
       pass
-  return fields.FieldSpec(name, fields.STRING, (), where), list(cells)
+  return fields.FieldSpec(name, tensor_codecs.STRING, (), where), list(cells)
 
 
 def _infer_typed(name: str, cells: Sequence[Any], lines: Sequence[str], source: str) -> fields.FieldSpec:
@@ -758,7 +764,7 @@ def _convert_column(
   """The column's values as Python values (CSV text parsed by the feature's dtype)."""
   values = []
   for cell, line in zip(cells, lines):
-    if cell is None or (not typed and cell == "" and spec.dtype != fields.STRING):
+    if cell is None or (not typed and cell == "" and spec.dtype != tensor_codecs.STRING):
       raise errors.SourceError(
           errors.with_hint(
               f"Side table {source}: {line}, column {spec.name!r} is empty",
@@ -775,7 +781,7 @@ def _convert_column(
 
 def _from_text(cell: str, spec: fields.FieldSpec, line: str, source: str) -> Any:
   try:
-    if spec.dtype == fields.STRING:
+    if spec.dtype == tensor_codecs.STRING:
       return cell
     if spec.shape != ():
       raise ValueError(f"a CSV cell holds one value, the feature is {spec.spec_text()}")

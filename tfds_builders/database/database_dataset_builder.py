@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
 
+from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import streaming_builder
 from tfds_builders.core.sql import connection
 from tfds_builders.core.sql import sessions
-from tfds_builders.database import build_dirs
+from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import plan as plan_lib
 from tfds_builders.database import reading
 from tfds_builders.database import session as session_lib
@@ -105,6 +107,8 @@ def _bundled(**kwargs) -> BuilderConfig:
   )
 
 
+_SPLIT_NAME = re.compile(r"^\w+$")
+
 _PENGUIN_COLUMNS = {
     "species": {"categorical": True},
     "island": {"vocabulary": ["Biscoe", "Dream", "Torgersen"], "unknown": "other"},
@@ -151,13 +155,6 @@ class Builder(streaming_builder.StreamingBuilder):
       ),
   ]
 
-  def download_and_prepare(self, **kwargs) -> None:
-    """TFDS's `download_and_prepare`; a failure also removes the folders it created."""
-    with build_dirs.removed_on_failure(
-        self, kwargs.get("download_dir"), kwargs.get("download_config")
-    ):
-      super().download_and_prepare(**kwargs)
-
   def default_ordered(self) -> bool:
     # Rows the user sorted with order_by are read in that order; others have none to keep.
     return bool(self.builder_config.order_by)
@@ -168,31 +165,43 @@ class Builder(streaming_builder.StreamingBuilder):
   @contextlib.contextmanager
   def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[_Reading]:
     """One read-only snapshot for every split and statistic; Beam workers join it."""
+    on_beam = self._uses_beam(download_config)
     with session_lib.open_session(self._plan.spec) as session:
-      yield _Reading(session, on_beam=self._uses_beam(download_config))
+      yield _Reading(session, on_beam, self._plan.prepare(session, on_beam=on_beam))
 
   def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: _Reading):
     del dl_manager  # rows come from the database, nothing is downloaded
-    prepared = self._plan.prepare(context.session, on_beam=context.on_beam)
+    return {split: _examples(jobs, context) for split, jobs in context.prepared.jobs.items()}
+
+  def _after_build(self, context: _Reading, split_infos: Sequence[tfds.core.SplitInfo]) -> None:
+    # Rows are encoded by the plan's codecs, not by the features: class names
+    # computed in SQL only have to reach features.json, which TFDS writes after this.
+    del split_infos
+    prepared = context.prepared
     for name, names in prepared.class_names.items():
       feature = self.info.features[name]
-      if feature.num_classes is None:  # names computed in SQL just now
+      if feature.num_classes is None:
         feature.names = list(names)
     self.info.metadata["preprocessing"] = prepared.preprocessing
     self.record_provenance(**prepared.provenance)
-    return {split: _examples(jobs, context) for split, jobs in prepared.jobs.items()}
 
   @functools.cached_property
   def _plan(self) -> plan_lib.QueryPlan:
-    return self.planned(plan_lib.QueryPlan.from_config, "schema pass: the query's columns, types and NULLs")
+    return self.planned(_plan_query, "schema pass: the query's columns, types and NULLs")
+
+
+def _plan_query(config: BuilderConfig) -> plan_lib.QueryPlan:
+  spec = _check_config(config)
+  return plan_lib.QueryPlan.from_config(config, spec, functools.partial(_check_key_columns, config))
 
 
 @dataclasses.dataclass(frozen=True)
 class _Reading:
-  """A build's context: its read-only session, and whether Beam workers read the partitions."""
+  """A build's context: its read-only session, whether Beam workers read, what was prepared in it."""
 
   session: sessions.ReadSession
   on_beam: bool
+  prepared: plan_lib.Prepared
 
 
 def _examples(jobs: Sequence[reading.ReadJob], context: _Reading):
@@ -203,3 +212,80 @@ def _examples(jobs: Sequence[reading.ReadJob], context: _Reading):
     )
   (job,) = jobs
   return reading.read_in_session(job, context.session)
+
+
+def _check_config(config: BuilderConfig) -> connection.ConnectionSpec:
+  """Validates the config on its own; returns where to connect."""
+  def fail(message: str) -> errors.ConfigError:
+    return errors.ConfigError(f"database config {config.name!r}: {message}")
+
+  driver = config.driver or ("sqlite" if config.sqlite_path else "postgresql")
+  if driver not in connection.DRIVERS:
+    raise fail(f"driver={config.driver!r}; use one of {connection.DRIVERS}.")
+  if driver == "sqlite" and not config.sqlite_path:
+    raise fail("driver='sqlite' needs `sqlite_path` (the database file).")
+  if driver == "postgresql" and config.sqlite_path:
+    raise fail("`sqlite_path` is set but driver='postgresql'; drop one of them.")
+  if driver == "sqlite" and (config.dsn or config.dsn_env):
+    raise fail("`dsn`/`dsn_env` are for PostgreSQL; SQLite reads `sqlite_path`.")
+  if config.dsn and config.dsn_env:
+    raise fail("give `dsn` or `dsn_env`, not both.")
+  _check_splits(config, fail)
+  if config.fetch_size < 1 or config.num_partitions < 1:
+    raise fail("fetch_size and num_partitions must be at least 1.")
+  order_by = plan_lib.as_names(config.order_by)
+  if config.partition_key and order_by and order_by[0] != config.partition_key:
+    raise fail(
+        f"partition_key {config.partition_key!r} must be the first column of order_by "
+        f"{order_by}, so that partitions in key order give the serial order."
+    )
+  if not isinstance(config.columns, Mapping):
+    raise fail("`columns` must map column names to settings.")
+  for option, choices in (("nulls", codecs_lib.NULL_POLICIES), ("numeric", codecs_lib.NUMERIC_MODES),
+                          ("temporal", codecs_lib.TEMPORAL_MODES)):
+    errors.check_choice(getattr(config, option), choices, option, fail)
+  if config.nulls == "default":
+    raise fail("nulls='default' needs a value per column: set it in `columns` instead.")
+  sqlite_path = str(paths.resolve(config.sqlite_path, config.data_root)) if driver == "sqlite" else ""
+  return connection.ConnectionSpec(
+      driver=driver, dsn=config.dsn, dsn_env=config.dsn_env, sqlite_path=sqlite_path,
+      application_name=config.application_name,
+      statement_timeout=config.statement_timeout, lock_timeout=config.lock_timeout,
+  )
+
+
+def _check_splits(config: BuilderConfig, fail) -> None:
+  if bool(config.query) == bool(config.split_queries):
+    raise fail(
+        "give either `query` (one SELECT) or `split_queries` ({split: SELECT}), "
+        "not both or neither."
+    )
+  if config.split_queries and (config.split_percent or config.split_key):
+    raise fail("`split_percent`/`split_key` divide `query`; with `split_queries` leave them out.")
+  if bool(config.split_percent) != bool(config.split_key):
+    raise fail("a hash split needs both `split_percent` ({split: percent}) and `split_key` (a column).")
+  if config.split_percent:
+    total = sum(config.split_percent.values())
+    if any(value <= 0 for value in config.split_percent.values()) or abs(total - 100) > 1e-9:
+      raise fail(
+          f"split_percent {config.split_percent} must be positive and sum to 100 "
+          f"(they sum to {total})."
+      )
+  names = list(config.split_queries or config.split_percent or ["train"])
+  bad = [name for name in names if not _SPLIT_NAME.match(str(name))]
+  if bad:
+    raise fail(f"split names {bad} are not valid; use letters, digits and _.")
+  empty = [split for split, query in config.split_queries.items() if not str(query).strip()]
+  if empty:
+    raise fail(f"split_queries {empty} are empty; give each split a SELECT.")
+
+
+def _check_key_columns(config: BuilderConfig, order_by: Sequence[str], names: list[str]) -> None:
+  for setting, wanted in (("order_by", list(order_by)), ("split_key", [config.split_key]),
+                          ("partition_key", [config.partition_key])):
+    missing = [name for name in wanted if name and name not in names]
+    if missing:
+      raise errors.ConfigError(
+          f"{setting} names {missing}, which the query does not return. Its "
+          f"columns are {names}; add them to the SELECT or fix the names."
+      )

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import re
-import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-
+from tfds_builders.core import errors
 from tfds_builders.core.sql import sessions
 from tfds_builders.core.sql import statements
 
@@ -25,13 +23,16 @@ def never_null(session: sessions.ReadSession, statement: statements.Statement) -
   may be NULL. Best effort: on any doubt (or error) a column is nullable.
 
   Args:
-    session: The planning session (read-only; nothing here executes `sql`'s rows).
+    session: The planning session (read-only; nothing here reads the statement's rows).
     statement: The statement whose columns are asked about, without LIMIT.
   """
-  if session.driver == "postgresql":
-    return _postgres(session, statement.sql, statement.params)
-  if session.driver == "sqlite":
-    return _sqlite(session, statement.sql, statement.params)
+  try:
+    if session.driver == "postgresql":
+      return _postgres(session, statement)
+    if session.driver == "sqlite":
+      return _sqlite(session, statement)
+  except errors.TfdsBuildersError:
+    pass  # a guarantee that cannot be read is no guarantee
   return set()
 
 
@@ -41,42 +42,11 @@ def never_null(session: sessions.ReadSession, statement: statements.Statement) -
 _OUTER_JOINS = ("Left", "Right", "Full")
 
 
-def _postgres(session: sessions.ReadSession, sql: str, params: Any) -> set[int]:
-  import psycopg2  # pylint: disable=import-outside-toplevel
-
-  with session.connection.cursor() as cursor:
-    # A failed statement would abort the build's transaction: contain it.
-    cursor.execute("SAVEPOINT tfds_nullability")
-    try:
-      cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-      plan = cursor.fetchone()[0]
-      plan = json.loads(plan) if isinstance(plan, (str, bytes)) else plan
-      if any(_may_add_nulls(node) for node in _plan_nodes(plan[0]["Plan"])):
-        cursor.execute("RELEASE SAVEPOINT tfds_nullability")
-        return set()
-      # The result's table OID and column number: psycopg2 reads them from RowDescription.
-      cursor.execute(f"SELECT * FROM ({sql}) AS tfds_nullable LIMIT 0", params)
-      origins = {
-          position: (column.table_oid, column.table_column)
-          for position, column in enumerate(cursor.description or ())
-          if column.table_oid and column.table_column and column.table_column > 0
-      }
-      not_null: set[tuple[int, int]] = set()
-      if origins:
-        # Plain and partitioned tables only: views and foreign tables do not enforce NOT NULL.
-        cursor.execute(
-            "SELECT a.attrelid, a.attnum FROM pg_catalog.pg_attribute a "
-            "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-            "WHERE a.attnotnull AND NOT a.attisdropped AND c.relkind IN ('r', 'p') "
-            "AND a.attrelid = ANY(%s::oid[])",
-            [sorted({oid for oid, _ in origins.values()})],
-        )
-        not_null = {(int(oid), int(number)) for oid, number in cursor.fetchall()}
-      cursor.execute("RELEASE SAVEPOINT tfds_nullability")
-    except psycopg2.Error:
-      cursor.execute("ROLLBACK TO SAVEPOINT tfds_nullability")
-      return set()
-  return {position for position, origin in origins.items() if origin in not_null}
+def _postgres(session: sessions.ReadSession, statement: statements.Statement) -> set[int]:
+  plan = session.explain(statement)[0]["Plan"]
+  if any(_may_add_nulls(node) for node in _plan_nodes(plan)):
+    return set()
+  return session.not_null_columns(statement)
 
 
 def _plan_nodes(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -151,24 +121,12 @@ class _Op:
     return (self.p2, self.p3)
 
 
-def _sqlite(session: sessions.ReadSession, sql: str, params: Any) -> set[int]:
-  # The session's authorizer refuses PRAGMAs: the schema is read on a
-  # connection of its own, read-only too (the session's SHARED lock keeps
-  # the schema as the session sees it).
-  uri = session.uri  # read-only; immutable=1 for a WAL file, so nothing is created beside it
-  try:
-    # EXPLAIN compiles the statement (through the session's authorizer) and runs nothing.
-    program = [
-        _Op(row[1], *(int(value or 0) for value in (row[2], row[3], row[4], row[6])))
-        for row in session.connection.execute(f"EXPLAIN {sql}", params or ()).fetchall()
-    ]
-    schema_connection = sqlite3.connect(uri, uri=True)
-    try:
-      return _sqlite_never_null(program, _SqliteSchema(schema_connection))
-    finally:
-      schema_connection.close()
-  except sqlite3.Error:
-    return set()
+def _sqlite(session: sessions.ReadSession, statement: statements.Statement) -> set[int]:
+  program = [
+      _Op(row[1], *(int(value or 0) for value in (row[2], row[3], row[4], row[6])))
+      for row in session.explain(statement)
+  ]
+  return _sqlite_never_null(program, _SqliteSchema(session))
 
 
 def _sqlite_never_null(program: list[_Op], schema: _SqliteSchema) -> set[int]:
@@ -202,16 +160,16 @@ def _sqlite_never_null(program: list[_Op], schema: _SqliteSchema) -> set[int]:
 
 
 class _SqliteSchema:
-  """Root pages -> tables and indexes, and their NOT NULL columns, read on demand."""
+  """Root pages -> tables and indexes, and their NOT NULL columns, read on demand in the session."""
 
-  def __init__(self, connection: sqlite3.Connection):
-    self._connection = connection
+  def __init__(self, session: sessions.ReadSession):
+    self._session = session
     self._roots = {
         root: (kind, name, table, sql or "")
-        for kind, name, table, root, sql in connection.execute(
+        for kind, name, table, root, sql in session.fetch_all(statements.Statement(
             "SELECT type, name, tbl_name, rootpage, sql FROM sqlite_master "
             "WHERE type IN ('table', 'index')"
-        )
+        ))
     }
 
   def never_null(self, root: int, opcode: str, number: int) -> bool:
@@ -228,8 +186,8 @@ class _SqliteSchema:
         return False
       if opcode == "IdxRowid":
         return True
-      columns = [row[1] for row in self._connection.execute(
-          "SELECT seqno, cid FROM pragma_index_xinfo(?) ORDER BY seqno", (name,))]
+      columns = [row[1] for row in self._session.fetch_all(statements.Statement(
+          "SELECT seqno, cid FROM pragma_index_xinfo(?) ORDER BY seqno", (name,)))]
       if opcode != "Column" or number >= len(columns):
         return False
       cid = columns[number]
@@ -244,9 +202,8 @@ class _SqliteSchema:
     """Column numbers declared NOT NULL; None for tables whose records are not in declared order."""
     if _WITHOUT_ROWID.search(sql):
       return None  # records hold the primary key first
-    rows = self._connection.execute(
-        "SELECT cid, \"notnull\", hidden FROM pragma_table_xinfo(?)", (table,)
-    ).fetchall()
+    rows = self._session.fetch_all(statements.Statement(
+        "SELECT cid, \"notnull\", hidden FROM pragma_table_xinfo(?)", (table,)))
     if any(hidden for _, _, hidden in rows):
       return None  # generated or hidden columns shift the record's column numbers
     return {cid for cid, not_null, _ in rows if not_null}

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from absl import logging
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
-from tfds_builders.core import paths
 from tfds_builders.core import splits
 from tfds_builders.core.sql import connection
 from tfds_builders.core.sql import sessions
+from tfds_builders.core.sql import statements
+from tfds_builders.core.sql import types as sql_types
 from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import columns as columns_lib
 from tfds_builders.database import nullability
@@ -22,14 +22,32 @@ from tfds_builders.database import queries
 from tfds_builders.database import reading
 from tfds_builders.database import session as session_lib
 
-# The card's BuilderConfig: read by field, not imported (the card imports this module).
-BuilderConfig = Any
+
+class QueryConfig(Protocol):
+  """The fields of the card's BuilderConfig that the plan reads (the card imports this module)."""
+
+  name: str
+  query: str
+  split_queries: Mapping[str, str]
+  params: statements.Params
+  split_percent: Mapping[str, float]
+  split_key: str
+  split_seed: int
+  order_by: list[str] | str
+  columns: Mapping[str, Mapping[str, Any]]
+  nulls: str
+  numeric: str
+  temporal: str
+  statistics_split: str
+  fetch_size: int
+  partition_key: str
+  num_partitions: int
+
 
 NO_ORDER = (
     "not guaranteed: no `order_by` was given, so two builds may store the rows "
     "in different orders"
 )
-_SPLIT_NAME = re.compile(r"^\w+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +71,7 @@ class Prepared:
 class QueryPlan:
   """A config checked against the database: connection, sources, columns, order."""
 
-  config: BuilderConfig
+  config: QueryConfig
   spec: connection.ConnectionSpec
   sources: tuple[queries.SplitSource, ...]
   column_plans: tuple[columns_lib.ColumnPlan, ...]
@@ -61,15 +79,23 @@ class QueryPlan:
   described: tuple[tuple[str, Any], ...]  # (name, SqlType) as the database reported them
 
   @classmethod
-  def from_config(cls, config: BuilderConfig) -> QueryPlan:
-    """Checks the config and the result columns of its queries (LIMIT 0).
+  def from_config(
+      cls, config: QueryConfig, spec: connection.ConnectionSpec,
+      check_keys: Callable[[Sequence[str], list[str]], None],
+  ) -> QueryPlan:
+    """Reads the result columns of the config's queries (LIMIT 0) and plans their features.
+
+    Args:
+      config: A config the card has checked on its own.
+      spec: Where to connect, as the card resolved it.
+      check_keys: The card's check of the key columns (`order_by`, then the
+        result's column names), run before the columns are planned.
 
     Raises:
       ConfigError, SourceError, SchemaError: see the dataset card.
     """
-    spec = _check_config(config)
     sources = _sources(config)
-    order_by = tuple(_as_list(config.order_by) or _as_list(config.partition_key))
+    order_by = tuple(as_names(config.order_by) or as_names(config.partition_key))
     with session_lib.open_session(spec) as session:
       result = _result_columns(session, sources[0])
       not_null = _never_null(session, sources[0], result)
@@ -79,7 +105,7 @@ class QueryPlan:
             f"split {sources[0].split!r} returns",
         )
         not_null &= _never_null(session, source, result)
-    _check_key_columns(config, order_by, [column.name for column in result])
+    check_keys(order_by, [column.name for column in result])
     plans = columns_lib.plan_columns(
         result, config.columns,
         columns_lib.Defaults(nulls=config.nulls, numeric=config.numeric, temporal=config.temporal),
@@ -210,7 +236,14 @@ def _refuse_null_keys(session, source: queries.SplitSource, column: str, setting
 def _result_columns(session, source: queries.SplitSource) -> list[sessions.ResultColumn]:
   """Runs the split's query with LIMIT 0 for its result columns and types."""
   plain = dataclasses.replace(source, bucket_range=None)
-  return session.result_columns(queries.rows_sql(session, plain, (), limit_zero=True))
+  try:
+    return session.result_columns(queries.rows_sql(session, plain, (), limit_zero=True))
+  except sql_types.UntypedColumnError as error:
+    raise errors.SchemaError(errors.with_hint(
+        str(error),
+        f"Cast it in the query, e.g. {error.cast_example}, or give its type: "
+        f"columns={{{error.column!r}: {{'type': 'text'}}}}.",
+    )) from None
 
 
 def _never_null(
@@ -247,96 +280,19 @@ def _column_list(items) -> str:
   return ", ".join(f"{name} {sql_type.label() if sql_type else '?'}" for name, sql_type in items)
 
 
-def _check_config(config: BuilderConfig) -> connection.ConnectionSpec:
-  """Validates the config on its own; returns where to connect."""
-  def fail(message: str) -> errors.ConfigError:
-    return errors.ConfigError(f"database config {config.name!r}: {message}")
-
-  driver = config.driver or ("sqlite" if config.sqlite_path else "postgresql")
-  if driver not in connection.DRIVERS:
-    raise fail(f"driver={config.driver!r}; use one of {connection.DRIVERS}.")
-  if driver == "sqlite" and not config.sqlite_path:
-    raise fail("driver='sqlite' needs `sqlite_path` (the database file).")
-  if driver == "postgresql" and config.sqlite_path:
-    raise fail("`sqlite_path` is set but driver='postgresql'; drop one of them.")
-  if driver == "sqlite" and (config.dsn or config.dsn_env):
-    raise fail("`dsn`/`dsn_env` are for PostgreSQL; SQLite reads `sqlite_path`.")
-  if config.dsn and config.dsn_env:
-    raise fail("give `dsn` or `dsn_env`, not both.")
-  _check_splits(config, fail)
-  if config.fetch_size < 1 or config.num_partitions < 1:
-    raise fail("fetch_size and num_partitions must be at least 1.")
-  order_by = _as_list(config.order_by)
-  if config.partition_key and order_by and order_by[0] != config.partition_key:
-    raise fail(
-        f"partition_key {config.partition_key!r} must be the first column of order_by "
-        f"{order_by}, so that partitions in key order give the serial order."
-    )
-  if not isinstance(config.columns, Mapping):
-    raise fail("`columns` must map column names to settings.")
-  for option, choices in (("nulls", codecs_lib.NULL_POLICIES), ("numeric", codecs_lib.NUMERIC_MODES),
-                          ("temporal", codecs_lib.TEMPORAL_MODES)):
-    errors.check_choice(getattr(config, option), choices, option, fail)
-  if config.nulls == "default":
-    raise fail("nulls='default' needs a value per column: set it in `columns` instead.")
-  sqlite_path = str(paths.resolve(config.sqlite_path, config.data_root)) if driver == "sqlite" else ""
-  return connection.ConnectionSpec(
-      driver=driver, dsn=config.dsn, dsn_env=config.dsn_env, sqlite_path=sqlite_path,
-      application_name=config.application_name,
-      statement_timeout=config.statement_timeout, lock_timeout=config.lock_timeout,
-  )
-
-
-def _check_splits(config: BuilderConfig, fail) -> None:
-  if bool(config.query) == bool(config.split_queries):
-    raise fail(
-        "give either `query` (one SELECT) or `split_queries` ({split: SELECT}), "
-        "not both or neither."
-    )
-  if config.split_queries and (config.split_percent or config.split_key):
-    raise fail("`split_percent`/`split_key` divide `query`; with `split_queries` leave them out.")
-  if bool(config.split_percent) != bool(config.split_key):
-    raise fail("a hash split needs both `split_percent` ({split: percent}) and `split_key` (a column).")
-  if config.split_percent:
-    total = sum(config.split_percent.values())
-    if any(value <= 0 for value in config.split_percent.values()) or abs(total - 100) > 1e-9:
-      raise fail(
-          f"split_percent {config.split_percent} must be positive and sum to 100 "
-          f"(they sum to {total})."
-      )
-  names = list(config.split_queries or config.split_percent or ["train"])
-  bad = [name for name in names if not _SPLIT_NAME.match(str(name))]
-  if bad:
-    raise fail(f"split names {bad} are not valid; use letters, digits and _.")
-  empty = [split for split, query in config.split_queries.items() if not str(query).strip()]
-  if empty:
-    raise fail(f"split_queries {empty} are empty; give each split a SELECT.")
-
-
-def _sources(config: BuilderConfig) -> list[queries.SplitSource]:
+def _sources(config: QueryConfig) -> list[queries.SplitSource]:
   if config.split_queries:
     return [
-        queries.SplitSource(split, query, config.params)
+        queries.SplitSource(split, queries.user_statement(query, config.params, "split_queries"))
         for split, query in config.split_queries.items()
     ]
   return [queries.SplitSource(
-      "all" if config.split_percent else "train", config.query, config.params,
+      "all" if config.split_percent else "train", queries.user_statement(config.query, config.params, "query"),
       split_key=config.split_key, split_seed=config.split_seed,
   )]
 
 
-def _check_key_columns(config: BuilderConfig, order_by: Sequence[str], names: list[str]) -> None:
-  for setting, wanted in (("order_by", list(order_by)), ("split_key", [config.split_key]),
-                          ("partition_key", [config.partition_key])):
-    missing = [name for name in wanted if name and name not in names]
-    if missing:
-      raise errors.ConfigError(
-          f"{setting} names {missing}, which the query does not return. Its "
-          f"columns are {names}; add them to the SELECT or fix the names."
-      )
-
-
-def _split_mode(config: BuilderConfig) -> dict[str, Any]:
+def _split_mode(config: QueryConfig) -> dict[str, Any]:
   if config.split_queries:
     return {"mode": "one query per split"}
   if config.split_percent:
@@ -351,5 +307,6 @@ def _split_mode(config: BuilderConfig) -> dict[str, Any]:
   return {"mode": "single query -> train"}
 
 
-def _as_list(value: list[str] | str) -> list[str]:
+def as_names(value: list[str] | str) -> list[str]:
+  """A config's column name or list of names, as a list."""
   return [value] if isinstance(value, str) and value else list(value or [])

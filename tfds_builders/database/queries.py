@@ -25,19 +25,22 @@ class SplitSource:
 
   Attributes:
     split: Split name.
-    query: The user's SELECT.
-    params: Its bound parameters.
+    user_sql: The user's SELECT and its bound parameters, as `user_statement` makes it.
     split_key: Column hashed into buckets (hash-split mode), else "".
     split_seed: Seed mixed into the hash.
     bucket_range: `[low, high)` of `splits.split_bucket` values kept, or None.
   """
 
   split: str
-  query: str
-  params: Any
+  user_sql: statements.Statement
   split_key: str = ""
   split_seed: int = 0
   bucket_range: tuple[int, int] | None = None
+
+
+def user_statement(query: str, params: statements.Params, field: str) -> statements.Statement:
+  """The user's SQL as written in config field `field`, with its parameters."""
+  return statements.Statement(query, params, user_query=query, field=field)
 
 
 class QueryText:
@@ -49,16 +52,13 @@ class QueryText:
   user's query is checked to be one read-only query first (ConfigError).
   """
 
-  def __init__(self, session: sessions.ReadSession, user_query: str,
-               user_params: statements.Params):
+  def __init__(self, session: sessions.ReadSession, user_sql: statements.Statement):
     self.session = session
-    field = session.query_field or "query"
-    end = session.check_user_query(user_query, field)
-    self._user_query_as_given = user_query
-    self._user_query = user_query[:end].strip()  # without its `;` and trailing comments
-    self._named = isinstance(user_params, Mapping)
-    self._user_params = user_params
-    self._params: Any = dict(user_params) if self._named else list(user_params or [])
+    end = session.check_user_query(user_sql)
+    self._user_sql = user_sql
+    self._user_query = user_sql.user_query[:end].strip()  # without its `;` and trailing comments
+    self._named = isinstance(user_sql.params, Mapping)
+    self._params: Any = dict(user_sql.params) if self._named else list(user_sql.params or [])
 
   @property
   def query(self) -> str:
@@ -84,12 +84,12 @@ class QueryText:
     """`template` with the user query in place, bound to all parameters."""
     params = self._params or None
     user_query = self._user_query
-    if self.session.driver == "postgresql" and params is not None and not self._user_params:
+    if self.session.driver == "postgresql" and params is not None and not self._user_sql.params:
       # psycopg2 reads % as a placeholder once parameters are passed.
       user_query = user_query.replace("%", "%%")
     # Newlines: a trailing `-- comment` in the user query must not swallow SQL.
-    return statements.Statement(
-        template.replace(_QUERY_MARK, f"\n{user_query}\n"), params, self._user_query_as_given)
+    return dataclasses.replace(
+        self._user_sql, sql=template.replace(_QUERY_MARK, f"\n{user_query}\n"), params=params)
 
 
 def _where(text: QueryText, source: SplitSource,
@@ -118,7 +118,7 @@ def rows_sql(
     limit_zero: bool = False,
 ) -> statements.Statement:
   """The statement streaming a split (or one partition of it), in order."""
-  text = QueryText(session, source.query, source.params)
+  text = QueryText(session, source.user_sql)
   sql = f"SELECT * FROM ({text.query}) AS tfds_source"
   conditions = _where(text, source, partition, partition_key)
   if conditions:
@@ -139,7 +139,7 @@ def _over_split(
   `required` columns must be non-NULL: rows a `skip_row` column leaves out
   of the dataset are left out of its statistics too.
   """
-  text = QueryText(session, source.query, source.params)
+  text = QueryText(session, source.user_sql)
   conditions = _where(text, source)
   conditions += [f"{session.quote(column)} IS NOT NULL" for column in required]
   inner = f"SELECT * FROM ({text.query}) AS tfds_source"
@@ -223,7 +223,7 @@ def mode_sql(session, source: SplitSource, column: str, key: str, required: Sequ
 def partition_starts_sql(session, source: SplitSource, key: str, count: int) -> statements.Statement:
   """The first key of each of `count` equal-sized ranges (ntile), in order."""
   quoted = session.quote(key)
-  text = QueryText(session, source.query, source.params)
+  text = QueryText(session, source.user_sql)
   conditions = _where(text, source)
   inner = f"SELECT * FROM ({text.query}) AS tfds_source"
   if conditions:

@@ -10,15 +10,13 @@ from tfds_builders.core.sql import sqlite
 
 
 def open_session(spec: connection_lib.ConnectionSpec, *, snapshot: str | None = None,
-                 query_field: str = "", sqlite_setup: sqlite.SqliteSetup | None = None) -> sessions.ReadSession:
+                 sqlite_setup: sqlite.SqliteSetup | None = None) -> sessions.ReadSession:
   """Connects and starts the read-only transaction.
 
   Args:
     spec: Where to read from.
     snapshot: A `ReadSession.export_snapshot()` id: this session then sees
       exactly what the exporting session sees.
-    query_field: The config field holding the user's SQL, named in errors
-      (see `ReadSession.query_field`).
     sqlite_setup: On SQLite, registers the functions the caller's SQL calls
       (PostgreSQL has them built in), before the read transaction starts.
 
@@ -27,7 +25,7 @@ def open_session(spec: connection_lib.ConnectionSpec, *, snapshot: str | None = 
     SourceError: if the database cannot be reached or opened.
   """
   if spec.driver == "postgresql":
-    return postgres.PostgresSession(spec, snapshot, query_field)
+    return postgres.PostgresSession(spec, snapshot)
   if spec.driver == "sqlite":
-    return sqlite.SqliteSession(spec, query_field, sqlite_setup)
+    return sqlite.SqliteSession(spec, sqlite_setup)
   raise errors.ConfigError(f"driver={spec.driver!r}; use one of {connection_lib.DRIVERS}.")

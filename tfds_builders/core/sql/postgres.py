@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import functools
 import itertools
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -81,8 +84,8 @@ class PostgresSession(sessions.ReadSession):
 
   driver = "postgresql"
 
-  def __init__(self, spec: connection_lib.ConnectionSpec, snapshot: str | None, query_field: str = ""):
-    super().__init__(spec, query_field)
+  def __init__(self, spec: connection_lib.ConnectionSpec, snapshot: str | None):
+    super().__init__(spec)
     psycopg2 = _postgres()
     self._dsn = spec.resolved_dsn()
     self._cursor_ids = itertools.count()
@@ -223,16 +226,17 @@ class PostgresSession(sessions.ReadSession):
     return sql.Identifier(identifier).as_string(self.connection)
 
   def _error(
-      self, error: Exception, action: str, user_query: str = "", rows_read: int | None = None,
+      self, error: Exception, action: str, statement: statements.Statement | None = None,
+      rows_read: int | None = None,
   ) -> errors.TfdsBuildersError:
-    """A redacted SourceError explaining a psycopg2 error (ConfigError for a write)."""
+    """A redacted SourceError explaining a psycopg2 error (ConfigError for a write by `statement`)."""
     text = connection_lib.redact(" ".join(str(error).split()), self._dsn)
     code = getattr(error, "pgcode", None)
     where = self.spec.where()
     if code == "25006" or "data-modifying statement" in text or (
-        code in ("42601", "0A000") and statements.writes_data(user_query, self.driver)
+        code in ("42601", "0A000") and statements.writes_data(statement, self.driver)
     ):
-      return sessions.write_error(self.spec, self._field(user_query), text)
+      return sessions.write_error(self.spec, sessions.field_of(statement), text)
     if code in ("57014", "55P03") and "timeout" in text:
       return sessions.timeout_error(self.spec, action, text, lock="lock timeout" in text)
     psycopg2 = _postgres()
@@ -271,14 +275,13 @@ class PostgresSession(sessions.ReadSession):
     """Sends one statement: its user part checked, the whole parsed by the server as one."""
     psycopg2 = _postgres()
     self._check_statement(statement)
-    user_query = statement.user_query
     problem = None
     try:
       # The exact bytes psycopg2 would send: checked, then sent as they are.
       with self.connection.cursor() as formatter:
         sent = formatter.mogrify(statement.sql, statement.params)
     except psycopg2.Error as error:
-      problem = self._error(error, action, user_query)
+      problem = self._error(error, action, statement)
     except (TypeError, ValueError, IndexError, KeyError) as error:
       problem = sessions.parameter_error(self.spec, error, "%s or %(name)s; a literal % is written %%")
     if problem:
@@ -286,14 +289,14 @@ class PostgresSession(sessions.ReadSession):
     try:
       if self._parses_as_many(sent):
         problem = statements.refusal(
-            self._field(user_query), self.spec.where(),
+            sessions.field_of(statement), self.spec.where(),
             "is more than one statement for the PostgreSQL parser (it refused the text as "
             "one prepared statement: 'cannot insert multiple commands')",
         )
       else:
         cursor.execute(sent)
     except psycopg2.Error as error:
-      problem = self._error(error, action, user_query)
+      problem = self._error(error, action, statement)
     if problem:
       raise problem
 
@@ -362,6 +365,60 @@ class PostgresSession(sessions.ReadSession):
       self._execute(cursor, statement, "computing statistics")
       return cursor.fetchall()
 
+  def explain(self, statement: statements.Statement) -> Any:
+    """The server's plans of `statement` (a list of one); a failure leaves the transaction usable."""
+    explained = dataclasses.replace(statement, sql=f"EXPLAIN (FORMAT JSON) {statement.sql}")
+    with self._contained(), self.connection.cursor() as cursor:
+      self._execute(cursor, explained, "explaining the query")
+      plan = cursor.fetchone()[0]
+    return json.loads(plan) if isinstance(plan, (str, bytes)) else plan
+
+  def not_null_columns(self, statement: statements.Statement) -> set[int]:
+    """Positions of the result columns that are a NOT NULL column of a table, read as it is.
+
+    Only plain and partitioned tables count: views and foreign tables do not
+    enforce NOT NULL. Whether joins or grouping sets could still add NULLs is
+    for the caller to judge (`explain`). A failure leaves the transaction usable.
+    """
+    probe = dataclasses.replace(statement, sql=f"SELECT * FROM ({statement.sql}) AS tfds_nullable LIMIT 0")
+    with self._contained():
+      with self.connection.cursor() as cursor:
+        self._execute(cursor, probe, "describing the query")
+        # psycopg2 reads each column's table OID and column number from RowDescription.
+        origins = {
+            position: (column.table_oid, column.table_column)
+            for position, column in enumerate(cursor.description or ())
+            if column.table_oid and column.table_column and column.table_column > 0
+        }
+      if not origins:
+        return set()
+      rows = self.fetch_all(statements.Statement(
+          "SELECT a.attrelid, a.attnum FROM pg_catalog.pg_attribute a "
+          "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+          "WHERE a.attnotnull AND NOT a.attisdropped AND c.relkind IN ('r', 'p') "
+          "AND a.attrelid = ANY(%s::oid[])",
+          [sorted({oid for oid, _ in origins.values()})],
+      ))
+    not_null = {(int(oid), int(number)) for oid, number in rows}
+    return {position for position, origin in origins.items() if origin in not_null}
+
+  @contextlib.contextmanager
+  def _contained(self) -> Iterator[None]:
+    """A savepoint: a statement failing inside would otherwise abort the build's transaction."""
+    with self.connection.cursor() as cursor:
+      cursor.execute("SAVEPOINT tfds_contained")
+    try:
+      yield
+    except errors.TfdsBuildersError:
+      try:
+        with self.connection.cursor() as cursor:
+          cursor.execute("ROLLBACK TO SAVEPOINT tfds_contained")
+      except _postgres().Error:
+        pass  # the connection is gone: the error raised says so
+      raise
+    with self.connection.cursor() as cursor:
+      cursor.execute("RELEASE SAVEPOINT tfds_contained")
+
   def rows(
       self, statement: statements.Statement, *, fetch_size: int = sessions.DEFAULT_FETCH_SIZE, label: str = "the query",
   ) -> Iterator[tuple]:
@@ -378,7 +435,7 @@ class PostgresSession(sessions.ReadSession):
         try:
           batch = cursor.fetchmany(fetch_size)
         except psycopg2.Error as error:
-          problem = self._error(error, f"reading {label}", statement.user_query, rows_read=read)
+          problem = self._error(error, f"reading {label}", statement, rows_read=read)
         if problem:
           raise problem
         if not batch:

@@ -39,17 +39,13 @@ class ReadSession:
 
   Attributes:
     spec: Where it reads.
-    query_field: The config field holding the user's SQL, named in errors;
-      empty: `query` for SQL composed around it (the database builder), `side_table_sql` for SQL sent as is (the augmented builder).
   """
 
   driver: str
 
-  def __init__(self, spec: connection_lib.ConnectionSpec, query_field: str = ""):
+  def __init__(self, spec: connection_lib.ConnectionSpec):
     self.spec = spec
-    self.query_field = query_field
-    self._checked: dict[tuple[str, bool], int] = {}  # (user SQL, backslash quotes) -> its end
-    self._fields: dict[str, str] = {}
+    self._checked: dict[tuple[str, str, bool], int] = {}  # (user SQL, field, backslash quotes) -> its end
 
   def __enter__(self) -> ReadSession:
     return self
@@ -63,34 +59,25 @@ class ReadSession:
   def quote(self, identifier: str) -> str:
     raise NotImplementedError
 
-  def check_user_query(self, user_query: str, field: str) -> int:
-    """`check_read_query` for this session's driver; returns where the statement ends.
+  def check_user_query(self, statement: statements.Statement) -> int:
+    """`check_read_query` of the statement's user query for this driver; returns where it ends.
 
     Raises:
-      ConfigError: naming `field`, unless `user_query` is one read-only query.
+      ConfigError: naming `statement.field`, unless its user query is one read-only query.
     """
     backslash_quotes = self._backslash_quotes()
-    key = (user_query, backslash_quotes)
-    self._fields.setdefault(user_query, field)
+    key = (statement.user_query, statement.field, backslash_quotes)
     if key not in self._checked:
       self._checked[key] = statements.check_read_query(
-          user_query, field, self.driver, backslash_quotes=backslash_quotes,
+          statement.user_query, statement.field, self.driver, backslash_quotes=backslash_quotes,
           where=self.spec.where(),
       )
     return self._checked[key]
 
   def _check_statement(self, statement: statements.Statement) -> None:
     """Checks the user's part of a statement about to be sent."""
-    sql, user_query = statement.sql, statement.user_query
-    if user_query:
-      # The database builder composes its SQL around the user's query; the
-      # side table sends its query as is.
-      composed = sql.strip() != user_query.strip()
-      self.check_user_query(
-          user_query, self.query_field or ("query" if composed else "side_table_sql"))
-
-  def _field(self, user_query: str) -> str:
-    return self._fields.get(user_query, self.query_field or "query")
+    if statement.user_query:
+      self.check_user_query(statement)
 
   def _backslash_quotes(self) -> bool:
     return False
@@ -109,6 +96,14 @@ class ReadSession:
     """Streams the rows of `statement`, `fetch_size` at a time."""
     raise NotImplementedError
 
+  def explain(self, statement: statements.Statement) -> Any:
+    """How the database would run `statement`, which is compiled, never run.
+
+    PostgreSQL: its `EXPLAIN (FORMAT JSON)` plans; SQLite: its bytecode
+    (`EXPLAIN` rows). Sent through the same read-only guard as every statement.
+    """
+    raise NotImplementedError
+
   def export_snapshot(self) -> str | None:
     """An id other sessions pass to `open_session` to see this snapshot."""
     raise NotImplementedError
@@ -116,6 +111,13 @@ class ReadSession:
   def facts(self) -> dict[str, Any]:
     """What identifies the data read: server, snapshot, file (for provenance)."""
     raise NotImplementedError
+
+
+def field_of(statement: statements.Statement | None) -> str:
+  """The config field an error about `statement` names: where the user wrote its SQL."""
+  if statement is None or not statement.field:
+    return "internal SQL"  # the builder's own statements hold no user SQL
+  return statement.field
 
 
 def write_error(spec: connection_lib.ConnectionSpec, field: str, detail: str) -> errors.ConfigError:

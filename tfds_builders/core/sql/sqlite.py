@@ -93,9 +93,8 @@ class SqliteSession(sessions.ReadSession):
 
   driver = "sqlite"
 
-  def __init__(self, spec: connection_lib.ConnectionSpec, query_field: str = "",
-               sqlite_setup: SqliteSetup | None = None):
-    super().__init__(spec, query_field)
+  def __init__(self, spec: connection_lib.ConnectionSpec, sqlite_setup: SqliteSetup | None = None):
+    super().__init__(spec)
     path = epath.Path(spec.sqlite_path)
     if not path.exists():
       raise errors.SourceError(
@@ -159,9 +158,11 @@ class SqliteSession(sessions.ReadSession):
   def quote(self, identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
-  def _error(self, error: Exception, action: str, user_query: str = "") -> errors.TfdsBuildersError:
+  def _error(
+      self, error: Exception, action: str, statement: statements.Statement | None = None,
+  ) -> errors.TfdsBuildersError:
     text = " ".join(str(error).split())
-    field = self._field(user_query)
+    field = sessions.field_of(statement)
     refused, self.guard.refused = self.guard.refused, ""
     if "bindings" in text or "binding parameter" in text:
       return sessions.parameter_error(self.spec, error, "? or :name")
@@ -178,7 +179,7 @@ class SqliteSession(sessions.ReadSession):
     if refused and "not authorized" in text:
       return sessions.write_error(self.spec, field, f"{text}: {refused}")
     if "readonly database" in text or (
-        "syntax error" in text and statements.writes_data(user_query, self.driver)):
+        "syntax error" in text and statements.writes_data(statement, self.driver)):
       return sessions.write_error(self.spec, field, text)
     if text == "interrupted" and self._statement_ms is not None:
       return sessions.timeout_error(self.spec, action, text, lock=False)
@@ -198,7 +199,7 @@ class SqliteSession(sessions.ReadSession):
       self._start_clock()
       return self.connection.execute(statement.sql, statement.params or ())
     except sqlite3.Error as error:
-      problem = self._error(error, action, statement.user_query)
+      problem = self._error(error, action, statement)
     raise problem
 
   def result_columns(self, statement: statements.Statement) -> list[sessions.ResultColumn]:
@@ -274,6 +275,11 @@ class SqliteSession(sessions.ReadSession):
   def fetch_all(self, statement: statements.Statement) -> list[tuple]:
     return self._execute(statement, "computing statistics").fetchall()
 
+  def explain(self, statement: statements.Statement) -> list[tuple]:
+    """The statement's bytecode, compiled through the authorizer; nothing runs."""
+    explained = dataclasses.replace(statement, sql=f"EXPLAIN {statement.sql}")
+    return self._execute(explained, "explaining the query").fetchall()
+
   def rows(
       self, statement: statements.Statement, *, fetch_size: int = sessions.DEFAULT_FETCH_SIZE, label: str = "the query",
   ) -> Iterator[tuple]:
@@ -285,7 +291,7 @@ class SqliteSession(sessions.ReadSession):
           self._start_clock()  # each batch is timed, as each FETCH is on PostgreSQL
           batch = cursor.fetchmany(fetch_size)
         except sqlite3.Error as error:
-          problem = self._error(error, f"reading {label}", statement.user_query)
+          problem = self._error(error, f"reading {label}", statement)
         if problem:
           raise problem
         if not batch:

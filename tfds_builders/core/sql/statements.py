@@ -29,11 +29,18 @@ class Statement:
     params: Its bound parameters.
     user_query: The user's SQL that `sql` holds (all of it, or wrapped as a
       subquery); empty for the builder's own SQL (catalog lookups).
+    field: The config field the user wrote `user_query` in (`query`,
+      `side_table_sql`), named in errors; required with `user_query`.
   """
 
   sql: str
   params: Params = None
   user_query: str = ""
+  field: str = ""
+
+  def __post_init__(self):
+    if self.user_query and not self.field:
+      raise ValueError("A statement holding the user's SQL names the config field it came from.")
 
 
 # The statements a read-only build may run; everything else (COMMIT, SET,
@@ -251,13 +258,14 @@ READ_ONLY_HINT = (
 
 
 
-def writes_data(user_query: str, driver: str = "postgresql") -> bool:
-  """Whether a query holds a clause that modifies data or schema.
+def writes_data(statement: Statement | None, driver: str = "postgresql") -> bool:
+  """Whether the user's query in `statement` holds a clause that modifies data or schema.
 
   That is a data-changing keyword (INSERT, DELETE, COPY, ATTACH, ...) that
   starts the query or follows `;`, `(` or `)`, outside strings and comments:
   `WITH d AS (SELECT 1) DELETE FROM t`, not `SELECT replace(v, 'a', 'b')`.
   """
+  user_query = statement.user_query if statement is not None else ""
   postgres, index, previous = driver == "postgresql", 0, ";"
   while index < len(user_query):
     if user_query[index] in _SPACE:

@@ -111,22 +111,34 @@ def sqlite_declared_type(declared: str) -> SqlType | None:
   return SqlType("numeric", source=source)
 
 
+class UntypedColumnError(errors.SchemaError):
+  """A SQLite result column whose type neither its declaration nor its values tell.
+
+  The message names the column and what it holds; the builder reading it adds
+  how to type it in its own config (`with_hint`).
+
+  Attributes:
+    column: The column's name.
+    cast_example: The cast that types it in the query (`CAST(x AS TEXT) AS x`).
+  """
+
+  def __init__(self, column: str, found: str):
+    super().__init__(
+        f"Column {column!r} has no declared type and holds {found} values, "
+        "so its feature type cannot be inferred"
+    )
+    self.column = column
+    self.cast_example = f"CAST({column} AS TEXT) AS {column}"
+
+
 def sqlite_storage_type(column: str, storage_classes: set[str]) -> SqlType:
   """Maps the storage classes (`typeof()`) an undeclared SQLite column holds.
 
   Raises:
-    SchemaError: if the column holds only NULLs or mixes unrelated classes.
+    UntypedColumnError: if the column holds only NULLs or mixes unrelated classes.
   """
   classes = frozenset(storage_classes) - {"null"}
   kind = _SQLITE_STORAGE_KINDS.get(classes)
   if kind is None:
-    found = ", ".join(sorted(classes)) or "only NULL"
-    raise errors.SchemaError(
-        errors.with_hint(
-            f"Column {column!r} has no declared type and holds {found} values, "
-            "so its feature type cannot be inferred",
-            f"Cast it in the query, e.g. CAST({column} AS TEXT) AS {column}, or "
-            f"give its type: columns={{{column!r}: {{'type': 'text'}}}}.",
-        )
-    )
+    raise UntypedColumnError(column, ", ".join(sorted(classes)) or "only NULL")
   return SqlType(kind, source=f"{'/'.join(sorted(classes))} (storage classes)")

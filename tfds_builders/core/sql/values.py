@@ -105,35 +105,32 @@ def to_bytes(value: Any) -> bytes | memoryview:
   raise TypeError(f"{type(value).__name__} is not binary data")
 
 
-def _as_date(value: Any) -> datetime.date:
-  if isinstance(value, datetime.datetime):
-    raise TypeError("a timestamp is not a date")
-  if isinstance(value, datetime.date):
+def _from_iso(value: Any, temporal_type: type, what: str) -> Any:
+  """`value` if it already is a `temporal_type`, else parsed from ISO text; TypeError naming `what` otherwise."""
+  if isinstance(value, temporal_type):
     return value
   if isinstance(value, str):
-    return datetime.date.fromisoformat(value)
-  raise TypeError(f"{type(value).__name__} is not a date (ISO text)")
+    return temporal_type.fromisoformat(value)
+  raise TypeError(f"{type(value).__name__} is not {what}")
+
+
+def _as_date(value: Any) -> datetime.date:
+  if isinstance(value, datetime.datetime):  # a date subclass: never truncated silently
+    raise TypeError("a timestamp is not a date")
+  return _from_iso(value, datetime.date, "a date (ISO text)")
 
 
 def _as_time(value: Any) -> datetime.time:
-  if isinstance(value, datetime.time):
-    return value
-  if isinstance(value, str):
-    return datetime.time.fromisoformat(value)
-  raise TypeError(f"{type(value).__name__} is not a time of day")
+  return _from_iso(value, datetime.time, "a time of day")
 
 
 def _as_timestamp(value: Any) -> datetime.datetime:
   """A datetime from a driver value: aware ones in UTC, naive ones kept."""
-  if isinstance(value, datetime.datetime):
-    parsed = value
-  elif isinstance(value, str):
-    parsed = datetime.datetime.fromisoformat(value)
-  elif type(value) is int:  # pylint: disable=unidiomatic-typecheck
+  if type(value) is int:  # pylint: disable=unidiomatic-typecheck
     # SQLite's 'unixepoch' convention: whole seconds since 1970-01-01 UTC.
     parsed = _EPOCH_UTC + datetime.timedelta(seconds=value)
   else:
-    raise TypeError(f"{type(value).__name__} is not a timestamp (ISO text)")
+    parsed = _from_iso(value, datetime.datetime, "a timestamp (ISO text)")
   return parsed if parsed.tzinfo is None else parsed.astimezone(datetime.timezone.utc)
 
 
