@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import os
 
+from etils import epath
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -70,6 +73,11 @@ _CONTRACT = [
     ("progress_bar", "tensorflow_datasets.core.utils.tqdm_utils", "tqdm", None),
     ("progress_bar", "tensorflow_datasets.core.utils.tqdm_utils", "EmptyTqdm", None),
     ("disable_gcs_access", "tensorflow_datasets.core.utils.gcs_utils", "_is_gcs_disabled", None),
+    ("incomplete_dir_pattern", "tensorflow_datasets.core.constants", "INCOMPLETE_PREFIX", None),
+    ("incomplete_dir_pattern", "tensorflow_datasets.core.utils.file_utils", "incomplete_dir", ["dirname"]),
+    ("config_metadata_path", "tensorflow_datasets.core.constants", "METADATA_FILENAME", None),
+    ("config_metadata_path", "tensorflow_datasets.core.dataset_builder", "load_default_config_name", ["builder_dir"]),
+    ("namespace_pattern", "tensorflow_datasets.core.naming", "_NAME_REG", None),
 ]
 
 
@@ -128,25 +136,100 @@ def test_the_registers_keep_the_state_register_namespace_reads():
     assert hasattr(adapter, "SUPPORTS_TF_DATA"), f"{file_format}: update tfds_internals.streams_with_tf_data"
 
 
+@pytest.mark.parametrize("name", ["incomplete.AB12CD_1.0.0", f"incomplete.{'0' * 32}.1.0.0"])
+def test_incomplete_dir_pattern_matches_tfds_names_of_now_and_before(name):
+  assert tfds_internals.incomplete_dir_pattern().match(name)
+
+
+@pytest.mark.parametrize("name", ["incomplete.ab12cd_1.0.0", "incomplete.", "incomplete.notes", "1.0.0", "xincomplete.AB12CD_1.0.0"])
+def test_incomplete_dir_pattern_leaves_other_names_alone(name):
+  assert not tfds_internals.incomplete_dir_pattern().match(name)
+
+
+def test_incomplete_dir_pattern_matches_what_this_tfds_creates(tmp_path):
+  """A renamed scheme would silently disable the stale-build cleanup (core/streaming_builder.py)."""
+  from tensorflow_datasets.core.utils import file_utils  # pylint: disable=import-outside-toplevel
+
+  with file_utils.incomplete_dir(tmp_path / "1.0.0") as build_dir:
+    assert tfds_internals.incomplete_dir_pattern().match(os.path.basename(os.path.normpath(build_dir))), (
+        f"TFDS names its build dirs like {build_dir}: update incomplete_dir_pattern")
+
+
+def test_config_metadata_path_is_where_tfds_notes_the_default_config(tmp_path):
+  from tensorflow_datasets.core import dataset_builder  # pylint: disable=import-outside-toplevel
+
+  assert tfds_internals.config_metadata_path(tmp_path) == tmp_path / ".config" / "metadata.json"
+  # What TFDS's download_and_prepare writes, and reads back when no config is named.
+  dataset_builder._save_default_config_name(common_dir=epath.Path(tmp_path), default_config_name="demo")  # pylint: disable=protected-access
+  written = tfds_internals.config_metadata_path(tmp_path)
+  assert written.exists(), f"TFDS moved the default-config note to {list(tmp_path.rglob('*'))}: update config_metadata_path"
+  assert json.loads(written.read_text()) == {"default_config_name": "demo"}
+  assert dataset_builder.load_default_config_name(epath.Path(tmp_path)) == "demo"
+
+
+@pytest.mark.parametrize("namespace", [
+    "team", "my-team", "my_team", "T1", "9lives", "-", "\u00e9quipe",
+    "", "a.b", "a b", "a/b", "a:b", "a+b", "team!",
+])
+def test_namespace_pattern_accepts_what_tfds_parses_as_a_namespace(namespace):
+  from tensorflow_datasets.core import naming  # pylint: disable=import-outside-toplevel
+
+  parsed = naming._NAME_REG.match(f"{namespace}:dataset")  # pylint: disable=protected-access
+  tfds_parses = bool(parsed) and parsed.group("dataset_name") == f"{namespace}:dataset"
+  assert bool(tfds_internals.namespace_pattern().fullmatch(namespace)) == tfds_parses, (
+      f"TFDS {'parses' if tfds_parses else 'refuses'} the namespace {namespace!r}: update namespace_pattern")
+
+
 _BUILDERS = ("numpy_arrays", "concatenated", "cross_product", "database", "augmented")
-# TFDS's abstract methods, which StreamingBuilder defines once for every builder.
-_DESIGNATED = {"_info", "_split_generators", "_generate_examples", "_generate_splits"}
+# Set by Python on every class; none is a TFDS behaviour.
+_CLASS_BOOKKEEPING = {
+    "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__annotations__",
+    "__abstractmethods__", "_abc_impl", "__parameters__", "__orig_bases__", "__firstlineno__",
+    "__static_attributes__",
+}
+# The designated overrides of TFDS attributes (tfds_internals' docstring says why each), by class.
+_DESIGNATED = {
+    "StreamingBuilder": {
+        "_info", "_split_generators", "_generate_examples",  # TFDS's abstract methods, defined once
+        "_generate_splits",  # the one private TFDS method overridden
+        "download_and_prepare",  # plus removing what a failed build created
+    },
+    "augmented.Builder": {"canonical_version", "release_notes"},  # the version follows a prepared base's
+}
+
+
+def _behaviours(klass: type) -> set[str]:
+  """The methods, properties, cached properties and other descriptors a class itself defines."""
+  return {
+      attribute for attribute, value in vars(klass).items()
+      if attribute not in _CLASS_BOOKKEEPING and (callable(value) or hasattr(value, "__get__"))
+  }
 
 
 @pytest.mark.parametrize("name", _BUILDERS)
-def test_no_builder_overrides_a_private_tfds_method(name):
+def test_no_builder_overrides_a_tfds_attribute_beyond_the_designated_ones(name):
   builder_cls = importlib.import_module(f"tfds_builders.{name}").Builder
-  tfds_private = {
-      attribute for klass in tfds.core.GeneratorBasedBuilder.__mro__
-      for attribute, value in vars(klass).items()
-      if attribute.startswith("_") and not attribute.startswith("__") and callable(value)
+  tfds_attributes = {
+      attribute for klass in tfds.core.GeneratorBasedBuilder.__mro__ if klass is not object
+      for attribute in vars(klass)
   }
   for klass in builder_cls.__mro__:
-    if klass is streaming_builder.StreamingBuilder:
+    if klass is tfds.core.GeneratorBasedBuilder:
       break
-    overridden = sorted(tfds_private & set(vars(klass)))
+    label = "StreamingBuilder" if klass is streaming_builder.StreamingBuilder else f"{name}.{klass.__qualname__}"
+    overridden = sorted((_behaviours(klass) & tfds_attributes) - _DESIGNATED.get(label, set()))
     assert not overridden, (
-        f"{klass.__qualname__} overrides TFDS's private {overridden}: use StreamingBuilder's hooks "
-        "(_build_context, _split_streams, _after_build) instead"
+        f"{label} overrides TFDS's {overridden}: use StreamingBuilder's hooks "
+        "(_build_context, _split_streams, _after_build), or name the method differently"
     )
-  assert _DESIGNATED <= set(vars(streaming_builder.StreamingBuilder))
+
+
+@pytest.mark.parametrize("label", sorted(_DESIGNATED))
+def test_each_designated_override_still_overrides_a_tfds_attribute(label):
+  """A designated override TFDS no longer has, or we no longer define, leaves the allow-list stale."""
+  klass = (streaming_builder.StreamingBuilder if label == "StreamingBuilder"
+           else importlib.import_module(f"tfds_builders.{label.split('.')[0]}").Builder)
+  for attribute in _DESIGNATED[label]:
+    assert attribute in vars(klass), f"{label} no longer defines {attribute}: drop it from _DESIGNATED"
+    assert hasattr(tfds.core.GeneratorBasedBuilder, attribute), (
+        f"TFDS no longer has {attribute}, so {label}.{attribute} overrides nothing: update tfds_internals")

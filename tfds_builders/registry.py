@@ -39,8 +39,6 @@ _INCOMING = ".incoming-"
 _REPLACED = ".replaced-"
 _CHUNK = 8 * 1024 * 1024
 _ROOT = "Registry root"
-# What `tfds.load("namespace:dataset")` parses as a namespace (TFDS's naming._NAME_REG).
-_NAMESPACE = re.compile(r"[\w-]+")
 _REAL_FILES_ONLY = "A published dataset holds regular files only; replace the link by the file itself, or rebuild"
 
 
@@ -432,7 +430,7 @@ def read_namespaces(config_path: epath.PathLike) -> dict[str, str]:
       entries.append((name, f"{name}.paths", table["paths"]))
   namespaces: dict[str, tuple[str, Any]] = {}
   for name, key, root in entries:
-    if not _NAMESPACE.fullmatch(name):
+    if not tfds_internals.namespace_pattern().fullmatch(name):
       raise errors.ConfigError(
           f"Registry config {path}: {key}: {name!r} is no namespace name tfds.load can parse; "
           "use letters, digits, '_' and '-' only (e.g. team or my-team)")
@@ -490,7 +488,7 @@ def register(
   if namespace is not None:
     if root is None:
       raise errors.ConfigError("register(namespace=...) needs root=... too.")
-    if not _NAMESPACE.fullmatch(namespace):
+    if not tfds_internals.namespace_pattern().fullmatch(namespace):
       raise errors.ConfigError(f"Namespace {namespace!r} is no name tfds.load can parse; "
                                "use letters, digits, '_' and '-' only (e.g. team or my-team)")
     remote.refuse_credentials(root, _ROOT)

@@ -4,12 +4,24 @@ TFDS has no public API for any of these. Each is reached through one named
 function here, the supported TFDS range is pinned in setup.py
 (`>=4.9.4,<4.10`), and tests/test_tfds_internals.py checks every private name
 these functions use, so a TFDS upgrade that moves one fails there, naming the
-function. The one designated override of a TFDS method,
-`StreamingBuilder._generate_splits` (core/streaming_builder.py), stays in its
-class; its signature is checked by the same test. StreamingBuilder also
-defines TFDS's abstract `_info`, `_split_generators` and `_generate_examples`
-once for every builder; builders override only StreamingBuilder's own hooks
-(`_build_context`, `_split_streams`, `_after_build`), which the same test checks.
+function. TFDS's folder conventions (incomplete build dirs, the dataset's
+`.config/metadata.json`, namespace names) are named here too.
+
+The designated overrides of TFDS attributes stay in their classes, and the
+same test fails on any other:
+- `StreamingBuilder._generate_splits` (core/streaming_builder.py), the one
+  private TFDS method overridden, whose signature the test checks;
+- `StreamingBuilder.download_and_prepare`: TFDS's, plus removing what a failed
+  build created (core/build_dirs.py), public and overridden by TFDS's own
+  folder builders too;
+- TFDS's abstract `_info`, `_split_generators` and `_generate_examples`,
+  defined once in StreamingBuilder;
+- augmented's `canonical_version` and `release_notes`: a version made from a
+  prepared base follows the base's version, which TFDS reads only from
+  `VERSION` or the config (a per-config `version` cannot depend on the base
+  without overriding TFDS's private config resolution).
+Builders otherwise override only StreamingBuilder's own hooks
+(`_build_context`, `_split_streams`, `_after_build`).
 Imports are made inside the functions, so `import tfds_builders` stays light.
 """
 
@@ -20,6 +32,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -178,6 +191,38 @@ def _checked_register_class():
       ]
 
   return CheckedDataDirRegister
+
+
+# --- TFDS's folder and name conventions, which it spells only inside its own code. ---
+
+
+@functools.cache
+def incomplete_dir_pattern() -> re.Pattern[str]:
+  """Names of the dirs TFDS builds a version in before renaming it: `incomplete.<6 of A-Z0-9>_<version>`.
+
+  TFDS's `file_utils.incomplete_dir` names them from `constants.INCOMPLETE_PREFIX`;
+  the `<32 hex>.` form is older TFDS's. Nothing else of that name is touched.
+  """
+  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+
+  return re.compile(rf"^{re.escape(constants.INCOMPLETE_PREFIX)}(?:[A-Z0-9]{{6}}_|[0-9a-f]{{32}}\.).+$")
+
+
+def config_metadata_path(dataset_dir: epath.PathLike) -> epath.Path:
+  """Where TFDS notes a dataset's default config: `<data_dir>/<dataset>/.config/metadata.json`."""
+  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+
+  return epath.Path(dataset_dir) / ".config" / constants.METADATA_FILENAME
+
+
+@functools.cache
+def namespace_pattern() -> re.Pattern[str]:
+  """The namespace names `tfds.load("namespace:dataset")` parses.
+
+  TFDS spells it only inside `naming._NAME_REG` (`[\\w\\-]+:` before the
+  dataset name); the contract test checks the two agree.
+  """
+  return re.compile(r"[\w-]+")
 
 
 # --- Builder internals: what StreamingBuilder needs of GeneratorBasedBuilder. ---

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import streaming_builder
 from tfds_builders.core.streaming_builder import BuildOwner
 from tfds_builders.numpy_arrays import Builder
@@ -107,19 +107,10 @@ def test_a_killed_tfds_build_is_cleaned_up_by_the_next_build(tmp_path):
   np.save(tmp_path / "rows.npy", rows)
   data_dir = tmp_path / "tfds"
   config = {"name": "killed", "splits": {"train": [str(tmp_path / "rows.npy")]}}
-  command = [faults.TFDS, "build", str(faults.REPO / "tfds_builders" / "numpy_arrays"),
-             "--data_dir", str(data_dir), "--config", json.dumps(config)]
-  build = subprocess.Popen(command, env=faults.ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  killed_pid = faults.kill_tfds_build_while_writing("numpy_arrays", config, data_dir)
   config_dir = data_dir / "numpy_arrays" / "killed"
-  deadline = time.monotonic() + 120
-  while not any(config_dir.glob("incomplete.*/*.tmp")):  # shards are being written
-    assert build.poll() is None, "the build ended before it could be killed"
-    assert time.monotonic() < deadline, "the build never started writing"
-    time.sleep(0.005)
-  build.send_signal(signal.SIGKILL)
-  assert build.wait(timeout=30) == -signal.SIGKILL
   (left,) = config_dir.glob("incomplete.*")
-  assert BuildOwner.read(left).pid == build.pid
+  assert BuildOwner.read(left).pid == killed_pid
   assert not (config_dir / "1.0.0").exists()
 
   faults.tfds_build("numpy_arrays", config, data_dir)
@@ -133,7 +124,7 @@ def test_a_killed_tfds_build_is_cleaned_up_by_the_next_build(tmp_path):
 
 @pytest.mark.parametrize("name", ["incomplete.AB12CD_1.0.0", f"incomplete.{'0' * 32}.1.0.0"])
 def test_tfds_incomplete_dir_names_are_recognised(name):
-  assert streaming_builder.INCOMPLETE_DIR_NAME.match(name)
+  assert tfds_internals.incomplete_dir_pattern().match(name)
 
 
 def test_the_pattern_matches_what_this_tfds_creates(tmp_path):
@@ -141,4 +132,4 @@ def test_the_pattern_matches_what_this_tfds_creates(tmp_path):
   from tensorflow_datasets.core.utils import file_utils  # pylint: disable=import-outside-toplevel
 
   with file_utils.incomplete_dir(tmp_path / "1.0.0") as build_dir:
-    assert streaming_builder.INCOMPLETE_DIR_NAME.match(pathlib.Path(build_dir).name)
+    assert tfds_internals.incomplete_dir_pattern().match(pathlib.Path(build_dir).name)

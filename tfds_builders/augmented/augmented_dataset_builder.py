@@ -145,22 +145,28 @@ class Builder(streaming_builder.StreamingBuilder):
       ),
   ]
 
+  # canonical_version and release_notes are designated overrides of TFDS's (see tfds_internals).
   @functools.cached_property
   def canonical_version(self) -> tfds.core.Version:
-    """The config's version, else the minor version after a prepared base's."""
+    """The config's version, else the minor version after a prepared base's, else VERSION.
+
+    TFDS asks for it first, before the folder it names can be checked for a
+    prepared version; so it is a planning step of its own, which reads only
+    the base's dataset_info.json, and the full plan is not made for it.
+    """
     config = self.builder_config
     if config.version:
       return tfds.core.Version(str(config.version))
     if config.base and not config.base_records:
-      base_version = tfds.core.Version(base_lib.version_of(plan_lib.base_location(config), config.base_data_dir))
-      return tfds.core.Version(f"{base_version.major}.{base_version.minor + 1}.0")
+      return self.planned(_version_after_base, "the base's version")
     return self.VERSION
 
   @property
   def release_notes(self) -> dict[str, str]:
+    """The config's notes, else one note for this version: what the plan adds to the base."""
     if self.builder_config.release_notes:
       return self.builder_config.release_notes
-    return {str(self.version): _release_note(self.builder_config, None if self.is_prepared() else self._plan)}
+    return {str(self.version): _release_note(self.builder_config, None if self.has_prepared_version() else self._plan)}
 
   def default_ordered(self) -> bool:
     # An overlay is zipped with its base by position; a materialized version stands alone.
@@ -183,19 +189,23 @@ class Builder(streaming_builder.StreamingBuilder):
 
   @contextlib.contextmanager
   def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[generators.BuildContext]:
-    """The worker pool, the walk of a raw base, and the tally of unmatched examples, for one build."""
+    """The user function and its worker pool, the walk of a raw base, and the tally of unmatched examples, for one build."""
     plan, walk = self._plan, None
     uses_beam = self._uses_beam(download_config)
     if plan.walk and uses_beam:  # Beam's partitions need every file's offset first
       plan = plan.with_base(plan.walk.start().base())
     elif plan.walk:
       walk = plan.walk.start()
+    # Resolved for this build, so an edited function is not an earlier build's; Beam workers resolve their own.
+    function = None if uses_beam or not plan.function else function_calls.resolve(
+        plan.function, plan.base.features_source)
     # Inside TFDS's incomplete.* directory: visible to Beam workers, gone if the build fails.
     tally_dir = epath.Path(self.data_path) / _UNMATCHED_DIR
     tally_dir.mkdir(parents=True, exist_ok=True)
     try:
-      with function_calls.worker_pool(1 if uses_beam or not plan.function else plan.num_workers) as pool:
-        yield generators.BuildContext(plan, pool, walk, generators.UnmatchedTally(str(tally_dir)))
+      with function_calls.worker_pool(plan.num_workers if function else 1, function) as pool:
+        yield generators.BuildContext(
+            plan=plan, pool=pool, function=function, walk=walk, unmatched=generators.UnmatchedTally(str(tally_dir)))
     finally:
       tally_dir.rmtree(missing_ok=True)
 
@@ -209,7 +219,7 @@ class Builder(streaming_builder.StreamingBuilder):
               for split in plan.base.splits}
     return {
         split: streaming_builder.Partitions([
-            functools.partial(plan.file_examples, context, split, index, offset)
+            functools.partial(generators.PATHS[plan.path], context, split, index, offset)
             for index, offset in enumerate(base_split.offsets)
         ])
         for split, base_split in plan.base.splits.items()
@@ -228,6 +238,12 @@ class Builder(streaming_builder.StreamingBuilder):
       return plan_lib.AugmentationPlan.from_config(config)
 
     return self.planned(resolve, "the base's features and counts, the side table or function's fields")
+
+
+def _version_after_base(config: BuilderConfig) -> tfds.core.Version:
+  """The minor version after the prepared base's: the version a materialized augmentation of it gets."""
+  base_version = tfds.core.Version(base_lib.version_of(plan_lib.base_location(config), config.base_data_dir))
+  return tfds.core.Version(f"{base_version.major}.{base_version.minor + 1}.0")
 
 
 def _release_note(config: BuilderConfig, plan: plan_lib.AugmentationPlan | None) -> str:

@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-  from tfds_builders.core.fast import record_blocks
+from tfds_builders.core import fast
 
 NOT_A_NUMBER, INTEGER, DECIMAL = 0, 1, 2
 
 
-def number_forms(texts: record_blocks.ByteColumn) -> np.ndarray:
+def number_forms(texts: fast.record_blocks.ByteColumn) -> np.ndarray:
   """Per text: INTEGER (`-12`, `+7`), DECIMAL (digits with a point, an exponent or both: `1.5`,
   `.5`, `5.`, `-1e5`) or NOT_A_NUMBER (anything else, spaces, `_`, `inf` and `nan` included).
 
   Every INTEGER parses with Python's `int()` and every DECIMAL with `float()`.
   """
-  return _compiled_number_forms()(texts.data, texts.offsets)
+  return _number_forms(texts.data, texts.offsets)
 
 
-@functools.cache
-def _compiled_number_forms() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-  import numba  # pylint: disable=g-import-not-at-top  # compiled once, when a CSV side table is read columnar
-
-  return numba.njit(cache=True, nogil=True)(_number_forms)
-
-
+@fast.jit  # compiled on first use, when a CSV side table is read columnar
 def _number_forms(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-  """Per text of a ByteColumn's arrays, its form (compiled by `_compiled_number_forms`)."""
+  """Per text of a ByteColumn's arrays, its form."""
   count = offsets.shape[0] - 1
   forms = np.zeros(count, np.int8)
   for i in range(count):

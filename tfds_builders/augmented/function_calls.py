@@ -18,7 +18,9 @@ from tfds_builders.core import errors
 # Batches in flight per worker: enough to keep workers busy while the main
 # process reads and writes, few enough to keep memory flat.
 _IN_FLIGHT_PER_WORKER = 2
-_RESOLVED: dict[tuple[str, base_lib.FeaturesSource], tuple[Callable[..., Any], Any]] = {}
+# A pool worker's function, resolved once by `_start_worker` when the worker
+# starts; it lives and dies with the worker process (never set in the main one).
+_worker_function: ResolvedFunction | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,30 +77,51 @@ def import_function(reference: str) -> Callable[..., Any]:
   return target
 
 
-def _resolve(reference: str, features_source: base_lib.FeaturesSource) -> tuple[Callable[..., Any], Any]:
-  """The function and the base features, imported once per process."""
-  cache_key = (reference, features_source)
-  if cache_key not in _RESOLVED:
-    _RESOLVED[cache_key] = (import_function(reference), base_lib.features_from_json(*features_source))
-  return _RESOLVED[cache_key]
+@dataclasses.dataclass(frozen=True)
+class ResolvedFunction:
+  """The user function imported, with the base features that decode its examples.
+
+  Resolved once per build (and once per pool worker), so a build after the
+  user edits their module does not call an earlier build's function.
+  """
+
+  reference: str
+  features_source: base_lib.FeaturesSource
+  function: Callable[..., Any]
+  features: Any  # tfds.features.FeaturesDict
+
+
+def resolve(reference: str, features_source: base_lib.FeaturesSource) -> ResolvedFunction:
+  """Imports the function by reference and rebuilds the base features from their JSON."""
+  return ResolvedFunction(
+      reference, features_source, import_function(reference), base_lib.features_from_json(*features_source))
+
+
+def _start_worker(reference: str, features_source: base_lib.FeaturesSource) -> None:
+  """A pool worker's initializer: resolves the function once for the worker's life."""
+  global _worker_function  # pylint: disable=global-statement  # per worker process, set once at its start
+  _worker_function = resolve(reference, features_source)
+
+
+def _call_in_worker(calls: Sequence[Call]) -> list[dict[str, Any]] | _Failure:
+  return _call_batch(_worker_function, calls, remote=True)
 
 
 def _call_batch(
-    reference: str, features_source: base_lib.FeaturesSource, calls: Sequence[Call], remote: bool = False
+    resolved: ResolvedFunction, calls: Sequence[Call], remote: bool = False
 ) -> list[dict[str, Any]] | _Failure:
   """Decodes each base example to NumPy and calls the function on it.
 
   Runs in the main process or in a worker; a failure is returned, not
   raised, so that the main process can name the example and chain it.
   """
-  function, features = _resolve(reference, features_source)
   results = []
   for call in calls:
     stage = "decode"
     try:
-      example = features.deserialize_example_np(call.raw)
+      example = resolved.features.deserialize_example_np(call.raw)
       stage = "call"
-      result = function(example)
+      result = resolved.function(example)
     except Exception as error:  # pylint: disable=broad-except  # user code may raise anything
       return _failure(call, stage, error, remote)
     if not isinstance(result, Mapping):
@@ -148,14 +171,15 @@ class FunctionRunner:
   """Calls the function on batches of examples, in order, in this process or a pool.
 
   The pool, if any, is the one `worker_pool` opened for this function for the
-  build (a local build with `num_workers > 1`); without one (Beam workers,
-  single-worker builds) calls run here. Results come back in input order
+  build (a local build with `num_workers > 1`), whose workers resolved the
+  function when they started; without one (Beam workers, single-worker
+  builds) calls run here, with `resolved`. Results come back in input order
   either way, so the output does not depend on the number of workers.
   """
 
-  def __init__(self, reference: str, features_source: base_lib.FeaturesSource, num_workers: int, pool: Any = None):
-    self.reference = reference
-    self._features_source = features_source
+  def __init__(self, resolved: ResolvedFunction, num_workers: int, pool: Any = None):
+    self.reference = resolved.reference
+    self._resolved = resolved
     self._pool = pool
     self._in_flight = max(1, num_workers * _IN_FLIGHT_PER_WORKER)
 
@@ -168,12 +192,11 @@ class FunctionRunner:
     """
     if self._pool is None:
       for tag, calls in batches:
-        yield tag, self._checked(_call_batch(self.reference, self._features_source, calls))
+        yield tag, self._checked(_call_batch(self._resolved, calls))
       return
     pending: collections.deque = collections.deque()
     for tag, calls in batches:
-      pending.append((tag, self._pool.apply_async(
-          _call_batch, (self.reference, self._features_source, list(calls), True))))
+      pending.append((tag, self._pool.apply_async(_call_in_worker, (list(calls),))))
       if len(pending) >= self._in_flight:
         done_tag, result = pending.popleft()
         yield done_tag, self._checked(result.get())
@@ -189,24 +212,25 @@ class FunctionRunner:
 
 def call_serially(reference: str, features_source: base_lib.FeaturesSource, calls: Sequence[Call]) -> list[dict[str, Any]]:
   """The function's results on a few examples, in this process (used to infer features)."""
-  outcome = _call_batch(reference, features_source, calls)
+  outcome = _call_batch(resolve(reference, features_source), calls)
   if isinstance(outcome, _Failure):
     raise_failure(outcome, reference)
   return outcome
 
 
 @contextlib.contextmanager
-def worker_pool(num_workers: int) -> Iterator[Any]:
+def worker_pool(num_workers: int, resolved: ResolvedFunction | None) -> Iterator[Any]:
   """Opens `num_workers` processes for the duration of a build; yields the pool (None for one worker).
 
   Workers are started with `spawn` (a fork of a process running TensorFlow
   may deadlock), so the function must be importable by reference in a fresh
-  interpreter.
+  interpreter; each worker resolves it once, when it starts.
   """
-  if num_workers <= 1:
+  if num_workers <= 1 or resolved is None:
     yield None
     return
-  pool = multiprocessing.get_context("spawn").Pool(num_workers)
+  pool = multiprocessing.get_context("spawn").Pool(
+      num_workers, initializer=_start_worker, initargs=(resolved.reference, resolved.features_source))
   try:
     yield pool
   finally:

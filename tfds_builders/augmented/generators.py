@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from absl import logging
 from etils import epath
@@ -17,15 +17,13 @@ from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import fields
 from tfds_builders.augmented import function_calls
 from tfds_builders.augmented import overlay_format
+from tfds_builders.augmented import plan as plan_lib
 from tfds_builders.augmented import side_table as side_table_lib
 from tfds_builders.core import errors
 from tfds_builders.core import fast
 from tfds_builders.core import serialization
 from tfds_builders.core import streaming_builder
 from tfds_builders.core import tfrecord_io
-
-if TYPE_CHECKING:  # the plan names these generators: types only, no import cycle
-  from tfds_builders.augmented import plan as plan_lib
 
 NO_ROW = side_table_lib.NO_ROW
 # Records handed together to a worker process.
@@ -61,38 +59,25 @@ class BuildContext:
     plan: The plan this build runs (a Beam build's walked base counted up front).
     pool: Worker processes calling the function (a local build with
       `num_workers > 1`), else None: calls run in the generator's process.
+    function: The user function, resolved once for this local build; None
+      without a function, and on Beam, whose workers resolve it themselves.
     walk: What the walk of a raw base learns as the build reads it, else None.
     unmatched: Where the generators count the examples they leave out.
   """
 
   plan: plan_lib.AugmentationPlan
   pool: Any
+  function: function_calls.ResolvedFunction | None
   walk: base_lib.RecordsWalk | None
   unmatched: UnmatchedTally
 
 
-def reads_keys_only(mode: str, has_table: bool, function: str, verify_base: bool) -> bool:
-  """An overlay joined from a side table alone: it reads only frames and join keys."""
-  return mode == "overlay" and has_table and not function and not verify_base
-
-
-def path_of(mode: str, keys_only: bool) -> FileExamples:
-  """The generator of a config's path, chosen once when the plan is resolved."""
-  if keys_only:
-    return overlay_from_keys
-  return overlay_from_records if mode == "overlay" else materialized
-
-
-def example_key(split: str, index: int) -> str:
-  return f"{split}/{index:09d}"
-
-
 def walked_split(context: BuildContext, split: str) -> Iterator[streaming_builder.StreamItem]:
   """The output examples of a walked base's split: its files in order, each counted once walked."""
-  offset = 0
+  file_examples, offset = PATHS[context.plan.path], 0
   for index in range(len(context.plan.base.splits[split].files)):
     count = 0
-    for keys, records in context.plan.file_examples(context, split, index, offset):
+    for keys, records in file_examples(context, split, index, offset):
       count += len(keys)
       yield keys, records
     context.walk.counted(split, index, count)
@@ -143,7 +128,7 @@ def overlay_from_records(context: BuildContext, split: str, file_index: int, off
     called = _kept(plan, batch.rows)
     results_iter = iter(results)
     for i, entries in enumerate(_side_entries(plan, batch)):
-      key = example_key(split, offset + batch.start + i)
+      key = plan_lib.example_key(split, offset + batch.start + i)
       if codecs:
         entries += _function_entries(plan, codecs, next(results_iter), key, f"record {batch.start + i} of {file.name}") if (
             called is None or called[i]) else empty
@@ -166,7 +151,7 @@ def materialized(context: BuildContext, split: str, file_index: int, offset: int
     results_iter = iter(results)
     side_entries = _side_entries(plan, batch)
     for i in range(batch.size) if called is None else np.flatnonzero(called).tolist():
-      key = example_key(split, offset + batch.start + i)
+      key = plan_lib.example_key(split, offset + batch.start + i)
       entries = side_entries[i]
       if codecs:
         entries += _function_entries(plan, codecs, next(results_iter), key, f"record {batch.start + i} of {file.name}")
@@ -176,14 +161,12 @@ def materialized(context: BuildContext, split: str, file_index: int, offset: int
   context.unmatched.record(split, file_index, left_out)
 
 
-def encoded_field(codec: fields.FieldCodec, value: Any, key: str) -> list[serialization.Payload]:
-  """One field's value as its map entry, SchemaError naming the example if it does not fit."""
-  try:
-    return codec.encode(value)
-  except fields.FieldValueError as error:
-    raise errors.SchemaError(
-        f"Example {key}: field {codec.spec.name!r} from {codec.spec.source}: {error}. {fields.hint_for(codec.spec)}."
-    ) from None
+# The generator of each path (`AugmentationPlan.path`, chosen once when the plan is resolved).
+PATHS: dict[str, FileExamples] = {
+    "overlay_from_keys": overlay_from_keys,
+    "overlay_from_records": overlay_from_records,
+    "materialized": materialized,
+}
 
 
 # -------------------------------------------------------------- batches --
@@ -213,7 +196,7 @@ class _Keys(Sequence[str]):
   def __getitem__(self, at: Any) -> Any:
     if isinstance(at, slice):
       return _Keys(self._split, self._indices[at])
-    return example_key(self._split, self._indices[at])
+    return plan_lib.example_key(self._split, self._indices[at])
 
 
 def _joined_batches(
@@ -236,12 +219,13 @@ def _joined_batches(
   if not plan.function:
     yield from ((batch, ()) for batch in batches)
     return
-  runner = function_calls.FunctionRunner(plan.function, plan.base.features_source, plan.num_workers, context.pool)
+  resolved = context.function or function_calls.resolve(plan.function, plan.base.features_source)  # on a Beam worker
+  runner = function_calls.FunctionRunner(resolved, plan.num_workers, context.pool)
 
   def calls_of(batch: _Batch) -> list[function_calls.Call]:
     called = _kept(plan, batch.rows)
     return [
-        function_calls.Call(example_key(split, offset + batch.start + i), f"record {batch.start + i} of {file.name}", raw)
+        function_calls.Call(plan_lib.example_key(split, offset + batch.start + i), f"record {batch.start + i} of {file.name}", raw)
         for i, raw in enumerate(batch.records)
         if called is None or called[i]
     ]
@@ -272,7 +256,7 @@ def _function_entries(
         f"the first examples returned {sorted(codec.spec.name for codec in codecs)}. "
         "Return the same fields for every example."
     )
-  return [encoded_field(codec, result[codec.spec.name], key) for codec in codecs]
+  return [plan_lib.encoded_field(codec, result[codec.spec.name], key) for codec in codecs]
 
 
 def _batches(file: base_lib.BaseFile, first: int = 0) -> Iterator[_Batch]:

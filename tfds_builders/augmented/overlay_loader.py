@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import os
@@ -164,8 +165,10 @@ def _open_base(recorded: Mapping[str, Any], base: BaseArg, base_data_dir: str | 
 
 
 FileList = Mapping[str, list[tuple[str, str, int]]]  # split -> (path, compression, records)
-# (path, size, mtime) -> how many leading records this process read intact.
-_INTACT_RECORDS: dict[tuple[str, int, int], int] = {}
+# (path, size, mtime) -> how many leading records this process read intact,
+# for the files of the latest loads only: the least recently checked are forgotten.
+_INTACT_RECORDS: collections.OrderedDict[tuple[str, int, int], int] = collections.OrderedDict()
+_INTACT_RECORDS_KEPT = 4096
 
 
 def _check_base_records(files: FileList, ranges: list[tuple[str, int, int]], overlay_name: str) -> None:
@@ -193,6 +196,7 @@ def _check_leading_records(file: tfrecord_io.RecordFile, needed: int, overlay_na
   """Reads the first `needed` records of a file (split examples from `first` on), unless this process did since it changed."""
   key = (file.name, *_size_and_mtime(file.path))
   if _INTACT_RECORDS.get(key, 0) >= needed:
+    _INTACT_RECORDS.move_to_end(key)
     return
   intact = 0
   try:
@@ -206,6 +210,9 @@ def _check_leading_records(file: tfrecord_io.RecordFile, needed: int, overlay_na
         )
     ) from error
   _INTACT_RECORDS[key] = intact
+  _INTACT_RECORDS.move_to_end(key)
+  while len(_INTACT_RECORDS) > _INTACT_RECORDS_KEPT:
+    _INTACT_RECORDS.popitem(last=False)
 
 
 def _size_and_mtime(path: epath.Path) -> tuple[int, int]:

@@ -1,9 +1,9 @@
-"""An augmented config resolved once: the base, the new fields, the unmatched-row rule and the example generator."""
+"""An augmented config resolved once: the base, the new fields, the unmatched-row rule and the path it takes."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,11 +12,11 @@ import tensorflow_datasets as tfds
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import fields
 from tfds_builders.augmented import function_calls
-from tfds_builders.augmented import generators
 from tfds_builders.augmented import overlay_format
 from tfds_builders.augmented import side_table as side_table_lib
 from tfds_builders.core import errors
 from tfds_builders.core import paths
+from tfds_builders.core import serialization
 
 # Examples whose function results infer the features of undeclared fields.
 INFERENCE_EXAMPLES = 8
@@ -62,9 +62,9 @@ class AugmentationPlan:
     num_workers: Processes calling the function in a local build.
     walk: A raw base whose schema and counts the overlay's own walk learns;
       None when `base` is complete.
-    file_examples: The example generator of this config's path, chosen once
-      (`generators.PATHS`): `(context, split, file index, offset)` ->
-      the output examples of one base file.
+    path: This config's path, chosen once: `overlay_from_keys`,
+      `overlay_from_records` or `materialized`, the name of its example
+      generator in `generators.PATHS`.
   """
 
   mode: str
@@ -78,7 +78,7 @@ class AugmentationPlan:
   overwrite: frozenset[str]
   num_workers: int
   walk: base_lib.RecordsSurvey | None
-  file_examples: Callable[..., Iterator[Any]]
+  path: str
 
   def with_base(self, base: base_lib.Base) -> AugmentationPlan:
     """This plan with a complete base, no longer walked."""
@@ -136,7 +136,7 @@ class AugmentationPlan:
   @classmethod
   def from_config(cls, config: Any) -> AugmentationPlan:
     """Resolves a checked `augmented.BuilderConfig`: reads the base's schema, the side table, the function's first results."""
-    keys_only = generators.reads_keys_only(
+    keys_only = reads_keys_only(
         config.mode, bool(config.side_table or config.side_table_sql), config.function, config.verify_base)
     walk = None
     if config.base_records:
@@ -162,14 +162,40 @@ class AugmentationPlan:
         mode=config.mode, base=base, side=side, join_key=config.join_key or None, join_kind=join_kind,
         function=config.function, function_specs=function_specs, unmatched=_unmatched(config, side),
         overwrite=frozenset(config.overwrite_fields), num_workers=config.num_workers, walk=walk,
-        file_examples=generators.path_of(config.mode, keys_only),
+        path=_path(config.mode, keys_only),
     )
+
+
+def reads_keys_only(mode: str, has_table: bool, function: str, verify_base: bool) -> bool:
+  """An overlay joined from a side table alone: it reads only frames and join keys."""
+  return mode == "overlay" and has_table and not function and not verify_base
+
+
+def example_key(split: str, index: int) -> str:
+  return f"{split}/{index:09d}"
+
+
+def encoded_field(codec: fields.FieldCodec, value: Any, key: str) -> list[serialization.Payload]:
+  """One field's value as its map entry, SchemaError naming the example if it does not fit."""
+  try:
+    return codec.encode(value)
+  except fields.FieldValueError as error:
+    raise errors.SchemaError(
+        f"Example {key}: field {codec.spec.name!r} from {codec.spec.source}: {error}. {fields.hint_for(codec.spec)}."
+    ) from None
 
 
 def base_location(config: Any) -> str:
   """A base directory resolved against data_root, or the dataset name as given."""
   resolved = paths.resolve(config.base, config.data_root)
   return str(resolved) if (resolved / "dataset_info.json").exists() else config.base
+
+
+def _path(mode: str, keys_only: bool) -> str:
+  """The name of the config's example generator (`generators.PATHS`)."""
+  if keys_only:
+    return "overlay_from_keys"
+  return "overlay_from_records" if mode == "overlay" else "materialized"
 
 
 def _unmatched(config: Any, side: side_table_lib.SideTable | None) -> Unmatched:
@@ -302,7 +328,7 @@ def _function_specs(
       spec = fields.infer(name, [result[name] for result in results], source, [call.key for call in calls])
     codec = fields.FieldCodec(spec)
     for call, result in zip(calls, results):
-      generators.encoded_field(codec, result[name], call.key)
+      encoded_field(codec, result[name], call.key)
     specs.append(spec)
   return tuple(specs)
 
@@ -312,7 +338,7 @@ def _first_calls(base: base_lib.Base, count: int) -> Iterator[function_calls.Cal
   for split_name, split in base.splits.items():
     for file, offset in zip(split.files, split.offsets):
       for index, raw in enumerate(base_lib.iter_records(file)):
-        yield function_calls.Call(generators.example_key(split_name, offset + index), f"record {index} of {file.name}", raw)
+        yield function_calls.Call(example_key(split_name, offset + index), f"record {index} of {file.name}", raw)
         produced += 1
         if produced == count:
           return

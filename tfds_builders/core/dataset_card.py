@@ -51,7 +51,7 @@ def info_fields(builder: Any) -> dict[str, Any]:
   """
   config = builder.builder_config
   fields = {name: getattr(config, name, None) or None for name in CARD_FIELDS}
-  if builder.is_prepared():
+  if builder.has_prepared_version():
     check_supervised_keys(fields["supervised_keys"], None, config.name)
     return _as_info_kwargs(fields)
   defaults = {"homepage": card_url(builder.name)}

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -18,6 +17,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from tfds_builders import tfds_internals
+from tfds_builders.core import build_dirs
 from tfds_builders.core import dataset_card
 from tfds_builders.core import errors
 from tfds_builders.core import progress
@@ -31,10 +31,6 @@ DEFAULT_MAX_SHARD_BYTES = 1024 * 1024 * 1024
 # Where a split's write-time shuffle spills, inside the incomplete build dir.
 SHUFFLE_DIR_PREFIX = ".shuffle-"
 
-# TFDS builds into `<config dir>/incomplete.<6 of A-Z0-9>_<version>/` and
-# renames it at the end (tfds.core.utils.file_utils.incomplete_dir); the uuid
-# form is older TFDS's. Nothing else of that name is ever touched.
-INCOMPLETE_DIR_NAME = re.compile(r"^incomplete\.(?:[A-Z0-9]{6}_|[0-9a-f]{32}\.).+$")
 # Written into a build's incomplete dir while our builder runs, so the next
 # build can tell a dead build's leftovers from a live one.
 OWNER_MARKER = ".tfds_builders_owner.json"
@@ -122,7 +118,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.DESCRIPTION,
-        features=None if self.is_prepared() else self.inferred_features(),
+        features=None if self.has_prepared_version() else self.inferred_features(),
         disable_shuffling=self.is_ordered(),
         metadata=tfds.core.MetadataDict(),
         **dataset_card.info_fields(self),
@@ -170,7 +166,9 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     - cross_product: both inputs in full, to count and type their records;
     - database: the query's result columns (LIMIT 0) and NULL guarantees;
     - augmented: the base's info (or its raw records), the side table in
-      full, and the user's function on the first few examples.
+      full, and the user's function on the first few examples; and, in a
+      step of its own (`canonical_version`, needed before TFDS can tell
+      whether the version is prepared), a prepared base's version.
 
     Args:
       make_plan: Makes the plan from the builder config.
@@ -193,8 +191,12 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The features this config's sources give; read only before preparing."""
     raise NotImplementedError
 
-  def is_prepared(self) -> bool:
-    """Whether this version is already on disk (then features come from it)."""
+  def has_prepared_version(self) -> bool:
+    """Whether this version's dataset_info.json is already on disk (then features come from it).
+
+    TFDS restores a builder's info when that file exists; its `is_prepared`
+    asks more (features.json, a version-named folder), so it is not used here.
+    """
     data_path = tfds_internals.prepared_data_dir(self)
     return bool(data_path) and (
         tfds.core.Path(data_path) / "dataset_info.json"
@@ -216,7 +218,12 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         or getattr(self.builder_config, "use_beam", False)
     )
 
-  # --- The build: the one override of a TFDS method (see tfds_internals), and the hooks it calls. ---
+  # --- The build: the designated overrides of TFDS methods (see tfds_internals), and the hooks they call. ---
+
+  def download_and_prepare(self, **kwargs: Any) -> None:
+    """TFDS's `download_and_prepare`; a failure also removes the folders it created (core/build_dirs.py)."""
+    with build_dirs.removed_on_failure(self, kwargs.get("download_dir"), kwargs.get("download_config")):
+      super().download_and_prepare(**kwargs)
 
   @contextlib.contextmanager
   def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[Any]:
@@ -272,7 +279,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "Build into a local --data_dir, then tfds-builders publish DATA_DIR/<name>/<config>/<version> "
         "s3://bucket/registry; namespace loads fetch it into a local cache")
     build_dir = epath.Path(self.data_dir)
-    owned = bool(INCOMPLETE_DIR_NAME.match(build_dir.name))
+    owned = bool(tfds_internals.incomplete_dir_pattern().match(build_dir.name))
     if owned:
       BuildOwner.current().mark(build_dir)
       remove_stale_builds(build_dir.parent, keep=build_dir)
@@ -443,7 +450,7 @@ def remove_stale_builds(
   keep = epath.Path(keep) if keep else None
   removed = []
   for build_dir in sorted(config_dir.glob("incomplete.*")):
-    if build_dir == keep or not INCOMPLETE_DIR_NAME.match(build_dir.name) or not build_dir.is_dir():
+    if build_dir == keep or not tfds_internals.incomplete_dir_pattern().match(build_dir.name) or not build_dir.is_dir():
       continue
     owner = BuildOwner.read(build_dir)
     stale = owner.is_dead() if owner else _untouched_for(build_dir) > UNMARKED_STALE_SECONDS
