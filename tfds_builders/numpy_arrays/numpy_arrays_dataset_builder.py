@@ -38,11 +38,15 @@ class BuilderConfig(streaming_builder.StreamingConfig):
       split name -> {feature: `.npy` files}, whose files pair up in sorted
       order as the features of the same examples (`X.npy` with `y.npy`).
     paths: Alternative to `splits`: sources (a list, or a feature mapping)
-      divided by `split_fractions`.
-    split_fractions: Split name -> fraction (summing to 1), used with `paths`.
+      divided by `split_percent`.
+    split_percent: Split name -> percent (summing to 100), used with `paths`.
       Each example lands in a split by a hash of its key and `split_seed`:
-      the rule of `core/splits.py` with a CRC-32 bucket (`fraction_ranges`).
-    split_seed: Seed of the fraction assignment.
+      the rule of `core/splits.py`, as the database builder's `split_percent`.
+    split_fractions: Deprecated spelling (split name -> fraction, summing to
+      1; a warning says which `split_percent` to use). It keeps its datasets'
+      assignments: the same rule with a CRC-32 bucket (`fraction_ranges`),
+      so its examples do not land where `split_percent`'s do.
+    split_seed: Seed of the hash split.
     layout: `rows`: the first axis is the example axis, an `(N, ...)` array
       gives N examples. `files`: each file (or member) is one example.
     npz_members: `features`: each member of an `.npz` is a feature (members
@@ -56,6 +60,7 @@ class BuilderConfig(streaming_builder.StreamingConfig):
 
   splits: dict[str, Patterns | dict[str, Patterns]] = dataclasses.field(default_factory=dict)
   paths: Patterns | dict[str, Patterns] = dataclasses.field(default_factory=list)
+  split_percent: dict[str, float] = dataclasses.field(default_factory=dict)
   split_fractions: dict[str, float] = dataclasses.field(default_factory=dict)
   split_seed: int = 0
   layout: str = "rows"
@@ -96,7 +101,7 @@ class Builder(streaming_builder.StreamingBuilder):
     return self._plan.features
 
   def expected_examples(self, split: str) -> int | None:
-    """Rows (or files) counted from the headers; None when `split_fractions` hash the keys."""
+    """Rows (or files) counted from the headers; None when a hash split divides `paths`."""
     return self._plan.num_examples(split, self.builder_config.layout)
 
   def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: None):
@@ -144,17 +149,9 @@ def _check_config(config: BuilderConfig) -> None:
   if bool(config.splits) == bool(config.paths):
     raise fail(
         "give either `splits` ({split: [paths]}) or `paths` with "
-        "`split_fractions`, not both or neither."
+        "`split_percent`, not both or neither."
     )
-  if config.paths:
-    total = sum(config.split_fractions.values())
-    if not config.split_fractions or abs(total - 1.0) > 1e-9:
-      raise fail(
-          f"split_fractions {config.split_fractions} must be given with "
-          f"`paths` and sum to 1 (they sum to {total})."
-      )
-  elif config.split_fractions:
-    raise fail("split_fractions only applies with `paths`, not `splits`.")
+  _check_split_shares(config, fail)
   # An empty pattern list expands to no file without a SourceError; caught
   # here it names the split instead of failing later on an empty plan.
   empty = [split for split, patterns in config.splits.items() if not patterns]
@@ -173,6 +170,36 @@ def _check_config(config: BuilderConfig) -> None:
   for mapping in mappings:
     _check_feature_mapping(mapping, fail)
   _check_feature_name(config.feature_name, "feature_name", fail)
+
+
+def _check_split_shares(config: BuilderConfig, fail) -> None:
+  """`split_percent` (or the deprecated `split_fractions`) divides `paths`, and only `paths`."""
+  if config.split_percent and config.split_fractions:
+    raise fail("give `split_percent` or its deprecated spelling `split_fractions`, not both.")
+  if not config.paths:
+    for name in ("split_percent", "split_fractions"):
+      if getattr(config, name):
+        raise fail(f"{name} only applies with `paths`, not `splits`.")
+    return
+  if config.split_percent:
+    total = sum(config.split_percent.values())
+    if any(value <= 0 for value in config.split_percent.values()) or abs(total - 100) > 1e-9:
+      raise fail(
+          f"split_percent {config.split_percent} must be positive and sum to 100 "
+          f"(they sum to {total})."
+      )
+    return
+  if not config.split_fractions:
+    raise fail(
+        "split_percent ({split: percent}, summing to 100; or the deprecated split_fractions) "
+        "must be given with `paths`."
+    )
+  total = sum(config.split_fractions.values())
+  if abs(total - 1.0) > 1e-9:
+    raise fail(
+        f"split_fractions {config.split_fractions} must be given with "
+        f"`paths` and sum to 1 (they sum to {total})."
+    )
 
 
 def _check_feature_mapping(mapping: Mapping[str, Patterns], fail) -> None:

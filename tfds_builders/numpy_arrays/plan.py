@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
+from tfds_builders.core import splits
+from tfds_builders.core import tensor_codecs
 from tfds_builders.numpy_arrays import encoding
 from tfds_builders.numpy_arrays import groups as groups_lib
 from tfds_builders.numpy_arrays import npy_files
-
-_SUPPORTED_KINDS = "biufc"  # bool, signed, unsigned, float, complex
-_REFUSED_KINDS = {
-    "O": "object arrays may hold pickled code and have no fixed layout; "
-    "convert them to a numeric dtype",
-    "V": "structured or void dtypes are not stored as one tensor; save each "
-    "field as its own array (np.savez(path, **{n: a[n] for n in a.dtype.names}))",
-    "S": "byte-string arrays are not supported; store them as uint8 "
-    "(np.frombuffer(...)) with their lengths",
-    "U": "unicode string arrays are not supported; encode them to uint8",
-    "M": "datetime64 is not supported; store a.view('int64') and record the unit",
-    "m": "timedelta64 is not supported; store a.view('int64') and record the unit",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,17 +27,43 @@ class FeatureSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class SplitRule:
+  """A hash split resolved once (`core/splits.py`): each split's bucket range and a key's bucket.
+
+  Attributes:
+    ranges: Split name -> `[low, high)` buckets, consecutive in config order.
+    bucket: `(seed, key)` -> bucket: `splits.split_bucket` for
+      `split_percent`, `splits.crc32_bucket` for the deprecated `split_fractions`.
+    seed: `split_seed`.
+  """
+
+  ranges: Mapping[str, tuple[int, int]]
+  bucket: Callable[[Any, Any], int]
+  seed: int
+
+  def split_of(self, key: str) -> str:
+    return splits.split_of(self.ranges, self.bucket(self.seed, key))
+
+
+@dataclasses.dataclass(frozen=True)
 class ArrayPlan:
-  """The resolved sources of every split and the features inferred from them."""
+  """The resolved sources of every split and the features inferred from them.
+
+  Attributes:
+    groups_by_split: Split name -> its groups; the one split `all` when
+      `paths` are divided by `split_rule`.
+    specs: Feature name -> dtype and shape.
+    split_rule: How `paths` are divided; None when `splits` name each
+      split's sources.
+  """
 
   groups_by_split: Mapping[str, Sequence[groups_lib.Group]]
   specs: Mapping[str, FeatureSpec]
-  fractions: Mapping[str, float]
-  seed: int
+  split_rule: SplitRule | None
 
   @property
   def split_names(self) -> list[str]:
-    return list(self.fractions or self.groups_by_split)
+    return list(self.split_rule.ranges if self.split_rule else self.groups_by_split)
 
   @property
   def features(self) -> tfds.features.FeaturesDict:
@@ -57,16 +72,16 @@ class ArrayPlan:
     )
 
   def groups_for(self, split: str) -> Sequence[groups_lib.Group]:
-    return self.groups_by_split["all" if self.fractions else split]
+    return self.groups_by_split["all" if self.split_rule else split]
 
   def num_examples(self, split: str, layout: str) -> int | None:
-    """The split's example count from the headers already read, or None under `split_fractions`.
+    """The split's example count from the headers already read, or None under a hash split.
 
     Under `layout: rows` a group's sources share their first axis (checked
     when the plan is made), so any one of them gives its rows.
     """
-    if self.fractions or split not in self.groups_by_split:
-      return None  # hashed fractions: known once every key is; or not a split of this config
+    if self.split_rule or split not in self.groups_by_split:
+      return None  # a hash split: known once every key is; or not a split of this config
     groups = self.groups_by_split[split]
     if layout == "files":
       return len(groups)
@@ -75,19 +90,11 @@ class ArrayPlan:
   def holds(self, split: str, key: str) -> bool:
     """Whether the example `key`, read for `split`, belongs to it.
 
-    With `split_fractions` every split reads all sources and keeps the
-    examples whose key hashes into its share; the assignment depends only on
-    the key and the seed, so it is the same on every build.
+    Under a hash split every split reads all sources and keeps the examples
+    whose key hashes into its range; the assignment depends only on the key
+    and the seed, so it is the same on every build.
     """
-    if not self.fractions:
-      return True
-    point = zlib.crc32(f"{self.seed}:{key}".encode()) / 2**32
-    cumulative = 0.0
-    for name, fraction in self.fractions.items():
-      cumulative += fraction
-      if point < cumulative:
-        return name == split
-    return name == split
+    return self.split_rule is None or self.split_rule.split_of(key) == split
 
   @classmethod
   def from_config(cls, config: Any) -> ArrayPlan:
@@ -103,8 +110,7 @@ class ArrayPlan:
     return cls(
         groups_by_split=groups_by_split,
         specs=_infer_specs(all_groups, config.layout, paired=is_paired(config)),
-        fractions=dict(config.split_fractions),
-        seed=config.split_seed,
+        split_rule=_split_rule(config),
     )
 
 
@@ -112,6 +118,20 @@ def is_paired(config: Any) -> bool:
   """Whether the config maps features to files (`{feature: files}`)."""
   sources = list(config.splits.values()) if config.splits else [config.paths]
   return any(isinstance(source, Mapping) for source in sources)
+
+
+def _split_rule(config: Any) -> SplitRule | None:
+  """`split_percent`, or the deprecated `split_fractions` with its own assignments, resolved once."""
+  if config.split_percent:
+    return SplitRule(splits.bucket_ranges(config.split_percent), splits.split_bucket, config.split_seed)
+  if not config.split_fractions:
+    return None
+  percent = {name: round(fraction * 100, 9) for name, fraction in config.split_fractions.items()}
+  logging.warning(
+      "numpy_arrays config %r: split_fractions is deprecated; use split_percent=%s. That gives the same "
+      "shares but not the same assignment (split_percent hashes keys with md5, the rule of every builder, "
+      "split_fractions with CRC-32): switching moves examples between splits.", config.name, percent)
+  return SplitRule(splits.fraction_ranges(config.split_fractions), splits.crc32_bucket, config.split_seed)
 
 
 def _groups(config: Any, patterns: groups_lib.Patterns | Mapping[str, groups_lib.Patterns]) -> list[groups_lib.Group]:
@@ -184,18 +204,12 @@ def _check_same_rows(group: groups_lib.Group) -> None:
 
 
 def _storable_dtype(source: npy_files.ArraySource, name: str) -> np.dtype:
-  dtype = source.header.dtype
-  if dtype.kind in _REFUSED_KINDS or dtype.kind not in _SUPPORTED_KINDS:
-    reason = _REFUSED_KINDS.get(dtype.kind, "this dtype has no TensorFlow equivalent")
+  try:
+    return encoding.stored_dtype(source.header.dtype)
+  except tensor_codecs.RefusedDtype as refused:
     raise errors.SchemaError(
-        f"{source.name}: array {name!r} has dtype {dtype.str!r}: {reason}."
-    )
-  if (dtype.kind == "f" and dtype.itemsize > 8) or dtype.itemsize > 16:
-    raise errors.SchemaError(
-        f"{source.name}: array {name!r} has dtype {dtype} which TensorFlow cannot "
-        "hold; cast explicitly (e.g. to float64) if the precision loss is acceptable."
-    )
-  return dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype.newbyteorder("|")
+        f"{source.name}: array {name!r} has dtype {source.header.dtype.str!r}: {refused}."
+    ) from None
 
 
 def _merge(
@@ -232,7 +246,7 @@ def _merge(
 
 
 def _check_encodable(name: str, spec: FeatureSpec) -> None:
-  if spec.dtype == np.uint32 and spec.shape.count(None) > 1:
+  if encoding.codec(spec).shape_refused:  # uint32 is an int64_list, which holds one varying dim
     raise errors.SchemaError(
         f"Feature {name!r}: uint32 arrays with more than one varying dimension "
         f"{spec.shape} cannot be stored exactly (TensorFlow cannot decode raw "
