@@ -25,34 +25,34 @@ from tfds_builders.core import wire
 
 KeySerialized = tuple[object, bytes]
 
+# Consecutive examples already framed as TFRecords: their keys, and the records (`fast.record_blocks`).
+FramedBlock = tuple[Sequence[object], tfrecord_io.FramedRecords]
+StreamItem = KeySerialized | FramedBlock
 
-Block = tuple[Sequence[object], tfrecord_io.FramedRecords]
-StreamItem = KeySerialized | Block
 
-
-def _split_block(block: Block, count: int) -> tuple[Block, Block]:
+def _split_block(block: FramedBlock, count: int) -> tuple[FramedBlock, FramedBlock]:
   keys, frames = block
   head_frames, tail_frames = frames.split(count)
   return (keys[:count], head_frames), (keys[count:], tail_frames)
 
 
-class _BlockPiece:
+class _FramedBlockPiece:
   """A non-empty block handed to the writer; the writer puts back in `rest` what it did not take."""
 
-  def __init__(self, block: Block):
+  def __init__(self, block: FramedBlock):
     self.block = block
-    self.rest: Block | None = None
+    self.rest: FramedBlock | None = None
 
 
-def _pieces(items: Iterable[StreamItem]) -> Iterator[bytes | _BlockPiece]:
+def _pieces(items: Iterable[StreamItem]) -> Iterator[bytes | _FramedBlockPiece]:
   """Each example's bytes, or a block (then what the writer left of it, until nothing is left)."""
   for item in items:
     if not isinstance(item[1], tfrecord_io.FramedRecords):
       yield item[1]
       continue
-    block: Block | None = item
+    block: FramedBlock | None = item
     while block is not None and len(block[1]):
-      piece = _BlockPiece(block)
+      piece = _FramedBlockPiece(block)
       yield piece
       block = piece.rest
 
@@ -246,7 +246,7 @@ def _write_pieces(
         current = _TFRecordShard(path)
         size = count = 0
         max_count, max_bytes = limits(len(pieces))
-      if not isinstance(item, _BlockPiece):
+      if not isinstance(item, _FramedBlockPiece):
         current.write(item)
         size, count = size + len(item) + wire.FRAME_BYTES, count + 1
       else:  # a block, cut where a limit is reached; the rest comes back
