@@ -96,9 +96,7 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     )
     if args.profile:
       for mode, base in (("materialize", raw_base), ("overlay", prepared_base)):
-        out = work_dir / "out-profile"
-        print(f"\ncProfile of one {mode} run ({next(iter(base))}) on {harness.format_size(size)}:")
-        print(harness.profile_call(lambda: builder_write(base, table_path, mode, out), args.profile_top))
-        shutil.rmtree(out)
+        harness.print_profile(f"{mode} run ({next(iter(base))}) on {harness.format_size(size)}",
+                              lambda out: builder_write(base, table_path, mode, out), work_dir, args.profile_top)
     shutil.rmtree(size_dir)
   return harness.Result(rows, ratios=ratios(rows, args.record_bytes))

@@ -155,9 +155,7 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     if args.compression_table:
       compression += compression_lines(sources, work_dir, harness.format_size(input_bytes))
     if args.profile:
-      out = work_dir / "out-profile"
-      print(f"\ncProfile of one builder run on {harness.format_size(input_bytes)}:")
-      print(harness.profile_call(lambda: builder_write(sources, out), args.profile_top))
-      shutil.rmtree(out)
+      harness.print_profile(f"builder run on {harness.format_size(input_bytes)}",
+                            lambda out: builder_write(sources, out), work_dir, args.profile_top)
     shutil.rmtree(size_dir)
   return harness.Result(rows, ratios=ratios(rows, args.source_kind), compression=compression)

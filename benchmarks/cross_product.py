@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import shutil
 import sys
 
 import numpy as np
@@ -20,15 +19,9 @@ SMOKE = {"pairs": 10**4, "pairs_sweep": None}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   group = parser.add_argument_group("cross_product options (sizes are pair counts, not bytes)")
-  counts = group.add_mutually_exclusive_group()
-  counts.add_argument(
-      "--pairs", type=harness.parse_count, default=10**6, metavar="COUNT",
-      help="pairs to write, N = M = ceil(sqrt(COUNT)) records per side (default 1M)",
-  )
-  counts.add_argument(
-      "--pairs-sweep", type=harness.parse_counts,
-      metavar="COUNTS", help="comma-separated pair counts, e.g. 1e4,1e7: measure each and "
-      "report peak RSS largest/smallest",
+  harness.add_count_arguments(
+      group, "pairs", 10**6, "pairs to write, N = M = ceil(sqrt(COUNT)) records per side (default 1M)",
+      "comma-separated pair counts, e.g. 1e4,1e7: measure each and report peak RSS largest/smallest",
   )
   group.add_argument(
       "--name-bytes", type=int, default=16, help="bytes of each record's `name` feature (default 16)",
@@ -97,11 +90,9 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
         repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
     )
     if args.profile:
-      out = work_dir / "out-profile"
-      print(f"\ncProfile of one builder run on {side * side} pairs:")
-      print(harness.profile_call(
-          lambda: builder_write(left_path, right_path, out, args.memory_budget), args.profile_top))
-      shutil.rmtree(out)
+      harness.print_profile(f"builder run on {side * side} pairs",
+                            lambda out: builder_write(left_path, right_path, out, args.memory_budget), work_dir,
+                            args.profile_top)
     left_path.unlink()
     right_path.unlink()
   labels = tuple(f"{harness.format_count(count)} pairs" for count in (wanted_counts[0], wanted_counts[-1]))

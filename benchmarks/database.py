@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import pathlib
-import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -24,14 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   group = parser.add_argument_group(
       "database options (sizes are row counts of a generated PostgreSQL table; needs "
       "TFDS_BUILDERS_PG_DSN: `source scripts/start_postgres.sh`)")
-  counts = group.add_mutually_exclusive_group()
-  counts.add_argument(
-      "--db-rows", type=harness.parse_count, default=10**6, metavar="COUNT",
-      help="rows of the table, e.g. 1M (default)",
-  )
-  counts.add_argument(
-      "--db-rows-sweep", type=harness.parse_counts,
-      metavar="COUNTS", help="comma-separated row counts, e.g. 100k,1M,10M: RSS sweep",
+  harness.add_count_arguments(
+      group, "db-rows", 10**6, "rows of the table, e.g. 1M (default)",
+      "comma-separated row counts, e.g. 100k,1M,10M: RSS sweep",
   )
   group.add_argument(
       "--db-keep-tables", action="store_true",
@@ -139,10 +133,8 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
         repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
     )
     if args.profile:
-      out = work_dir / "out-profile"
-      print(f"\ncProfile of one builder run on {count} rows:")
-      print(harness.profile_call(lambda: builder_write(table, out), args.profile_top))
-      shutil.rmtree(out)
+      harness.print_profile(f"builder run on {count} rows", lambda out: builder_write(table, out), work_dir,
+                            args.profile_top)
     if dsn and not args.db_keep_tables:
       postgres.drop_postgres_table(dsn, count)
   labels = tuple(f"{harness.format_count(count)} rows" for count in (counts[0], counts[-1]))

@@ -95,6 +95,14 @@ def parse_counts(text: str) -> list[int]:
   return [parse_count(part) for part in text.split(",") if part.strip()]
 
 
+def add_count_arguments(group: Any, name: str, default: int, help_text: str,
+                        sweep_help: str) -> None:
+  """`--NAME COUNT` or `--NAME-sweep COUNTS` (one of the two): a case sized in counts, not bytes."""
+  counts = group.add_mutually_exclusive_group()
+  counts.add_argument(f"--{name}", type=parse_count, default=default, metavar="COUNT", help=help_text)
+  counts.add_argument(f"--{name}-sweep", type=parse_counts, metavar="COUNTS", help=sweep_help)
+
+
 def format_size(num_bytes: float) -> str:
   """`2000000000` -> `2GB`, in the decimal units the CLI accepts."""
   for unit, factor in (("TB", 10**12), ("GB", 10**9), ("MB", MB), ("KB", 10**3)):
@@ -270,16 +278,26 @@ def warm_page_cache(path: pathlib.Path) -> None:
       pass
 
 
-def profile_call(function: Callable[[], None], top: int) -> str:
-  """Runs `function` under cProfile; returns the top entries by self and cumulative time."""
+def print_profile(what: str, write: Callable[[pathlib.Path], None], work_dir: pathlib.Path, top: int) -> None:
+  """Runs `write(out)` once more under cProfile, prints the top entries by self and cumulative time, removes `out`.
+
+  Args:
+    what: The run, as the heading names it (`builder run on 500MB`).
+    write: Writes the case's output under the folder it gets.
+    work_dir: The case's work folder; `out-profile` below it is written and removed.
+    top: Entries printed per ordering.
+  """
+  out = work_dir / "out-profile"
+  print(f"\ncProfile of one {what}:")
   profiler = cProfile.Profile()
-  profiler.runcall(function)
+  profiler.runcall(write, out)
   text = io.StringIO()
   stats = pstats.Stats(profiler, stream=text).strip_dirs()
   for order in ("tottime", "cumulative"):
     text.write(f"\n--- top {top} by {order} ---\n")
     stats.sort_stats(order).print_stats(top)
-  return text.getvalue()
+  print(text.getvalue())
+  shutil.rmtree(out)
 
 
 @contextlib.contextmanager

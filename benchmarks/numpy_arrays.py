@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import shutil
 import sys
 
 import numpy as np
@@ -72,9 +71,7 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
         repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
     )
     if args.profile:
-      out = work_dir / "out-profile"
-      print(f"\ncProfile of one builder run on {harness.format_size(input_bytes)}:")
-      print(harness.profile_call(lambda: builder_write(npy_path, out), args.profile_top))
-      shutil.rmtree(out)
+      harness.print_profile(f"builder run on {harness.format_size(input_bytes)}",
+                            lambda out: builder_write(npy_path, out), work_dir, args.profile_top)
     npy_path.unlink()
   return harness.Result(rows)

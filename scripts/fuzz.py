@@ -151,12 +151,9 @@ def minimize(data: bytes, still_fails: Callable[[bytes], bool], budget: int = 40
 
 def varint(value: int) -> bytes:
   """Protobuf's varint of value taken as uint64 (so negatives and 2**63.. take 10 bytes)."""
-  value &= (1 << 64) - 1
-  out = bytearray()
-  while value > 0x7F:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  return bytes(out + bytes([value]))
+  from tfds_builders.core import serialization  # pylint: disable=import-outside-toplevel  # imports TFDS
+
+  return serialization.varint(value & ((1 << 64) - 1))
 
 
 def non_minimal_varint(value: int, extra: int) -> bytes:

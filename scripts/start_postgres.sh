@@ -128,23 +128,13 @@ _tfds_pg_setup() (
   echo "$port"
 )
 
-if _tfds_pg_port=$(_tfds_pg_setup); then
-  export TFDS_BUILDERS_PG_DSN="host=127.0.0.1 port=${_tfds_pg_port} dbname=tfds_builders_test user=tfds_builders password=tfds_builders_pw"
-  _tfds_pg_rc=0
-else
-  echo "start_postgres.sh: could not start PostgreSQL; TFDS_BUILDERS_PG_DSN not set" >&2
-  _tfds_pg_rc=1
-fi
-unset -f _tfds_pg_setup
-unset _tfds_pg_port
+_tfds_pg_export() {
+  export TFDS_BUILDERS_PG_DSN="host=127.0.0.1 port=$1 dbname=tfds_builders_test user=tfds_builders password=tfds_builders_pw"
+}
 
-# Sourced: return the status to the caller's shell. Executed: print the
-# export line so `eval "$(bash scripts/start_postgres.sh)"` also works.
-if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
-  eval "unset _tfds_pg_rc; return $_tfds_pg_rc"
-else
-  if ((_tfds_pg_rc == 0)); then
-    printf "export TFDS_BUILDERS_PG_DSN='%s'\n" "$TFDS_BUILDERS_PG_DSN"
-  fi
-  exit "$_tfds_pg_rc"
-fi
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Executed: prints the export line and exits. Sourced: returns the status to the caller's shell.
+_tfds_start_server "${BASH_SOURCE[0]}" "$0" start_postgres.sh PostgreSQL _tfds_pg_setup _tfds_pg_export \
+  TFDS_BUILDERS_PG_DSN
+eval "unset -f _tfds_start_server _tfds_pg_setup _tfds_pg_export; return $?"

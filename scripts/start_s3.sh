@@ -55,28 +55,18 @@ EOF
   echo "$port"
 )
 
-if _tfds_s3_port=$(_tfds_s3_setup); then
-  export TFDS_BUILDERS_S3_ENDPOINT="http://127.0.0.1:${_tfds_s3_port}"
+_tfds_s3_export() {
+  export TFDS_BUILDERS_S3_ENDPOINT="http://127.0.0.1:$1"
   export AWS_ENDPOINT_URL=$TFDS_BUILDERS_S3_ENDPOINT  # read by botocore, so by s3fs and boto3
   # Dummy credentials: the server accepts any, and real ones must never reach a test.
   export AWS_ACCESS_KEY_ID=tfds-builders-test-key AWS_SECRET_ACCESS_KEY=tfds-builders-test-secret
   export AWS_DEFAULT_REGION=us-east-1
   unset AWS_SESSION_TOKEN AWS_PROFILE
-  _tfds_s3_rc=0
-else
-  echo "start_s3.sh: could not start the S3 server; TFDS_BUILDERS_S3_ENDPOINT not set" >&2
-  _tfds_s3_rc=1
-fi
-unset -f _tfds_s3_setup
-unset _tfds_s3_port
+}
 
-if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
-  eval "unset _tfds_s3_rc; return $_tfds_s3_rc"
-else
-  if ((_tfds_s3_rc == 0)); then
-    for name in TFDS_BUILDERS_S3_ENDPOINT AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION; do
-      printf "export %s='%s'\n" "$name" "${!name}"
-    done
-  fi
-  exit "$_tfds_s3_rc"
-fi
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Executed: prints the export lines and exits. Sourced: returns the status to the caller's shell.
+_tfds_start_server "${BASH_SOURCE[0]}" "$0" start_s3.sh "the S3 server" _tfds_s3_setup _tfds_s3_export \
+  TFDS_BUILDERS_S3_ENDPOINT AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION
+eval "unset -f _tfds_start_server _tfds_s3_setup _tfds_s3_export; return $?"

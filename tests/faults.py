@@ -144,15 +144,56 @@ def run_command(argv: Sequence[str], timeout: float = 300, **env: str) -> subpro
   return result
 
 
-def tfds_build(folder: str, config: str | dict, data_dir: pathlib.Path | str, *flags: str) -> subprocess.CompletedProcess:
-  """`tfds build tfds_builders/<folder> --config JSON --data_dir D [flags]`, as typed on a shell."""
+def _tfds_build_argv(folder: str, config: str | dict, data_dir: pathlib.Path | str, *flags: str) -> list[str]:
   import json  # pylint: disable=import-outside-toplevel
 
   config_text = config if isinstance(config, str) else json.dumps(config)
-  return run_command([
-      TFDS, "build", str(REPO / "tfds_builders" / folder),
-      "--data_dir", str(data_dir), "--config", config_text, *flags,
-  ])
+  return [TFDS, "build", str(REPO / "tfds_builders" / folder), "--data_dir", str(data_dir), "--config", config_text,
+          *flags]
+
+
+def tfds_build(folder: str, config: str | dict, data_dir: pathlib.Path | str, *flags: str) -> subprocess.CompletedProcess:
+  """`tfds build tfds_builders/<folder> --config JSON --data_dir D [flags]`, as typed on a shell."""
+  return run_command(_tfds_build_argv(folder, config, data_dir, *flags))
+
+
+def build_in_process_or_cli(builder_cls: type, config: dict, options: dict | str, data_dir: pathlib.Path) -> Any:
+  """Builds `config` in-process with the extra fields `options`, or, for options "cli", with `tfds build`.
+
+  Returns:
+    The built builder (for "cli", the one TFDS reads back from the version folder).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  if options == "cli":
+    tfds_build(builder_cls.name, config, data_dir)
+    return tfds.builder_from_directory(str(data_dir / builder_cls.name / config["name"] / str(builder_cls.VERSION)))
+  config_cls = type(builder_cls.BUILDER_CONFIGS[0])
+  builder = builder_cls(config=config_cls(**config, **options), data_dir=str(data_dir))
+  builder.download_and_prepare()
+  return builder
+
+
+def kill_tfds_build_while_writing(folder: str, config: dict, data_dir: pathlib.Path) -> int:
+  """Starts `tfds_build(...)` and SIGKILLs it once its shards are being written (`incomplete.*/*.tmp`).
+
+  Returns:
+    The killed build's pid.
+  """
+  import signal  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+
+  build = subprocess.Popen(_tfds_build_argv(folder, config, data_dir), env=ENV, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  config_dir = data_dir / folder / config["name"]
+  deadline = time.monotonic() + 120
+  while not any(config_dir.glob("incomplete.*/*.tmp")):
+    assert build.poll() is None, "the build ended before it could be killed"
+    assert time.monotonic() < deadline, "the build never started writing"
+    time.sleep(0.005)
+  build.send_signal(signal.SIGKILL)
+  assert build.wait(timeout=30) == -signal.SIGKILL
+  return build.pid
 
 
 def tfds_builders_cli(*args: str) -> subprocess.CompletedProcess:

@@ -25,6 +25,7 @@ subprocess or takes over 10 s.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import os
@@ -139,4 +140,53 @@ def write_records(path: pathlib.Path, records: Iterable[bytes], compression: str
   with tf.io.TFRecordWriter(str(path), options=compression or None) as writer:
     for record in records:
       writer.write(record)
+  return path
+
+
+def write_split_files(root: pathlib.Path, counts: Mapping[str, Sequence[int]],
+                      example: Callable[[int], bytes]) -> dict[str, list[str]]:
+  """Per split, TFRecord files `root/<split>-<i>.tfrecord` of `counts[split][i]` records each.
+
+  Args:
+    root: The folder of the files.
+    counts: Split -> the record count of each of its files.
+    example: Record number (from 100, running on over every file and split) -> the serialized record.
+
+  Returns:
+    Split -> its file paths, as configs hold them.
+  """
+  sources, next_id = {}, 100
+  for split, per_file in counts.items():
+    sources[split] = []
+    for index, count in enumerate(per_file):
+      path = write_records(root / f"{split}-{index}.tfrecord", (example(next_id + i) for i in range(count)))
+      sources[split].append(str(path))
+      next_id += count
+  return sources
+
+
+def example_bytes(**features: Iterable[Any]) -> bytes:
+  """A serialized tf.train.Example from name -> list of ints, floats or bytes."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  proto = {}
+  for name, values in features.items():
+    values = list(values)
+    if values and isinstance(values[0], bytes):
+      proto[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    elif values and isinstance(values[0], float):
+      proto[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    else:
+      proto[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+  # Sorted map keys: protobuf's default map order varies between processes.
+  return tf.train.Example(features=tf.train.Features(feature=proto)).SerializeToString(deterministic=True)
+
+
+def write_csv(path: pathlib.Path, header: list[str], rows: Iterable[Iterable[Any]]) -> pathlib.Path:
+  """Writes a CSV file of `header` and `rows`, parents created; returns `path`."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w", newline="") as file:
+    writer = csv.writer(file)
+    writer.writerow(header)
+    writer.writerows(rows)
   return path

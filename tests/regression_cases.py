@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import pathlib
@@ -13,6 +12,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+# Top-level, not `tests.`, as test_regression_bytes imports this module: recording runs it
+# beside another checkout's package, where `tests` is not this folder.
+import helpers  # pylint: disable=g-bad-import-order
 
 PG_DSN_ENV = "TFDS_BUILDERS_PG_DSN"
 THIS_MODULE = pathlib.Path(__file__).stem  # user functions below are referenced as f"{THIS_MODULE}:name"
@@ -75,35 +78,11 @@ def score_features(example: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------- helpers --
 
 
-def example_bytes(**features: Iterable[Any]) -> bytes:
-  """A tf.train.Example from name -> list of ints, floats or bytes."""
-  proto = {}
-  for name, values in features.items():
-    values = list(values)
-    if values and isinstance(values[0], bytes):
-      proto[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    elif values and isinstance(values[0], float):
-      proto[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    else:
-      proto[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-  # Sorted map keys: protobuf's default map order varies between processes.
-  return tf.train.Example(features=tf.train.Features(feature=proto)).SerializeToString(deterministic=True)
-
-
 def write_records(path: pathlib.Path, records: Iterable[bytes], compression: str = "") -> str:
   path.parent.mkdir(parents=True, exist_ok=True)
   with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=compression)) as writer:
     for record in records:
       writer.write(record)
-  return str(path)
-
-
-def write_csv(path: pathlib.Path, header: list[str], rows: Iterable[Iterable[Any]]) -> str:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "w", newline="") as file:
-    writer = csv.writer(file)
-    writer.writerow(header)
-    writer.writerows(rows)
   return str(path)
 
 
@@ -118,18 +97,8 @@ def sqlite_file(path: pathlib.Path, script: str) -> str:
 
 def raw_base(root: pathlib.Path, counts: Mapping[str, list[int]] | None = None) -> dict[str, list[str]]:
   """A raw augmented base: per split, files of records with id, text, score, tokens."""
-  counts = counts or {"train": [5, 4], "test": [3]}
-  sources, next_id = {}, 100
-  for split, per_file in counts.items():
-    sources[split] = []
-    for index, count in enumerate(per_file):
-      sources[split].append(write_records(root / f"{split}-{index}.tfrecord", (
-          example_bytes(id=[next_id + i], text=[f"word{next_id + i} more text".encode()],
-                        score=[(next_id + i) / 4], tokens=list(range((next_id + i) % 3 + 1)))
-          for i in range(count)
-      )))
-      next_id += count
-  return sources
+  return helpers.write_split_files(root, counts or {"train": [5, 4], "test": [3]}, lambda n: helpers.example_bytes(
+      id=[n], text=[f"word{n} more text".encode()], score=[n / 4], tokens=list(range(n % 3 + 1))))
 
 
 def _module(builder: str):
@@ -218,8 +187,8 @@ def _np_shuffled(root: pathlib.Path) -> Any:
 
 def _site(path: pathlib.Path, first: int, count: int, lengths=(2,), extra: bool = False) -> str:
   return write_records(path, [
-      example_bytes(id=[first + i], tokens=list(range(lengths[i % len(lengths)])),
-                    name=[f"n{first + i}".encode()], **({"score": [float(i) / 3]} if extra else {}))
+      helpers.example_bytes(id=[first + i], tokens=list(range(lengths[i % len(lengths)])),
+                            name=[f"n{first + i}".encode()], **({"score": [float(i) / 3]} if extra else {}))
       for i in range(count)
   ])
 
@@ -232,8 +201,8 @@ def _three_sites(root: pathlib.Path) -> list[dict[str, Any]]:
                                             _site(root / "b/train-1.tfrecord", 300, 4, (4,))],
                                   "test": _site(root / "b/test.tfrecord", 400, 3)}},
       {"name": "c", "tfrecords": {"train": write_records(root / "c/train.tfrecord.gz", [
-                                      example_bytes(id=[500 + i], tokens=list(range(i + 1)),
-                                                    name=[f"n{500 + i}".encode()]) for i in range(5)
+                                      helpers.example_bytes(id=[500 + i], tokens=list(range(i + 1)),
+                                                            name=[f"n{500 + i}".encode()]) for i in range(5)
                                   ], "GZIP"),
                                   "test": _site(root / "c/test.tfrecord", 600, 1)}},
   ]
@@ -293,7 +262,7 @@ def _concat_promotions(root: pathlib.Path) -> Any:
 
 
 def _concat_prepared_and_raw(root: pathlib.Path) -> Any:
-  raw = write_records(root / "raw.tfrecord", [example_bytes(v=[1, 2]), example_bytes(v=[1, 2, 3])])
+  raw = write_records(root / "raw.tfrecord", [helpers.example_bytes(v=[1, 2]), helpers.example_bytes(v=[1, 2, 3])])
   typed = _prepared(root, "fixed", {"v": tfds.features.Tensor(shape=(2,), dtype=np.int64)},
                     {"train": [{"v": [7, 8]}, {"v": [9, 10]}]})
   return _config("concatenated", "prepared_and_raw", promotions=["shapes"],
@@ -305,14 +274,14 @@ def _concat_prepared_and_raw(root: pathlib.Path) -> Any:
 
 def _left_rows(count: int) -> list[bytes]:
   return [
-      example_bytes(name=[f"L{i}".encode()], id=[100 + i], vec=[i + 0.5, -i * 0.25],
-                    tags=[f"t{k}".encode() for k in range(i % 3 + 1)])
+      helpers.example_bytes(name=[f"L{i}".encode()], id=[100 + i], vec=[i + 0.5, -i * 0.25],
+                            tags=[f"t{k}".encode() for k in range(i % 3 + 1)])
       for i in range(count)
   ]
 
 
 def _right_rows(count: int) -> list[bytes]:
-  return [example_bytes(name=[f"R{j}".encode()], temp=[20.0 + j], code=[j * 3]) for j in range(count)]
+  return [helpers.example_bytes(name=[f"R{j}".encode()], temp=[20.0 + j], code=[j * 3]) for j in range(count)]
 
 
 def _cross(name: str, **kwargs) -> Setup:
@@ -326,8 +295,8 @@ def _cross(name: str, **kwargs) -> Setup:
 def _cross_disjoint(name: str, **kwargs) -> Setup:
   """Sides without shared names, so that `collision_policy: error` builds."""
   def setup(root: pathlib.Path) -> Any:
-    left = write_records(root / "left.tfrecord", [example_bytes(a=[i], b=[float(i)]) for i in range(4)])
-    right = write_records(root / "right.tfrecord", [example_bytes(c=[f"c{j}".encode()]) for j in range(3)])
+    left = write_records(root / "left.tfrecord", [helpers.example_bytes(a=[i], b=[float(i)]) for i in range(4)])
+    right = write_records(root / "right.tfrecord", [helpers.example_bytes(c=[f"c{j}".encode()]) for j in range(3)])
     return _config("cross_product", name, left=[left], right=[right], **kwargs)
   return setup
 
@@ -343,7 +312,8 @@ def _cross_combinations(root: pathlib.Path) -> Any:
 
 def _labels_csv(root: pathlib.Path, ids: Iterable[int]) -> str:
   """`labels.csv` under `root`, by the name relative to it: features.json's descriptions quote it."""
-  write_csv(root / "labels.csv", ["id", "label", "weight", "note"], ([i, i % 3, i / 8, f"row {i}"] for i in ids))
+  helpers.write_csv(root / "labels.csv", ["id", "label", "weight", "note"],
+                    ([i, i % 3, i / 8, f"row {i}"] for i in ids))
   return "labels.csv"
 
 
@@ -368,7 +338,7 @@ def _aug_parquet(root: pathlib.Path) -> Any:
   base = {}
   for split, ids in (("train", range(8)), ("test", range(8, 11))):
     base[split] = [write_records(root / f"base-{split}.tfrecord", [
-        example_bytes(key=[f"k{i:03d}".encode()], x=[float(i)]) for i in ids])]
+        helpers.example_bytes(key=[f"k{i:03d}".encode()], x=[float(i)]) for i in ids])]
   table = pa.table({
       "code": [f"k{i:03d}" for i in range(0, 11, 1) if i != 4],
       "value64": pa.array([i * 1.25 for i in range(0, 11) if i != 4], pa.float64()),
@@ -397,7 +367,7 @@ def _aug_sqlite(name: str, mode: str) -> Setup:
 
 
 def _aug_overwrite(root: pathlib.Path) -> Any:
-  write_csv(root / "scores.csv", ["id", "score"], ([i, -i / 2] for i in range(100, 112)))
+  helpers.write_csv(root / "scores.csv", ["id", "score"], ([i, -i / 2] for i in range(100, 112)))
   return _config("augmented", "overwrite_fields", base_records=raw_base(root / "base"), side_table="scores.csv",
                  data_root=str(root),
                  join_key="id", overwrite_fields=["score"], features={"score": "float32"})
@@ -414,7 +384,7 @@ def _aug_prepared_base(name: str, mode: str) -> Setup:
                                                                  "vals": [str(root / "arrays/vals.npy")]}}),
         data_dir=str(root / "prepared"))
     arrays.download_and_prepare()
-    write_csv(root / "side.csv", ["id", "label"], ([i, i * i] for i in range(0, 10, 2)))
+    helpers.write_csv(root / "side.csv", ["id", "label"], ([i, i * i] for i in range(0, 10, 2)))
     return _config("augmented", name, base=str(arrays.data_dir), mode=mode, side_table="side.csv",
                    data_root=str(root),
                    join_key="id", missing_policy="default", missing_defaults={"label": -7})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import pathlib
 import struct
@@ -145,14 +146,7 @@ def test_concatenated_prepared_counts(tmp_path, case: FaultCase, fault: Callable
   data_dir = tmp_path / "tfds"
   fault(shard)
 
-  def run():
-    if options == "cli":
-      faults.tfds_build("concatenated", config, data_dir)
-      return tfds.builder_from_directory(str(data_dir / "concatenated/mine/1.0.0"))
-    builder = ConcatenatedBuilder(config=ConcatenatedConfig(**config, **options), data_dir=str(data_dir))
-    builder.download_and_prepare()
-    return builder
-
+  run = functools.partial(faults.build_in_process_or_cli, ConcatenatedBuilder, config, options, data_dir)
   builder = faults.check_fault(case, run, original.restore, [raw.parent, typed], data_dir)
   ids = sorted(int(e["id"]) for e in tfds.as_numpy(builder.as_dataset(split="train")))
   assert ids == [0, 1, 2, 3, 100, 101]
@@ -229,14 +223,7 @@ def test_cross_product_inputs(tmp_path, case: FaultCase, side: str, fault: Calla
   config = {"name": "pairs", "left": [str(paths["left"])], "right": [str(paths["right"])]}
   data_dir = tmp_path / "tfds"
 
-  def run():
-    if options == "cli":
-      faults.tfds_build("cross_product", config, data_dir)
-      return tfds.builder_from_directory(str(data_dir / "cross_product/pairs/1.0.0"))
-    builder = CrossProductBuilder(config=CrossProductConfig(**config, **options), data_dir=str(data_dir))
-    builder.download_and_prepare()
-    return builder
-
+  run = functools.partial(faults.build_in_process_or_cli, CrossProductBuilder, config, options, data_dir)
   builder = faults.check_fault(case, run, original.restore, [tmp_path / "in"], data_dir)
   assert builder.info.splits["train"].num_examples == 12
   assert provenance.read_provenance(builder.data_path)["records"] == {"left": 3, "right": 4}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import pathlib
 import struct
 from collections.abc import Iterable, Mapping
@@ -65,22 +64,6 @@ def label_from_function(example: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------- helpers --
 
 
-def example_bytes(**features: Iterable[Any]) -> bytes:
-  """A tf.train.Example from name -> list of ints, floats or bytes."""
-  proto = {}
-  for name, values in features.items():
-    values = list(values)
-    if values and isinstance(values[0], bytes):
-      proto[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    elif values and isinstance(values[0], float):
-      proto[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    else:
-      proto[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-  return tf.train.Example(features=tf.train.Features(feature=proto)).SerializeToString()
-
-
-
-
 def read_records(paths: Iterable[Any]) -> list[bytes]:
   return [record.numpy() for record in tf.data.TFRecordDataset([str(p) for p in paths])]
 
@@ -101,36 +84,16 @@ def frames_of(paths: Iterable[Any]) -> list[tuple[int, int]]:
 
 def raw_base(root: pathlib.Path, counts: Mapping[str, list[int]] | None = None) -> dict[str, list[str]]:
   """A raw base: per split, files of records with id, text, score, tokens."""
-  counts = counts or {"train": [4, 3], "test": [3]}
-  sources, next_id = {}, 100
-  for split, per_file in counts.items():
-    sources[split] = []
-    for index, count in enumerate(per_file):
-      path = helpers.write_records(root / f"{split}-{index}.tfrecord", (
-          example_bytes(id=[next_id + i], text=[f"word{next_id + i} more".encode()],
-                        score=[(next_id + i) / 4], tokens=list(range((next_id + i) % 3 + 1)))
-          for i in range(count)
-      ))
-      next_id += count
-      sources[split].append(str(path))
-  return sources
-
-
-def write_csv(path: pathlib.Path, header: list[str], rows: Iterable[Iterable[Any]]) -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "w", newline="") as file:
-    writer = csv.writer(file)
-    writer.writerow(header)
-    writer.writerows(rows)
-  return path
+  return helpers.write_split_files(root, counts or {"train": [4, 3], "test": [3]}, lambda n: helpers.example_bytes(
+      id=[n], text=[f"word{n} more".encode()], score=[n / 4], tokens=list(range(n % 3 + 1))))
 
 
 def labels_csv(path: pathlib.Path, ids: Iterable[int]) -> pathlib.Path:
-  return write_csv(path, ["id", "label", "weight"], ([i, i % 3, i / 8] for i in ids))
+  return helpers.write_csv(path, ["id", "label", "weight"], ([i, i % 3, i / 8] for i in ids))
 
 
 def weights_csv(path: pathlib.Path, ids: Iterable[int]) -> pathlib.Path:
-  return write_csv(path, ["id", "weight"], ([i, i / 8] for i in ids))
+  return helpers.write_csv(path, ["id", "weight"], ([i, i / 8] for i in ids))
 
 
 

@@ -27,7 +27,7 @@ from tests.augmented.common import BUILDER_DIR
 from tests.augmented.common import DUMMY_DATA
 from tests.augmented.common import FUNCTIONS
 from tests.augmented.common import assert_nothing_loadable
-from tests.augmented.common import example_bytes
+from tests.helpers import example_bytes
 from tests.augmented.common import examples
 from tests.augmented.common import features_of
 from tests.augmented.common import labels_csv
@@ -37,7 +37,7 @@ from tests.augmented.common import read_records
 from tests.augmented.common import stored
 from tests.augmented.common import values_of
 from tests.augmented.common import weights_csv
-from tests.augmented.common import write_csv
+from tests.helpers import write_csv
 
 make_builder = functools.partial(helpers.make_builder, Builder)
 build = functools.partial(helpers.build, Builder)

@@ -20,7 +20,7 @@ from tests import helpers
 from tests.augmented.common import FUNCTIONS
 from tests.augmented.common import assert_examples_equal
 from tests.augmented.common import assert_nothing_loadable
-from tests.augmented.common import example_bytes
+from tests.helpers import example_bytes
 from tests.augmented.common import examples
 from tests.augmented.common import features_of
 from tests.augmented.common import frames_of

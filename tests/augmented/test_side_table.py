@@ -24,7 +24,7 @@ from tests import helpers
 from tests.augmented.common import examples
 from tests.augmented.common import labels_csv
 from tests.augmented.common import raw_base
-from tests.augmented.common import write_csv
+from tests.helpers import write_csv
 
 make_builder = functools.partial(helpers.make_builder, Builder)
 build = functools.partial(helpers.build, Builder)

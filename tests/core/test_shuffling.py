@@ -143,7 +143,7 @@ def test_memory_stays_bounded_on_a_stream_larger_than_the_bound(tmp_path):
 
   for run in ("bounded", "unbounded"):
     assert figures[run]["count"] == 25600 and figures[run]["bytes"] == 100 * 1024 * 1024
-  # 100 MiB went through an 8 MB bound; held all at once it costs ~100 MiB.
+  # 100 MiB went through an 8 MiB bound; held all at once it costs ~100 MiB.
   assert figures["bounded"]["growth_mib"] < 20, figures
   assert figures["unbounded"]["growth_mib"] > 90, figures
   assert list(spill.iterdir()) == []

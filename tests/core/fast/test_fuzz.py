@@ -29,7 +29,6 @@ from tfds_builders.core import tfrecord_io
 from tfds_builders.core.fast import record_index
 from tfds_builders.numpy_arrays import npy_files
 
-tfds.core.utils.gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
 
 FUZZ = faults.REPO / "scripts" / "fuzz.py"
 # Inputs per parser in CI: all six run in about a minute of CPU on two cores. Long runs: scripts/fuzz.py.

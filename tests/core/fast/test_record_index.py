@@ -12,22 +12,14 @@ import tensorflow as tf
 from etils import epath
 
 from tfds_builders.core import errors
+from tfds_builders.core import serialization
 from tfds_builders.core import tfrecord_io
 from tfds_builders.core.fast import crc32c
 from tfds_builders.core.fast import record_index
 
 
-def varint(value: int) -> bytes:
-  value &= (1 << 64) - 1
-  out = bytearray()
-  while value > 0x7F:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  return bytes(out + bytes([value]))
-
-
 def delimited(field: int, payload: bytes) -> bytes:
-  return varint(field << 3 | 2) + varint(len(payload)) + payload
+  return serialization.varint(field << 3 | 2) + serialization.varint(len(payload)) + payload
 
 
 def entry(name: str, feature: bytes) -> bytes:
@@ -56,7 +48,7 @@ RECORDS = [
     proto(id=tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))),
     proto(id=int64s()),  # an empty list
     proto(id=int64s(2**62 + 3)),
-    example(entry("id", delimited(3, b"\x08" + varint(41)))),  # unpacked int64
+    example(entry("id", delimited(3, b"\x08" + serialization.varint(41)))),  # unpacked int64
     example(entry("id", delimited(3, b"\x08\x01")), entry("id", delimited(3, b"\x08\x02"))),  # later entry wins
     example(entry("id", delimited(3, b"\x08\x01"))) + example(entry("x", delimited(3, b"\x08\x02"))),  # merged
     *(AMBIGUOUS := [
