@@ -135,7 +135,7 @@ class Session:
     """The work dir looks like the checkout (its folders linked), so relative paths in the docs resolve."""
     self.work.mkdir(parents=True)
     self.home.mkdir()
-    for name in ("tfds_builders", "dummy_data", "scripts", "docs", "tests", "setup.py", ".venv"):
+    for name in ("tfds_builders", "benchmarks", "dummy_data", "scripts", "docs", "tests", "setup.py", ".venv"):
       (self.work / name).symlink_to(REPO / name)
 
   def environment(self) -> dict[str, str]:
@@ -162,17 +162,20 @@ def _command_lines(code: str) -> list[str]:
 
 
 def _check_arguments(block: Block, session: Session) -> str:
-  """Checks every `--flag` of each `python SCRIPT.py ...` line against `SCRIPT.py --help`; returns problems."""
+  """Checks every `--flag` of each `python SCRIPT.py|-m MODULE ...` line against its `--help`; returns problems."""
   problems, helps = [], {}
   for line in _command_lines(block.code):
     words = shlex.split(line, comments=True)
-    scripts = [word for word in words if word.endswith(".py")]
+    # `python SCRIPT.py ...` or `python -m MODULE ...` (the benchmarks package).
+    modules = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-m"]
+    scripts = modules or [word for word in words if word.endswith(".py")]
     if not scripts:
       continue
     script = scripts[0]
     if script not in helps:
       result = subprocess.run(
-          [sys.executable, script, "--help"], cwd=session.work, env=session.environment(),
+          [sys.executable, *(["-m"] if modules else []), script, "--help"], cwd=session.work,
+          env=session.environment(),
           capture_output=True, text=True, timeout=120, check=False,
       )
       if result.returncode != 0:
@@ -375,13 +378,13 @@ def test_a_failing_block_reports_its_document_line_and_output(tmp_path: pathlib.
 def test_args_only_blocks_name_unknown_flags_and_choices(tmp_path: pathlib.Path) -> None:
   session = Session(tmp_path, "")
   session.prepare()
-  code = ("TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python scripts/benchmark.py numpy_arrays --size 1MB \\\n"
-          "  --repeat 1 --no-such-flag\n.venv/bin/python scripts/benchmark.py no_such_builder --size 1MB\n")
+  code = ("TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -m benchmarks numpy_arrays --size 1MB \\\n"
+          "  --repeat 1 --no-such-flag\n.venv/bin/python -m benchmarks no_such_builder --size 1MB\n")
   outcome = run_block(Block(REPO / "docs" / "x.md", 1, "sh", code, "args-only", "(slow)"), session)
   assert outcome.status == "failed"
   assert outcome.output.splitlines() == [
-      "scripts/benchmark.py: --no-such-flag is not in its --help",
-      "scripts/benchmark.py: 'no_such_builder' is not in its --help"]
+      "benchmarks: --no-such-flag is not in its --help",
+      "benchmarks: 'no_such_builder' is not in its --help"]
 
 
 def _help(*command: str) -> str:

@@ -290,7 +290,7 @@ def test_crafted_length_through_tfds_build(tmp_path, case: FaultCase, folder: st
 
 _CLAIM = 2**30
 # What the design holds at most while checking a long frame: two 16 MiB windows, 1 MiB parts, zlib's state.
-_RSS_GROWTH_BOUND_MB = 64
+_RSS_GROWTH_BOUND_MIB = 64
 _FRAME_CRC = r"do not match their checksum \(masked CRC32C\)"
 _LONG_FRAMES: dict[tuple[int, int], bytes] = {}  # (claim, data bytes) -> the GZIP file, made once
 
@@ -377,7 +377,7 @@ def _check_long_frame(case: FaultCase, target: str, claim: int, data_bytes: int,
                       data_dir: pathlib.Path) -> str:
   original = Restorable(files["a"])
   write_long_frame(files["a"], claim, data_bytes)
-  run, growth_mb = _long_frame_run(target, files, data_dir), []
+  run, growth_mib = _long_frame_run(target, files, data_dir), []
 
   def measured() -> int:
     _reset_peak_rss()
@@ -385,11 +385,11 @@ def _check_long_frame(case: FaultCase, target: str, claim: int, data_bytes: int,
     try:
       return run()
     finally:
-      growth_mb.append((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+      growth_mib.append((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 
   count = faults.check_fault(case, measured, original.restore, [files["a"].parent, files["labels"]],
                              data_dir if target in _TARGET_BUILDS else None)
-  assert growth_mb[0] < _RSS_GROWTH_BOUND_MB, f"the failed run raised the peak RSS by {growth_mb[0]:.0f} MB"
+  assert growth_mib[0] < _RSS_GROWTH_BOUND_MIB, f"the failed run raised the peak RSS by {growth_mib[0]:.0f} MiB"
   assert count == (9 if target.startswith("cross_product") else 3), count
   return "ok"
 
@@ -416,18 +416,18 @@ def test_long_gzip_frame_through_tfds_build(tmp_path, case: FaultCase, folder: s
   original = Restorable(files["a"])
   write_long_frame(files["a"], _CLAIM, _CLAIM)
   config = {"name": "p", "left": [str(files["a"])], "right": [str(files["b"])]}
-  children_peaks_mb = []
+  children_peaks_mib = []
 
   def run() -> int:
     try:
       faults.tfds_build(folder, config, tmp_path / "tfds")
     finally:  # the largest peak RSS of any child so far: no tfds build may hold the claimed gigabyte
-      children_peaks_mb.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+      children_peaks_mib.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return tfds.builder_from_directory(str(tmp_path / "tfds" / folder / "p" / "1.0.0")).info.splits["train"].num_examples
 
   assert faults.check_fault(case, run, original.restore, [files["a"].parent], tmp_path / "tfds") == 9
-  own_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # TF imported, as in every child
-  assert children_peaks_mb[0] < own_peak_mb + 512, (children_peaks_mb, own_peak_mb)
+  own_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # TF imported, as in every child
+  assert children_peaks_mib[0] < own_peak_mib + 512, (children_peaks_mib, own_peak_mib)
 
 
 def test_the_compiled_parsers_refuse_lengths_past_their_bounds():

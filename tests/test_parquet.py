@@ -14,7 +14,7 @@ from tests.faults import CLI, REPO, TFDS, assert_message, assert_nothing_loadabl
 
 BIG_ROWS = 2600  # x is 32 KiB a row: ~85 MB, over 10 row-group batches (parquet_export.BATCH_BYTES)
 TEST_ROWS = 300  # the test split alone: just over one batch
-BATCH_MB = 8  # parquet_export.BATCH_BYTES
+BATCH_MIB = 8  # parquet_export.BATCH_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_export_streams_and_reads_in_duckdb_pandas_and_hf(built, tmp_path):
   result = run_command([CLI, "export", str(big_dir), str(out), "--format", "parquet"])
   assert f"to {out} (parquet)" in result.stdout
   # Peak memory is flat in dataset size: once a first export reached its working set (a few
-  # batches), a second export of ~10 batches (82 MB) may not raise the peak by more than ~4 batches.
+  # batches), a second export of ~10 batches (~85 MB) may not raise the peak by more than ~4 batches.
   peaks = run_python(f"""
       import resource
       from tfds_builders import parquet_export
@@ -116,7 +116,7 @@ def test_export_streams_and_reads_in_duckdb_pandas_and_hf(built, tmp_path):
         print("peak_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
       """, timeout=300).stdout
   warm, whole = (int(kb) for kb in re.findall(r"peak_kb (\d+)", peaks))
-  assert (whole - warm) / 1024 < 4 * BATCH_MB, (warm, whole)
+  assert (whole - warm) / 1024 < 4 * BATCH_MIB, (warm, whole)
   assert sorted(path.name for path in out.iterdir()) == ["test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
   assert pq.ParquetFile(out / "train-00000-of-00001.parquet").num_row_groups >= 10
 

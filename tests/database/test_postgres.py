@@ -223,8 +223,9 @@ def test_postgres_query_errors(tmp_path, pg, query, fragments):
 
 
 @pytest.mark.parametrize("query, params, driver", [
-    ("SELECT 1 AS one WHERE 'x%' LIKE %(pattern)s", {"pattern": "x%"}, "postgresql"),
-    ("SELECT %s AS one, %s AS two", [1], "postgresql"),
+    pytest.param("SELECT 1 AS one WHERE 'x%' LIKE %(pattern)s", {"pattern": "x%"}, "postgresql",
+                 marks=pytest.mark.postgres),
+    pytest.param("SELECT %s AS one, %s AS two", [1], "postgresql", marks=pytest.mark.postgres),
     ("SELECT ? AS one, ? AS two", [1], "sqlite"),
 ])
 def test_parameters_that_do_not_match_placeholders(tmp_path, request, query, params, driver):
