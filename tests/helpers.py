@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -190,3 +191,17 @@ def write_csv(path: pathlib.Path, header: list[str], rows: Iterable[Iterable[Any
     writer.writerow(header)
     writer.writerows(rows)
   return path
+
+
+def split_fractions_assignment(fractions: dict[str, float], seed: int, key: str) -> str:
+  """numpy_arrays' split_fractions assignment as it was always written (point < cumulative fraction).
+
+  An oracle independent of `core.splits`, which must reproduce it.
+  """
+  point = zlib.crc32(f"{seed}:{key}".encode()) / 2**32
+  cumulative = 0.0
+  for name, fraction in fractions.items():
+    cumulative += fraction
+    if point < cumulative:
+      return name
+  return name  # pylint: disable=undefined-loop-variable

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import faults
+from tests.database.common import Postgres
 from tfds_builders import augmented
 from tfds_builders import database
 from tfds_builders.core import errors
@@ -93,18 +94,6 @@ class Source:
         f"SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM {self.table} t), "
         "(SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_catalog.pg_class "
         f"WHERE relnamespace = '{self.pg.schema}'::regnamespace)"))
-
-
-@dataclasses.dataclass
-class Postgres:
-  dsn: str
-  schema: str
-  admin: Any  # an autocommit psycopg2 connection
-
-  def run(self, statement: str, params=None) -> list[tuple]:
-    with self.admin.cursor() as cursor:
-      cursor.execute(statement, params)
-      return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture(scope="module")
@@ -673,27 +662,18 @@ def test_postgres_lock_timeout_of_a_side_table(request, tmp_path):
   assert rows == ROWS
 
 
-def test_sqlite_statement_timeout_of_a_side_table(tmp_path):
+@pytest.mark.parametrize("case_name, build", [
+    ("sqlite_statement_timeout", build_augmented),
+    ("database_statement_timeout", build_database),
+], ids=["side_table", "database_builder"])
+def test_sqlite_statement_timeout(tmp_path, case_name, build):
   source = sqlite_source(tmp_path)
   query = {"sql": "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 100000000) "
                   "SELECT id, v FROM t WHERE (SELECT max(x) FROM r) > 0"}
-  case = faults.FaultCase("sqlite_statement_timeout", errors.SourceError, [
+  case = faults.FaultCase(case_name, errors.SourceError, [
       "ran longer than statement_timeout=50", "interrupted", "raise statement_timeout"])
   rows = faults.check_fault(
-      case, lambda: build_augmented(source, query["sql"], tmp_path / "tfds", statement_timeout=50),
-      lambda: query.update(sql=CLEAN.format(t="t")), source.sources, tmp_path / "tfds",
-      source_digest=source.digest)
-  assert rows == ROWS
-
-
-def test_sqlite_statement_timeout_of_the_database_builder(tmp_path):
-  source = sqlite_source(tmp_path)
-  query = {"sql": "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 100000000) "
-                  "SELECT id, v FROM t WHERE (SELECT max(x) FROM r) > 0"}
-  case = faults.FaultCase("database_statement_timeout", errors.SourceError, [
-      "ran longer than statement_timeout=50", "interrupted", "raise statement_timeout"])
-  rows = faults.check_fault(
-      case, lambda: build_database(source, query["sql"], tmp_path / "tfds", statement_timeout=50),
+      case, lambda: build(source, query["sql"], tmp_path / "tfds", statement_timeout=50),
       lambda: query.update(sql=CLEAN.format(t="t")), source.sources, tmp_path / "tfds",
       source_digest=source.digest)
   assert rows == ROWS

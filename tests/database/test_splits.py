@@ -6,7 +6,6 @@ import functools
 import logging
 import pickle
 import sqlite3
-import zlib
 
 import pytest
 import tensorflow_datasets as tfds
@@ -17,6 +16,7 @@ from tfds_builders.database import Builder
 from tfds_builders.database import reading
 from tfds_builders.database import session as session_lib
 
+from tests import helpers
 from tests.database.common import POLICY_TABLE
 from tests.database.common import PREP_TABLE
 from tests.database.common import make_builder
@@ -142,17 +142,6 @@ def test_sqlite_partitions_concatenate_to_the_serial_path(tmp_path):
   assert count == 3 and parted == records(builder, "train")
 
 
-def _numpy_arrays_split(fractions: dict[str, float], seed: int, key: str) -> str:
-  """numpy_arrays' split_fractions assignment as it always was written (point < cumulative fraction)."""
-  point = zlib.crc32(f"{seed}:{key}".encode()) / 2**32
-  cumulative = 0.0
-  for name, fraction in fractions.items():
-    cumulative += fraction
-    if point < cumulative:
-      return name
-  return name  # pylint: disable=undefined-loop-variable
-
-
 @pytest.mark.parametrize("fractions", [
     {"train": 0.6, "validation": 0.15, "test": 0.25}, {"train": 0.7, "test": 0.3},
     {"train": 0.5, "test": 0.5}, {"train": 0.8, "test": 0.2}, {"train": 1.0},
@@ -164,7 +153,7 @@ def test_split_fractions_are_the_one_rule_with_a_crc32_bucket(fractions):
   keys = [f"group{index}:{row:09d}" for index in range(40) for row in range(50)]
   for seed in (0, 1, 5):
     assert [splits.split_of(ranges, splits.crc32_bucket(seed, key)) for key in keys] == [
-        _numpy_arrays_split(fractions, seed, key) for key in keys]
+        helpers.split_fractions_assignment(fractions, seed, key) for key in keys]
   for name, (low, high) in ranges.items():  # the buckets on either side of every edge
     for bucket in {low, max(low, high - 1)} if high > low else ():
       point = bucket / 2**32

@@ -224,30 +224,26 @@ def test_rows_round_trip_every_dtype(tmp_path, dtype):
 @pytest.mark.parametrize("dtype", DTYPE_ORDERS)
 def test_files_round_trip_every_dtype(tmp_path, dtype):
   arrays = [values(dtype, (2, 3), seed=3), np.asfortranarray(values(dtype, (2, 3), seed=4))]
-  builder = build(
-      tmp_path,
-      splits={"train": [save(tmp_path / f"{i}.npy", a) for i, a in enumerate(arrays)]},
-      layout="files",
-  )
-  assert builder.info.features["array"].shape == (2, 3)
-  got = column(builder)
-  assert len(got) == 2
-  for actual, expected in zip(got, arrays, strict=True):
-    assert_bit_exact(actual, expected)
+  _assert_files_round_trip(tmp_path, arrays, (2, 3))
 
 
 @pytest.mark.parametrize("dtype", DTYPE_ORDERS)
 def test_zero_d_arrays_under_files(tmp_path, dtype):
   arrays = [values(dtype, (), seed=seed) for seed in range(3)]
   assert all(a.ndim == 0 for a in arrays)
+  _assert_files_round_trip(tmp_path, arrays, ())
+
+
+def _assert_files_round_trip(tmp_path, arrays: list[np.ndarray], shape: tuple[int, ...]) -> None:
+  """One .npy file an example (layout files): the feature has the arrays' shape and every value is bit-exact."""
   builder = build(
       tmp_path,
       splits={"train": [save(tmp_path / f"{i}.npy", a) for i, a in enumerate(arrays)]},
       layout="files",
   )
-  assert builder.info.features["array"].shape == ()
+  assert builder.info.features["array"].shape == shape
   got = column(builder)
-  assert len(got) == 3
+  assert len(got) == len(arrays)
   for actual, expected in zip(got, arrays, strict=True):
     assert_bit_exact(actual, expected)
 

@@ -6,7 +6,6 @@ import functools
 import logging
 import pathlib
 import sqlite3
-import zlib
 
 import numpy as np
 import pytest
@@ -63,17 +62,6 @@ def test_split_percent_assigns_as_the_database_builder_does(tmp_path):
           for split in rows.info.splits} == assigned
 
 
-def _old_numpy_arrays_split(fractions: dict[str, float], seed: int, key: str) -> str:
-  """split_fractions' assignment as numpy_arrays always wrote it (point < cumulative fraction)."""
-  point = zlib.crc32(f"{seed}:{key}".encode()) / 2**32
-  cumulative = 0.0
-  for name, fraction in fractions.items():
-    cumulative += fraction
-    if point < cumulative:
-      return name
-  return name  # pylint: disable=undefined-loop-variable
-
-
 def test_split_fractions_keep_their_assignments_and_warn_once(tmp_path, caplog):
   fractions = {"train": 0.6, "validation": 0.15, "test": 0.25}
   with caplog.at_level(logging.WARNING):
@@ -81,7 +69,7 @@ def test_split_fractions_keep_their_assignments_and_warn_once(tmp_path, caplog):
     assigned = _ids(builder)
   expected = {name: [] for name in fractions}
   for index, key in enumerate(keys):
-    expected[_old_numpy_arrays_split(fractions, 5, key)].append(index)
+    expected[helpers.split_fractions_assignment(fractions, 5, key)].append(index)
   assert assigned == expected
   assert assigned != _by_rule(keys, splits.bucket_ranges(PERCENT), splits.split_bucket, 5)
   warnings = [record.getMessage() for record in caplog.records if "split_fractions is deprecated" in record.getMessage()]

@@ -44,6 +44,14 @@ def split_bucket(seed: str, key: Any) -> int | None:
   return int(hashlib.md5(f"{seed}:{key}".encode("utf-8")).hexdigest()[:8], 16)
 
 
+def check_percent(percentages: Mapping[str, float]) -> str | None:
+  """What is wrong with a `split_percent` value (None if nothing): positive shares summing to 100."""
+  total = sum(percentages.values())
+  if any(value <= 0 for value in percentages.values()) or abs(total - 100) > 1e-9:
+    return f"split_percent {dict(percentages)} must be positive and sum to 100 (they sum to {total})."
+  return None
+
+
 def bucket_ranges(percentages: Mapping[str, float]) -> dict[str, tuple[int, int]]:
   """Split name -> `[low, high)` buckets, consecutive in config order (percentages sum to 100)."""
   ranges, total, low = {}, 0.0, 0

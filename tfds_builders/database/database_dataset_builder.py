@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
 from tfds_builders.core import paths
+from tfds_builders.core import splits
 from tfds_builders.core import streaming_builder
 from tfds_builders.core.sql import connection
 from tfds_builders.core.sql import sessions
@@ -264,13 +265,8 @@ def _check_splits(config: BuilderConfig, fail) -> None:
     raise fail("`split_percent`/`split_key` divide `query`; with `split_queries` leave them out.")
   if bool(config.split_percent) != bool(config.split_key):
     raise fail("a hash split needs both `split_percent` ({split: percent}) and `split_key` (a column).")
-  if config.split_percent:
-    total = sum(config.split_percent.values())
-    if any(value <= 0 for value in config.split_percent.values()) or abs(total - 100) > 1e-9:
-      raise fail(
-          f"split_percent {config.split_percent} must be positive and sum to 100 "
-          f"(they sum to {total})."
-      )
+  if config.split_percent and (problem := splits.check_percent(config.split_percent)):
+    raise fail(problem)
   names = list(config.split_queries or config.split_percent or ["train"])
   bad = [name for name in names if not _SPLIT_NAME.match(str(name))]
   if bad:

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from tfds_builders.core import errors
 from tfds_builders.core import paths
 from tfds_builders.core import safe_paths
+from tfds_builders.core import splits
 from tfds_builders.core import streaming_builder
 from tfds_builders.numpy_arrays import encoding
 from tfds_builders.numpy_arrays import groups as groups_lib
@@ -182,12 +183,8 @@ def _check_split_shares(config: BuilderConfig, fail) -> None:
         raise fail(f"{name} only applies with `paths`, not `splits`.")
     return
   if config.split_percent:
-    total = sum(config.split_percent.values())
-    if any(value <= 0 for value in config.split_percent.values()) or abs(total - 100) > 1e-9:
-      raise fail(
-          f"split_percent {config.split_percent} must be positive and sum to 100 "
-          f"(they sum to {total})."
-      )
+    if problem := splits.check_percent(config.split_percent):
+      raise fail(problem)
     return
   if not config.split_fractions:
     raise fail(
