@@ -164,7 +164,9 @@ def non_minimal_varint(value: int, extra: int) -> bytes:
 
 
 def delimited(field: int, payload: bytes) -> bytes:
-  return varint(field << 3 | 2) + varint(len(payload)) + payload
+  from tfds_builders.core import wire  # pylint: disable=import-outside-toplevel
+
+  return varint(wire.tag(field)) + varint(len(payload)) + payload
 
 
 def read_varint(data: bytes, pos: int, end: int) -> tuple[int | None, int]:
@@ -289,7 +291,10 @@ def _list_payload(kind: str, values: list[Any], packed: bool = True) -> bytes:
     return b"".join(delimited(1, value) for value in values)
   items = [struct.pack("<f", value) for value in values] if kind == "float_list" else [varint(v) for v in values]
   if not packed:
-    return b"".join((b"\x0d" if kind == "float_list" else b"\x08") + item for item in items)
+    from tfds_builders.core import wire  # pylint: disable=import-outside-toplevel
+
+    unpacked = wire.FLOAT_VALUE_UNPACKED if kind == "float_list" else wire.INT64_VALUE_UNPACKED
+    return b"".join(bytes([unpacked]) + item for item in items)
   return delimited(1, b"".join(items)) if values else b""
 
 
