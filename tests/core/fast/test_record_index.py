@@ -242,3 +242,12 @@ def test_a_corrupt_header_names_the_record(tmp_path):
   path.write_bytes(bytes(data))
   with pytest.raises(errors.SourceError, match=rf"record 1 \(at byte {offset}\) has a corrupt header"):
     list(record_index.scan(tfrecord_io.RecordFile(epath.Path(path), "")))
+
+
+@pytest.mark.skipif(not crc32c.HARDWARE, reason="this CPU has no SSE4.2 crc32 instruction")
+def test_the_crc_instruction_and_the_tables_agree():
+  rng = np.random.default_rng(11)
+  data = rng.integers(0, 256, 4096, dtype=np.uint8)
+  for start, count in [(0, 0), (0, 1), (3, 7), (1, 8), (5, 9), (0, 4096), (17, 1000), (4095, 1)]:
+    assert crc32c.hardware_masked_crc32c(data, start, count) == crc32c.table_masked_crc32c(data, start, count)
+  assert crc32c.hardware_masked_crc32c(data, 4000, 200) == crc32c.table_masked_crc32c(data, 4000, 200) == -1
