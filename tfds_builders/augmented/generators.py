@@ -22,15 +22,14 @@ from tfds_builders.augmented import side_table as side_table_lib
 from tfds_builders.core import errors
 from tfds_builders.core import fast
 from tfds_builders.core import serialization
-from tfds_builders.core import streaming_builder
+from tfds_builders.core import shard_writer
 from tfds_builders.core import tfrecord_io
 
-NO_ROW = side_table_lib.NO_ROW
 # Records handed together to a worker process.
 _BATCH_RECORDS = 128
 _BATCH_BYTES = 8 * 1024 * 1024
 
-FileExamples = Callable[["BuildContext", str, int, int], Iterator[streaming_builder.StreamItem]]
+FileExamples = Callable[["BuildContext", str, int, int], Iterator[shard_writer.StreamItem]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +71,7 @@ class BuildContext:
   unmatched: UnmatchedTally
 
 
-def walked_split(context: BuildContext, split: str) -> Iterator[streaming_builder.StreamItem]:
+def walked_split(context: BuildContext, split: str) -> Iterator[shard_writer.StreamItem]:
   """The output examples of a walked base's split: its files in order, each counted once walked."""
   file_examples, offset = PATHS[context.plan.path], 0
   for index in range(len(context.plan.base.splits[split].files)):
@@ -84,7 +83,7 @@ def walked_split(context: BuildContext, split: str) -> Iterator[streaming_builde
     offset += count
 
 
-def overlay_from_keys(context: BuildContext, split: str, file_index: int, offset: int) -> Iterator[streaming_builder.StreamItem]:
+def overlay_from_keys(context: BuildContext, split: str, file_index: int, offset: int) -> Iterator[shard_writer.StreamItem]:
   """An overlay joined from a side table alone: frames and join keys read in one compiled pass.
 
   Its examples are assembled and framed a block at a time (`core.record_blocks`).
@@ -104,7 +103,7 @@ def overlay_from_keys(context: BuildContext, split: str, file_index: int, offset
   context.unmatched.record(split, file_index, left_out)
 
 
-def overlay_from_records(context: BuildContext, split: str, file_index: int, offset: int) -> Iterator[streaming_builder.StreamItem]:
+def overlay_from_records(context: BuildContext, split: str, file_index: int, offset: int) -> Iterator[shard_writer.StreamItem]:
   """An overlay that reads the records: the new fields and each record's alignment, the base's bytes left out.
 
   Fingerprints come from a separate walk of the file's frames.
@@ -137,7 +136,7 @@ def overlay_from_records(context: BuildContext, split: str, file_index: int, off
   context.unmatched.record(split, file_index, left_out)
 
 
-def materialized(context: BuildContext, split: str, file_index: int, offset: int) -> Iterator[streaming_builder.StreamItem]:
+def materialized(context: BuildContext, split: str, file_index: int, offset: int) -> Iterator[shard_writer.StreamItem]:
   """A new version: each base record's bytes as they are (replaced features dropped), then the new fields."""
   plan = context.plan
   file = plan.base.splits[split].files[file_index]
@@ -235,7 +234,7 @@ def _joined_batches(
 
 def _kept(plan: plan_lib.AugmentationPlan, rows: np.ndarray | None) -> np.ndarray | None:
   """Per record, whether it keeps its new fields (not left out, `_matched` in an overlay); None: every record does."""
-  return rows != NO_ROW if plan.unmatched.left_out and rows is not None else None
+  return rows != side_table_lib.NO_ROW if plan.unmatched.left_out and rows is not None else None
 
 
 def _side_entries(plan: plan_lib.AugmentationPlan, batch: _Batch) -> list[list[Any]]:
@@ -243,7 +242,7 @@ def _side_entries(plan: plan_lib.AugmentationPlan, batch: _Batch) -> list[list[A
   if batch.rows is None:
     return [[] for _ in range(batch.size)]
   fallback, table = plan.unmatched.entries, plan.side.entries
-  return [[[fallback if row == NO_ROW else table.item(row)]] for row in batch.rows.tolist()]
+  return [[[fallback if row == side_table_lib.NO_ROW else table.item(row)]] for row in batch.rows.tolist()]
 
 
 def _function_entries(
@@ -339,11 +338,11 @@ def _wrong_join_key(plan: plan_lib.AugmentationPlan, file: base_lib.BaseFile, in
 
 
 def _join(plan: plan_lib.AugmentationPlan, file: base_lib.BaseFile, start: int, keys: Any) -> np.ndarray:
-  """Each record's side-table row (NO_ROW: none, allowed unless missing_policy is `error`)."""
+  """Each record's side-table row (side_table_lib.NO_ROW: none, allowed unless missing_policy is `error`)."""
   rows = plan.side.index.rows(keys)
   if not plan.unmatched.refused:
     return rows
-  missing = np.flatnonzero(rows == NO_ROW)
+  missing = np.flatnonzero(rows == side_table_lib.NO_ROW)
   if len(missing):
     first = int(missing[0])
     raise errors.SourceError(
@@ -374,7 +373,7 @@ def check_some_match(plan: plan_lib.AugmentationPlan, split: str) -> None:
     for block in _scanned_blocks(file, key=plan.join_key, key_kind=plan.join_kind):
       present = np.flatnonzero(block.key_counts == 1)
       keys = block.keys[present] if isinstance(block.keys, np.ndarray) else [block.keys[i] for i in present]
-      if len(keys) and (plan.side.index.rows(keys) != NO_ROW).any():
+      if len(keys) and (plan.side.index.rows(keys) != side_table_lib.NO_ROW).any():
         return
       count += len(block)
       first_key = keys[0] if first_key is None and len(keys) else first_key

@@ -38,9 +38,7 @@ OWNER_MARKER = ".tfds_builders_owner.json"
 # before it wrote the marker) is removed only after this long untouched.
 UNMARKED_STALE_SECONDS = 24 * 3600
 
-KeySerialized = shard_writer.KeySerialized
-StreamItem = shard_writer.StreamItem
-PartitionFn = Callable[[], Iterator[StreamItem]]
+PartitionFn = Callable[[], Iterator[shard_writer.StreamItem]]
 PlanT = TypeVar("PlanT")
 
 
@@ -86,7 +84,7 @@ class Partitions:
 
   generators: Sequence[PartitionFn]
 
-  def __iter__(self) -> Iterator[StreamItem]:
+  def __iter__(self) -> Iterator[shard_writer.StreamItem]:
     return itertools.chain.from_iterable(generate() for generate in self.generators)
 
 
@@ -244,7 +242,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_streams(
       self, dl_manager: tfds.download.DownloadManager, context: Any
-  ) -> Mapping[str, Iterable[StreamItem] | Partitions]:
+  ) -> Mapping[str, Iterable[shard_writer.StreamItem] | Partitions]:
     """Each split's examples, given the build's context.
 
     The default is TFDS's `_split_generators(dl_manager)`, for builders that
@@ -298,7 +296,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _write_splits(
       self,
-      streams: Mapping[str, Iterable[StreamItem] | Partitions],
+      streams: Mapping[str, Iterable[shard_writer.StreamItem] | Partitions],
       download_config: tfds.download.DownloadConfig,
   ) -> list[tfds.core.SplitInfo]:
     sizing = shard_plan.ShardSizing.of(download_config.get_shard_config(), self.MAX_SHARD_BYTES)
@@ -332,7 +330,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _write_split(
       self,
       split_name: str,
-      examples: Iterable[StreamItem],
+      examples: Iterable[shard_writer.StreamItem],
       download_config: tfds.download.DownloadConfig,
       sizing: shard_plan.ShardSizing,
       shuffle: bool,
@@ -361,7 +359,7 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         work_dir.rmtree()
 
 
-def _partitions_of(split_name: str, examples: Iterable[KeySerialized]) -> Partitions:
+def _partitions_of(split_name: str, examples: Iterable[shard_writer.KeySerialized]) -> Partitions:
   if not isinstance(examples, Partitions):
     raise errors.ConfigError(
         f"Split {split_name!r} cannot run on Beam: its examples are not "
