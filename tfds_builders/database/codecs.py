@@ -138,7 +138,7 @@ class ColumnCodec:
     store = _value_storer(self)
     if self.nulls.action != "mask":
       return store
-    not_null = self._mask_entry(False)
+    not_null = self.mask_entry(False)
     return lambda value: store(value) + not_null
 
   def encoder(self) -> Callable[[Any], bytes]:
@@ -163,13 +163,13 @@ class ColumnCodec:
     if action == "default":
       default_entries = store(self.nulls.default)
       return lambda value: default_entries if value is None else present(value)
-    is_null = self._mask_entry(True) + (
+    is_null = self.mask_entry(True) + (
         store(self.nulls.default) if self.nulls.default is not None
         else _storer(self)(_zero(self.storage, self.sql_type.array))
     )
     return lambda value: is_null if value is None else present(value)
 
-  def _mask_entry(self, is_null: bool) -> bytes:
+  def mask_entry(self, is_null: bool) -> bytes:
     """The map entry of the `_is_null` feature (a bool scalar)."""
     mask = tensor_codecs.resolve("bool", (), tensor_codecs.LISTS)
     return mask.scalar_encoder(self.mask_name)(is_null)
@@ -388,13 +388,19 @@ def _converter(codec: ColumnCodec) -> Callable[[Any], Any]:
   return convert_array
 
 
-def _class_lookup(codec: ColumnCodec, convert: Callable[[Any], Any]) -> Callable[[Any], int]:
+def class_indexes(codec: ColumnCodec) -> dict[Any, int]:
+  """The class index of each value that is a class name as is: its text, UTF-8 bytes, or int."""
   index_of: dict[Any, int] = {}
   for index, name in enumerate(codec.class_names):
     index_of.setdefault(name, index)
     index_of.setdefault(name.encode("utf-8"), index)
     if re.fullmatch(r"-?[1-9][0-9]*|0", name):
       index_of.setdefault(int(name), index)  # integer columns hit without str()
+  return index_of
+
+
+def _class_lookup(codec: ColumnCodec, convert: Callable[[Any], Any]) -> Callable[[Any], int]:
+  index_of = class_indexes(codec)
   unknown = None
   if codec.unknown_class is not None:
     unknown = index_of[codec.unknown_class]

@@ -121,6 +121,54 @@ def framed(records: Sequence[bytes]) -> tfrecord_io.FramedRecords:
   return tfrecord_io.FramedRecords(data, ends)
 
 
+def framed_rows(columns: Sequence[ByteColumn]) -> tfrecord_io.FramedRecords:
+  """TFRecord frames of Examples whose map entries are every column's item i, in column order.
+
+  A block of table rows becomes its records in one pass: each row's entries
+  are copied once, behind the Example head, with no join per column.
+  """
+  if not columns:
+    raise ValueError("framed_rows takes at least one column.")
+  count = len(columns[0])
+  for column in columns:  # the kernel trusts offsets: every one must lie inside its column's data
+    _check_column(column, count, "framed_rows")
+  data = np.concatenate([column.data for column in columns])
+  bases = np.cumsum([0] + [len(column.data) for column in columns[:-1]])
+  starts = np.stack([column.offsets + base for column, base in zip(columns, bases)])
+  frames, ends = _framed_rows(data, starts)
+  return tfrecord_io.FramedRecords(frames, ends)
+
+
+def scattered_entries(values: ByteColumn, present: np.ndarray, suffix: bytes, missing: bytes) -> ByteColumn:
+  """One item per row of `present`: the next item of `values` then `suffix` where True, `missing` where False.
+
+  A column with NULLs: its values' entries are made for the present rows
+  only, and each NULL row takes the NULL policy's constant entry.
+
+  Args:
+    values: As many items as `present` has True rows.
+    present: One bool per row.
+    suffix: Appended to every present row's item (e.g. a mask entry).
+    missing: The item of every absent row.
+  """
+  present = np.ascontiguousarray(present, np.bool_)
+  if present.ndim != 1:
+    raise ValueError("scattered_entries takes one bool per row.")
+  _check_column(values, int(np.count_nonzero(present)), "scattered_entries")
+  data, offsets = _scattered_entries(values.data, values.offsets, present, np.frombuffer(suffix, np.uint8),
+                                     np.frombuffer(missing, np.uint8))
+  return ByteColumn(data, offsets)
+
+
+def _check_column(column: ByteColumn, count: int, caller: str) -> None:
+  """Refuses a column that is not `count` items lying in order inside its data."""
+  offsets = column.offsets
+  if (column.data.dtype != np.uint8 or column.data.ndim != 1 or offsets.dtype != np.int64 or offsets.ndim != 1
+      or len(offsets) != count + 1 or offsets[0] < 0 or offsets[-1] > len(column.data)
+      or (count and bool((offsets[1:] < offsets[:-1]).any()))):
+    raise ValueError(f"{caller} takes {count} items per column, with offsets in order inside the column's data.")
+
+
 # ---------------------------------------------------------------- kernels --
 
 
@@ -253,3 +301,64 @@ def _framed_examples(entries_data, entries_offsets, index, fixed, fallback, with
     _put_little_endian(data, pos, crc32c.masked_crc32c(data, record, length), wire.FRAME_CRC_BYTES)
     pos += wire.FRAME_CRC_BYTES
   return data, ends
+
+
+@numba.njit(cache=True, nogil=True)
+def _framed_rows(data, starts):
+  """Frames of `[Example head] data[starts[0, i]:starts[0, i + 1]] data[starts[1, i]:...] ...`; returns (data, ends)."""
+  columns = starts.shape[0]
+  count = starts.shape[1] - 1
+  ends = np.empty(count, np.int64)
+  total = 0
+  for i in range(count):
+    body = 0
+    for column in range(columns):
+      body += starts[column, i + 1] - starts[column, i]
+    total += wire.FRAME_BYTES + 1 + _varint_size(body) + body
+    ends[i] = total
+  frames = np.empty(total, np.uint8)
+  pos = 0
+  for i in range(count):
+    body = 0
+    for column in range(columns):
+      body += starts[column, i + 1] - starts[column, i]
+    length = 1 + _varint_size(body) + body
+    _put_little_endian(frames, pos, length, wire.FRAME_LENGTH_BYTES)
+    _put_little_endian(frames, pos + wire.FRAME_LENGTH_BYTES,
+                       crc32c.masked_crc32c(frames, pos, wire.FRAME_LENGTH_BYTES), wire.FRAME_CRC_BYTES)
+    record = pos + wire.FRAME_HEADER_BYTES
+    frames[record] = wire.EXAMPLE_FEATURES
+    pos = _put_varint(frames, record + 1, body)
+    for column in range(columns):
+      start, end = starts[column, i], starts[column, i + 1]
+      frames[pos:pos + end - start] = data[start:end]
+      pos += end - start
+    _put_little_endian(frames, pos, crc32c.masked_crc32c(frames, record, length), wire.FRAME_CRC_BYTES)
+    pos += wire.FRAME_CRC_BYTES
+  return frames, ends
+
+
+@numba.njit(cache=True, nogil=True)
+def _scattered_entries(values_data, values_offsets, present, suffix, missing):
+  count = present.shape[0]
+  offsets = np.empty(count + 1, np.int64)
+  offsets[0] = 0
+  taken = 0
+  for i in range(count):
+    if present[i]:
+      offsets[i + 1] = offsets[i] + values_offsets[taken + 1] - values_offsets[taken] + suffix.shape[0]
+      taken += 1
+    else:
+      offsets[i + 1] = offsets[i] + missing.shape[0]
+  data = np.empty(offsets[count], np.uint8)
+  taken = 0
+  for i in range(count):
+    pos = offsets[i]
+    if present[i]:
+      start, end = values_offsets[taken], values_offsets[taken + 1]
+      data[pos:pos + end - start] = values_data[start:end]
+      data[pos + end - start:offsets[i + 1]] = suffix
+      taken += 1
+    else:
+      data[pos:offsets[i + 1]] = missing
+  return data, offsets
