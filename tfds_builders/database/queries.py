@@ -3,7 +3,9 @@
 Every statement wraps the user's query as a subquery. Values the builder adds
 (split bounds, partition bounds, offsets) are bound parameters; identifiers
 it adds (key and column names) are quoted by the session (`psycopg2.sql` on
-PostgreSQL).
+PostgreSQL). The one exception is `partition_key: "ctid"`: its block ranges
+and ctid order must reach the scan of the user's one table, so they are
+written into the user's query where its WHERE condition goes (`TableScan`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tfds_builders.core import errors
 from tfds_builders.core import splits
 from tfds_builders.core.sql import sessions
 from tfds_builders.core.sql import statements
@@ -38,6 +41,47 @@ class SplitSource:
   bucket_range: tuple[int, int] | None = None
 
 
+CTID = "ctid"  # partition_key for physical row ranges: heap blocks of the query's one table
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockRange:
+  """The rows of one table stored in heap blocks `[first_block, end_block)`, in ctid order.
+
+  Attributes:
+    first_block: First block (None: from the start).
+    end_block: Block after the last (None: to the end, also blocks added
+      after the build's snapshot, which hold none of its rows).
+    first_row: Row number of the range's first row in its split: the rows
+      of the ranges before it, counted in the snapshot.
+  """
+
+  first_block: int | None
+  end_block: int | None
+  first_row: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TableScan:
+  """A user query that reads one table row by row, cut where ctid conditions go.
+
+  `head` + `WHERE (condition) AND <ctid range>` + `ORDER BY qualifier.ctid`
+  is the user's query restricted to a block range, in physical order.
+
+  Attributes:
+    head: `SELECT ... FROM table [[AS] alias]` as written.
+    condition: The user's WHERE condition as written, or "".
+    table: The table as written (`schema.table`, quotes kept), for `to_regclass`.
+    qualifier: The alias, else the table's last name part, as written: what
+      qualifies `ctid` (an output column named ctid cannot shadow it).
+  """
+
+  head: str
+  condition: str
+  table: str
+  qualifier: str
+
+
 def user_statement(query: str, params: statements.Params, field: str) -> statements.Statement:
   """The user's SQL as written in config field `field`, with its parameters."""
   return statements.Statement(query, params, user_query=query, field=field)
@@ -59,6 +103,33 @@ class QueryText:
     self._user_query = user_sql.user_query[:end].strip()  # without its `;` and trailing comments
     self._named = isinstance(user_sql.params, Mapping)
     self._params: Any = dict(user_sql.params) if self._named else list(user_sql.params or [])
+    # The query at the mark: (text, written by the user) pieces; only the user's get % doubled.
+    self._pieces: list[tuple[str, bool]] = [(self._user_query, True)]
+
+  def table_scan(self) -> TableScan:
+    """The user's query cut as `TableScan` (ConfigError if it is not one table's rows)."""
+    backslash_quotes = self.session._backslash_quotes()  # pylint: disable=protected-access
+    return table_scan(self._user_query, self._user_sql.field, backslash_quotes)
+
+  def read_by_ctid(self, block_range: BlockRange | None, ordered: bool) -> None:
+    """Puts `block_range`'s ctid bounds (bound now: after the user's parameters) and ctid order into the query."""
+    scan = self.table_scan()
+    ctid = f"{scan.qualifier}.{CTID}"
+    bounds = []
+    if block_range is not None and block_range.first_block is not None:
+      bounds.append(f"{ctid} >= {self.bind(f'({block_range.first_block},0)')}::tid")
+    if block_range is not None and block_range.end_block is not None:
+      bounds.append(f"{ctid} < {self.bind(f'({block_range.end_block},0)')}::tid")
+    # Newlines: a trailing `-- comment` of the user's text must not swallow ours.
+    pieces = [(scan.head, True)]
+    if scan.condition:
+      pieces += [("\nWHERE (", False), (scan.condition, True), ("\n)", False)]
+    if bounds:
+      pieces.append(("\nAND " if scan.condition else "\nWHERE ", False))
+      pieces.append((" AND ".join(bounds), False))
+    if ordered:
+      pieces.append((f"\nORDER BY {ctid}", False))
+    self._pieces = pieces
 
   @property
   def query(self) -> str:
@@ -83,10 +154,12 @@ class QueryText:
   def build(self, template: str) -> statements.Statement:
     """`template` with the user query in place, bound to all parameters."""
     params = self._params or None
-    user_query = self._user_query
-    if self.session.driver == "postgresql" and params is not None and not self._user_sql.params:
-      # psycopg2 reads % as a placeholder once parameters are passed.
-      user_query = user_query.replace("%", "%%")
+    # psycopg2 reads % as a placeholder once parameters are passed.
+    double = self.session.driver == "postgresql" and params is not None and not self._user_sql.params
+    user_query = "".join(
+        text.replace("%", "%%") if double and written_by_user else text
+        for text, written_by_user in self._pieces
+    )
     # Newlines: a trailing `-- comment` in the user query must not swallow SQL.
     return dataclasses.replace(
         self._user_sql, sql=template.replace(_QUERY_MARK, f"\n{user_query}\n"), params=params)
@@ -114,11 +187,19 @@ def _where(text: QueryText, source: SplitSource,
 
 def rows_sql(
     session: sessions.ReadSession, source: SplitSource, order_by: Sequence[str],
-    *, partition: tuple[Any, Any] | None = None, partition_key: str = "",
+    *, partition: tuple[Any, Any] | BlockRange | None = None, partition_key: str = "",
     limit_zero: bool = False,
 ) -> statements.Statement:
-  """The statement streaming a split (or one partition of it), in order."""
+  """The statement streaming a split (or one partition of it), in order.
+
+  With `partition_key` CTID the user's query reads its table in ctid order,
+  restricted to `partition` (a `BlockRange`; None: every block); else
+  `partition` is a `[low, high)` range of the key column.
+  """
   text = QueryText(session, source.user_sql)
+  if partition_key == CTID and not limit_zero:
+    text.read_by_ctid(partition, ordered=True)  # type: ignore[arg-type]
+    partition = None
   sql = f"SELECT * FROM ({text.query}) AS tfds_source"
   conditions = _where(text, source, partition, partition_key)
   if conditions:
@@ -244,3 +325,158 @@ def partition_ranges(starts: Sequence[Any]) -> list[tuple[Any, Any]]:
       bounds.append(start)
   edges = [None, *bounds, None]
   return list(zip(edges[:-1], edges[1:]))
+
+
+def block_range_count_sql(session, source: SplitSource, block_range: BlockRange) -> statements.Statement:
+  """The number of rows of a split in `block_range` of its table."""
+  text = QueryText(session, source.user_sql)
+  text.read_by_ctid(block_range, ordered=False)
+  conditions = _where(text, source)
+  inner = f"SELECT * FROM ({text.query}) AS tfds_source"
+  if conditions:
+    inner += " WHERE " + " AND ".join(f"({condition})" for condition in conditions)
+  return text.build(f"SELECT count(*) FROM ({inner}) AS tfds_range")
+
+
+def table_sql(scan: TableScan) -> statements.Statement:
+  """One row: kind, schema, name and heap blocks of the table `scan` reads, resolved as the query would."""
+  return statements.Statement(
+      "SELECT c.relkind, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid) / "
+      "pg_catalog.current_setting('block_size')::bigint FROM pg_catalog.pg_class c JOIN "
+      "pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE c.oid = pg_catalog.to_regclass(%s)",
+      [scan.table],
+  )
+
+
+# Words after the table that end the FROM clause or join another relation: not an alias.
+_NOT_ALIAS = frozenset({
+    "WHERE", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL", "LATERAL", "ON",
+    "USING", "TABLESAMPLE", "GROUP", "HAVING", "WINDOW", "ORDER", "LIMIT", "OFFSET", "FETCH",
+    "FOR", "UNION", "INTERSECT", "EXCEPT", "FROM", "SELECT", "INTO", "WITH",
+})
+# Clauses that would follow a WHERE condition (outside parentheses): the rule takes none.
+_AFTER_CONDITION = frozenset({
+    "GROUP", "HAVING", "WINDOW", "ORDER", "LIMIT", "OFFSET", "FETCH", "FOR", "UNION",
+    "INTERSECT", "EXCEPT",
+})
+_NAME_KINDS = ("word", "quoted identifier")
+TABLE_SCAN_SHAPE = "SELECT ... FROM table [[AS] alias] [WHERE condition], or TABLE table"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Token:
+  kind: str  # "word", "quoted identifier", a punctuation character, ...
+  text: str  # upper-cased for a word
+  start: int
+  end: int
+
+
+def _top_level_tokens(sql: str, backslash_quotes: bool) -> list[_Token]:
+  """PostgreSQL's tokens of `sql` outside parentheses (comments skipped), as `core.sql.statements` reads them."""
+  # pylint: disable=protected-access  # the one tokenizer of core.sql.statements, not a copy of it
+  found, index, depth = [], 0, 0
+  while index < len(sql):
+    if sql[index] in statements._SPACE:
+      index += 1
+      continue
+    if sql.startswith("--", index):
+      stop = statements._POSTGRES_LINE_END.search(sql, index)
+      index = stop.end() if stop else len(sql)
+      continue
+    if sql.startswith("/*", index):
+      index = statements._comment_end(sql, index, nested=True)
+      if index < 0:
+        break  # check_read_query refused it already
+      continue
+    start = index
+    kind, index = statements._token(sql, index, True, backslash_quotes)
+    if index < 0:
+      break
+    if kind == ")":
+      depth -= 1
+    elif depth == 0 and kind != "(":
+      text = sql[start:index]
+      found.append(_Token(kind, text.upper() if kind == "word" else text, start, index))
+    if kind == "(":
+      if depth == 0:
+        found.append(_Token(kind, kind, start, index))
+      depth += 1
+  return found
+
+
+def table_scan(query: str, field: str, backslash_quotes: bool = False) -> TableScan:
+  """Cuts a one-table query (`TABLE_SCAN_SHAPE`) into the parts ctid bounds go between.
+
+  Only the shape is read here; what the query computes (aggregates,
+  DISTINCT, window functions) and what the table is are the server's to
+  say (`database.physical`).
+
+  Args:
+    query: The user's query, as `check_read_query` accepted it, without its `;`.
+    field: Its config field, for the message.
+    backslash_quotes: PostgreSQL's `standard_conforming_strings=off`.
+
+  Raises:
+    ConfigError: naming the field and what breaks the shape.
+  """
+  tokens = _top_level_tokens(query, backslash_quotes)
+  def refuse(problem: str) -> errors.ConfigError:
+    return errors.ConfigError(errors.with_hint(
+        f"partition_key={CTID!r} cuts the rows of one table into ranges of its heap blocks, "
+        f"so `{field}` must read one table as {TABLE_SCAN_SHAPE}; it {problem}",
+        "Use a column as partition_key (the first of order_by) for joins, views, grouping "
+        "and set operations, or build without partitions.",
+    ))
+
+  def name_at(position: int) -> int:
+    """Where the (possibly schema-qualified) name starting at `position` ends."""
+    if position >= len(tokens) or tokens[position].kind not in _NAME_KINDS:
+      raise refuse(f"has {_shown(tokens, position, query)} where the table's name goes")
+    while (position + 2 < len(tokens) and tokens[position + 1].kind == "."
+           and tokens[position + 2].kind in _NAME_KINDS):
+      position += 2
+    return position + 1
+
+  if tokens and tokens[0].text == "TABLE":
+    first = 2 if len(tokens) > 1 and tokens[1].text == "ONLY" else 1
+    after = name_at(first)
+    if after != len(tokens):
+      raise refuse(f"has {_shown(tokens, after, query)} after the table")
+    table = query[tokens[first].start:tokens[after - 1].end]
+    qualifier = query[tokens[after - 1].start:tokens[after - 1].end]
+    return TableScan(f"SELECT * FROM {query[tokens[1].start:]}", "", table, qualifier)
+  if not tokens or tokens[0].text != "SELECT":
+    raise refuse(f"starts with {_shown(tokens, 0, query)}")
+  from_at = next((i for i, token in enumerate(tokens) if token.text == "FROM"), None)
+  if from_at is None:
+    raise refuse("reads no table (no FROM)")
+  first = from_at + 2 if from_at + 1 < len(tokens) and tokens[from_at + 1].text == "ONLY" else from_at + 1
+  after = name_at(first)
+  table = query[tokens[first].start:tokens[after - 1].end]
+  qualifier = query[tokens[after - 1].start:tokens[after - 1].end]
+  position = after
+  if position < len(tokens) and tokens[position].text == "AS":
+    position += 1
+    if position >= len(tokens) or tokens[position].kind not in _NAME_KINDS:
+      raise refuse(f"has {_shown(tokens, position, query)} where the alias goes")
+  if position < len(tokens) and (
+      tokens[position].kind == "quoted identifier"
+      or (tokens[position].kind == "word" and tokens[position].text not in _NOT_ALIAS)):
+    qualifier = query[tokens[position].start:tokens[position].end]
+    position += 1
+  if position == len(tokens):
+    return TableScan(query, "", table, qualifier)
+  if tokens[position].text != "WHERE" or position + 1 == len(tokens):
+    raise refuse(f"has {_shown(tokens, position, query)} after the table, not WHERE or the end")
+  clause = next((t for t in tokens[position + 1:] if t.kind == "word" and t.text in _AFTER_CONDITION), None)
+  if clause is not None:
+    raise refuse(f"has {query[clause.start:clause.end]!r} after its WHERE condition")
+  where = tokens[position]
+  return TableScan(query[:where.start].rstrip(), query[where.end:].strip(), table, qualifier)
+
+
+def _shown(tokens: Sequence[_Token], position: int, query: str) -> str:
+  if position >= len(tokens):
+    return "nothing"
+  return repr(" ".join(query[tokens[position].start:].split())[:40])
