@@ -335,7 +335,9 @@ def test_postgres_one_snapshot_shared_with_other_sessions(pg):
 @pytest.mark.slow  # streams 400,000 rows until the server drops the connection
 def test_postgres_dropped_connection_fails_clearly_and_leaves_no_dataset(tmp_path, pg):
   app = f"tfds_drop_test_{os.getpid()}"
+  # The cursor path: the test waits for its FETCH (test_binary_copy covers COPY).
   config = dict(name="dropped", dsn=pg.dsn, application_name=app, fetch_size=500, order_by="id",
+                read_path="cursor",
                 query="SELECT g AS id, md5(g::text) AS digest FROM generate_series(1, 400000) g")
   seen: list[str] = []
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
+from tfds_builders.core import shard_writer
 from tfds_builders.core import splits
 from tfds_builders.database import Builder
 from tfds_builders.database import reading
@@ -118,7 +119,8 @@ def _partitioned_records(builder: Builder, split: str) -> tuple[int, list[bytes]
     jobs = plan.prepare(coordinator, on_beam=True).jobs[split]
     partitions = [pickle.loads(pickle.dumps(functools.partial(reading.read_partition, job)))
                   for job in jobs]
-    return len(jobs), [serialized for partition in partitions for _, serialized in partition()]
+    return len(jobs), [serialized for partition in partitions
+                         for _, serialized in shard_writer.unblocked(partition())]
 
 
 def test_postgres_partitions_concatenate_to_the_serial_path(tmp_path, pg):

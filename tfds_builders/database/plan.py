@@ -17,7 +17,9 @@ from tfds_builders.core.sql import statements
 from tfds_builders.core.sql import types as sql_types
 from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import columns as columns_lib
+from tfds_builders.database import copy_reading
 from tfds_builders.database import nullability
+from tfds_builders.database import physical
 from tfds_builders.database import queries
 from tfds_builders.database import reading
 from tfds_builders.database import session as session_lib
@@ -42,6 +44,7 @@ class QueryConfig(Protocol):
   fetch_size: int
   partition_key: str
   num_partitions: int
+  read_path: str
 
 
 NO_ORDER = (
@@ -95,7 +98,8 @@ class QueryPlan:
       ConfigError, SourceError, SchemaError: see the dataset card.
     """
     sources = _sources(config)
-    order_by = tuple(as_names(config.order_by) or as_names(config.partition_key))
+    key_column = "" if config.partition_key == queries.CTID else config.partition_key
+    order_by = tuple(as_names(config.order_by) or as_names(key_column))
     with session_lib.open_session(spec) as session:
       result = _result_columns(session, sources[0])
       not_null = _never_null(session, sources[0], result)
@@ -142,12 +146,13 @@ class QueryPlan:
         next((s for s in split_sources if s.split == config.statistics_split), None),
     )
     codecs = tuple(columns_lib.finalize(self.column_plans, statistics))
+    read_path = self._read_path(session, codecs)
     snapshot = session.export_snapshot() if on_beam else None
     jobs, queries_record = {}, {}
     for source in split_sources:
-      ranges = self._partition_ranges(session, source) if on_beam else [None]
+      ranges = self._partition_ranges(session, source, on_beam)
       jobs[source.split] = [
-          self._job(session, source, codecs, snapshot, partition, index, len(ranges))
+          self._job(session, source, codecs, snapshot, partition, index, len(ranges), read_path)
           for index, partition in enumerate(ranges)
       ]
       queries_record[source.split] = self._query_record(session, source, ranges)
@@ -164,6 +169,7 @@ class QueryPlan:
             "order": {"order_by": list(self.order_by)} if self.order_by else NO_ORDER,
             "split_mode": _split_mode(config),
             "columns": {codec.name: _column_record(codec) for codec in codecs},
+            "read_path": read_path.record(),
             "preprocessing": preprocessing,
         },
     )
@@ -176,16 +182,32 @@ class QueryPlan:
         for split, bucket_range in splits.bucket_ranges(self.config.split_percent).items()
     ]
 
-  def _partition_ranges(self, session, source: queries.SplitSource) -> list[tuple[Any, Any] | None]:
-    """Key ranges of about equal row counts, computed in SQL (ntile)."""
+  def _partition_ranges(
+      self, session, source: queries.SplitSource, on_beam: bool,
+  ) -> list[tuple[Any, Any] | queries.BlockRange | None]:
+    """Key ranges of about equal row counts, computed in SQL (ntile), or block ranges (ctid).
+
+    A ctid config is checked (one table's rows) and read in ctid order on
+    every path; only Beam cuts it into ranges.
+    """
     key, count = self.config.partition_key, self.config.num_partitions
-    if not key or count < 2:
+    if key == queries.CTID:
+      return physical.block_ranges(session, source, count if on_beam else 1)
+    if not on_beam or not key or count < 2:
       return [None]
     _refuse_null_keys(session, source, key, "partition_key")
     starts = session.fetch_all(queries.partition_starts_sql(session, source, key, count))
     return queries.partition_ranges([row[0] for row in starts])
 
-  def _job(self, session, source, codecs, snapshot, partition, index, count) -> reading.ReadJob:
+  def _read_path(self, session, codecs) -> copy_reading.ReadPath:
+    """The config's `read_path` resolved once for every split: the columns are the same in each."""
+    plain = dataclasses.replace(self.sources[0], bucket_range=None)
+    names = [plan.name for plan in self.column_plans]
+    return copy_reading.resolve(
+        self.config.read_path, session, queries.rows_sql(session, plain, ()), codecs,
+        [names.index(name) for name in self.order_by], self.config.name)
+
+  def _job(self, session, source, codecs, snapshot, partition, index, count, read_path) -> reading.ReadJob:
     statement = queries.rows_sql(
         session, source, self.order_by, partition=partition,
         partition_key=self.config.partition_key,
@@ -196,13 +218,17 @@ class QueryPlan:
         spec=self.spec, snapshot=snapshot, statement=statement, codecs=codecs, key_names=self.order_by,
         key_indexes=tuple(names.index(name) for name in self.order_by),
         split=source.split, label=label, fetch_size=self.config.fetch_size,
+        first_row=partition.first_row if isinstance(partition, queries.BlockRange) else 0,
+        copy_formats=read_path.formats if read_path.used == "copy" else None,
     )
 
   def _query_record(self, session, source: queries.SplitSource, ranges) -> dict[str, Any]:
     """The serial statement of a split, its parameters, partitions and skipped rows."""
-    statement = queries.rows_sql(session, source, self.order_by)
+    statement = queries.rows_sql(session, source, self.order_by, partition_key=self.config.partition_key)
     record: dict[str, Any] = {"sql": statement.sql, "params": statement.params}
-    if len(ranges) > 1:
+    if self.config.partition_key == queries.CTID:
+      record["partitions"] = [physical.record(block_range) for block_range in ranges]
+    elif len(ranges) > 1:
       record["partitions"] = [
           [columns_lib.json_value(low), columns_lib.json_value(high)] for low, high in ranges
       ]

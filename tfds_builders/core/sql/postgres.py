@@ -9,7 +9,9 @@ import functools
 import itertools
 import json
 import os
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -449,6 +451,107 @@ class PostgresSession(sessions.ReadSession):
         except psycopg2.Error:
           pass
 
+  def copy_binary(
+      self, statement: statements.Statement, *, label: str = "the query", chunk_bytes: int = 1 << 20,
+  ) -> Iterator[bytes]:
+    """Streams `COPY (statement) TO STDOUT (FORMAT binary)` in this session's snapshot, in chunks.
+
+    The statement is checked as `rows` checks it, and must be one read-only
+    query by the tokenizer and by the server's parser (nothing can close the
+    COPY's parenthesis early or follow it). psycopg2 hands each row to a
+    sink on a thread of its own; at most `_COPY_QUEUE` chunks of about
+    `chunk_bytes` wait for the caller, so memory does not grow with the result.
+    Closing the iterator early reads the rest of the result and drops it, so
+    the transaction stays usable.
+
+    Raises:
+      ConfigError: for a statement that is not exactly one read-only query.
+      SourceError: for a server error (redacted, as `rows` raises it).
+    """
+    psycopg2 = _postgres()
+    sent = self._copy_statement(statement, f"reading {label}")
+    sink = _CopySink(chunk_bytes)
+    thread = threading.Thread(target=sink.run, args=(self.connection, sent), name="tfds_copy", daemon=True)
+    thread.start()
+    problem = None
+    try:
+      while True:
+        chunk = sink.chunks.get()
+        if chunk is None:
+          break
+        yield chunk
+    finally:
+      sink.discard = True  # the rest of the COPY is read and dropped
+      while thread.is_alive() or not sink.chunks.empty():
+        try:
+          sink.chunks.get(timeout=0.05)
+        except queue.Empty:
+          pass
+      thread.join()
+    if isinstance(sink.failure, psycopg2.Error):
+      problem = self._error(sink.failure, f"reading {label}", statement)
+    elif sink.failure is not None:
+      raise sink.failure
+    if problem:
+      raise problem
+
+  def _copy_statement(self, statement: statements.Statement, action: str) -> bytes:
+    """The COPY of `statement`: its user part checked, the whole checked to be one query before it is wrapped."""
+    psycopg2 = _postgres()
+    self._check_statement(statement)
+    problem = None
+    try:
+      with self.connection.cursor() as formatter:
+        sent = formatter.mogrify(statement.sql, statement.params)
+    except psycopg2.Error as error:
+      problem = self._error(error, action, statement)
+    except (TypeError, ValueError, IndexError, KeyError) as error:
+      problem = sessions.parameter_error(self.spec, error, "%s or %(name)s; a literal % is written %%")
+    if problem:
+      raise problem
+    field = sessions.field_of(statement)
+    text = sent.decode("utf-8")
+    # One query whose parentheses all close inside it, with no `;`: `COPY (` + it + `)` is then one COPY of it.
+    end = statements.check_read_query(
+        text, field, self.driver, backslash_quotes=self._backslash_quotes(), where=self.spec.where())
+    if end != len(text):
+      raise statements.refusal(field, self.spec.where(), "ends with `;`, which COPY (query) cannot hold")
+    copy = b"COPY (" + sent + b"\n) TO STDOUT (FORMAT binary)"
+    try:
+      many = self._parses_as_many(sent) or self._parses_as_many(copy)
+    except psycopg2.Error as error:
+      raise self._error(error, action, statement) from None
+    if many:
+      raise statements.refusal(
+          field, self.spec.where(),
+          "is more than one statement for the PostgreSQL parser (it refused the text as "
+          "one prepared statement: 'cannot insert multiple commands')",
+      )
+    return copy
+
+  def send_functions(self, statement: statements.Statement) -> list[str]:
+    """Per result column of `statement`, the send function of its type: how binary COPY writes it.
+
+    Functions of `pg_catalog` by name (`int4send`, `enum_send`, ...), citext's
+    `citextsend`; "" for any other (a user-defined type's), so that a type
+    merely named like a built-in one is never decoded as it.
+    """
+    probe = dataclasses.replace(statement, sql=f"SELECT * FROM ({statement.sql}) AS tfds_copy_probe LIMIT 0")
+    with self.connection.cursor() as cursor:
+      self._execute(cursor, probe, "describing the query")
+      oids = [column.type_code for column in cursor.description or ()]
+    if not oids:
+      return []
+    found = {}
+    for oid, function, builtin, library, source in self.fetch_all(statements.Statement(
+        "SELECT t.oid, p.proname, n.nspname = 'pg_catalog', p.probin, p.prosrc FROM pg_catalog.pg_type t "
+        "JOIN pg_catalog.pg_proc p ON p.oid = t.typsend JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE t.oid = ANY(%s::oid[])", [sorted(set(oids))])):
+      function = _text(function)
+      citext = library is not None and _text(library) == "$libdir/citext" and _text(source) == "citextsend"
+      found[oid] = function if builtin else "citextsend" if citext else ""
+    return [found.get(oid, "") for oid in oids]
+
   def export_snapshot(self) -> str | None:
     return _text(self.fetch_all(statements.Statement("SELECT pg_export_snapshot()"))[0][0])
 
@@ -472,6 +575,47 @@ class PostgresSession(sessions.ReadSession):
         "transaction_started": _text(started),
         "isolation": "REPEATABLE READ, READ ONLY",
     }
+
+
+# Chunks that wait for the reader of a binary COPY (each about `chunk_bytes`).
+_COPY_QUEUE = 4
+
+
+class _CopySink:
+  """The file psycopg2's `copy_expert` writes a COPY's rows to, handing joined chunks to a queue."""
+
+  def __init__(self, chunk_bytes: int):
+    self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_COPY_QUEUE)
+    self.failure: BaseException | None = None
+    self.discard = False
+    self._chunk_bytes = chunk_bytes
+    self._parts: list[bytes] = []
+    self._size = 0
+
+  def write(self, data: bytes) -> int:
+    # Called once per row: kept short, the join and hand-over happen once per chunk.
+    self._parts.append(data)
+    self._size += len(data)
+    if self._size >= self._chunk_bytes:
+      self._hand_over()
+    return len(data)
+
+  def _hand_over(self) -> None:
+    chunk, self._parts, self._size = b"".join(self._parts), [], 0
+    if not self.discard:
+      self.chunks.put(chunk)
+
+  def run(self, connection, copy: bytes) -> None:
+    """Runs the COPY (on the sink's thread); ends the queue with None."""
+    try:
+      with connection.cursor() as cursor:
+        cursor.copy_expert(copy, self)
+      if self._size:
+        self._hand_over()
+    except BaseException as error:  # pylint: disable=broad-except  # the reader raises it
+      self.failure = error
+    finally:
+      self.chunks.put(None)
 
 
 def _text(value: Any) -> str:
