@@ -3,18 +3,23 @@
 A pair is the byte concatenation of two spilled records: the left record
 (features renamed once, plus its `left_index`) and the right one (plus its
 `right_index`). Concatenated serialized Examples parse as one Example with the
-union of their features, so a pair costs one `bytes.__add__` and no parsing.
+union of their features, so a pair needs no parsing: whole blocks of pairs
+are copied and framed in compiled code (`core.fast.pair_blocks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tfds_builders.core import fast
 from tfds_builders.cross_product import spill
+
+if TYPE_CHECKING:  # the writer imports TensorFlow; pairs are made without it
+  from tfds_builders.core import shard_writer
 
 MODES = ("product", "combinations")
 
@@ -22,8 +27,6 @@ _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX_1 = 0xBF58476D1CE4E5B9
 _MIX_2 = 0x94D049BB133111EB
-# Sampling hashes this many right rows at a time, bounding its scratch arrays.
-_SAMPLE_WINDOW = 65536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,18 @@ class PairSpace:
   def key(self, i: int, j: int) -> int:
     """The example key of pair (i, j): unique, and ordered like (i, j)."""
     return i * self.num_right + j
+
+  @property
+  def threshold(self) -> int:
+    """A pair is kept when its hash is below this."""
+    return int(_threshold(self.sample_rate))
+
+  def row_keys(self, start: int, count: int) -> np.ndarray | None:
+    """Per left row `start` to `start + count - 1`, the key its pairs' hashes start from; None without sampling."""
+    if self.sample_rate >= 1.0:
+      return None
+    rows = np.arange(start, start + count, dtype=np.uint64)
+    return fast.pair_blocks.splitmix64(rows + np.uint64(_mix_int(self.sample_seed & _MASK)))
 
   def kept(self, i: int, start: int, stop: int) -> np.ndarray:
     """The right rows in [start, stop) whose pair with left row i is sampled."""
@@ -133,48 +148,47 @@ def generate(
     right: spill.SpillFile,
     left_start: int,
     left_stop: int,
-) -> Iterator[tuple[int, bytes]]:
-  """Yields `(key, pair bytes)` for left rows [left_start, left_stop), in (i, j) order.
-
-  Python runs once per left row and right block; each pair is made inside C
-  iterators (`zip` of the keys with `map(left.__add__, right records)`).
-  """
-  return itertools.chain.from_iterable(_runs(space, left, right, left_start, left_stop))
-
-
-def _runs(
-    space: PairSpace,
-    left: spill.SpillFile,
-    right: spill.SpillFile,
-    left_start: int,
-    left_stop: int,
-) -> Iterator[Iterator[tuple[int, bytes]]]:
-  """Iterators of consecutive pairs: one per left row and right block.
+) -> Iterator[shard_writer.FramedBlock]:
+  """Yields blocks `(keys, framed pairs)` for left rows [left_start, left_stop), in (i, j) order.
 
   The left rows stream chunk by chunk; the right side is held one block at a
-  time. When it is a single block it is loaded once; otherwise every left row
-  walks the blocks in order, so the output order never depends on the budget.
+  time. When it is a single block it is loaded once and each kernel call
+  frames pairs across many left rows; otherwise every left row walks the
+  blocks in order, so the output order never depends on the budget. Python
+  runs once per output block (and per left row and right block when blocked),
+  never per pair; runs too short to fill a block are framed into the same one.
   """
-  loaded_index, loaded = -1, []
+  blocked = len(right.blocks) > 1
+  loaded_index, loaded = -1, None
+  blocks = fast.pair_blocks.PairBlocks(
+      num_right=space.num_right, diagonal=space.mode == "combinations", threshold=space.threshold
+  )
   with left.open() as left_reader, right.open() as right_reader:
-    rows = itertools.chain.from_iterable(left_reader.chunks(left_start, left_stop))
-    for i, left_record in enumerate(rows, start=left_start):
-      concat = left_record.__add__
-      first = space.first_right(i)
-      base = space.key(i, 0)
-      for block_index, (start, stop) in enumerate(right.blocks):
-        if stop <= first:
-          continue
-        if block_index != loaded_index:
-          loaded = []  # drop the old block before reading the next
-          loaded, loaded_index = right_reader.load(start, stop), block_index
-        low = max(first, start)
-        if space.sample_rate < 1.0:
-          for window in range(low, stop, _SAMPLE_WINDOW):
-            kept = space.kept(i, window, min(window + _SAMPLE_WINDOW, stop))
-            yield zip((kept + base).tolist(), map(concat, [loaded[j] for j in (kept - start).tolist()]))
-        elif low == start:
-          yield zip(range(base + start, base + stop), map(concat, loaded))
-        else:
-          rest = itertools.islice(loaded, low - start, None)
-          yield zip(range(base + low, base + stop), map(concat, rest))
+    for chunk_start, chunk in left_reader.columns(left_start, left_stop):
+      for base, rows, row_keys in _left_runs(space, chunk_start, chunk, blocked):
+        first = space.first_right(base)
+        for block_index, (start, stop) in enumerate(right.blocks):
+          if stop <= first:
+            continue
+          if block_index != loaded_index:
+            loaded = None  # drop the old block before reading the next
+            loaded, loaded_index = right_reader.load_column(start, stop), block_index
+          yield from blocks.add(rows, (0, len(rows)), loaded, left_base=base, right_base=start, row_keys=row_keys)
+  yield from blocks.flush()
+
+
+def _left_runs(
+    space: PairSpace, chunk_start: int, chunk: fast.record_blocks.ByteColumn, blocked: bool
+) -> Iterator[tuple[int, fast.record_blocks.ByteColumn, np.ndarray | None]]:
+  """The left rows paired with the right side in one walk over its blocks: `(first row, rows, their row keys)`.
+
+  The whole chunk when the right side is one block; else each row alone (as
+  a one-item view, so that no call re-checks the whole chunk).
+  """
+  row_keys = space.row_keys(chunk_start, len(chunk))
+  if not blocked:
+    yield chunk_start, chunk, row_keys
+    return
+  for row in range(len(chunk)):
+    one_row = fast.record_blocks.ByteColumn(chunk.data, chunk.offsets[row:row + 2])
+    yield chunk_start + row, one_row, None if row_keys is None else row_keys[row:row + 1]

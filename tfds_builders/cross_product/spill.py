@@ -8,6 +8,9 @@ from collections.abc import Iterable, Iterator
 from etils import epath
 import numpy as np
 
+from tfds_builders.core import errors
+from tfds_builders.core import fast
+
 # What one record held in a Python list costs beyond its bytes: the bytes
 # object header (33) and the list's pointer (8). Counted in memory budgets.
 RECORD_OVERHEAD_BYTES = 41
@@ -78,6 +81,7 @@ class SpillReader:
   """Reads ranges of a SpillFile; keep one open for many reads."""
 
   def __init__(self, spill: SpillFile):
+    self._path = spill.path
     self._payload = epath.Path(f"{spill.path}.records").open("rb")
     self._offsets = epath.Path(f"{spill.path}.offsets").open("rb")
 
@@ -90,23 +94,35 @@ class SpillReader:
 
   def chunks(self, start: int, stop: int) -> Iterator[list[bytes]]:
     """Records `start` to `stop - 1` as consecutive lists of at most `READ_CHUNK_BYTES`."""
+    for _, column in self.columns(start, stop):
+      yield column.items()
+
+  def columns(self, start: int, stop: int) -> Iterator[tuple[int, fast.record_blocks.ByteColumn]]:
+    """Records `start` to `stop - 1` as consecutive columns of at most `READ_CHUNK_BYTES`, each with its first row."""
     row = start
     while row < stop:
       ends = self._ends(row, min(stop, row + _OFFSETS_PER_READ))
       # Records of this offsets window fitting in one chunk (one at least).
       count = max(1, int(np.searchsorted(ends, ends[0] + READ_CHUNK_BYTES, side="right")) - 1)
-      relative = (ends[: count + 1] - ends[0]).tolist()
-      self._payload.seek(int(ends[0]))
-      data = self._payload.read(relative[-1])
-      yield [data[begin:end] for begin, end in zip(relative, relative[1:])]
+      yield row, self._column(ends[: count + 1])
       row += count
 
   def load(self, start: int, stop: int) -> list[bytes]:
     """Records `start` to `stop - 1` as one list (a block, sized by its budget)."""
-    records: list[bytes] = []
-    for chunk in self.chunks(start, stop):
-      records += chunk
-    return records
+    return self.load_column(start, stop).items()
+
+  def load_column(self, start: int, stop: int) -> fast.record_blocks.ByteColumn:
+    """Records `start` to `stop - 1` as one column (a block, sized by its budget), read with one call."""
+    return self._column(self._ends(start, stop))
+
+  def _column(self, ends: np.ndarray) -> fast.record_blocks.ByteColumn:
+    """The records between consecutive `ends` (file offsets), read into one array."""
+    offsets = ends - ends[0]
+    self._payload.seek(int(ends[0]))
+    data = self._payload.read(int(offsets[-1]))
+    if len(data) != offsets[-1]:
+      raise errors.SourceError(f"{self._path}.records: the spill file ended early; it was changed during the build.")
+    return fast.record_blocks.ByteColumn(np.frombuffer(data, np.uint8), offsets)
 
   def _ends(self, start: int, stop: int) -> np.ndarray:
     """Offsets of the start of record `start` through the end of `stop - 1`."""
