@@ -21,6 +21,7 @@ from tfds_builders.concatenated import BuilderConfig
 from tfds_builders.concatenated import schedule
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
+from tfds_builders.core import shard_writer
 
 from tests import helpers
 
@@ -151,7 +152,8 @@ def test_demo_is_the_sources_in_order_with_bytes_unchanged(tmp_path):
 def test_keys_are_unique_across_sources_and_not_paths(tmp_path):
   config = two_sites(tmp_path)
   builder = make_builder(tmp_path, sources=config, splits="a:train + b:train -> train")
-  keys = [key for key, _ in builder._split_streams(None, None)["train"]]  # pylint: disable=protected-access
+  stream = builder._split_streams(None, None)["train"]  # pylint: disable=protected-access
+  keys = [key for key, _ in shard_writer.unblocked(stream)]
   assert keys == [f"a:train:{i}" for i in range(3)] + [f"b:train:{i}" for i in range(4)]
   assert not any(str(tmp_path) in key for key in keys)
 
@@ -402,7 +404,8 @@ def test_interleave_builds_the_schedule_order(tmp_path):
 def test_all_exhausted_repeats_with_unique_keys(tmp_path):
   config = two_sites(tmp_path)
   builder = make_builder(tmp_path, sources=config, mixing="interleave", stopping_strategy="all_exhausted")
-  keys = [key for key, _ in builder._split_streams(None, None)["train"]]  # pylint: disable=protected-access
+  stream = builder._split_streams(None, None)["train"]  # pylint: disable=protected-access
+  keys = [key for key, _ in shard_writer.unblocked(stream)]
   assert keys == ["a:train:0", "b:train:0", "a:train:1", "b:train:1", "a:train:2", "b:train:2",
                   "a:train:0#pass1", "b:train:3"]
   builder.download_and_prepare()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,8 +136,10 @@ class Builder(streaming_builder.StreamingBuilder):
     streams = plan.streams(split)
     if self.builder_config.mixing == "concatenate":
       # One partition per source file: Beam copies files in parallel.
+      tasks = [task for tasks in streams for task in tasks]
+      split_positions = itertools.accumulate((task.part.num_records for task in tasks), initial=0)
       return streaming_builder.Partitions([
-          functools.partial(records.copy_records, task) for tasks in streams for task in tasks
+          functools.partial(records.copy_file, task, position) for task, position in zip(tasks, split_positions)
       ])
     return streaming_builder.Partitions([
         functools.partial(records.interleave, streams, *plan.interleave_args(split))

@@ -8,20 +8,24 @@ import hashlib
 import json
 import os
 import pathlib
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from absl import logging
 from etils import epath
 import numpy as np
 
+from tfds_builders.core import errors
 from tfds_builders.core import provenance
 from tfds_builders.core import safe_paths
 
 FILENAME = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.1"
 _READ_BYTES = 8 * 1024 * 1024
+# Files hashed ahead and not yet asked for, at most: a build that failed leaves its entries behind.
+_MAX_EARLY_HASHES = 256  # each holds its file open until hashed
 _REGULAR_ONLY = ("croissant.json describes the shards' own bytes; replace the link or special file "
                  "by the real file (or rebuild the dataset), then run it again")
 
@@ -118,13 +122,108 @@ def sha256_of(path: epath.Path) -> Checksum:
   return Checksum(digest.hexdigest(), size, time.perf_counter() - started)
 
 
+class EarlyHashes:
+  """sha256 of finished files, computed in a background thread while the rest of a build runs.
+
+  A writer hands over each file once it is complete (`hash_soon`), so the
+  hashing overlaps the writing of the next one. The file is opened at once
+  and hashed through that handle, so a rename meanwhile (a piece becoming a
+  shard) does not matter. `croissant_document` takes a result only if the
+  file is still the one hashed: the same device, inode, size and
+  modification time, which a rename keeps and a write changes. Otherwise the
+  file is hashed again.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+    self._pool_pid = 0  # a forked child (a Beam worker) inherits the pool, not its thread: it starts its own
+    self._pending: dict[tuple[int, int], tuple[concurrent.futures.Future, BinaryIO]] = {}
+
+  def submit(self, path: epath.PathLike) -> None:
+    """Starts hashing a complete local file (remote files are hashed when asked for)."""
+    path = epath.Path(path)
+    if not safe_paths.is_local(path):
+      return
+    try:
+      stream = safe_paths.open_regular(path, _REGULAR_ONLY)
+    except (OSError, errors.SourceError):
+      return  # hashed when asked for, failing there as documented
+    identity = _identity(stream)
+    with self._lock:
+      if self._pool is None or self._pool_pid != os.getpid():  # one thread: the build's writing keeps the rest busy
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="croissant-sha256")
+        self._pool_pid, self._pending = os.getpid(), {}
+      self._forget(self._pending.pop(identity[:2], None))
+      self._pending[identity[:2]] = self._pool.submit(_stamped_sha256, stream), stream
+      while len(self._pending) > _MAX_EARLY_HASHES:
+        self._forget(self._pending.pop(next(iter(self._pending))))
+
+  def take(self, path: epath.Path) -> Checksum | None:
+    """The file's checksum if it was hashed ahead and has not changed since; else None."""
+    if not self._pending or self._pool_pid != os.getpid() or not safe_paths.is_local(path):
+      return None
+    try:
+      status = os.stat(os.fspath(path))
+    except OSError:
+      return None
+    identity = status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+    with self._lock:
+      pending = self._pending.pop(identity[:2], None)
+    if pending is None:
+      return None
+    try:
+      checksum, hashed = pending[0].result()
+    except (OSError, ValueError):  # a read failed: hashed again, failing as documented
+      return None
+    return checksum if hashed == identity else None
+
+  @staticmethod
+  def _forget(pending: tuple[concurrent.futures.Future, BinaryIO] | None) -> None:
+    if pending is not None and pending[0].cancel():
+      pending[1].close()  # a cancelled hash never runs, so never closes its file
+
+
+def _identity(stream: BinaryIO) -> tuple[int, int, int, int]:
+  """(device, inode, size, modification time in ns) of an open file."""
+  status = os.fstat(stream.fileno())
+  return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _stamped_sha256(stream: BinaryIO) -> tuple[Checksum, tuple[int, int, int, int] | None]:
+  """The open file's checksum, and its identity if it did not change while hashed (else None); closes it."""
+  with stream:
+    before = _identity(stream)
+    digest, size, started = hashlib.sha256(), 0, time.perf_counter()
+    while chunk := stream.read(_READ_BYTES):
+      digest.update(chunk)
+      size += len(chunk)
+    after = _identity(stream)
+  return Checksum(digest.hexdigest(), size, time.perf_counter() - started), before if after == before else None
+
+
+_EARLY = EarlyHashes()
+
+
+def hash_soon(path: epath.PathLike) -> None:
+  """Starts hashing a finished shard now, for the croissant.json written at the end of its build."""
+  _EARLY.submit(path)
+
+
 def _checksums(paths: Sequence[epath.Path]) -> dict[epath.Path, Checksum]:
-  """Each file's sha256, several files at once: hashlib and reads release the GIL, so cores add up."""
-  workers = min(len(paths), os.cpu_count() or 1)
+  """Each file's sha256: from `hash_soon` if hashed ahead, the rest several at once.
+
+  hashlib and reads release the GIL, so cores add up.
+  """
+  found = {path: _EARLY.take(path) for path in paths}
+  left = [path for path, checksum in found.items() if checksum is None]
+  workers = min(len(left), os.cpu_count() or 1)
   if workers < 2:
-    return {path: sha256_of(path) for path in paths}
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    return dict(zip(paths, pool.map(sha256_of, paths)))
+    found.update({path: sha256_of(path) for path in left})
+  else:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+      found.update(zip(left, pool.map(sha256_of, left)))
+  return found
 
 
 def croissant_for(dataset_dir: epath.PathLike) -> dict[str, Any]:

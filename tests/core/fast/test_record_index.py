@@ -15,6 +15,7 @@ from tfds_builders.core import errors
 from tfds_builders.core import serialization
 from tfds_builders.core import tfrecord_io
 from tfds_builders.core.fast import crc32c
+from tfds_builders.core.fast import record_blocks
 from tfds_builders.core.fast import record_index
 
 
@@ -251,3 +252,63 @@ def test_the_crc_instruction_and_the_tables_agree():
   for start, count in [(0, 0), (0, 1), (3, 7), (1, 8), (5, 9), (0, 4096), (17, 1000), (4095, 1)]:
     assert crc32c.hardware_masked_crc32c(data, start, count) == crc32c.table_masked_crc32c(data, start, count)
   assert crc32c.hardware_masked_crc32c(data, 4000, 200) == crc32c.table_masked_crc32c(data, 4000, 200) == -1
+
+
+@pytest.mark.skipif(not crc32c.HARDWARE, reason="this CPU has no SSE4.2 crc32 instruction")
+def test_the_crc_instruction_and_the_tables_extend_a_register_alike():
+  data = np.random.default_rng(12).integers(0, 256, 4096, dtype=np.uint8)
+  register = crc32c.INITIAL
+  for start, end in [(0, 3), (3, 11), (11, 11), (11, 2000), (2000, 4096)]:  # a CRC of bytes arriving in parts
+    assert crc32c.hardware_extend(register, data, start, end) == crc32c.table_extend(register, data, start, end)
+    register = crc32c.extend(register, data, start, end)
+  assert crc32c.masked(register) == crc32c.table_masked_crc32c(data, 0, 4096)
+
+
+def _blocks_of(path: pathlib.Path, **options) -> list[record_index.Block]:
+  return list(record_index.scan(tfrecord_io.RecordFile(epath.Path(path), ""), with_window=True, **options))
+
+
+def test_reframed_appends_suffixes_and_frames_as_tensorflow_does(tmp_path):
+  records = [proto(id=int64s(i), pad=int64s(*range(i % 300))) for i in range(700)]
+  path = tmp_path / "a.tfrecord"
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in records:
+      writer.write(record)
+  suffixes = [b"s" * (i % 40) for i in range(len(records))]
+  file = tfrecord_io.RecordFile(epath.Path(path), "")
+  (block,) = _blocks_of(path)
+  part = block.rows(100, 650)
+  column = record_blocks.ByteColumn.from_items(suffixes[100:650])
+  expected = tmp_path / "expected.tfrecord"
+  with tf.io.TFRecordWriter(str(expected)) as writer:
+    for record, suffix in zip(records[100:650], suffixes[100:650]):
+      writer.write(record + suffix)
+  framed = record_index.reframed(file, part, column)
+  assert framed.data.tobytes() == expected.read_bytes()
+  assert framed.records() == [r + s for r, s in zip(records[100:650], suffixes[100:650])]
+  unchanged = record_index.reframed(file, part)  # no suffixes: the source's own frames, checked
+  assert unchanged.records() == records[100:650]
+  assert unchanged.data.tobytes() == path.read_bytes()[part.offsets[0]:int(block.offsets[650])]
+  with pytest.raises(ValueError, match="one suffix per record"):
+    record_index.reframed(file, part, record_blocks.ByteColumn.from_items(suffixes[:10]))
+
+
+def test_reframed_names_a_record_whose_data_does_not_match_its_crc(tmp_path):
+  path = tmp_path / "a.tfrecord"
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i in range(20):
+      writer.write(proto(id=int64s(i)))
+  data = bytearray(path.read_bytes())
+  offset = 0
+  for _ in range(7):
+    offset += int.from_bytes(data[offset:offset + 8], "little") + 16
+  data[offset + 13] ^= 0x01
+  path.write_bytes(bytes(data))
+  file = tfrecord_io.RecordFile(epath.Path(path), "")
+  (block,) = _blocks_of(path)
+  expected = rf"record 7 is corrupt or truncated \(at byte {offset}: its \d+ bytes of data do not match their checksum"
+  for suffixes in (None, record_blocks.ByteColumn.from_items([b"x"] * 20)):
+    with pytest.raises(errors.SourceError, match=expected):
+      record_index.reframed(file, block, suffixes)
+  with pytest.raises(errors.SourceError, match=expected):  # as the record reader says it
+    list(record_index.read_records(file))

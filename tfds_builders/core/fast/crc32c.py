@@ -70,8 +70,8 @@ INITIAL = 0xFFFFFFFF  # the CRC32C register before any byte
 
 
 @numba.njit(cache=True, nogil=True)
-def extend(register: int, buf: np.ndarray, start: int, end: int) -> int:
-  """CRC32C's register after buf[start:end], from `register`: a CRC of bytes that arrive in parts."""
+def table_extend(register: int, buf: np.ndarray, start: int, end: int) -> int:
+  """CRC32C's register after buf[start:end], from `register`, with slicing-by-8 tables (the caller checks bounds)."""
   crc = np.int64(register)
   pos = start
   while end - pos >= 8:
@@ -97,7 +97,7 @@ def table_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
   """The masked CRC32C of buf[start:start + count], computed with slicing-by-8 tables; -1 if out of bounds."""
   if not _within(buf, start, count):
     return -1
-  return _masked(extend(INITIAL, buf, start, start + count))
+  return _masked(table_extend(INITIAL, buf, start, start + count))
 
 
 def _crc_instruction(crc_bits: int, value_bits: int) -> Any:
@@ -130,12 +130,10 @@ def _load_u64(typingctx, array, pos):  # pylint: disable=unused-argument
 
 
 @numba.njit(cache=True, nogil=True)
-def hardware_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
-  """The masked CRC32C of buf[start:start + count], computed with the SSE4.2 instruction; -1 if out of bounds."""
-  if not _within(buf, start, count):
-    return -1
-  crc = np.uint64(0xFFFFFFFF)
-  pos, end = start, start + count
+def hardware_extend(register: int, buf: np.ndarray, start: int, end: int) -> int:
+  """CRC32C's register after buf[start:end], from `register`, with the SSE4.2 instruction (the caller checks bounds)."""
+  crc = np.uint64(register)
+  pos = start
   while end - pos >= 8:
     crc = _crc32c_u64(crc, _load_u64(buf, pos))
     pos += 8
@@ -143,7 +141,17 @@ def hardware_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
   while pos < end:
     crc32 = _crc32c_u8(crc32, buf[pos])
     pos += 1
-  return _masked(np.int64(crc32))
+  return np.int64(crc32)
+
+
+@numba.njit(cache=True, nogil=True)
+def hardware_masked_crc32c(buf: np.ndarray, start: int, count: int) -> int:
+  """The masked CRC32C of buf[start:start + count], computed with the SSE4.2 instruction; -1 if out of bounds."""
+  if not _within(buf, start, count):
+    return -1
+  return _masked(hardware_extend(INITIAL, buf, start, start + count))
 
 
 masked_crc32c = hardware_masked_crc32c if HARDWARE else table_masked_crc32c
+# CRC32C's register after more bytes (a CRC of bytes that arrive in parts, or of a record and what is appended to it).
+extend = hardware_extend if HARDWARE else table_extend
