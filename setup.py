@@ -72,6 +72,16 @@ setuptools.setup(
         ],
         # Reading and writing s3:// registries and inputs (fsspec's S3 backend).
         "s3": ["s3fs>=2024.1"],
+        # The database benchmark's peers (benchmarks/database.py), never imported by the
+        # package: ADBC's libpq driver and ConnectorX read into Arrow, and Hugging Face
+        # `Dataset.from_sql` reads through SQLAlchemy. A missing one skips its phase (and its test).
+        "bench": [
+            "adbc-driver-manager>=1.0",
+            "adbc-driver-postgresql>=1.0",
+            "connectorx>=0.3",
+            "datasets>=3",
+            "sqlalchemy>=2",
+        ],
     },
     entry_points={
         "console_scripts": ["tfds-builders = tfds_builders.cli:main"],

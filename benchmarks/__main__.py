@@ -42,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m benchmarks",
       description=(
-          "Times a builder, a raw TFRecord floor and the seed peer back to back in "
-          "one process (page cache warmed, best of --repeat, round-robin), with "
-          "per-phase peak RSS. Prints Markdown tables and saves them as JSON "
+          "Times a builder beside its physical floors (a copy of the same output bytes; "
+          "for SQL the raw read), its peers (the TFRecord loops; for SQL ADBC, ConnectorX, "
+          "Hugging Face from_sql) and the seed, back to back in one process (page cache "
+          "warmed, best of --repeat, round-robin), with per-phase peak RSS and the load "
+          "around each phase. Prints Markdown tables and saves them as JSON "
           "(--results-dir); `report` turns the JSON into docs/benchmarks.md's tables. "
           "Sizes: MB = 10**6 bytes, MiB = 2**20."
       ),
@@ -100,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
       "VmRSS every 10 ms (auto: clear_refs when it works)",
   )
   parser.add_argument(
+      "--baseline", type=pathlib.Path, metavar="PATH",
+      help="a checkout (e.g. of an older commit) whose tfds_builders also builds each case, in a "
+      "worker process, interleaved with this one's: phases NAME@baseline and the speed-up",
+  )
+  parser.add_argument(
       "--profile", action="store_true",
       help="after timing, run the builder once more under cProfile and print the top entries",
   )
@@ -139,7 +146,7 @@ def _default_name(args: argparse.Namespace) -> str:
   if args.builder == "cross_product":
     labels = [harness.format_count(count) for count in args.pairs_sweep or [args.pairs]]
   elif args.builder == "database":
-    labels = [harness.format_count(count) for count in args.db_rows_sweep or [args.db_rows]]
+    labels = database.name_labels(args)
   elif args.builder == "scaling":
     labels = [args.workload]
   else:
@@ -154,6 +161,9 @@ def _print_tables(builder: str, document: dict[str, Any]) -> None:
   if sweep:
     print(f"\nRSS sweep {sweep['small']} -> {sweep['large']} (goal for the builder: peak ratio <= 1.15)")
     print(report.rss_table(sweep))
+  if document.get("versus"):
+    print(f"\n{builder}: each build against the physical floors and the best peer, from this run:")
+    print(report.view([document], "versus"))
   if document.get("ratios"):
     print(f"\n{builder} ratios:\n{report.view([document], 'ratios')}")
   if document.get("compression"):
@@ -169,9 +179,14 @@ def _measure(args: argparse.Namespace, work_dir: pathlib.Path) -> dict[str, Any]
   result = case.run(args, work_dir)
   records = harness.row_records(result.rows)
   document: dict[str, Any] = {"builder": args.builder, "rows": records}
-  sweep = harness.rss_sweep(records, result.rss_labels)
+  swept = [record for record in records
+           if result.sweep_sizes is None or record["input_bytes"] in result.sweep_sizes]
+  sweep = harness.rss_sweep(swept, result.rss_labels)
   if sweep:
     document["rss_sweep"] = sweep
+  lines = harness.versus(records)
+  if lines:
+    document["versus"] = lines
   if result.ratios:
     document["ratios"] = result.ratios
   if result.compression:
@@ -209,18 +224,32 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(f"machine: {machine}")
   print(f"method: {method}")
   print(f"load: {load}")
+  harness.warn_if_loaded(harness.one_minute_load(), "at the start")
   if args.workdir:
     args.workdir.mkdir(parents=True, exist_ok=True)
   work_dir = pathlib.Path(tempfile.mkdtemp(prefix="tfds_bench_", dir=args.workdir))
+  args.baseline_builds = harness.Baseline(args.baseline) if args.baseline else None
+  if args.baseline_builds:
+    print(f"baseline: tfds_builders of {args.baseline_builds.checkout}, built in a worker process")
   try:
     document = _measure(args, work_dir)
   finally:
+    if args.baseline_builds:
+      args.baseline_builds.close()
     shutil.rmtree(work_dir, ignore_errors=True)
+  if args.baseline:
+    document["baseline"] = str(args.baseline)
+  end_load = harness.load_note()
+  loads = [row.get("load_max") or 0.0 for row in document.get("rows", [])] + [harness.one_minute_load() or 0.0]
   document.update({
       "builder": args.builder, "command": shlex.join(["python", "-m", "benchmarks", *argv]),
       "date": datetime.date.today().isoformat(), "machine": machine, "method": method,
-      "load": f"{load} at the end of the run",
+      "load": f"{end_load} at the end of the run", "load_start": load,
+      "load_max": max(loads), "cores": os.cpu_count(),
   })
+  print(f"\nload: {end_load} at the end; highest 1-minute load around a phase {max(loads):.2f}")
+  if harness.warn_if_loaded(max(loads), "during this run"):
+    document["overloaded"] = True
   path = harness.write_result(args.results_dir / f"{args.name or _default_name(args)}.json", document)
   print(f"\nresults: {path}")
   return 0

@@ -80,16 +80,20 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     harness.warm_page_cache(raw_path)
     raw_base = {"base_records": {"train": [str(raw_path)]}}
     prepared_base = {"base": str(prepared_dir)}
+    # The copy floor copies a materialized build's shards; the build also warms what the phases use.
+    builder_write(raw_base, table_path, "materialize", size_dir / "reference")
     phases = [
-        harness.Phase("builder", lambda out: builder_write(raw_base, table_path, "materialize", out)),
-        harness.Phase("floor", lambda out: floor_write(raw_path, table_path, out / "floor.tfrecord")),
+        harness.Phase("builder", lambda out: builder_write(raw_base, table_path, "materialize", out), role="builder"),
+        harness.Phase("floor", lambda out: floor_write(raw_path, table_path, out / "floor.tfrecord"), role="peer"),
+        harness.copy_floor(harness.built_shards(size_dir / "reference")),
         harness.Phase("overlay", lambda out: builder_write(raw_base, table_path, "overlay", out)),
         harness.Phase("materialize_prepared",
                       lambda out: builder_write(prepared_base, table_path, "materialize", out)),
         harness.Phase("overlay_prepared", lambda out: builder_write(prepared_base, table_path, "overlay", out)),
     ]
     if not args.skip_seed:
-      phases.append(harness.Phase("seed", lambda out: seed.append_field(str(raw_path), str(out / "seed.tfrecord"))))
+      phases.append(harness.Phase("seed", lambda out: seed.append_field(str(raw_path), str(out / "seed.tfrecord")),
+                                  role="seed"))
     rows += harness.measure(
         "augmented", phases, input_bytes=raw_path.stat().st_size, examples=count,
         repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,

@@ -14,7 +14,8 @@ from benchmarks import harness
 from benchmarks import inputs
 from benchmarks.seeds import concatenated as seed
 
-HELP = ("sources copied into one dataset (floor: read + TFRecordWriter); export "
+HELP = ("sources copied into one dataset (peer (floor): read + TFRecordWriter; physical floor: a copy "
+        "of the output); export "
         "to npz/tfrecord zip vs the seed's example 2 (list -> np.array -> savez_compressed -> zip)")
 SMOKE = {"sizes": [harness.MB]}
 _SOURCE_KINDS = {"tfds": "prepared TFDS", "tfrecord": "raw TFRecord"}
@@ -67,7 +68,7 @@ def builder_write(sources: list[dict], data_dir: pathlib.Path, **options) -> obj
 
 
 def ratios(rows: list[harness.Row], source_kind: str) -> list[dict[str, Any]]:
-  """build/floor and seed/export time ratios per input size."""
+  """build/floor, build/copy of the output and seed/export time ratios per input size."""
   lines = []
   for size in sorted({row.input_bytes for row in rows}):
     group = {row.phase: row for row in rows if row.input_bytes == size}
@@ -75,6 +76,7 @@ def ratios(rows: list[harness.Row], source_kind: str) -> list[dict[str, Any]]:
     lines.append({
         "input_bytes": size, "sources": _SOURCE_KINDS[source_kind],
         "builder_floor": harness.time_ratio(group.get("builder"), group.get("floor")),
+        "builder_copy": harness.time_ratio(group.get("builder"), group.get("copy_floor")),
         "seed_npz_stored": harness.time_ratio(exported, group.get("export-npz-stored")),
         "seed_npz_deflate": harness.time_ratio(exported, group.get("export-npz-deflate")),
         "seed_tfrecord": harness.time_ratio(exported, group.get("export-tfrecord")),
@@ -139,13 +141,16 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     built = builder_write(sources, size_dir / "built")
     built_dir = pathlib.Path(built.data_path)
     phases = [
-        harness.Phase("builder", lambda out: builder_write(sources, out)),
-        harness.Phase("floor", lambda out: floor_write(raw_paths, out / "floor.tfrecord")),
+        harness.Phase("builder", lambda out: builder_write(sources, out), role="builder"),
+        harness.Phase("floor", lambda out: floor_write(raw_paths, out / "floor.tfrecord"), role="peer"),
+        harness.copy_floor(harness.built_shards(built_dir)),
         harness.Phase("export-npz-stored", lambda out: archive.export(built_dir, out / "a.zip", "npz")),
         harness.Phase("export-npz-deflate",
                       lambda out: archive.export(built_dir, out / "a.zip", "npz", compression="deflate")),
         harness.Phase("export-tfrecord", lambda out: archive.export(built_dir, out / "a.zip", "tfrecord")),
     ]
+    if args.baseline_builds:
+      phases.append(args.baseline_builds.phase("builder", "concatenated", {"sources": sources}, work_dir))
     if not args.skip_seed:
       phases.append(harness.Phase("seed-export", lambda out: seed.concatenate_and_zip(prepared_dirs, out)))
     rows += harness.measure(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +14,8 @@ from benchmarks import harness
 from benchmarks import inputs
 from benchmarks.seeds import cross_product as seed
 
-HELP = ("all pairs of two TFRecord files (sizes: --pairs; floor: rename once + "
-        "byte concat + TFRecordWriter; seed: example 2)")
+HELP = ("all pairs of two TFRecord files (sizes: --pairs; peer (floor): rename once + "
+        "byte concat + TFRecordWriter; physical floor: a copy of the output; seed: example 2)")
 SMOKE = {"pairs": 10**4, "pairs_sweep": None}
 
 
@@ -51,6 +53,12 @@ def floor_write(left_path: pathlib.Path, right_path: pathlib.Path, out_path: pat
         write(left_record + right_record)
 
 
+def config_fields(left_path: pathlib.Path, right_path: pathlib.Path, memory_budget: int | None) -> dict[str, Any]:
+  """The BuilderConfig fields (JSON values) of the default product with the prefix policy."""
+  budget = {"memory_budget_bytes": memory_budget} if memory_budget else {}
+  return {"left": [str(left_path)], "right": [str(right_path)], **budget}
+
+
 def builder_write(
     left_path: pathlib.Path, right_path: pathlib.Path, data_dir: pathlib.Path, memory_budget: int | None = None
 ) -> None:
@@ -58,8 +66,7 @@ def builder_write(
   from tfds_builders.cross_product import Builder  # pylint: disable=g-import-not-at-top
   from tfds_builders.cross_product import BuilderConfig  # pylint: disable=g-import-not-at-top
 
-  budget = {"memory_budget_bytes": memory_budget} if memory_budget else {}
-  config = BuilderConfig(name="bench", left=[str(left_path)], right=[str(right_path)], **budget)
+  config = BuilderConfig(name="bench", **config_fields(left_path, right_path, memory_budget))
   with harness.quiet_stdout():
     Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
 
@@ -78,13 +85,21 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     # "input" is the bytes of the pairs the floor writes: the size of the work.
     pair_bytes = side * sum(len(r) for r in inputs.prefixed_records(left_path, "left/")) + side * sum(
         len(r) for r in inputs.prefixed_records(right_path, "right/"))
+    # The copy floor copies what a build writes: one reference build, also warming what the phases use.
+    reference_dir = work_dir / "reference"
+    builder_write(left_path, right_path, reference_dir, args.memory_budget)
     phases = [
-        harness.Phase("builder", lambda out: builder_write(left_path, right_path, out, args.memory_budget)),
-        harness.Phase("floor", lambda out: floor_write(left_path, right_path, out / "floor.tfrecord")),
+        harness.Phase("builder", lambda out: builder_write(left_path, right_path, out, args.memory_budget),
+                      role="builder"),
+        harness.Phase("floor", lambda out: floor_write(left_path, right_path, out / "floor.tfrecord"), role="peer"),
+        harness.copy_floor(harness.built_shards(reference_dir)),
     ]
+    if args.baseline_builds:
+      phases.append(args.baseline_builds.phase(
+          "builder", "cross_product", config_fields(left_path, right_path, args.memory_budget), work_dir))
     if not args.skip_seed:
       phases.append(harness.Phase("seed", lambda out: seed.combine_tfrecords_with_overlap_handling(
-          str(left_path), str(right_path), str(out / "seed.tfrecord"))))
+          str(left_path), str(right_path), str(out / "seed.tfrecord")), role="seed"))
     rows += harness.measure(
         "cross_product", phases, input_bytes=pair_bytes, examples=side * side,
         repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
@@ -93,6 +108,7 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
       harness.print_profile(f"builder run on {side * side} pairs",
                             lambda out: builder_write(left_path, right_path, out, args.memory_budget), work_dir,
                             args.profile_top)
+    shutil.rmtree(reference_dir)
     left_path.unlink()
     right_path.unlink()
   labels = tuple(f"{harness.format_count(count)} pairs" for count in (wanted_counts[0], wanted_counts[-1]))

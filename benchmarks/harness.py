@@ -18,6 +18,7 @@ import platform
 import pstats
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -212,6 +213,10 @@ class Row:
   cpu_seconds: float = float("inf")
   peak_rss_mb: float = 0.0
   delta_rss_mb: float = 0.0
+  role: str = "other"
+  load_before: float | None = None  # 1-minute load average around the best run
+  load_after: float | None = None
+  load_max: float = 0.0  # the highest 1-minute load around any of its runs
 
   @property
   def mb_per_s(self) -> float:
@@ -222,26 +227,73 @@ class Row:
     return self.examples / self.seconds
 
 
+@dataclasses.dataclass(frozen=True)
+class Measured:
+  """What a phase timed itself (a build in another process): it replaces the harness's own figures."""
+
+  seconds: float
+  cpu_seconds: float
+  peak_rss_mb: float
+  delta_rss_mb: float
+
+
 @dataclasses.dataclass
 class Phase:
-  """One timed contender: `run(out_dir)` does the work, writing under `out_dir`."""
+  """One timed contender: `run(out_dir)` does the work, writing under `out_dir`.
+
+  Attributes:
+    name: The phase as tables name it.
+    run: Does the work; may return the `Measured` figures of a run in another process.
+    role: `builder` (ours), `physical` (a physical floor: a copy of the same bytes, the
+      raw read), `peer` (the best other way to the same output), `seed`, `baseline`
+      (ours, an older checkout: `NAME@baseline` beside `NAME`) or `other`.
+    examples: Examples this phase writes, when not the case's count (skip_row).
+  """
 
   name: str
-  run: Callable[[pathlib.Path], None]
+  run: Callable[[pathlib.Path], Measured | None]
+  role: str = "other"
+  examples: int | None = None
+
+
+def one_minute_load() -> float | None:
+  try:
+    return os.getloadavg()[0]
+  except OSError:
+    return None
+
+
+def warn_if_loaded(load: float | None, what: str) -> bool:
+  """Prints a warning line when the 1-minute load exceeds the cores; returns whether it did."""
+  cores = os.cpu_count() or 1
+  if load is None or load <= cores:
+    return False
+  print(f"warning: 1-minute load average {load:.2f} > {cores} cores {what}: these figures are "
+        "noisy; repeat the run on an idle machine", flush=True)
+  return True
 
 
 def run_once(phase: Phase, row: Row, out_dir: pathlib.Path, rss_method: str) -> None:
-  """Times one run of `phase` and folds it into `row` (best time, highest peak)."""
+  """Times one run of `phase` and folds it into `row` (best time, highest peak, load around it)."""
   release_free_memory()
   out_dir.mkdir(parents=True)
+  load_before = one_minute_load()
   with PeakRss(rss_method) as rss:
     cpu_start, start = time.process_time(), time.perf_counter()
-    phase.run(out_dir)
+    measured = phase.run(out_dir)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+  load_after = one_minute_load()
+  peak, delta = rss.peak_mb, rss.peak_mb - rss.start_mb
+  if isinstance(measured, Measured):
+    seconds, cpu, peak, delta = (measured.seconds, measured.cpu_seconds, measured.peak_rss_mb,
+                                 measured.delta_rss_mb)
+  if seconds < row.seconds:
+    row.load_before, row.load_after = load_before, load_after
   row.seconds = min(row.seconds, seconds)
   row.cpu_seconds = min(row.cpu_seconds, cpu)
-  row.peak_rss_mb = max(row.peak_rss_mb, rss.peak_mb)
-  row.delta_rss_mb = max(row.delta_rss_mb, rss.peak_mb - rss.start_mb)
+  row.peak_rss_mb = max(row.peak_rss_mb, peak)
+  row.delta_rss_mb = max(row.delta_rss_mb, delta)
+  row.load_max = max(row.load_max, load_before or 0.0, load_after or 0.0)
   shutil.rmtree(out_dir)
   release_free_memory()
   os.sync()  # write-back of this run's output must not land in the next one
@@ -262,12 +314,103 @@ def measure(
   Round-robin order (A, B, C, A, B, C, ...) spreads the machine's noise over
   every phase instead of letting one phase absorb a slow period.
   """
-  rows = [Row(case, phase.name, input_bytes, examples) for phase in phases]
+  rows = [Row(case, phase.name, input_bytes, examples if phase.examples is None else phase.examples,
+               role=phase.role) for phase in phases]
   for attempt in range(repeat):
     for phase, row in zip(phases, rows):
       print(f"  {phase.name} run {attempt + 1}/{repeat} ...", file=sys.stderr, flush=True)
       run_once(phase, row, work_dir / f"out-{phase.name}-{attempt}", rss_method)
+  loaded = [row for row in rows if row.load_max > (os.cpu_count() or 1)]
+  if loaded:
+    warn_if_loaded(max(row.load_max for row in loaded),
+                   f"around {', '.join(row.phase for row in loaded)} ({format_size(input_bytes)} input)")
   return rows
+
+
+def copy_files(sources: Sequence[pathlib.Path], out_path: pathlib.Path) -> None:
+  """The physical floor of a build: `cat` of the same bytes, page cache to one new file."""
+  buffer = bytearray(_READ_BLOCK)
+  view = memoryview(buffer)
+  with open(out_path, "wb", buffering=0) as out:
+    for source in sources:
+      with open(source, "rb", buffering=0) as file:
+        while count := file.readinto(buffer):
+          written = 0
+          while written < count:  # a raw write may take part of the block
+            written += out.write(view[written:count])
+
+
+def built_shards(data_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The TFRecord shards a build wrote under `data_dir`, in name order."""
+  return sorted(path for path in data_dir.rglob("*.tfrecord-*") if path.is_file())
+
+
+def copy_floor(shards: Sequence[pathlib.Path]) -> Phase:
+  """The `copy_floor` phase: `cat` of a build's shards (warmed here), whose bytes the build writes."""
+  if not shards:
+    raise ValueError("copy_floor needs the shards of a reference build; the build wrote none")
+  for shard in shards:
+    warm_page_cache(shard)
+  return Phase("copy_floor", lambda out: copy_files(shards, out / "copy.tfrecord"), role="physical")
+
+
+class Baseline:
+  """Builds with another checkout's tfds_builders in one long-lived process (`baseline_worker.py`).
+
+  The worker imports once and times each build itself, as `run_once` does in
+  process, so `NAME@baseline` and `NAME` compare like for like, interleaved.
+  """
+
+  def __init__(self, checkout: pathlib.Path):
+    checkout = checkout.resolve()
+    if not (checkout / "tfds_builders" / "__init__.py").is_file():
+      raise SystemExit(f"--baseline {checkout}: no tfds_builders package there")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(checkout), *filter(None, [os.environ.get("PYTHONPATH", "")])])}
+    self._process = subprocess.Popen(
+        [sys.executable, str(pathlib.Path(__file__).with_name("baseline_worker.py"))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
+    )
+    ready = self._reply()
+    if pathlib.Path(ready.get("ready", "")).resolve() != checkout:
+      self.close()
+      raise SystemExit(f"--baseline {checkout}: the worker imported tfds_builders from {ready}")
+    self.checkout = checkout
+    self._warmed: set[str] = set()
+
+  def _reply(self) -> dict[str, Any]:
+    assert self._process.stdout is not None
+    line = self._process.stdout.readline()
+    if not line:
+      raise RuntimeError("the baseline worker exited: see its stderr above")
+    return json.loads(line)
+
+  def build(self, builder: str, config: dict[str, Any], data_dir: pathlib.Path) -> Measured:
+    """Builds `builder` with the BuilderConfig fields `config` (JSON values) into `data_dir`."""
+    assert self._process.stdin is not None
+    self._process.stdin.write(json.dumps({"builder": builder, "config": config, "data_dir": str(data_dir)}) + "\n")
+    answer = self._reply()
+    if "error" in answer:
+      raise RuntimeError(f"baseline build of {builder} failed: {answer['error']}")
+    return Measured(**answer)
+
+  def phase(self, name: str, builder: str, config: dict[str, Any], work_dir: pathlib.Path, **options: Any) -> Phase:
+    """`NAME@baseline`: the build of `config` by the baseline checkout.
+
+    The first phase of each builder builds once untimed under `work_dir`, as the
+    case's own reference build warms this process: imports and compiled kernels.
+    """
+    if builder not in self._warmed:
+      warm_dir = work_dir / f"baseline-warm-{builder}"
+      self.build(builder, config, warm_dir)
+      shutil.rmtree(warm_dir, ignore_errors=True)
+      self._warmed.add(builder)
+    return Phase(f"{name}@baseline", lambda out: self.build(builder, config, out), role="baseline", **options)
+
+  def close(self) -> None:
+    if self._process.stdin:
+      self._process.stdin.close()
+    self._process.wait(timeout=60)
 
 
 def warm_page_cache(path: pathlib.Path) -> None:
@@ -328,12 +471,14 @@ class Result:
     ratios: The case's ratio table (augmented, concatenated), one dict per line.
     compression: concatenated's `--compression-table` lines.
     rss_labels: How the RSS sweep names its smallest and largest input.
+    sweep_sizes: The inputs (`input_bytes`) the RSS sweep spans; None: all of them.
   """
 
   rows: list[Row]
   ratios: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   compression: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   rss_labels: tuple[str, str] | None = None
+  sweep_sizes: tuple[int, ...] | None = None
 
 
 def row_record(row: Row, group: dict[str, Row]) -> dict[str, Any]:
@@ -342,7 +487,8 @@ def row_record(row: Row, group: dict[str, Row]) -> dict[str, Any]:
       "phase": row.phase, "input_bytes": row.input_bytes, "examples": row.examples,
       "seconds": row.seconds, "cpu_seconds": row.cpu_seconds, "mb_per_s": row.mb_per_s,
       "examples_per_s": row.examples_per_s, "peak_rss_mb": row.peak_rss_mb,
-      "delta_rss_mb": row.delta_rss_mb,
+      "delta_rss_mb": row.delta_rss_mb, "role": row.role, "load_before": row.load_before,
+      "load_after": row.load_after, "load_max": row.load_max,
   }
   if row.phase == "builder":
     record["builder_floor"] = time_ratio(row, group.get("floor"))
@@ -357,6 +503,46 @@ def row_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
     group = {other.phase: other for other in rows if other.input_bytes == row.input_bytes}
     records.append(row_record(row, group))
   return records
+
+
+def versus(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Per builder row: its time over each physical floor's and over the best peer's, from the same run.
+
+  Rows are compared within one input (same `input_bytes`). `NAME@baseline`,
+  the same build from an older checkout, gives `NAME`'s speed-up over it.
+  """
+  lines = []
+  for size in dict.fromkeys(record["input_bytes"] for record in records):
+    group = [record for record in records if record["input_bytes"] == size]
+    floors = [record for record in group if record.get("role") == "physical"]
+    peers = [record for record in group if record.get("role") == "peer"]
+    best_peer = min(peers, key=lambda record: record["seconds"], default=None)
+    baselines = {record["phase"].removesuffix("@baseline"): record
+                 for record in group if record.get("role") == "baseline"}
+    for record in group:
+      if record.get("role") != "builder":
+        continue
+      line: dict[str, Any] = {
+          "input_bytes": size, "phase": record["phase"], "examples": record["examples"],
+          "seconds": record["seconds"], "examples_per_s": record["examples_per_s"],
+          "peak_rss_mb": record["peak_rss_mb"], "load": _load_span(record),
+      }
+      for floor in floors:
+        line[f"vs_{floor['phase']}"] = record["seconds"] / floor["seconds"]
+      if best_peer:
+        line["best_peer"] = best_peer["phase"]
+        line["vs_best_peer"] = record["seconds"] / best_peer["seconds"]
+      if record["phase"] in baselines:
+        line["baseline_speedup"] = baselines[record["phase"]]["seconds"] / record["seconds"]
+      lines.append(line)
+  return lines
+
+
+def _load_span(record: dict[str, Any]) -> str:
+  before, after = record.get("load_before"), record.get("load_after")
+  if before is None or after is None:
+    return "-"
+  return f"{before:.2f}-{after:.2f}"
 
 
 def rss_sweep(records: Sequence[dict[str, Any]], labels: tuple[str, str] | None) -> dict[str, Any] | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +14,8 @@ from benchmarks import harness
 from benchmarks import inputs
 from benchmarks.seeds import numpy_arrays as seed
 
-HELP = "rows-layout .npy -> TFRecord (floor: np.load mmap + tf.train.Example)"
+HELP = ("rows-layout .npy -> TFRecord (peer (floor): np.load mmap + tf.train.Example; physical "
+        "floor: a copy of the output)")
 SMOKE = {"sizes": [harness.MB]}
 
 
@@ -40,12 +43,17 @@ def floor_write(npy_path: pathlib.Path, out_path: pathlib.Path) -> None:
       writer.write(example.SerializeToString())
 
 
+def config_fields(npy_path: pathlib.Path) -> dict[str, Any]:
+  """The BuilderConfig fields (JSON values) of one rows-layout `.npy` as the train split."""
+  return {"splits": {"train": [str(npy_path)]}}
+
+
 def builder_write(npy_path: pathlib.Path, data_dir: pathlib.Path) -> None:
   """The numpy_arrays builder on one rows-layout `.npy`, into a fresh data_dir."""
   from tfds_builders.numpy_arrays import Builder  # pylint: disable=g-import-not-at-top
   from tfds_builders.numpy_arrays import BuilderConfig  # pylint: disable=g-import-not-at-top
 
-  config = BuilderConfig(name="bench", splits={"train": [str(npy_path)]})
+  config = BuilderConfig(name="bench", **config_fields(npy_path))
   with harness.quiet_stdout():
     Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
 
@@ -60,12 +68,17 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     examples = inputs.write_rows_npy(npy_path, size, args.example_shape, dtype)
     input_bytes = examples * dtype.itemsize * int(np.prod(args.example_shape))
     harness.warm_page_cache(npy_path)
+    reference_dir = work_dir / "reference"  # what the copy floor copies; the build also warms the phases
+    builder_write(npy_path, reference_dir)
     phases = [
-        harness.Phase("builder", lambda out: builder_write(npy_path, out)),
-        harness.Phase("floor", lambda out: floor_write(npy_path, out / "floor.tfrecord")),
+        harness.Phase("builder", lambda out: builder_write(npy_path, out), role="builder"),
+        harness.Phase("floor", lambda out: floor_write(npy_path, out / "floor.tfrecord"), role="peer"),
+        harness.copy_floor(harness.built_shards(reference_dir)),
     ]
+    if args.baseline_builds:
+      phases.append(args.baseline_builds.phase("builder", "numpy_arrays", config_fields(npy_path), work_dir))
     if not args.skip_seed:
-      phases.append(harness.Phase("seed", lambda out: seed.seed_write(npy_path, out / "seed.tfrecord")))
+      phases.append(harness.Phase("seed", lambda out: seed.seed_write(npy_path, out / "seed.tfrecord"), role="seed"))
     rows += harness.measure(
         "numpy_arrays", phases, input_bytes=input_bytes, examples=examples,
         repeat=args.repeat, work_dir=work_dir, rss_method=args.rss_method,
@@ -73,5 +86,6 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     if args.profile:
       harness.print_profile(f"builder run on {harness.format_size(input_bytes)}",
                             lambda out: builder_write(npy_path, out), work_dir, args.profile_top)
+    shutil.rmtree(reference_dir)
     npy_path.unlink()
   return harness.Result(rows)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from benchmarks import goals
 from benchmarks import harness
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -49,6 +50,23 @@ ROW_COLUMNS = (
     Column("delta_rss_mb", "Δ RSS MB", _fixed(0)),
     Column("builder_floor", "builder/floor", _fixed(2)),
     Column("seed_builder", "seed/builder", _fixed(2)),
+    Column("load", "load 1-min before-after", _plain),
+)
+# Each builder phase against the physical floors and the best peer of its run (harness.versus).
+VERSUS_COLUMNS = (
+    _SIZE,
+    Column("phase", "build", _plain, "---"),
+    Column("examples", "examples", _plain),
+    Column("seconds", "seconds", _fixed(3)),
+    Column("examples_per_s", "examples/s", _fixed(0)),
+    Column("peak_rss_mb", "peak RSS MB", _fixed(0)),
+    Column("vs_copy_floor", "/copy of output", _fixed(2)),
+    Column("vs_copy_binary", "/binary COPY", _fixed(2)),
+    Column("vs_sqlite_fetch", "/SQLite fetch", _fixed(2)),
+    Column("best_peer", "best peer", _plain, "---"),
+    Column("vs_best_peer", "/best peer", _fixed(2)),
+    Column("baseline_speedup", "speed-up over baseline", _fixed(2)),
+    Column("load", "load 1-min before-after", _plain),
 )
 RATIO_COLUMNS = {
     "augmented": (
@@ -64,11 +82,21 @@ RATIO_COLUMNS = {
         _SIZE,
         Column("sources", "sources", _plain, "---"),
         Column("builder_floor", "builder/floor (goal ≤ 1.5)", _fixed(2)),
+        Column("builder_copy", "builder/copy of output", _fixed(2)),
         Column("seed_npz_stored", "seed/export-npz-stored (goal ≥ 3)", _fixed(2)),
         Column("seed_npz_deflate", "seed/export-npz-deflate", _fixed(2)),
         Column("seed_tfrecord", "seed/export-tfrecord", _fixed(2)),
     ),
 }
+GOAL_COLUMNS = (
+    Column("builder", "builder", _plain, "---"),
+    Column("goal", "goal", _plain, "---"),
+    Column("figure", "figure", _plain, "---"),
+    Column("ratio", "ratio", _fixed(2)),
+    Column("load", "1-min load", _plain, "---"),
+    Column("met", "met?", _plain, "---"),
+    Column("result", "run (benchmarks/results/)", _plain, "---"),
+)
 COMPRESSION_COLUMNS = (
     Column("input", "input", _plain, "---"),
     Column("output", "output", _plain, "---"),
@@ -95,6 +123,9 @@ def render(columns: Sequence[Column], records: Sequence[dict[str, Any]]) -> str:
 def rows_table(records: Sequence[dict[str, Any]]) -> str:
   """Phase rows; a record's `label`, when set, is shown instead of its phase."""
   shown = [dict(record, phase=record.get("label", record["phase"])) for record in records]
+  for record in shown:
+    if record.get("load_before") is not None and record.get("load_after") is not None:
+      record["load"] = f"{record['load_before']:.2f}-{record['load_after']:.2f}"
   return render(ROW_COLUMNS, shown)
 
 
@@ -124,16 +155,30 @@ def view(results: Sequence[dict[str, Any]], name: str) -> str:
     return render(RATIO_COLUMNS[builder], [record for result in results for record in result["ratios"]])
   if name == "compression":
     return render(COMPRESSION_COLUMNS, [line for result in results for line in result["compression"]])
-  raise ValueError(f"unknown results view {name!r}: use table, rss, ratios or compression")
+  if name == "versus":
+    return render(VERSUS_COLUMNS, [line for result in results for line in result.get("versus", [])])
+  raise ValueError(f"unknown results view {name!r}: use table, rss, ratios, compression or versus")
+
+
+def goals_table(results_dir: pathlib.Path) -> str:
+  """The issue's goals judged from the saved runs (`goals.RESULTS`); a run not saved yet shows `not measured`."""
+  results = {}
+  for name in goals.RESULTS:
+    path = results_dir / f"{name}.json"
+    results[name] = harness.read_result(path) if path.is_file() else None
+  return render(GOAL_COLUMNS, goals.lines(results))
 
 
 def regenerate(text: str, results_dir: pathlib.Path) -> str:
   """`text` with the body of every results block rendered from the JSON in `results_dir`."""
 
   def body(found: re.Match[str]) -> str:
-    results = [harness.read_result(results_dir / f"{name}.json") for name in found["names"].split(",")]
-    return (f"<!-- results: {found['names']} {found['view']} -->\n"
-            f"{view(results, found['view'])}\n<!-- /results -->")
+    names = found["names"].split(",")
+    if found["view"] == "goals":  # `<!-- results: goals goals -->`: the runs are goals.RESULTS
+      table = goals_table(results_dir)
+    else:
+      table = view([harness.read_result(results_dir / f"{name}.json") for name in names], found["view"])
+    return f"<!-- results: {found['names']} {found['view']} -->\n{table}\n<!-- /results -->"
 
   return BLOCK.sub(body, text)
 
