@@ -125,6 +125,13 @@ def test_the_helpers_return_what_tfds_does():
   assert tfds_internals.tensor_encoding(zlib_tensor) == tfds.features.Encoding.ZLIB, "update tensor_encoding"
 
 
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int16, np.int32, np.int64, np.uint64, np.float16,
+                                   np.float32, np.float64, np.complex64, np.complex128, np.object_, np.str_, np.bytes_])
+def test_tf_dtype_name_is_what_tensor_info_says(dtype):
+  feature = tfds.features.Tensor(shape=(2,), dtype=dtype)
+  assert tfds_internals.tf_dtype_name(feature.get_tensor_info().np_dtype) == feature.get_tensor_info().tf_dtype.name
+
+
 def test_the_registers_keep_the_state_register_namespace_reads():
   from tensorflow_datasets.core import community  # pylint: disable=import-outside-toplevel
   from tensorflow_datasets.core import file_adapters  # pylint: disable=import-outside-toplevel

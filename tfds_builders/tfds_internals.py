@@ -329,6 +329,18 @@ def tensor_encoding(feature: Any) -> Any:
   return feature._encoding  # pylint: disable=protected-access
 
 
+def tf_dtype_name(np_dtype: Any) -> str:
+  """TensorFlow's name of a feature's NumPy dtype (`string`, `uint8`, ...), as `TensorInfo.tf_dtype.name`.
+
+  `TensorInfo.tf_dtype` imports TensorFlow (~4 s, ~570 MB) to answer; a
+  build that never touches a tensor should not pay that for a name.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  dtype = np.dtype(np_dtype)
+  return "string" if dtype.kind in "OSU" else dtype.name
+
+
 def flatten_nest_dict(nest: Mapping[str, Any]) -> dict[str, Any]:
   """TFDS's flattening of nested features or examples into `{"a/b": leaf}`."""
   from tensorflow_datasets.core import utils  # pylint: disable=g-import-not-at-top

@@ -11,7 +11,7 @@ from absl import logging
 from etils import epath
 from google.protobuf import message
 import numpy as np
-import tensorflow as tf
+from tensorflow_datasets.proto import tf_example_pb2  # the Example message without importing TensorFlow
 
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import fields
@@ -406,7 +406,7 @@ def _join_keys(plan: plan_lib.AugmentationPlan, file: base_lib.BaseFile, batch: 
   keys = []
   for i, raw in enumerate(batch.records):
     try:
-      feature = tf.train.Example.FromString(raw).features.feature
+      feature = tf_example_pb2.Example.FromString(raw).features.feature
       values = getattr(feature[name], kind).value if name in feature else ()
     except message.DecodeError as error:
       raise _wrong_join_key(plan, file, batch.start + i, None) from error

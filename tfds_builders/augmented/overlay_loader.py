@@ -10,9 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from etils import epath
+from etils import epy
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
+
+with epy.lazy_imports():  # tf.data reads the overlay: imported when a loader runs, not with the builder
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import overlay_format

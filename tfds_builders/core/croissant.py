@@ -17,6 +17,7 @@ from absl import logging
 from etils import epath
 import numpy as np
 
+from tfds_builders import tfds_internals
 from tfds_builders.core import errors
 from tfds_builders.core import provenance
 from tfds_builders.core import safe_paths
@@ -397,7 +398,7 @@ def _field(split_name: str, path: str, feature: Any, fileset_id: str, *, is_labe
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   tensor_info = feature.get_tensor_info()
-  dtype_name = tensor_info.tf_dtype.name  # TF's names: string, uint8, ...
+  dtype_name = tfds_internals.tf_dtype_name(tensor_info.np_dtype)  # TF's names, without importing TF
   if isinstance(feature, tfds.features.Image):
     data_type = ["sc:ImageObject"]
   elif isinstance(feature, tfds.features.Text):

@@ -16,8 +16,8 @@ from typing import Any
 from google.protobuf import message
 from google.protobuf import unknown_fields
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2  # the Example message without importing TensorFlow
 
 from tfds_builders import tfds_internals
 from tfds_builders.core import errors
@@ -66,14 +66,14 @@ def parse_schema(declared: Mapping[str, str]) -> dict[str, FeatureSpec]:
   return schema
 
 
-def parse_example(record: bytes, source: str, index: int) -> tf.train.Example:
+def parse_example(record: bytes, source: str, index: int) -> tf_example_pb2.Example:
   """Parses one record, naming the file and record index if it is no Example.
 
   Raises:
     SchemaError: if the record is not a serialized `tf.train.Example`.
   """
   try:
-    return tf.train.Example.FromString(record)
+    return tf_example_pb2.Example.FromString(record)
   except message.DecodeError as error:
     raise errors.SchemaError(
         f"{source}: record {index} is not a tf.train.Example ({error}). "
@@ -81,7 +81,7 @@ def parse_example(record: bytes, source: str, index: int) -> tf.train.Example:
     ) from error
 
 
-def check_only_example_fields(example: tf.train.Example, source: str, index: int) -> None:
+def check_only_example_fields(example: tf_example_pb2.Example, source: str, index: int) -> None:
   """Raises SchemaError naming the file and record if it holds non-Example fields.
 
   Protobuf parsing is lenient: a `tf.train.SequenceExample` parses as an
@@ -98,7 +98,7 @@ def check_only_example_fields(example: tf.train.Example, source: str, index: int
     )
 
 
-def spec_of(example: tf.train.Example) -> dict[str, FeatureSpec]:
+def spec_of(example: tf_example_pb2.Example) -> dict[str, FeatureSpec]:
   """The wire-level schema of one parsed Example."""
   specs = {}
   for name, feature in example.features.feature.items():

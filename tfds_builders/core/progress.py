@@ -12,7 +12,7 @@ from absl import logging
 from tfds_builders import tfds_internals
 from tfds_builders.core import wire
 
-if TYPE_CHECKING:  # shard_writer imports TensorFlow; a block is told apart without it
+if TYPE_CHECKING:  # for the annotations only; a block is told apart without importing the writer
   from tfds_builders.core import shard_writer
 
 # The bar is redrawn at most this often; between redraws an example costs a few additions.

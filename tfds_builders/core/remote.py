@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import glob as pyglob
 import hashlib
 import os
 import re
@@ -121,6 +122,11 @@ def glob(pattern: str) -> list[str]:
   if scheme(pattern) in FSSPEC_SCHEMES:
     prefix = f"{scheme(pattern)}://"
     return sorted(prefix + match for match in _filesystem(pattern).glob(pattern))
+  if not scheme(pattern):  # local: as tf.io.gfile matches (dot files too), without importing TensorFlow
+    matches = pyglob.glob(pattern, include_hidden=True)
+    if not os.path.isabs(pattern) and any(char in pattern.split("/", 1)[0] for char in "*?["):
+      matches = [f"./{match}" for match in matches]  # gfile names them from the folder `.`
+    return matches
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   return tf.io.gfile.glob(pattern)
@@ -133,6 +139,9 @@ def walk(top: epath.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
     prefix = f"{scheme(text)}://"
     for folder, folders, files in _filesystem(text).walk(text):
       yield prefix + folder, folders, files
+    return
+  if not scheme(text):  # local: as tf.io.gfile walks (into linked folders), without importing TensorFlow
+    yield from os.walk(text, followlinks=True)
     return
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
