@@ -9,7 +9,10 @@ P, the data size S and the number of workers W, then fits the model
 
 where r is the in-process build throughput (measured), t_pipeline the fixed
 cost of a pipeline, t_worker the start of one worker process (it imports
-TensorFlow) and t_partition the fixed cost of one partition. The three
+Beam's SDK harness, TFDS and Numba; no longer TensorFlow) and t_partition the
+fixed cost of one partition. numpy_arrays writes P files, but on Beam a split
+of local `.npy` files is cut where its shards end (core/streaming_builder.py
+`RangePartitions`), so its partitions are its shards whatever P is. The three
 constants are fitted on the smallest size only; the model's prediction for
 every larger size is printed beside the measurement, with the error.
 Sizes are in MiB (2**20 bytes).
@@ -33,7 +36,7 @@ from benchmarks import inputs
 
 HELP = ("the Beam cost model of docs/scaling.md: builds on the DirectRunner with P partitions "
         "and W workers (--workload, --sizes, --partitions, --workers)")
-# The smoke size runs Beam in this process: a worker process would import TensorFlow again.
+# The smoke size runs Beam in this process: a worker process would import Beam's harness again.
 SMOKE = {"scaling_sizes": [harness.MIB], "partitions": [2], "workers": [1], "beam_mode": "in_memory"}
 _ROW_SHAPE = (32, 32, 3)  # float32 rows of 12 KiB, as in the numpy_arrays benchmark
 _PAIR_BYTES = 340  # one output pair of the benchmark's default records

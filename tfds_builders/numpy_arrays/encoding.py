@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,50 @@ def encoder(name: str, spec: Any) -> Callable[[np.ndarray], list]:
 
 
 def group_examples(
-    plan: Any, split: str, group: groups_lib.Group, layout: str
+    plan: Any, split: str, group: groups_lib.Group, layout: str, start: int = 0, stop: int | None = None
 ) -> Iterator[tuple[str, bytes]]:
-  """The serialized examples of one file (group) that belong to `split`."""
+  """The serialized examples of one file (group) that belong to `split` (rows `[start, stop)` only if given)."""
   encoders = {name: encoder(name, spec) for name, spec in plan.specs.items()}
-  for key, arrays in group.examples(layout):
+  for key, arrays in group.examples(layout, start, stop):
     if plan.holds(split, key):
       yield key, serialization.example(
           encoders[name](array) for name, array in arrays.items()
       )
+
+
+RowSlice = tuple[groups_lib.Group, int, int]
+
+
+def row_slices(groups: Sequence[groups_lib.Group], start: int, stop: int) -> list[RowSlice]:
+  """Rows `[start, stop)` of the groups' rows end to end, as `(group, first, end)` within each group."""
+  slices, offset = [], 0
+  for group in groups:
+    rows = group.num_rows
+    first, end = max(start - offset, 0), min(stop - offset, rows)
+    if first < end:
+      slices.append((group, first, end))
+    offset += rows
+  return slices
+
+
+def sliced_examples(plan: Any, split: str, slices: Sequence[RowSlice]) -> Iterator[tuple[str, bytes]]:
+  """The serialized examples of row slices, in order: one Beam partition of a split."""
+  for group, first, end in slices:
+    yield from group_examples(plan, split, group, "rows", first, end)
+
+
+def rows_partition(
+    plan: Any, split: str, groups: Sequence[groups_lib.Group], start: int, stop: int
+) -> Callable[[], Iterator[tuple[str, bytes]]]:
+  """The partition of the split's examples `[start, stop)`: picklable, holding only the row slices it reads."""
+  return functools.partial(sliced_examples, plan, split, row_slices(groups, start, stop))
+
+
+def serialized_bytes(plan: Any, split: str, groups: Sequence[groups_lib.Group]) -> int:
+  """The split's serialized bytes: each group's rows times its first row's size (rows of one array serialize alike)."""
+  total = 0
+  for group in groups:
+    if group.num_rows:
+      _, first = next(group_examples(plan, split, group, "rows", 0, 1))
+      total += len(first) * group.num_rows
+  return total

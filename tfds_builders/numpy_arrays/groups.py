@@ -29,8 +29,24 @@ class Group:
   key: str
   sources: Mapping[str, npy_files.ArraySource]
 
-  def examples(self, layout: str) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    """Yields `(key, {feature: array})`, streaming rows chunk by chunk."""
+  @property
+  def num_rows(self) -> int:
+    """Its examples under `layout: rows` (its sources share their first axis)."""
+    return next(iter(self.sources.values())).num_rows
+
+  @property
+  def cuts_by_rows(self) -> bool:
+    """Whether any row range of it can be read alone (`npy_files.ArraySource.cuts_by_rows`)."""
+    return all(source.cuts_by_rows for source in self.sources.values())
+
+  def examples(
+      self, layout: str, start: int = 0, stop: int | None = None
+  ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """Yields `(key, {feature: array})`, streaming rows chunk by chunk.
+
+    `start` and `stop` give only rows `[start, stop)`, with the keys they have
+    in the whole group, of a group that `cuts_by_rows`.
+    """
     if layout == "files":
       yield self.key, {
           name: little_endian(source.read_all())
@@ -43,8 +59,8 @@ class Group:
     )
     # Rows are paired one by one, not block by block: sources may yield blocks
     # of different sizes (a Fortran-ordered array comes in one block).
-    row_iters = [_rows(self.sources[name].iter_chunks(chunk_rows)) for name in names]
-    for row, arrays in enumerate(zip(*row_iters)):
+    row_iters = [_rows(self.sources[name].iter_chunks(chunk_rows, start, stop)) for name in names]
+    for row, arrays in enumerate(zip(*row_iters), start):
       yield f"{self.key}:{row:09d}", dict(zip(names, arrays))
 
 

@@ -334,8 +334,17 @@ class ArraySource:
     """The whole array (memory-mapped for local `.npy` files)."""
     return next(self.iter_chunks(rows_per_chunk=None))
 
-  def iter_chunks(self, rows_per_chunk: int | None) -> Iterator[np.ndarray]:
+  @property
+  def cuts_by_rows(self) -> bool:
+    """Whether rows `[start, stop)` can be read alone: a local C-ordered `.npy`, memory-mapped."""
+    header = self.header
+    return self._is_mappable() and not header.fortran_order and bool(header.shape) and header.nbytes > 0
+
+  def iter_chunks(self, rows_per_chunk: int | None, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     """Yields consecutive row blocks; `None` yields the whole array once.
+
+    `start` and `stop` read only rows `[start, stop)`, of a source that
+    `cuts_by_rows` (a Beam partition of part of a file).
 
     The header's byte count is checked against the bytes present before any
     data is mapped or read. Local `.npy` files are memory-mapped and the pages
@@ -349,6 +358,11 @@ class ArraySource:
     """
     if rows_per_chunk is not None and self.header.shape:
       _row_count(self.header, self.name)  # bounds the rows the loops below yield
+    if (start, stop) != (0, None):
+      if rows_per_chunk is None or not self.cuts_by_rows or not 0 <= start <= (stop or 0) <= self.header.shape[0]:
+        raise ValueError(f"{self.name}: rows [{start}, {stop}) cannot be read alone.")
+      yield from self._iter_mapped(rows_per_chunk, start, stop)
+      return
     if self._is_mappable():
       yield from self._iter_mapped(rows_per_chunk)
     else:
@@ -383,7 +397,7 @@ class ArraySource:
           "archive); save the array again with np.save / np.savez.",
       )
 
-  def _iter_mapped(self, rows_per_chunk: int | None) -> Iterator[np.ndarray]:
+  def _iter_mapped(self, rows_per_chunk: int | None, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     header = self.header
     with open(self.path, "rb") as file:  # noqa: PTH123 - mmap needs an OS file
       size = file.seek(0, 2)
@@ -406,10 +420,11 @@ class ArraySource:
       yield array
       return
     row_bytes = array.strides[0] if array.ndim else array.nbytes
-    released = 0
-    for start in range(0, len(array), rows_per_chunk):
-      yield array[start : start + rows_per_chunk]
-      done = header.data_offset + (start + rows_per_chunk) * row_bytes
+    stop = len(array) if stop is None else stop
+    released = (header.data_offset + start * row_bytes) // _PAGE * _PAGE
+    for first in range(start, stop, rows_per_chunk):
+      yield array[first : min(first + rows_per_chunk, stop)]
+      done = header.data_offset + min(first + rows_per_chunk, stop) * row_bytes
       release_to = (done // _PAGE) * _PAGE
       if release_to > released:
         # Consumed pages are dropped from this process; reading them again

@@ -106,16 +106,23 @@ class Builder(streaming_builder.StreamingBuilder):
     return self._plan.num_examples(split, self.builder_config.layout)
 
   def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: None):
-    """One partition per file (group) of each split."""
+    """Each split by row ranges (cut on Beam where its shards end), else one partition per file (group)."""
     del dl_manager, context  # sources are local or remote paths, never downloaded
-    plan = self._plan
-    return {
-        split: streaming_builder.Partitions([
-            functools.partial(encoding.group_examples, plan, split, group, self.builder_config.layout)
-            for group in plan.groups_for(split)
+    plan, layout = self._plan, self.builder_config.layout
+    streams = {}
+    for split in plan.split_names:
+      groups = plan.groups_for(split)
+      if layout == "rows" and plan.split_rule is None and all(group.cuts_by_rows for group in groups):
+        streams[split] = streaming_builder.RangePartitions(
+            num_examples=plan.num_examples(split, layout),
+            make_range=functools.partial(encoding.rows_partition, plan, split, groups),
+            serialized_bytes=functools.partial(encoding.serialized_bytes, plan, split, groups),
+        )
+      else:
+        streams[split] = streaming_builder.Partitions([
+            functools.partial(encoding.group_examples, plan, split, group, layout) for group in groups
         ])
-        for split in plan.split_names
-    }
+    return streams
 
   def _after_build(self, context: None, split_infos: Sequence[tfds.core.SplitInfo]) -> None:
     del context, split_infos
