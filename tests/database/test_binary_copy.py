@@ -19,6 +19,7 @@ from tfds_builders.core.sql import connection
 from tfds_builders.core.sql import drivers
 from tfds_builders.core.sql import statements
 from tfds_builders.database import copy_reading
+from tfds_builders.database import read_jobs
 from tfds_builders.database import reading
 from tfds_builders.database import session as session_lib
 
@@ -294,13 +295,13 @@ def test_a_dropped_connection_during_copy_fails_clearly(tmp_path, kinds):
 # ------------------------------------------------------ hostile streams --
 
 
-def _job(formats: tuple[str, ...], names: tuple[str, ...] = ("a", "b"), key_indexes=()) -> reading.ReadJob:
+def _job(formats: tuple[str, ...], names: tuple[str, ...] = ("a", "b"), key_indexes=()) -> read_jobs.ReadJob:
   from tfds_builders.core.sql import types as sql_types  # pylint: disable=import-outside-toplevel
   from tfds_builders.database import codecs as codecs_lib  # pylint: disable=import-outside-toplevel
   kinds = {"int4": "int", "text": "text"}
   codecs = tuple(codecs_lib.ColumnCodec(name, sql_types.SqlType(kinds[fmt], source=fmt))
                  for name, fmt in zip(names, formats))
-  return reading.ReadJob(
+  return read_jobs.ReadJob(
       spec=connection.ConnectionSpec(driver="postgresql"), snapshot=None,
       statement=statements.Statement("SELECT 1"), codecs=codecs, key_names=tuple(names[i] for i in key_indexes),
       key_indexes=tuple(key_indexes), split="train", label="split 'train'", fetch_size=1, copy_formats=formats)

@@ -23,6 +23,7 @@ from tfds_builders.core import shuffling
 from tfds_builders.core import tfrecord_io
 from tfds_builders.core.fast import record_blocks
 from tfds_builders.database import codecs as codecs_lib
+from tfds_builders.database import read_jobs
 from tfds_builders.database import reading
 from tfds_builders.database import session as session_lib
 
@@ -93,7 +94,7 @@ def _sqlite_config(path: pathlib.Path, **config: Any) -> dict[str, Any]:
           "columns": ALL_KINDS_COLUMNS, **config}
 
 
-def row_by_row(job: reading.ReadJob, rows: list[tuple]):
+def row_by_row(job: read_jobs.ReadJob, rows: list[tuple]):
   """The cursor path before column blocks: RowEncoder per row, as `reading.examples` encoded every row."""
   encoder = codecs_lib.RowEncoder(job.codecs)
   previous = None
@@ -101,10 +102,10 @@ def row_by_row(job: reading.ReadJob, rows: list[tuple]):
     if job.key_indexes:
       key_values = tuple(row[index] for index in job.key_indexes)
       if key_values == previous:
-        raise reading._duplicate_key(job, key_values)  # pylint: disable=protected-access
+        raise read_jobs.duplicate_key(job, key_values)  # pylint: disable=protected-access
       previous = key_values
-      key = "/".join(reading._key_text(value) for value in key_values)  # pylint: disable=protected-access
-      describe = lambda: reading._describe_key(job, key_values)  # pylint: disable=protected-access,cell-var-from-loop
+      key = "/".join(read_jobs.key_text(value) for value in key_values)  # pylint: disable=protected-access
+      describe = lambda: read_jobs.describe_key(job, key_values)  # pylint: disable=cell-var-from-loop
     else:
       key = f"{job.split}:{number}"
       describe = lambda: f"row {number} of {job.label} (0-based, as read)"  # pylint: disable=cell-var-from-loop
@@ -117,7 +118,7 @@ def row_by_row(job: reading.ReadJob, rows: list[tuple]):
 class Read:
   """One split read both ways in one session: the block path's stream, and row by row."""
 
-  job: reading.ReadJob
+  job: read_jobs.ReadJob
   stream: list[Any]  # `reading.read_in_session`'s items
   rows: list[tuple]  # the same statement's rows, for `row_by_row`
 

@@ -24,7 +24,7 @@ from tfds_builders.core import tensor_codecs
 from tfds_builders.core.sql import sessions
 from tfds_builders.core.sql import statements
 from tfds_builders.database import codecs as codecs_lib
-from tfds_builders.database import reading
+from tfds_builders.database import read_jobs
 
 READ_PATHS = ("auto", "copy", "cursor")
 # PostgreSQL send function -> (the kind the cursor path gives the column, the binary format's name).
@@ -123,7 +123,7 @@ def _unsupported(codec: codecs_lib.ColumnCodec, function: str, is_key: bool) -> 
   return ""
 
 
-def examples(job: reading.ReadJob, session: sessions.ReadSession) -> Iterator[shard_writer.FramedBlock]:
+def examples(job: read_jobs.ReadJob, session: sessions.ReadSession) -> Iterator[shard_writer.FramedBlock]:
   """The job's examples as `(keys, FramedRecords)` blocks, read with binary COPY in the session's snapshot.
 
   The same records, keys and errors as `reading.examples` on the cursor's rows.
@@ -135,7 +135,7 @@ def examples(job: reading.ReadJob, session: sessions.ReadSession) -> Iterator[sh
     chunks.close()  # the rest of the COPY is read and dropped: the session stays usable
 
 
-def framed_blocks(job: reading.ReadJob, chunks: Iterable[bytes]) -> Iterator[shard_writer.FramedBlock]:
+def framed_blocks(job: read_jobs.ReadJob, chunks: Iterable[bytes]) -> Iterator[shard_writer.FramedBlock]:
   """A binary COPY stream, given in chunks of any size, as `(keys, FramedRecords)` blocks.
 
   Raises:
@@ -185,7 +185,7 @@ def _column(codec: codecs_lib.ColumnCodec, format_name: str) -> Any:
 class _Keys(Sequence):
   """A block's example keys, made on access: `split:<row>`, or the `order_by` values joined by `/`."""
 
-  def __init__(self, job: reading.ReadJob, block: Any, selection: slice = slice(None)):
+  def __init__(self, job: read_jobs.ReadJob, block: Any, selection: slice = slice(None)):
     self._job = job
     self._block = block
     self._rows = block.rows[selection]
@@ -202,7 +202,7 @@ class _Keys(Sequence):
       return keys
     if not self._job.key_indexes:
       return f"{self._job.split}:{int(self._rows[index])}"
-    return "/".join(reading._key_text(value) for value in self.values(index))  # pylint: disable=protected-access
+    return "/".join(read_jobs.key_text(value) for value in self.values(index))  # pylint: disable=protected-access
 
   def values(self, index: int) -> tuple:
     """The `order_by` values of key `index`, as the cursor gives them (int, or text as bytes)."""
@@ -223,11 +223,11 @@ def _key_value(format_name: str, field: bytes | None) -> Any:
 # ------------------------------------------------------------------ errors --
 
 
-def _problem(job: reading.ReadJob, decoder: Any, block: Any) -> errors.TfdsBuildersError:
+def _problem(job: read_jobs.ReadJob, decoder: Any, block: Any) -> errors.TfdsBuildersError:
   pg_binary = fast.pg_binary
   if block.status == pg_binary.DUPLICATE_KEY:
     fields = decoder.problem_row()
-    return reading._duplicate_key(  # pylint: disable=protected-access
+    return read_jobs.duplicate_key(  # pylint: disable=protected-access
         job, tuple(_key_value(job.copy_formats[i], fields[i]) for i in job.key_indexes))
   if block.status == pg_binary.ROW_PROBLEM:
     return _row_problem(job, decoder.problem_row(), block.row)
@@ -238,18 +238,18 @@ def _problem(job: reading.ReadJob, decoder: Any, block: Any) -> errors.TfdsBuild
   return _malformed(job, block.row, problem)
 
 
-def _malformed(job: reading.ReadJob, row: int, problem: str) -> errors.SourceError:
+def _malformed(job: read_jobs.ReadJob, row: int, problem: str) -> errors.SourceError:
   return errors.SourceError(errors.with_hint(
       f"The binary COPY stream of {job.label} is malformed at row {row} (0-based, as read): {problem}",
       "Nothing was written as a dataset. Rerun with read_path='cursor', and report the server "
       "version and the query if it persists."))
 
 
-def _row_problem(job: reading.ReadJob, fields: list[bytes | None], number: int) -> errors.TfdsBuildersError:
+def _row_problem(job: read_jobs.ReadJob, fields: list[bytes | None], number: int) -> errors.TfdsBuildersError:
   """The error the cursor path raises for this row: its values decoded as psycopg2 gives them, then encoded."""
   if job.key_indexes:
     key_values = tuple(_key_value(job.copy_formats[i], fields[i]) for i in job.key_indexes)
-    describe = lambda: reading._describe_key(job, key_values)  # pylint: disable=protected-access
+    describe = lambda: read_jobs.describe_key(job, key_values)  # pylint: disable=protected-access
   else:
     describe = lambda: f"row {number} of {job.label} (0-based, as read)"
   row = []

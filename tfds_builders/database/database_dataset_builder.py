@@ -21,6 +21,7 @@ from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import copy_reading
 from tfds_builders.database import plan as plan_lib
 from tfds_builders.database import queries
+from tfds_builders.database import read_jobs
 from tfds_builders.database import reading
 from tfds_builders.database import session as session_lib
 
@@ -217,7 +218,7 @@ class _Reading:
   prepared: plan_lib.Prepared
 
 
-def _examples(jobs: Sequence[reading.ReadJob], context: _Reading):
+def _examples(jobs: Sequence[read_jobs.ReadJob], context: _Reading):
   """A split's examples: read in the build's session, or one partition per Beam worker."""
   if context.on_beam:
     return streaming_builder.Partitions(

@@ -21,7 +21,7 @@ from tfds_builders.database import copy_reading
 from tfds_builders.database import nullability
 from tfds_builders.database import physical
 from tfds_builders.database import queries
-from tfds_builders.database import reading
+from tfds_builders.database import read_jobs
 from tfds_builders.database import session as session_lib
 
 
@@ -64,7 +64,7 @@ class Prepared:
     provenance: What was read, for `record_provenance`.
   """
 
-  jobs: dict[str, list[reading.ReadJob]]
+  jobs: dict[str, list[read_jobs.ReadJob]]
   class_names: dict[str, tuple[str, ...]]
   preprocessing: dict[str, Any]
   provenance: dict[str, Any]
@@ -207,14 +207,14 @@ class QueryPlan:
         self.config.read_path, session, queries.rows_sql(session, plain, ()), codecs,
         [names.index(name) for name in self.order_by], self.config.name)
 
-  def _job(self, session, source, codecs, snapshot, partition, index, count, read_path) -> reading.ReadJob:
+  def _job(self, session, source, codecs, snapshot, partition, index, count, read_path) -> read_jobs.ReadJob:
     statement = queries.rows_sql(
         session, source, self.order_by, partition=partition,
         partition_key=self.config.partition_key,
     )
     names = [plan.name for plan in self.column_plans]
     label = f"split {source.split!r}" + (f", partition {index + 1}/{count}" if count > 1 else "")
-    return reading.ReadJob(
+    return read_jobs.ReadJob(
         spec=self.spec, snapshot=snapshot, statement=statement, codecs=codecs, key_names=self.order_by,
         key_indexes=tuple(names.index(name) for name in self.order_by),
         split=source.split, label=label, fetch_size=self.config.fetch_size,

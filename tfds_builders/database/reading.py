@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from tfds_builders.core import errors
 from tfds_builders.core import shard_writer
-from tfds_builders.core.sql import connection
 from tfds_builders.core.sql import sessions
-from tfds_builders.core.sql import statements
 from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import column_blocks
+from tfds_builders.database import read_jobs
 from tfds_builders.database import session as session_lib
 
 
-@dataclasses.dataclass(frozen=True)
-class ReadJob:
-  """One stream of rows: a split, or one key range of it on Beam. Picklable.
-
-  Attributes:
-    spec: Where to connect (a Beam worker opens its own connection).
-    snapshot: The exported snapshot a worker joins (PostgreSQL), or None.
-    statement: The statement (with the user's query, for error messages).
-    codecs: How each result column becomes features.
-    key_names: The `order_by` columns (empty: no order).
-    key_indexes: Their positions in a row.
-    split: Split name.
-    label: Names the stream in messages ("split 'train', partition 2/4").
-    fetch_size: Rows per round trip.
-    copy_formats: Per column, its binary COPY format (`copy_reading`); None:
-      read through the cursor.
-    first_row: Row number of the stream's first row in its split (a ctid
-      partition after others): keys without `order_by` count from it.
-  """
-
-  spec: connection.ConnectionSpec
-  snapshot: str | None
-  statement: statements.Statement
-  codecs: tuple[codecs_lib.ColumnCodec, ...]
-  key_names: tuple[str, ...]
-  key_indexes: tuple[int, ...]
-  split: str
-  label: str
-  fetch_size: int
-  copy_formats: tuple[str, ...] | None = None
-  first_row: int = 0
-
-
-def read_in_session(job: ReadJob, session: sessions.ReadSession) -> Iterator[shard_writer.StreamItem]:
+def read_in_session(job: read_jobs.ReadJob, session: sessions.ReadSession) -> Iterator[shard_writer.StreamItem]:
   """The job's examples, read in an open session (the serial build's snapshot)."""
   if job.copy_formats is not None:
     from tfds_builders.database import copy_reading  # pylint: disable=g-import-not-at-top  # Numba only when used
@@ -60,7 +24,7 @@ def read_in_session(job: ReadJob, session: sessions.ReadSession) -> Iterator[sha
   return examples(job, session.rows(job.statement, fetch_size=job.fetch_size, label=job.label))
 
 
-def read_partition(job: ReadJob) -> Iterator[shard_writer.StreamItem]:
+def read_partition(job: read_jobs.ReadJob) -> Iterator[shard_writer.StreamItem]:
   """A Beam worker's partition: its own connection, in the coordinator's snapshot."""
   with session_lib.open_session(job.spec, snapshot=job.snapshot) as session:
     yield from read_in_session(job, session)
@@ -72,7 +36,7 @@ def read_partition(job: ReadJob) -> Iterator[shard_writer.StreamItem]:
 MIN_BLOCK_ROWS = 1024
 
 
-def examples(job: ReadJob, rows: Iterable[tuple]) -> Iterator[shard_writer.StreamItem]:
+def examples(job: read_jobs.ReadJob, rows: Iterable[tuple]) -> Iterator[shard_writer.StreamItem]:
   """Encodes rows to `(keys, FramedRecords)` blocks and `(key, serialized Example)` pairs.
 
   Rows are encoded in blocks of `fetch_size` (at least `MIN_BLOCK_ROWS`):
@@ -104,7 +68,7 @@ def examples(job: ReadJob, rows: Iterable[tuple]) -> Iterator[shard_writer.Strea
 
 
 def _encoded_block(
-    job: ReadJob, encoder: column_blocks.BlockEncoder, block: list[tuple], first: int, previous: tuple | None,
+    job: read_jobs.ReadJob, encoder: column_blocks.BlockEncoder, block: list[tuple], first: int, previous: tuple | None,
 ) -> list[shard_writer.FramedBlock] | None:
   """The block as one framed block (none if every row is skipped); None if a row needs RowEncoder's error."""
   # Not zip(*block): its iterator per row lives through collections and fills the oldest GC generation.
@@ -121,15 +85,15 @@ def _encoded_block(
     return []
   kept = encoded.kept
   if key_rows is not None:
-    keys = _Keys(key_rows if kept is None else [key_rows[index] for index in kept.tolist()], _joined_key)
+    keys = _Keys(key_rows if kept is None else [key_rows[index] for index in kept.tolist()], read_jobs.joined_key)
   else:
     numbers = range(first, first + len(block)) if kept is None else kept + first
-    keys = _Keys(numbers, functools.partial(_numbered_key, job.split))
+    keys = _Keys(numbers, functools.partial(read_jobs.numbered_key, job.split))
   return [(keys, encoded.frames)]
 
 
 def _encoded_rows(
-    job: ReadJob, encoder: codecs_lib.RowEncoder, block: list[tuple], first: int, previous: tuple | None,
+    job: read_jobs.ReadJob, encoder: codecs_lib.RowEncoder, block: list[tuple], first: int, previous: tuple | None,
 ) -> Iterator[tuple[str, bytes]]:
   """The block's `(key, serialized Example)` pairs, one row at a time."""
   key_indexes = job.key_indexes
@@ -137,12 +101,12 @@ def _encoded_rows(
     if key_indexes:
       key_values = tuple(row[index] for index in key_indexes)
       if key_values == previous:
-        raise _duplicate_key(job, key_values)
+        raise read_jobs.duplicate_key(job, key_values)
       previous = key_values
-      key = _joined_key(key_values)
-      describe = lambda: _describe_key(job, key_values)  # pylint: disable=cell-var-from-loop
+      key = read_jobs.joined_key(key_values)
+      describe = lambda: read_jobs.describe_key(job, key_values)  # pylint: disable=cell-var-from-loop
     else:
-      key = _numbered_key(job.split, number)
+      key = read_jobs.numbered_key(job.split, number)
       describe = lambda: f"row {number} of {job.label} (0-based, as read)"  # pylint: disable=cell-var-from-loop
     serialized = encoder.encode(row, describe)
     if serialized is not None:
@@ -163,35 +127,3 @@ class _Keys(Sequence):
     if isinstance(index, slice):  # the writer cuts blocks where shards end
       return _Keys(self._items[index], self._format_key)
     return self._format_key(self._items[index])
-
-
-def _numbered_key(split: str, number: int) -> str:
-  return f"{split}:{number}"
-
-
-def _joined_key(values: tuple) -> str:
-  return "/".join(_key_text(value) for value in values)
-
-
-def _key_text(value: Any) -> str:
-  if isinstance(value, bytes):
-    return value.decode("utf-8", errors="backslashreplace")  # text as the server sent it
-  if isinstance(value, memoryview):
-    return bytes(value).hex()  # bytea
-  return str(value)
-
-
-def _describe_key(job: ReadJob, values: tuple) -> str:
-  pairs = ", ".join(f"{name}={_key_text(value)!r}" for name, value in zip(job.key_names, values))
-  return f"the row with {pairs} ({job.label})"
-
-
-def _duplicate_key(job: ReadJob, values: tuple) -> errors.SchemaError:
-  pairs = ", ".join(f"{name}={_key_text(value)!r}" for name, value in zip(job.key_names, values))
-  return errors.SchemaError(
-      errors.with_hint(
-          f"order_by {list(job.key_names)} is not unique: two rows of {job.label} have "
-          f"{pairs}, so their order is not reproducible",
-          "Add columns to order_by until it identifies a row (e.g. the primary key).",
-      )
-  )

@@ -18,7 +18,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 import numpy as np
 
-from tfds_builders.core import fast
 from tfds_builders.core import tfrecord_io
 from tfds_builders.core import wire
 from tfds_builders.core.fast import crc32c
@@ -205,7 +204,7 @@ def _item_sizes(column: record_blocks.ByteColumn, side: str) -> tuple[int, int]:
 # ---------------------------------------------------------------- kernels --
 
 
-@numba.njit(**fast.JIT_OPTIONS)
+@numba.njit(cache=True, nogil=True)
 def _offset_sizes(offsets, data_size):
   """(smallest, largest) of the sizes between offsets; (-1, -1) unless they rise from 0 or more to `data_size` at most."""
   count = offsets.shape[0] - 1
@@ -220,7 +219,7 @@ def _offset_sizes(offsets, data_size):
   return smallest, largest
 
 
-@numba.njit(**fast.JIT_OPTIONS)
+@numba.njit(cache=True, nogil=True)
 def _splitmix64(value):
   value = value + _GOLDEN
   value = (value ^ (value >> _SHIFT_30)) * _MIX_1
@@ -228,7 +227,7 @@ def _splitmix64(value):
   return value ^ (value >> _SHIFT_31)
 
 
-@numba.njit(**fast.JIT_OPTIONS)
+@numba.njit(cache=True, nogil=True)
 def _splitmix64_array(values):
   out = np.empty_like(values)
   for index in range(values.shape[0]):
@@ -251,7 +250,7 @@ def _copy(typingctx, out, out_start, source, start, count):  # pylint: disable=u
   return types.void(out, types.int64, source, types.int64, types.int64), codegen
 
 
-@numba.njit(**fast.JIT_OPTIONS)
+@numba.njit(cache=True, nogil=True)
 def _pair_frames(data, ends, keys, count, used, left_data, left_offsets, row, row_stop, left_base,
                  right_data, right_offsets, column, right_base, num_right, diagonal,
                  row_keys, threshold, sampled):
