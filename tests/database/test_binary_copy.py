@@ -242,6 +242,23 @@ def test_stopping_early_leaves_the_session_usable(kinds):
     assert session.fetch_all(statements.Statement(f"SELECT count(*) FROM {kinds.schema}.many")) == [(70000,)]
 
 
+def test_stopping_early_cancels_the_copy_and_keeps_the_snapshot(kinds):
+  # A result no one could read to the end: stopping must cancel it, not drain it.
+  endless = statements.Statement("SELECT generate_series(1, 10000000000) AS g")  # streamed, never materialized
+  spec = connection.ConnectionSpec(driver="postgresql", dsn=kinds.dsn)
+  with drivers.open_session(spec) as session:
+    before = session.fetch_all(statements.Statement("SELECT txid_current_snapshot()::text"))
+    chunks = session.copy_binary(endless, chunk_bytes=4096)
+    next(chunks)
+    closer = threading.Thread(target=chunks.close, daemon=True)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive(), "closing the COPY did not cancel it"
+    after = session.fetch_all(statements.Statement("SELECT txid_current_snapshot()::text"))
+    assert after == before  # the same transaction and snapshot, still usable
+    assert session.fetch_all(statements.Statement(f"SELECT count(*) FROM {kinds.schema}.many")) == [(70000,)]
+
+
 @pytest.mark.parametrize("partitioning", [
     dict(order_by=["id"], partition_key="id", split_percent={"train": 60, "test": 40}, split_key="id"),
     dict(partition_key="ctid", split_percent={"train": 60, "test": 40}, split_key="id"),

@@ -27,6 +27,7 @@ from tfds_builders.core.sql import types as sql_types
 def _postgres():
   import psycopg2  # pylint: disable=g-import-not-at-top
   import psycopg2.extensions  # pylint: disable=g-import-not-at-top
+  import psycopg2.errors  # pylint: disable=g-import-not-at-top
   import psycopg2.extras  # pylint: disable=g-import-not-at-top
   return psycopg2
 
@@ -461,8 +462,9 @@ class PostgresSession(sessions.ReadSession):
     COPY's parenthesis early or follow it). psycopg2 hands each row to a
     sink on a thread of its own; at most `_COPY_QUEUE` chunks of about
     `chunk_bytes` wait for the caller, so memory does not grow with the result.
-    Closing the iterator early reads the rest of the result and drops it, so
-    the transaction stays usable.
+    Closing the iterator early (or an error downstream) cancels the COPY and
+    rolls back to a savepoint taken before it, so the transaction and its
+    snapshot stay usable and an error surfaces without reading the rest.
 
     Raises:
       ConfigError: for a statement that is not exactly one read-only query.
@@ -470,30 +472,55 @@ class PostgresSession(sessions.ReadSession):
     """
     psycopg2 = _postgres()
     sent = self._copy_statement(statement, f"reading {label}")
+    with self.connection.cursor() as cursor:
+      cursor.execute("SAVEPOINT tfds_copy")
     sink = _CopySink(chunk_bytes)
     thread = threading.Thread(target=sink.run, args=(self.connection, sent), name="tfds_copy", daemon=True)
     thread.start()
-    problem = None
+    finished = False
     try:
       while True:
         chunk = sink.chunks.get()
         if chunk is None:
           break
         yield chunk
+      finished = True
     finally:
-      sink.discard = True  # the rest of the COPY is read and dropped
+      if not finished:
+        # Stopped early (an error downstream, a head cut, Ctrl-C): cancel the COPY rather
+        # than read the rest of a result that may be huge; the savepoint keeps the
+        # transaction, and its snapshot, usable for what follows.
+        sink.discard = True
+        self.connection.cancel()
       while thread.is_alive() or not sink.chunks.empty():
         try:
           sink.chunks.get(timeout=0.05)
         except queue.Empty:
           pass
       thread.join()
+      self._end_copy(release=finished and sink.failure is None)
     if isinstance(sink.failure, psycopg2.Error):
-      problem = self._error(sink.failure, f"reading {label}", statement)
-    elif sink.failure is not None:
+      raise self._error(sink.failure, f"reading {label}", statement)
+    if sink.failure is not None:
       raise sink.failure
-    if problem:
-      raise problem
+
+  def _end_copy(self, release: bool) -> None:
+    """Releases the COPY's savepoint, or rolls back to it after a cancel or a failure."""
+    psycopg2 = _postgres()
+    if self.connection.closed:
+      return
+    command = "RELEASE SAVEPOINT tfds_copy" if release else "ROLLBACK TO SAVEPOINT tfds_copy"
+    for attempt in range(2):  # a cancel that arrives late can hit this command: once more then
+      try:
+        with self.connection.cursor() as cursor:
+          cursor.execute(command)
+        return
+      except psycopg2.errors.QueryCanceled:
+        if attempt or release:
+          raise
+        command = "ROLLBACK TO SAVEPOINT tfds_copy"
+      except psycopg2.Error:
+        return  # the connection is gone: the error raised says so
 
   def _copy_statement(self, statement: statements.Statement, action: str) -> bytes:
     """The COPY of `statement`: its user part checked, the whole checked to be one query before it is wrapped."""
