@@ -271,6 +271,12 @@ def test_beam_build_is_byte_identical_to_the_local_per_pair_path(tmp_path, monke
   assert shard_bytes(on_beam) == shard_bytes(local) | {"metadata.json": shard_bytes(on_beam)["metadata.json"]}
 
 
+def test_right_rows_beyond_num_right_are_refused_before_keys_repeat():
+  blocks = pair_blocks.PairBlocks(num_right=2, diagonal=False)
+  with pytest.raises(ValueError, match="exceed num_right 2"):
+    list(blocks.add(column([b"L"]), (0, 1), column([b"a", b"b"]), left_base=0, right_base=1))
+
+
 def test_short_runs_added_one_after_another_fill_whole_blocks():
   blocks = pair_blocks.PairBlocks(num_right=100, diagonal=False, block_pairs=10)
   out = []

@@ -291,6 +291,12 @@ def test_reframed_appends_suffixes_and_frames_as_tensorflow_does(tmp_path):
   assert unchanged.data.tobytes() == path.read_bytes()[part.offsets[0]:int(block.offsets[650])]
   with pytest.raises(ValueError, match="one suffix per record"):
     record_index.reframed(file, part, record_blocks.ByteColumn.from_items(suffixes[:10]))
+  # The kernel copies suffix bytes raw: a strided view or a wider dtype never reaches it.
+  backwards = record_blocks.ByteColumn(column.data[::-1], column.offsets)
+  wide = record_blocks.ByteColumn(column.data.astype(np.int64), column.offsets)
+  for bad in (backwards, wide):
+    with pytest.raises(ValueError, match="contiguous uint8 data"):
+      record_index.reframed(file, part, bad)
 
 
 def test_reframed_names_a_record_whose_data_does_not_match_its_crc(tmp_path):

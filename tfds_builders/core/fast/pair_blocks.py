@@ -117,6 +117,8 @@ class PairBlocks:
       raise ValueError(f"PairBlocks: left_rows {left_rows} lie outside the {len(left)} left records.")
     if min(left_base, right_base) < 0:
       raise ValueError("PairBlocks: left_base and right_base must not be negative.")
+    if right_base + len(right) > self._num_right:  # keys i * num_right + j would repeat
+      raise ValueError(f"PairBlocks: right rows up to {right_base + len(right)} exceed num_right {self._num_right}.")
     if (left_base + len(left)) * self._num_right + right_base + len(right) >= _KEY_LIMIT:  # keys are int64
       raise ValueError(f"PairBlocks: keys i * {self._num_right} + j overflow int64 from row {left_base + len(left)}.")
     sampled = row_keys is not None

@@ -1110,6 +1110,9 @@ def reframed(file: tfrecord_io.RecordFile, block: Block, suffixes: Any = None) -
     frame_ends, bad = ends + _FRAME_CRC_BYTES - first, _check_crcs(window, starts, ends, crcs)
   else:
     offsets = suffixes.offsets
+    if not (isinstance(suffixes.data, np.ndarray) and suffixes.data.dtype == np.uint8 and suffixes.data.ndim == 1
+            and suffixes.data.flags.c_contiguous and isinstance(offsets, np.ndarray) and offsets.dtype == np.int64):
+      raise ValueError("reframed takes suffixes as contiguous uint8 data with int64 offsets.")
     if (len(offsets) != len(block) + 1 or offsets[0] != 0 or offsets[-1] != len(suffixes.data)
         or (np.diff(offsets) < 0).any()):
       raise ValueError(f"reframed takes one suffix per record ({len(block)}), in bounds.")
