@@ -13,6 +13,9 @@ import dataclasses
 from collections.abc import Sequence
 
 import numba
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 import numpy as np
 
 from tfds_builders.core import serialization
@@ -170,6 +173,23 @@ def _check_column(column: ByteColumn, count: int, caller: str) -> None:
 
 
 # ---------------------------------------------------------------- kernels --
+
+
+@intrinsic
+def copy_bytes(typingctx, out, out_start, source, start, count):  # pylint: disable=unused-argument
+  """out[out_start:out_start + count] = source[start:start + count] as one memcpy (the caller checks both ranges).
+
+  Numba compiles a slice assignment or a byte loop to about 1 ns a byte
+  (wrap-around and overlap checks); memcpy is several times faster on the
+  100-byte-to-MiB copies of records and blocks.
+  """
+  def codegen(context, builder, signature, args):
+    out_data = context.make_array(signature.args[0])(context, builder, args[0]).data
+    source_data = context.make_array(signature.args[2])(context, builder, args[2]).data
+    cgutils.raw_memcpy(builder, builder.gep(out_data, [args[1]]), builder.gep(source_data, [args[3]]), args[4], 1)
+    return context.get_dummy_value()
+  return types.void(out, types.int64, source, types.int64, types.int64), codegen
+
 
 
 @numba.njit(cache=True, nogil=True)

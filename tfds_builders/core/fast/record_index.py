@@ -22,9 +22,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import numba
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 import numpy as np
 
 from tfds_builders.core import errors
@@ -32,6 +29,7 @@ from tfds_builders.core import remote
 from tfds_builders.core import tfrecord_io
 from tfds_builders.core import wire
 from tfds_builders.core.fast import crc32c
+from tfds_builders.core.fast import record_blocks
 
 _HEADER_BYTES = wire.FRAME_HEADER_BYTES
 _FRAME_BYTES = wire.FRAME_BYTES
@@ -1142,18 +1140,6 @@ def _put_little_endian(out, pos, value, count) -> None:
 _COPY_CHUNK_BYTES = 64 * 1024  # copied then CRC-checked while in cache
 
 
-@intrinsic
-def _memcpy(typingctx, target, target_pos, source, source_pos, count):  # pylint: disable=unused-argument
-  """Copies source[source_pos:source_pos + count] to target[target_pos:]: one memcpy, where a slice assignment
-  compiles to a byte loop (~3x slower). The caller checks both ranges."""
-  def codegen(context, builder, signature, args):
-    target_data = context.make_array(signature.args[0])(context, builder, args[0]).data
-    source_data = context.make_array(signature.args[2])(context, builder, args[2]).data
-    cgutils.raw_memcpy(builder, builder.gep(target_data, [args[1]]), builder.gep(source_data, [args[3]]), args[4], 1)
-    return context.get_dummy_value()
-  return types.none(target, types.int64, source, types.int64, types.int64), codegen
-
-
 @numba.njit(cache=True, nogil=True)
 def _reframe(window, starts, ends, crcs, suffix_data, suffix_offsets):
   """Frames of window[starts[i]:ends[i]] + suffix i; returns (data, frame ends, first bad record or -1)."""
@@ -1177,12 +1163,12 @@ def _reframe(window, starts, ends, crcs, suffix_data, suffix_offsets):
     done = 0
     while done < size:
       step = min(size - done, _COPY_CHUNK_BYTES)
-      _memcpy(data, out + done, window, starts[row] + done, step)
+      record_blocks.copy_bytes(data, out + done, window, starts[row] + done, step)
       register = crc32c.extend(register, data, out + done, out + done + step)
       done += step
     if crc32c.masked(register) != crcs[row]:
       return data, frame_ends, row
-    _memcpy(data, out + size, suffix_data, suffix_offsets[row], suffix_size)
+    record_blocks.copy_bytes(data, out + size, suffix_data, suffix_offsets[row], suffix_size)
     register = crc32c.extend(register, data, out + size, out + length)
     _put_little_endian(data, out + length, crc32c.masked(register), _FRAME_CRC_BYTES)
     pos = out + length + _FRAME_CRC_BYTES

@@ -274,21 +274,25 @@ class PostgresSession(sessions.ReadSession):
         errors.with_hint(f"PostgreSQL error while {action} ({where}): {text}", hint)
     )
 
-  def _execute(self, cursor, statement: statements.Statement, action: str) -> None:
-    """Sends one statement: its user part checked, the whole parsed by the server as one."""
+  def _formatted(self, statement: statements.Statement, action: str) -> bytes:
+    """The exact bytes psycopg2 would send for `statement` (its user part checked first), sent as they are."""
     psycopg2 = _postgres()
     self._check_statement(statement)
     problem = None
     try:
-      # The exact bytes psycopg2 would send: checked, then sent as they are.
       with self.connection.cursor() as formatter:
-        sent = formatter.mogrify(statement.sql, statement.params)
+        return formatter.mogrify(statement.sql, statement.params)
     except psycopg2.Error as error:
       problem = self._error(error, action, statement)
     except (TypeError, ValueError, IndexError, KeyError) as error:
       problem = sessions.parameter_error(self.spec, error, "%s or %(name)s; a literal % is written %%")
-    if problem:
-      raise problem
+    raise problem
+
+  def _execute(self, cursor, statement: statements.Statement, action: str) -> None:
+    """Sends one statement: its user part checked, the whole parsed by the server as one."""
+    psycopg2 = _postgres()
+    sent = self._formatted(statement, action)
+    problem = None
     try:
       if self._parses_as_many(sent):
         problem = statements.refusal(
@@ -525,17 +529,7 @@ class PostgresSession(sessions.ReadSession):
   def _copy_statement(self, statement: statements.Statement, action: str) -> bytes:
     """The COPY of `statement`: its user part checked, the whole checked to be one query before it is wrapped."""
     psycopg2 = _postgres()
-    self._check_statement(statement)
-    problem = None
-    try:
-      with self.connection.cursor() as formatter:
-        sent = formatter.mogrify(statement.sql, statement.params)
-    except psycopg2.Error as error:
-      problem = self._error(error, action, statement)
-    except (TypeError, ValueError, IndexError, KeyError) as error:
-      problem = sessions.parameter_error(self.spec, error, "%s or %(name)s; a literal % is written %%")
-    if problem:
-      raise problem
+    sent = self._formatted(statement, action)
     field = sessions.field_of(statement)
     text = sent.decode("utf-8")
     # One query whose parentheses all close inside it, with no `;`: `COPY (` + it + `)` is then one COPY of it.
