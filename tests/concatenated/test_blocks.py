@@ -132,17 +132,23 @@ def _corrupt_data(path: pathlib.Path, index: int) -> int:
   return offset
 
 
-@pytest.mark.parametrize("index", [0, 1500])
-def test_a_corrupt_record_fails_the_block_copy_as_the_record_copy(tmp_path, index):
-  path = _files(tmp_path, [2000])[0]
-  task = _tasks([{"name": "r", "tfrecords": str(path)}])[0]  # counted before the damage
-  offset = _corrupt_data(path, index)
+def _failures_of_both_copies(task) -> list[str]:
+  """The SourceError messages of the block copy and the record copy of `task`, checked to be equal."""
   messages = []
   for copy in (records.copy_blocks, records.copy_records):
     with pytest.raises(errors.SourceError) as raised:
       list(copy(task))
     messages.append(str(raised.value))
   assert messages[0] == messages[1]
+  return messages
+
+
+@pytest.mark.parametrize("index", [0, 1500])
+def test_a_corrupt_record_fails_the_block_copy_as_the_record_copy(tmp_path, index):
+  path = _files(tmp_path, [2000])[0]
+  task = _tasks([{"name": "r", "tfrecords": str(path)}])[0]  # counted before the damage
+  offset = _corrupt_data(path, index)
+  messages = _failures_of_both_copies(task)
   assert f"source 'r': {path}: record {index} is corrupt or truncated (at byte {offset}: " in messages[0]
   assert "do not match their checksum" in messages[0]
 
@@ -154,12 +160,7 @@ def test_a_file_of_another_count_fails_the_block_copy_as_the_record_copy(tmp_pat
   found = sum(counts)
   helpers.write_records(shard, [_record(i) for i in range(found)])
   task = _tasks([{"name": "s", "dataset_dir": str(version_dir)}])[0]
-  messages = []
-  for copy in (records.copy_blocks, records.copy_records):
-    with pytest.raises(errors.SourceError) as raised:
-      list(copy(task))
-    messages.append(str(raised.value))
-  assert messages[0] == messages[1]
+  messages = _failures_of_both_copies(task)
   assert f"holds {found} records, but its dataset's dataset_info.json (shard_lengths) says 1200" in messages[0]
 
 
