@@ -91,6 +91,7 @@ _SAMPLE_BYTES = 16 * 1024 * 1024
 _COPY_CHUNK_BYTES = 16 * 1024 * 1024
 # Up to this many frames a cut is found by reading headers; beyond, by a compiled walk.
 _PYTHON_WALK_FRAMES = 4096
+_WALK_WINDOW_BYTES = 16 << 20  # frames walked per mapped window of a piece
 # Records given one by one are framed (compiled) and written in batches of this size.
 _FRAME_BATCH_BYTES = 4 * 1024 * 1024
 _FRAME_BATCH_RECORDS = 65536
@@ -392,10 +393,21 @@ def _skip_frames(handle: BinaryIO, count: int) -> int:
   start = handle.tell()
   name = getattr(handle, "name", None)
   if count > _PYTHON_WALK_FRAMES and isinstance(name, str) and os.path.isfile(name):
-    # Cuts may fall deep in a piece of small records: walk them compiled, not per frame in Python.
-    frames = np.memmap(name, dtype=np.uint8, mode="r")
-    end = int(fast.record_index.frames_end(frames, start, count))
-    del frames
+    # Cuts may fall deep in a piece of small records: walk them compiled, not per frame in
+    # Python, one window at a time (a mapped page stays resident: a whole piece would add
+    # its size to the build's RSS).
+    end, left, size = start, count, os.path.getsize(name)
+    while left:
+      window = min(_WALK_WINDOW_BYTES, size - end)
+      if window < wire.FRAME_LENGTH_BYTES:
+        raise errors.SourceError(f"{name}: the piece ended early; it was changed during the build.")
+      frames = np.memmap(name, dtype=np.uint8, mode="r", offset=end, shape=(window,))
+      walked, position = fast.record_index.frames_walk(frames, 0, left)
+      del frames
+      if not walked:
+        raise errors.SourceError(
+            f"{name}: the piece holds a frame this package did not write; it was changed during the build.")
+      end, left = end + int(position), left - int(walked)
     handle.seek(end)
     return end - start
   for _ in range(count):

@@ -1176,11 +1176,24 @@ def _reframe(window, starts, ends, crcs, suffix_data, suffix_offsets):
 
 
 @numba.njit(cache=True, nogil=True)
-def frames_end(frames: np.ndarray, position: int, count: int) -> int:
-  """Where the `count` frames from `position` end, trusting their lengths (frames this package wrote)."""
-  for _ in range(count):
-    position += _little_endian(frames, position, _FRAME_LENGTH_BYTES) + _FRAME_BYTES
-  return position
+def frames_walk(frames: np.ndarray, position: int, count: int) -> tuple[int, int]:
+  """Skips up to `count` frames from `position` while their length fields lie in `frames`.
+
+  Lengths are trusted (frames this package wrote), but never read outside
+  the buffer: a caller walks a file window by window.
+
+  Returns:
+    (frames skipped, the position after them), which may lie past the end
+    of `frames` when the last frame skipped ends beyond the window.
+  """
+  walked = 0
+  while walked < count and 0 <= position and position + _FRAME_LENGTH_BYTES <= frames.shape[0]:
+    length = _little_endian(frames, position, _FRAME_LENGTH_BYTES)
+    if length < 0:  # 2**63 and more: not a frame this package wrote
+      break
+    position += length + _FRAME_BYTES
+    walked += 1
+  return walked, position
 
 
 def fingerprints(file: tfrecord_io.RecordFile, skip: int = 0, take: int | None = None) -> np.ndarray:
