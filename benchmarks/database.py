@@ -25,8 +25,8 @@ HELP = ("rows of a generated table, 6 columns or 20 (--db-table wide), on Postgr
         "ADBC/ConnectorX -> Arrow -> block encoders -> TFRecord, Hugging Face from_sql")
 # The smoke size runs on SQLite unless TFDS_BUILDERS_PG_DSN names a server; the wide table needs one.
 SMOKE = {"db_rows": 500, "db_rows_sweep": None, "db_wide_rows": 500, "db_table": "both"}
-# The peers' modules (setup.py extra `bench`), the first the package whose absence skips the
-# peer's phase, saying so; all are imported before the timed runs.
+# The peers' modules (setup.py extra `bench`): a top-level one missing skips the peer's
+# phase, saying so; all are imported before the timed runs.
 _PEER_MODULES = {
     "adbc": ("adbc_driver_postgresql", "adbc_driver_postgresql.dbapi"),
     "connectorx": ("connectorx",),
@@ -198,9 +198,10 @@ def hf_read(table: postgres.Table) -> None:
 def _missing_peers(sqlite: bool) -> dict[str, str]:
   """Peer -> why it does not run here (package not installed, or no driver for SQLite)."""
   missing = {}
-  for peer, (package, *_) in _PEER_MODULES.items():
-    if importlib.util.find_spec(package) is None:
-      missing[peer] = f"{package} is not installed (pip install -e '.[bench]')"
+  for peer, modules in _PEER_MODULES.items():
+    absent = [module for module in modules if "." not in module and importlib.util.find_spec(module) is None]
+    if absent:
+      missing[peer] = f"{', '.join(absent)} not installed (pip install -e '.[bench]')"
   if sqlite:
     missing.setdefault("adbc", "the benchmark installs ADBC's PostgreSQL driver only")
   return missing

@@ -215,3 +215,13 @@ def test_adbc_peer_writes_the_builders_bytes(postgres_dsn: str, tmp_path: pathli
     assert len(built) > rows * 50 and peer_path.read_bytes() == built
   finally:
     postgres.drop_postgres_table(postgres_dsn, rows, wide=wide)
+
+
+@pytest.mark.parametrize("absent, peer", [("sqlalchemy", "hf_from_sql"), ("datasets", "hf_from_sql"),
+                                          ("connectorx", "connectorx")])
+def test_a_peer_missing_any_of_its_packages_is_skipped_naming_it(monkeypatch, absent, peer) -> None:
+  from benchmarks import database  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setitem(sys.modules, absent, None)  # what find_spec reports for a package not installed
+  missing = database._missing_peers(sqlite=False)  # pylint: disable=protected-access
+  assert missing[peer] == f"{absent} not installed (pip install -e '.[bench]')"
