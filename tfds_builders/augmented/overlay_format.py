@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,19 @@ from tfds_builders.core import serialization
 
 # The builder's entry in metadata.json, read back by the loader.
 METADATA_KEY = "augmented"
-OVERLAY_FORMAT = 2
+# 3 added constant fields and chains (a parent overlay); 2 had neither, and reads the same.
+OVERLAY_FORMAT = 3
+READABLE_FORMATS = (2, 3)
+# Metadata entries of format 3:
+#   "new_fields": every field this link adds, {name: FieldSpec.to_json()}, stored or constant;
+#   "constant_fields": {name: {split: base64 of the field's serialized map entry}}: fields
+#     written into no record, materialized at read time (a per-split constant has one entry
+#     per split; a constant has the same entry in every split);
+#   "parent": None, or the overlay this one sits on, {"name", "version", "location", "digest"}
+#     (digest: `link_digest` of the parent). "base" is then the chain's root base, which every
+#     link's records are aligned with.
+CONSTANT_FIELDS = "constant_fields"
+PARENT = "parent"
 # Alignment fields of an overlay example: the base example's index in its split
 # and a fingerprint of its raw record; `_matched` is False where the side table
 # had no row under missing_policy="skip".
@@ -154,9 +167,55 @@ def read_metadata(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
         f"{where} was built with mode={metadata.get('mode')!r}: it already holds the base "
         "features. Load it with tfds.load or tfds.builder_from_directory."
     )
-  if metadata.get("format") != OVERLAY_FORMAT:
+  if metadata.get("format") not in READABLE_FORMATS:
     raise errors.SourceError(
-        f"{where} has overlay format {metadata.get('format')!r}; this loader reads format "
-        f"{OVERLAY_FORMAT}. Rebuild the overlay with this version of tfds_builders."
+        f"{where} has overlay format {metadata.get('format')!r}; this loader reads formats "
+        f"{list(READABLE_FORMATS)}. Rebuild the overlay with this version of tfds_builders."
     )
   return metadata
+
+
+def encode_constant(entry: bytes) -> str:
+  """A constant field's map entry as metadata.json stores it."""
+  return base64.b64encode(entry).decode("ascii")
+
+
+def constant_names(metadata: Mapping[str, Any]) -> list[str]:
+  """The constant fields of one link, in field order."""
+  constants = metadata.get(CONSTANT_FIELDS) or {}
+  return [name for name in metadata["new_fields"] if name in constants]
+
+
+def stored_names(metadata: Mapping[str, Any]) -> list[str]:
+  """The new fields one link stores in its records, in field order."""
+  constants = metadata.get(CONSTANT_FIELDS) or {}
+  return [name for name in metadata["new_fields"] if name not in constants]
+
+
+def constant_entries(metadata: Mapping[str, Any], split: str) -> bytes:
+  """The map entries of a link's constant fields for `split`, end to end, in field order (b"" without any).
+
+  Raises:
+    SourceError: if a constant has no value for the split.
+  """
+  constants = metadata.get(CONSTANT_FIELDS) or {}
+  parts = []
+  for name in constant_names(metadata):
+    if split not in constants[name]:
+      raise errors.SourceError(
+          f"Constant field {name!r} of the overlay has no value for split {split!r} (it has "
+          f"{sorted(constants[name])}). Rebuild the overlay with a value for every split."
+      )
+    parts.append(base64.b64decode(constants[name][split], validate=True))
+  return b"".join(parts)
+
+
+def link_digest(metadata: Mapping[str, Any], shards: Mapping[str, Sequence[tuple[str, int, int]]]) -> str:
+  """SHA-256 identifying one overlay link: its metadata entry and its shards' names, sizes and record counts.
+
+  Args:
+    metadata: The link's `augmented` metadata entry.
+    shards: Split -> `(file name, bytes, records)` of each shard, in order.
+  """
+  identity = {"metadata": metadata, "shards": {split: [list(shard) for shard in files] for split, files in sorted(shards.items())}}
+  return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

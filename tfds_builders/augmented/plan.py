@@ -121,6 +121,8 @@ class AugmentationPlan:
         "overwrite_fields": sorted(self.overwrite),
         "missing_policy": self.unmatched.policy,
         "missing": dict(unmatched_counts),
+        overlay_format.CONSTANT_FIELDS: {},
+        overlay_format.PARENT: None,
     }
 
   def provenance(self) -> dict[str, Any]:
