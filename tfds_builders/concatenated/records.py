@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import zlib
 from collections.abc import Iterator, Sequence
@@ -150,7 +151,8 @@ def copy_blocks(task: CopyTask, split_position: int = 0) -> Iterator[shard_write
       del block  # its window is unmapped once nothing refers to it
       if found + len(frames) > expected:
         raise _count_mismatch(part, task.typed, found + len(frames) + _count_rest(part, found + len(frames)))
-      keys = _Keys(key_prefix, part.first_index + found, part.first_index + found + len(frames))
+      first_key = part.first_index + found
+      keys = shard_writer.LazyKeys(range(first_key, first_key + len(frames)), functools.partial(_prefixed, key_prefix))
       if pending is not None:
         yield from head.cut(pending)
       pending = keys, frames
@@ -217,23 +219,8 @@ class _Head:
     yield keys[end:], rest
 
 
-class _Keys:
-  """The keys `f"{prefix}{n}"` of records `start <= n < stop`, made only when read (a stream shuffled by key)."""
-
-  def __init__(self, prefix: str, start: int, stop: int):
-    self.prefix, self.start, self.stop = prefix, start, stop
-
-  def __len__(self) -> int:
-    return self.stop - self.start
-
-  def __getitem__(self, index: int | slice) -> str | _Keys:
-    numbers = range(self.start, self.stop)[index]
-    if isinstance(index, slice):
-      return _Keys(self.prefix, numbers.start, numbers.stop)
-    return f"{self.prefix}{numbers}"
-
-  def __iter__(self) -> Iterator[str]:
-    return (f"{self.prefix}{number}" for number in range(self.start, self.stop))
+def _prefixed(prefix: str, number: int) -> str:
+  return f"{prefix}{number}"
 
 
 def _count_rest(part: sources.RecordPart, counted: int) -> int:

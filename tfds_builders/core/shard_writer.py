@@ -31,6 +31,28 @@ FramedBlock = tuple[Sequence[object], tfrecord_io.FramedRecords]
 StreamItem = KeySerialized | FramedBlock
 
 
+class LazyKeys(Sequence):
+  """A block's example keys, each formatted only when read (most never are: only a shuffle reads them).
+
+  Args:
+    items: What each key is made from (a range of numbers, rows...); sliced
+      with the keys when the writer cuts a block where a shard ends.
+    format_key: Makes one key from one item.
+  """
+
+  def __init__(self, items: Sequence[Any], format_key: Callable[[Any], str]):
+    self._items = items
+    self._format_key = format_key
+
+  def __len__(self) -> int:
+    return len(self._items)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return LazyKeys(self._items[index], self._format_key)
+    return self._format_key(self._items[index])
+
+
 def _split_block(block: FramedBlock, count: int) -> tuple[FramedBlock, FramedBlock]:
   keys, frames = block
   head_frames, tail_frames = frames.split(count)

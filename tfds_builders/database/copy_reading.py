@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import itertools
 import struct
 import uuid
@@ -149,7 +150,7 @@ def framed_blocks(job: read_jobs.ReadJob, chunks: Iterable[bytes]) -> Iterator[s
   for chunk in itertools.chain(chunks, [None]):
     for block in decoder.feed(chunk):
       if len(block.records):
-        yield _Keys(job, block), block.records
+        yield shard_writer.LazyKeys(range(len(block.rows)), functools.partial(_row_key, job, block)), block.records
       if block.status not in (pg_binary.MORE, pg_binary.FULL, pg_binary.DONE):
         raise _problem(job, decoder, block)
   if not decoder.done:
@@ -182,34 +183,15 @@ def _column(codec: codecs_lib.ColumnCodec, format_name: str) -> Any:
       heads, null_action, null_entries, suffix)
 
 
-class _Keys(Sequence):
-  """A block's example keys, made on access: `split:<row>`, or the `order_by` values joined by `/`."""
-
-  def __init__(self, job: read_jobs.ReadJob, block: Any, selection: slice = slice(None)):
-    self._job = job
-    self._block = block
-    self._rows = block.rows[selection]
-    self._bounds = block.key_bounds[selection]
-
-  def __len__(self) -> int:
-    return len(self._rows)
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      keys = _Keys.__new__(_Keys)
-      keys._job, keys._block = self._job, self._block
-      keys._rows, keys._bounds = self._rows[index], self._bounds[index]
-      return keys
-    if not self._job.key_indexes:
-      return f"{self._job.split}:{int(self._rows[index])}"
-    return "/".join(read_jobs.key_text(value) for value in self.values(index))  # pylint: disable=protected-access
-
-  def values(self, index: int) -> tuple:
-    """The `order_by` values of key `index`, as the cursor gives them (int, or text as bytes)."""
-    data = self._block.key_data
-    return tuple(
-        _key_value(self._job.copy_formats[column], None if length < 0 else data[start:start + length].tobytes())
-        for column, (start, length) in zip(self._job.key_indexes, self._bounds[index].tolist()))
+def _row_key(job: read_jobs.ReadJob, block: Any, position: int) -> str:
+  """The example key of a block's row: `split:<row>`, or the `order_by` values joined by `/`."""
+  if not job.key_indexes:
+    return f"{job.split}:{int(block.rows[position])}"
+  data = block.key_data
+  values = (
+      _key_value(job.copy_formats[column], None if length < 0 else data[start:start + length].tobytes())
+      for column, (start, length) in zip(job.key_indexes, block.key_bounds[position].tolist()))
+  return "/".join(read_jobs.key_text(value) for value in values)
 
 
 def _key_value(format_name: str, field: bytes | None) -> Any:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 from tfds_builders.core import shard_writer
 from tfds_builders.core.sql import sessions
@@ -85,10 +84,11 @@ def _encoded_block(
     return []
   kept = encoded.kept
   if key_rows is not None:
-    keys = _Keys(key_rows if kept is None else [key_rows[index] for index in kept.tolist()], read_jobs.joined_key)
+    kept_rows = key_rows if kept is None else [key_rows[index] for index in kept.tolist()]
+    keys = shard_writer.LazyKeys(kept_rows, read_jobs.joined_key)
   else:
     numbers = range(first, first + len(block)) if kept is None else kept + first
-    keys = _Keys(numbers, functools.partial(read_jobs.numbered_key, job.split))
+    keys = shard_writer.LazyKeys(numbers, functools.partial(read_jobs.numbered_key, job.split))
   return [(keys, encoded.frames)]
 
 
@@ -111,19 +111,3 @@ def _encoded_rows(
     serialized = encoder.encode(row, describe)
     if serialized is not None:
       yield key, serialized
-
-
-class _Keys(Sequence):
-  """A block's example keys, each formatted only when read (most never are: only a shuffle reads them)."""
-
-  def __init__(self, items: Sequence[Any], format_key: Callable[[Any], str]):
-    self._items = items
-    self._format_key = format_key
-
-  def __len__(self) -> int:
-    return len(self._items)
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):  # the writer cuts blocks where shards end
-      return _Keys(self._items[index], self._format_key)
-    return self._format_key(self._items[index])
