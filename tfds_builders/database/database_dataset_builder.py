@@ -177,17 +177,17 @@ class Builder(streaming_builder.StreamingBuilder):
     return tfds.features.FeaturesDict(self._plan.features())
 
   @contextlib.contextmanager
-  def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[_Reading]:
+  def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[reading.BuildReading]:
     """One read-only snapshot for every split and statistic; Beam workers join it."""
     on_beam = self._uses_beam(download_config)
     with session_lib.open_session(self._plan.spec) as session:
-      yield _Reading(session, on_beam, self._plan.prepare(session, on_beam=on_beam))
+      yield reading.BuildReading(session, on_beam, self._plan.prepare(session, on_beam=on_beam))
 
-  def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: _Reading):
+  def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: reading.BuildReading):
     del dl_manager  # rows come from the database, nothing is downloaded
-    return {split: _examples(jobs, context) for split, jobs in context.prepared.jobs.items()}
+    return {split: reading.split_examples(jobs, context) for split, jobs in context.prepared.jobs.items()}
 
-  def _after_build(self, context: _Reading, split_infos: Sequence[tfds.core.SplitInfo]) -> None:
+  def _after_build(self, context: reading.BuildReading, split_infos: Sequence[tfds.core.SplitInfo]) -> None:
     # Rows are encoded by the plan's codecs, not by the features: class names
     # computed in SQL only have to reach features.json, which TFDS writes after this.
     del split_infos
@@ -207,25 +207,6 @@ class Builder(streaming_builder.StreamingBuilder):
 def _plan_query(config: BuilderConfig) -> plan_lib.QueryPlan:
   spec = _check_config(config)
   return plan_lib.QueryPlan.from_config(config, spec, functools.partial(_check_key_columns, config))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Reading:
-  """A build's context: its read-only session, whether Beam workers read, what was prepared in it."""
-
-  session: sessions.ReadSession
-  on_beam: bool
-  prepared: plan_lib.Prepared
-
-
-def _examples(jobs: Sequence[read_jobs.ReadJob], context: _Reading):
-  """A split's examples: read in the build's session, or one partition per Beam worker."""
-  if context.on_beam:
-    return streaming_builder.Partitions(
-        [functools.partial(reading.read_partition, job) for job in jobs]
-    )
-  (job,) = jobs
-  return reading.read_in_session(job, context.session)
 
 
 def _check_config(config: BuilderConfig) -> connection.ConnectionSpec:

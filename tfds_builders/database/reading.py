@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from tfds_builders.core import shard_writer
+from tfds_builders.core import streaming_builder
 from tfds_builders.core.sql import sessions
 from tfds_builders.database import codecs as codecs_lib
 from tfds_builders.database import column_blocks
 from tfds_builders.database import read_jobs
 from tfds_builders.database import session as session_lib
+
+if TYPE_CHECKING:  # the plan imports this module's neighbours, not this module
+  from tfds_builders.database import plan as plan_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildReading:
+  """A build's context: its read-only session, whether Beam workers read, what was prepared in it."""
+
+  session: sessions.ReadSession
+  on_beam: bool
+  prepared: plan_lib.Prepared
+
+
+def split_examples(jobs: Sequence[read_jobs.ReadJob], context: BuildReading):
+  """A split's examples: read in the build's session, or one partition per Beam worker."""
+  if context.on_beam:
+    return streaming_builder.Partitions([functools.partial(read_partition, job) for job in jobs])
+  (job,) = jobs
+  return read_in_session(job, context.session)
 
 
 def read_in_session(job: read_jobs.ReadJob, session: sessions.ReadSession) -> Iterator[shard_writer.StreamItem]:
