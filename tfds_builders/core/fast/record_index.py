@@ -17,6 +17,7 @@ import dataclasses
 import gzip
 import io
 import mmap
+import os
 import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
@@ -600,8 +601,25 @@ class _Windows:
     length = min(self.size - aligned, want + start - aligned)
     if length <= 0:
       return b"", True
+    self._check_not_shrunk(aligned + length)
     mapped = mmap.mmap(self._fileno, length, offset=aligned, access=mmap.ACCESS_READ)
     return memoryview(mapped)[start - aligned:], aligned + length == self.size
+
+  def _check_not_shrunk(self, end: int) -> None:
+    """SourceError if the file is now shorter than `end`: touching a mapped page past its end kills the process (SIGBUS).
+
+    Checked as each window is mapped; a file cut while a window is walked is
+    not caught (a race of one window's walk, about a millisecond).
+    """
+    now = os.fstat(self._fileno).st_size
+    if now < end:
+      raise errors.SourceError(
+          errors.with_hint(
+              f"{self._file.name} changed while it was read: it was {self.size} bytes when opened and is "
+              f"{now} bytes now (truncated)",
+              "Do not modify source files during a build; restore the file and build again",
+          )
+      )
 
   def _streamed(self, start: int, want: int) -> tuple[bytes | bytearray, bool]:
     kept = memoryview(self._pending)[start - self._pending_start:]
