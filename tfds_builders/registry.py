@@ -31,6 +31,13 @@ from tfds_builders.core import remote
 from tfds_builders.core import safe_paths
 
 CHECKSUMS_FILENAME = "registry_checksums.json"
+# Written by publish next to an overlay: where its base (and parent overlay) are published, and their digests.
+OVERLAY_FILENAME = "registry_overlay.json"
+OVERLAY_RECORD_FORMAT = 1
+# Files publish writes or rewrites (croissant.json gains datePublished): not part of a version's digest,
+# so that a built directory and its published copy have the same one.
+_NOT_DIGESTED = frozenset({CHECKSUMS_FILENAME, OVERLAY_FILENAME, croissant.FILENAME})
+_MAX_CHAIN = 64  # links followed from an overlay down to its base: a cycle stops here at the latest
 CONFIG_ENV = "TFDS_BUILDERS_REGISTRY_CONFIG"
 VERIFY_ENV = "TFDS_BUILDERS_REGISTRY_VERIFY"  # 0/false/no/off: namespace loads skip the checksums
 _FALSE = ("0", "false", "no", "off")
@@ -85,7 +92,13 @@ def _identity(dataset_dir: epath.Path) -> tuple[str, str, str]:
   return dataset, config or "default", version
 
 
-def publish(dataset_dir: epath.PathLike, registry: epath.PathLike, overwrite: bool = False) -> epath.Path:
+def publish(
+    dataset_dir: epath.PathLike,
+    registry: epath.PathLike,
+    overwrite: bool = False,
+    *,
+    base_registry: str | None = None,
+) -> epath.Path:
   """Copies a prepared dataset version into the registry, atomically.
 
   The files are copied and checksummed under a hidden `.incoming-*` name next
@@ -94,12 +107,19 @@ def publish(dataset_dir: epath.PathLike, registry: epath.PathLike, overwrite: bo
   The dataset name, config and version are validated before they are joined to
   the registry root; symlinks and special files are refused, never followed.
 
+  An overlay (built by the augmented builder with mode="overlay") is
+  published only over a published base: `registry_overlay.json` records where
+  its base (and the overlay it sits on, for a chain) is published and the
+  digest of its files (`version_digest`), checked to equal the local copy's.
+
   Args:
     dataset_dir: A prepared version directory (holding dataset_info.json).
     registry: The registry root (it may itself be a symlink; no folder below
       it on the way to the version may be).
     overwrite: Replace an already published version of the same dataset
       (refused otherwise, and never replaces a folder that is not one).
+    base_registry: For an overlay: a namespace or registry root where its base
+      and parent are looked for first (then in `registry`).
 
   Returns:
     The published version directory.
@@ -109,17 +129,19 @@ def publish(dataset_dir: epath.PathLike, registry: epath.PathLike, overwrite: bo
       or special file, names an invalid dataset, config or version; or if the
       registry path holds a symlink or a foreign folder at the target.
     FileExistsError: if the version is published and `overwrite` is False.
+    ConfigError: if `base_registry` is given for a dataset that is no overlay.
   """
   remote.refuse_credentials(registry, _ROOT)
   source = epath.Path(dataset_dir)
   dataset, config, version = _identity(source)
   files = [
       path for path in safe_paths.regular_files(source, _REAL_FILES_ONLY)
-      if path.name != CHECKSUMS_FILENAME
+      if path.name not in (CHECKSUMS_FILENAME, OVERLAY_FILENAME)  # publish writes them anew
   ]
   root = epath.Path(registry)
   parts = (dataset, config, version)
   _check_target(root, parts, overwrite)
+  overlay_record = _overlay_record(source, root, base_registry, f"{dataset}/{config}:{version}")
   config_dir = root / dataset / config
   target = config_dir / version
   config_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +149,9 @@ def publish(dataset_dir: epath.PathLike, registry: epath.PathLike, overwrite: bo
   try:
     incoming.mkdir()
     checksums = {path.name: _copy_file(path, incoming / path.name) for path in files}
+    if overlay_record is not None:
+      (incoming / OVERLAY_FILENAME).write_text(json.dumps(overlay_record, indent=2, sort_keys=True))
+      checksums[OVERLAY_FILENAME] = _sha256(incoming / OVERLAY_FILENAME)
     published_at = _now()
     # The published copy's Croissant says when it was published; its shard checksums stand.
     checksums[croissant.FILENAME] = croissant.stamp_published(incoming, published_at)
@@ -501,6 +526,8 @@ def register(
   for name, namespace_root in namespaces.items():
     load_root, before_load = _load_root(namespace_root, verify)
     tfds_internals.register_namespace(name, load_root, before_load=before_load)
+    _NAMESPACES[name] = _Source(f"namespace {name!r} ({namespace_root})", namespace_root,
+                                epath.Path(load_root), before_load)
   return namespaces
 
 
@@ -671,3 +698,344 @@ def _redact(message: str) -> str:
 @functools.cache
 def _warn_once(message: str) -> None:
   logging.getLogger(__name__).warning(" ".join(_redact(message).split()))
+
+
+# -- overlays ---------------------------------------------------------------
+# An overlay holds new fields only; its base (and, for a chain, the overlay it
+# sits on) is another published version. publish records where each link is
+# published and the digest of its files; a namespace load finds them again and
+# refuses one whose files changed since.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+  """A registry as a load reads it: its local (or mirrored) root and the check run before a version is read."""
+
+  label: str
+  root: str
+  load_root: epath.Path
+  before_load: tfds_internals.BeforeLoad | None
+
+
+# Namespaces registered in this process (`register`), for resolving overlays.
+_NAMESPACES: dict[str, _Source] = {}
+_NAMESPACED = re.compile(r"^(?P<namespace>[\w-]+):(?P<name>[^:/]+)(?:/(?P<config>[^:/]+))?:(?P<version>[^:/]+)$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedOverlay:
+  """An overlay published in a registry, and where its base and parent overlays are on this machine.
+
+  Attributes:
+    name: `namespace:dataset/config:version`, as given.
+    version_dir: The overlay's version directory (a local mirror's, for s3://).
+    locations: Each location the chain's metadata records (the base's and
+      every parent's `location`) -> the published version directory holding
+      it now, each checked against the digest recorded at publish time.
+  """
+
+  name: str
+  version_dir: epath.Path
+  locations: dict[str, str]
+
+
+def files_digest(checksums: dict[str, str]) -> str:
+  """The digest of a version's files: SHA-256 of `<sha256>  <name>` lines sorted by name (`sha256sum`'s format).
+
+  Files publish writes or rewrites (`registry_checksums.json`,
+  `registry_overlay.json`, `croissant.json`) are left out, so a built version
+  and its published copy have the same digest.
+  """
+  lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(checksums.items()) if name not in _NOT_DIGESTED)
+  return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def version_digest(version_dir: epath.PathLike) -> str:
+  """`files_digest` of a version directory, hashing its files (symlinks and special files are refused)."""
+  files = safe_paths.regular_files(epath.Path(version_dir), _REAL_FILES_ONLY)
+  return files_digest({path.name: _verified_sha256(path, True) for path in files if path.name not in _NOT_DIGESTED})
+
+
+def published_digest(version_dir: epath.PathLike) -> str:
+  """`files_digest` of a published version, from its `registry_checksums.json` (its files are not re-read).
+
+  Raises:
+    SourceError: if it has no readable checksums (not published with `publish`).
+  """
+  checksums_path = epath.Path(version_dir) / CHECKSUMS_FILENAME
+  hint = "Publish it with tfds-builders publish (--overwrite), which records the checksums"
+  if not checksums_path.exists():
+    raise errors.SourceError(errors.with_hint(f"{version_dir} has no {CHECKSUMS_FILENAME}", hint))
+  with safe_paths.open_regular(checksums_path, _REAL_FILES_ONLY) as file:
+    try:
+      checksums = json.loads(file.read())["sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+      raise errors.SourceError(errors.with_hint(f"{checksums_path} is unreadable ({error})", hint)) from None
+  if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+    raise errors.SourceError(errors.with_hint(f"{checksums_path}: 'sha256' is not an object of digests", hint))
+  return files_digest(checksums)
+
+
+def _overlay_metadata(dataset_dir: epath.Path) -> dict[str, Any] | None:
+  """The `augmented` metadata entry of an overlay, or None for any other dataset."""
+  path = dataset_dir / "metadata.json"
+  if not path.exists():
+    return None
+  with safe_paths.open_regular(path, _REAL_FILES_ONLY) as file:
+    try:
+      metadata = json.loads(file.read())
+    except ValueError:
+      return None  # not ours to judge: TFDS reads metadata.json, publish copies it
+  entry = metadata.get("augmented") if isinstance(metadata, dict) else None
+  if not isinstance(entry, dict) or entry.get("mode") != "overlay":
+    return None
+  return entry
+
+
+def _link_parts(link: Any, role: str, where: str) -> tuple[str, str, str]:
+  """(dataset, config, version) of an overlay's base or parent as its metadata names it (`name`, `version`)."""
+  name = link.get("name") if isinstance(link, dict) else None
+  if not isinstance(name, str):
+    raise errors.SourceError(f"{where}: {role} 'name' is {safe_paths.shown(name)}, not a name. "
+                             "Rebuild the overlay with the augmented builder.")
+  version = link.get("version")
+  if isinstance(version, str) and name.endswith(f"/{version}"):
+    name = name[:-len(version) - 1]  # a TFDS full name (a parent's) holds the version too
+  dataset, _, config = name.partition("/")
+  return _checked_parts(dataset, config or "default", version, role, where)
+
+
+def _checked_parts(dataset: Any, config: Any, version: Any, role: str, where: str) -> tuple[str, str, str]:
+  """Each checked to be a TFDS name before it is joined to a registry root (no `..`, no `/`)."""
+  hint = f"The overlay's {role} must be a published dataset; rebuild the overlay, then publish it again"
+  return (
+      safe_paths.check_name("dataset name", dataset, f"{where}, {role}", hint),
+      safe_paths.check_name("config name", config, f"{where}, {role}", hint),
+      safe_paths.check_name("version", version, f"{where}, {role}", hint),
+  )
+
+
+def _overlay_record(source: epath.Path, root: epath.Path, base_registry: str | None,
+                    label: str) -> dict[str, Any] | None:
+  """What `registry_overlay.json` records for an overlay being published (None for any other dataset).
+
+  Raises:
+    SourceError: if the base is raw TFRecord files, or the base or parent is
+      not published where it is looked for, or is published with other files
+      than the local copy the overlay was built from.
+    ConfigError: if `base_registry` is given for a dataset that is no overlay.
+  """
+  metadata = _overlay_metadata(source)
+  if metadata is None:
+    if base_registry:
+      raise errors.ConfigError(f"--base_registry {base_registry}: {source} is not an overlay (its metadata.json "
+                               "has no augmented entry with mode overlay); publish it without --base_registry.")
+    return None
+  where = f"Overlay {label} ({source / 'metadata.json'})"
+  base = metadata.get("base")
+  if isinstance(base, dict) and base.get("kind") != "prepared":
+    raise errors.SourceError(errors.with_hint(
+        f"{where}: its base is {base.get('kind')!r} (raw TFRecord files), which no registry holds",
+        "Build the overlay over a prepared dataset, publish that dataset, then publish the overlay"))
+  places = [(root, None)]
+  if base_registry:
+    places.insert(0, _named_registry(base_registry))
+  record = {"format": OVERLAY_RECORD_FORMAT, "base": _publish_link(base, "base", where, places)}
+  parent = metadata.get("parent")
+  record["parent"] = None if parent is None else _publish_link(parent, "parent", where, places)
+  return record
+
+
+def _named_registry(name: str) -> tuple[epath.Path, dict[str, str]]:
+  """A registry named at publish time: a registered namespace, else a root path; and how the record names it."""
+  if name in _NAMESPACES:
+    return epath.Path(_NAMESPACES[name].root), {"namespace": name}
+  remote.refuse_credentials(name, _ROOT)
+  root = name if remote.is_remote(name) else os.path.abspath(os.path.expanduser(name))
+  return epath.Path(root), {"root": root}
+
+
+def _publish_link(link: Any, role: str, where: str,
+                  places: list[tuple[epath.Path, dict[str, str] | None]]) -> dict[str, Any]:
+  """Finds an overlay's base or parent in the registries `places`, checks it against the local copy, records it."""
+  parts = _link_parts(link, role, where)
+  label = f"{parts[0]}/{parts[1]}:{parts[2]}"
+  location = link.get("location")
+  if not isinstance(location, str) or not location:
+    raise errors.SourceError(f"{where}: {role} 'location' is {safe_paths.shown(location)}, not a path. "
+                             "Rebuild the overlay with the augmented builder.")
+  looked = []
+  for root, named in places:
+    _refuse_read_symlinks(root, parts, f"{where}: {role} {label}")
+    version_dir = root.joinpath(*parts)
+    looked.append(str(version_dir))
+    if not (version_dir / "dataset_info.json").exists():
+      continue
+    digest = published_digest(version_dir)
+    local = epath.Path(location)
+    if not (local / "dataset_info.json").exists():
+      raise errors.SourceError(errors.with_hint(
+          f"{where}: its {role} {label} is no longer at {location}, where the overlay was built from; publish "
+          f"checks that {version_dir} holds the same files", f"Restore it at {location}, or rebuild the overlay"))
+    local_digest = version_digest(local)
+    if local_digest != digest:
+      raise errors.SourceError(errors.with_hint(
+          f"{where}: its {role} {label} published at {version_dir} (digest {digest}) is not the one the "
+          f"overlay was built from at {location} (digest {local_digest})",
+          f"Publish that {role} there (tfds-builders publish {location} <registry> --overwrite), or rebuild "
+          "the overlay over the published one"))
+    return {"dataset": parts[0], "config": parts[1], "version": parts[2], "digest": digest,
+            "location": location, "registry": named}
+  raise errors.SourceError(errors.with_hint(
+      f"{where}: its {role} {label} is not published; looked for {' and '.join(looked)}",
+      f"Publish the {role} first (tfds-builders publish {location} <registry>), or name the registry it is "
+      "published in with --base_registry NAMESPACE_OR_ROOT"))
+
+
+def _refuse_read_symlinks(root: epath.Path, parts: tuple[str, ...], where: str) -> None:
+  """Refuses a symlinked dataset, config or version folder below a registry root: not what publish wrote."""
+  path = root
+  for part in parts:
+    path = path / part
+    if safe_paths.is_symlink(path):
+      raise errors.SourceError(errors.with_hint(
+          f"{where}: {path} is a symlink (to {os.readlink(path)!r}); a registry holds real folders only",
+          "Replace the link by a published version (tfds-builders publish)"))
+
+
+def is_namespaced(name: str) -> bool:
+  """Whether `name` reads `namespace:dataset[/config]:version`, a name `resolve_overlay` takes."""
+  return isinstance(name, str) and bool(_NAMESPACED.match(name))
+
+
+def namespace_overlay(overlay: str) -> ResolvedOverlay | None:
+  """`resolve_overlay(overlay)` for a `namespace:dataset/config:version` name; None for a directory or a plain name.
+
+  The overlay loader's hook, so that `load_augmented("team:augmented/cfg:1.0.0")`
+  reads the base (and parents) from the registry, wherever they were built:
+
+      resolved = registry.namespace_overlay(overlay)
+      if resolved is not None:
+        overlay, locations = os.fspath(resolved.version_dir), {**resolved.locations, **(locations or {})}
+  """
+  return resolve_overlay(overlay) if is_namespaced(overlay) else None
+
+
+def resolve_overlay(name: str) -> ResolvedOverlay:
+  """Finds an overlay published under a namespace, and its base and parent overlays, each checked.
+
+  Each link is looked for where publish found it: the overlay's own registry,
+  or the namespace or root `registry_overlay.json` names. Every version is
+  checked against its checksums as any namespace load is (and fetched into the
+  local mirror, for s3://), and its digest compared with the recorded one.
+
+  Args:
+    name: `namespace:dataset/config:version`, the namespace registered with
+      `register` (or $TFDS_BUILDERS_REGISTRY_CONFIG).
+
+  Raises:
+    ConfigError: if `name` is no such name, or its namespace is not registered.
+    SourceError: if the overlay, its base or a parent is not published where
+      it is looked for (naming where), its files changed (naming both digests),
+      or its chain has a cycle.
+  """
+  match = _NAMESPACED.match(name) if isinstance(name, str) else None
+  if not match:
+    raise errors.ConfigError(f"{safe_paths.shown(name)} is no namespace name; write e.g. team:augmented/cfg:1.0.0.")
+  hint = "Use the dataset's published name, e.g. team:augmented/cfg:1.0.0"
+  parts = (safe_paths.check_name("dataset name", match["name"], name, hint, errors.ConfigError),
+           safe_paths.check_name("config name", match["config"], name, hint, errors.ConfigError)
+           if match["config"] else "default",
+           safe_paths.check_name("version", match["version"], name, hint, errors.ConfigError))
+  source = _NAMESPACES.get(match["namespace"])
+  if source is None:
+    raise errors.ConfigError(
+        f"{name}: namespace {match['namespace']!r} is not registered in this process; call "
+        f"tfds_builders.registry.register({match['namespace']!r}, ROOT) or set {CONFIG_ENV}.")
+  version_dir = _loadable_version(source, parts, f"Overlay {name}")
+  locations: dict[str, str] = {}
+  _resolve_links(name, version_dir, source, locations, [version_dir], {})
+  return ResolvedOverlay(name, version_dir, locations)
+
+
+def _loadable_version(source: _Source, parts: tuple[str, str, str], what: str) -> epath.Path:
+  """A published version of `source`, checked (and fetched, from a mirror) as a namespace load would."""
+  _refuse_read_symlinks(source.load_root, parts, what)
+  version_dir = source.load_root.joinpath(*parts)
+  if not (version_dir / "dataset_info.json").exists():
+    raise errors.SourceError(errors.with_hint(
+        f"{what}: {parts[0]}/{parts[1]}:{parts[2]} is not published in {source.label}; looked for {version_dir}",
+        "Publish it there (tfds-builders publish), or fix the registry config"))
+  if source.before_load:
+    source.before_load(version_dir)
+  return version_dir
+
+
+def _resolve_links(label: str, version_dir: epath.Path, source: _Source, locations: dict[str, str],
+                   chain: list[epath.Path], roots: dict[str, _Source]) -> None:
+  """Adds the base and parent of one published overlay to `locations`, then those of its parent."""
+  record_path = version_dir / OVERLAY_FILENAME
+  where = f"Overlay {label} ({record_path})"
+  if not record_path.exists():
+    raise errors.SourceError(errors.with_hint(
+        f"{where}: not found; {version_dir} was not published as an overlay (or by an older tfds_builders)",
+        "Publish it again with tfds-builders publish --overwrite, after its base"))
+  with safe_paths.open_regular(record_path, _REAL_FILES_ONLY) as file:
+    try:
+      record = json.loads(file.read())
+    except ValueError as error:
+      raise errors.SourceError(f"{where}: not JSON ({error}). Publish the overlay again.") from None
+  if not isinstance(record, dict) or record.get("format") != OVERLAY_RECORD_FORMAT:
+    raise errors.SourceError(f"{where}: not a registry_overlay.json of format {OVERLAY_RECORD_FORMAT}. "
+                             "Publish the overlay again with this version of tfds_builders.")
+  for role in ("parent", "base"):
+    link = record.get(role)
+    if link is None and role == "parent":
+      continue
+    link_source = _link_source(link, role, source, roots, where)
+    parts = _checked_parts(link.get("dataset"), link.get("config"), link.get("version"), role, where)
+    link_label = f"{parts[0]}/{parts[1]}:{parts[2]}"
+    link_dir = _loadable_version(link_source, parts, f"{where}: its {role}")
+    recorded, found = link.get("digest"), published_digest(link_dir)
+    if found != recorded:
+      raise errors.SourceError(errors.with_hint(
+          f"{where}: its {role} {link_label} in {link_source.label} ({link_dir}) has digest {found}, but the "
+          f"overlay was published over digest {recorded}: the {role} was re-published or changed since",
+          f"Re-publish the {role} the overlay was built from, or rebuild the overlay over this {role} and "
+          "publish it again (--overwrite)"))
+    if role == "parent" and (link_dir in chain or len(chain) >= _MAX_CHAIN):
+      raise errors.SourceError(
+          f"{where}: its chain of parents {' -> '.join(map(str, chain + [link_dir]))} "
+          f"{'has a cycle' if link_dir in chain else f'is over {_MAX_CHAIN} links'}. Rebuild the chain's overlays.")
+    location = link.get("location")
+    if not isinstance(location, str) or locations.get(location, os.fspath(link_dir)) != os.fspath(link_dir):
+      raise errors.SourceError(f"{where}: {role} location {safe_paths.shown(location)} is recorded for two "
+                               "different published versions of the chain. Rebuild the chain's overlays.")
+    locations[location] = os.fspath(link_dir)
+    if role == "parent":
+      _resolve_links(link_label, link_dir, link_source, locations, chain + [link_dir], roots)
+
+
+def _link_source(link: Any, role: str, source: _Source, roots: dict[str, _Source], where: str) -> _Source:
+  """Where a link is published: the overlay's own registry, a registered namespace, or a root."""
+  if not isinstance(link, dict) or not (isinstance(link.get("digest"), str) and _DIGEST.fullmatch(link["digest"])):
+    raise errors.SourceError(f"{where}: {role} is not a link with a digest. Publish the overlay again.")
+  named = link.get("registry")
+  if named is None:
+    return source
+  if isinstance(named, dict) and isinstance(named.get("namespace"), str):
+    if named["namespace"] not in _NAMESPACES:
+      raise errors.SourceError(errors.with_hint(
+          f"{where}: its {role} is published in namespace {named['namespace']!r}, which is not registered here",
+          f"Register it (registry.register({named['namespace']!r}, ROOT) or {CONFIG_ENV})"))
+    return _NAMESPACES[named["namespace"]]
+  if isinstance(named, dict) and isinstance(named.get("root"), str) and named["root"]:
+    root = named["root"]
+    remote.refuse_credentials(root, f"{where}: {role} registry")
+    if root not in roots:
+      load_root, before_load = _load_root(root, verify=True)
+      roots[root] = _Source(f"registry {root}", root, epath.Path(load_root), before_load)
+    return roots[root]
+  raise errors.SourceError(f"{where}: {role} 'registry' is {safe_paths.shown(named)}; expected null, "
+                           "{\"namespace\": ...} or {\"root\": ...}. Publish the overlay again.")
