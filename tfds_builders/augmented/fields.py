@@ -61,6 +61,12 @@ class FieldSpec:
     return {"dtype": self.dtype, "shape": list(self.shape), "source": self.source,
             "declared": self.declared}
 
+  @classmethod
+  def from_json(cls, name: str, spec_json: Mapping[str, Any]) -> FieldSpec:
+    """The FieldSpec `to_json` gave (metadata.json's `new_fields`)."""
+    return cls(name, spec_json["dtype"], tuple(spec_json["shape"]), spec_json["source"],
+               bool(spec_json.get("declared", False)))
+
 
 def parse_declared(name: str, declared: str | Mapping[str, Any], source: str) -> FieldSpec:
   """A FieldSpec from the config: `"int64"`, `"float32[3]"`, `"string[None]"`,

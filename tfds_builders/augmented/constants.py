@@ -1,0 +1,166 @@
+"""Constant fields: one value per split, resolved and encoded once, stored in metadata.json as map entries."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.augmented import fields
+from tfds_builders.augmented import overlay_format
+from tfds_builders.core import errors
+from tfds_builders.core import serialization
+
+CONSTANT = "constant"
+PER_SPLIT = "per-split constant"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantField:
+  """One constant field and its serialized map entry in each split.
+
+  Attributes:
+    spec: Its feature (declared or inferred), source `constant` or `per-split constant`.
+    entries: Split -> the map entry `FieldCodec.encode` gives for the split's value.
+  """
+
+  spec: fields.FieldSpec
+  entries: Mapping[str, bytes]
+
+
+def resolve(
+    constant_fields: Mapping[str, Any], declared: Mapping[str, fields.FieldSpec], splits: Sequence[str]
+) -> tuple[ConstantField, ...]:
+  """The config's `constant_fields`, typed and encoded once per split.
+
+  Args:
+    constant_fields: `{name: value}` (the same in every split) or
+      `{name: {split: value}}` (a per-split constant naming every split).
+    declared: The config's declared features; others are inferred from the values.
+    splits: The splits being built.
+
+  Raises:
+    ConfigError: naming the field (and split) of a per-split constant that
+      misses or adds a split, a value of no supported type, or a value that
+      does not fit its declared feature.
+  """
+  return tuple(_resolved(name, value, declared.get(name), list(splits)) for name, value in constant_fields.items())
+
+
+def _resolved(name: str, value: Any, declared: fields.FieldSpec | None, splits: list[str]) -> ConstantField:
+  if isinstance(value, Mapping):
+    source = PER_SPLIT
+    missing = [split for split in splits if split not in value]
+    unknown = sorted(str(split) for split in value if split not in splits)
+    if missing or unknown:
+      raise errors.ConfigError(
+          errors.with_hint(
+              f"constant_fields[{name!r}] is a per-split constant for splits {sorted(map(str, value))}; "
+              f"the build has splits {splits}: missing {missing}, unknown {unknown}",
+              "Give a value for exactly the splits built (see `splits`), or one value for all of them",
+          )
+      )
+    per_split = {split: value[split] for split in splits}
+  else:
+    source = CONSTANT
+    per_split = {split: value for split in splits}
+  if declared is not None:
+    spec = dataclasses.replace(declared, source=source)
+  else:
+    try:
+      spec = fields.infer(name, list(per_split.values()), source, [f"split {split!r}" for split in per_split])
+    except errors.SchemaError as error:
+      raise errors.ConfigError(f"constant_fields[{name!r}]: {error}") from None
+  codec = fields.FieldCodec(spec)
+  entries = {}
+  for split, split_value in per_split.items():
+    try:
+      entries[split] = b"".join(codec.encode(split_value))
+    except fields.FieldValueError as error:
+      origin = "declared in `features`" if spec.declared else "inferred from the values"
+      raise errors.ConfigError(
+          errors.with_hint(
+              f"constant_fields[{name!r}], split {split!r}: {error} ({origin})",
+              f"Give a value of that type and shape for every split, or declare another: features={{{name!r}: ...}}",
+          )
+      ) from None
+  return ConstantField(spec, entries)
+
+
+def metadata_entry(constants: Sequence[ConstantField]) -> dict[str, dict[str, str]]:
+  """`constant_fields` of the overlay's metadata: `{name: {split: encode_constant(entry)}}`."""
+  return {
+      constant.spec.name: {split: overlay_format.encode_constant(entry) for split, entry in constant.entries.items()}
+      for constant in constants
+  }
+
+
+def split_entries(constants: Sequence[ConstantField], split: str) -> bytes:
+  """The constants' map entries for `split`, end to end in field order: what every record of it gets."""
+  return b"".join(constant.entries[split] for constant in constants)
+
+
+# -------------------------------------------------------- the read side --
+
+
+def features(metadata: Mapping[str, Any]) -> tfds.features.FeaturesDict:
+  """The features of one overlay link's constant fields, from its metadata's `new_fields`."""
+  return _features(_specs_json(metadata))
+
+
+def values(metadata: Mapping[str, Any], split: str) -> dict[str, Any]:
+  """The constant fields of one overlay link in `split`, decoded as TFDS decodes the stored fields (NumPy, no TF).
+
+  Decoded once per link and split; the arrays are read-only, since every
+  caller shares them.
+
+  Args:
+    metadata: The link's `augmented` metadata entry (`overlay_format.read_metadata`).
+    split: A split name of the base (not a split spec).
+
+  Raises:
+    SourceError: if a constant has no value for the split, or its entry does
+      not decode as its feature.
+  """
+  entries = overlay_format.constant_entries(metadata, split)
+  return dict(_decoded(_specs_json(metadata), entries))
+
+
+def _specs_json(metadata: Mapping[str, Any]) -> str:
+  """The constant fields' specs, as a hashable key: name -> FieldSpec JSON, in field order."""
+  names = overlay_format.constant_names(metadata)
+  return json.dumps([[name, metadata["new_fields"][name]] for name in names])
+
+
+@functools.lru_cache(maxsize=64)
+def _features(specs_json: str) -> tfds.features.FeaturesDict:
+  return tfds.features.FeaturesDict({
+      name: fields.FieldSpec.from_json(name, spec_json).feature() for name, spec_json in json.loads(specs_json)
+  })
+
+
+@functools.lru_cache(maxsize=256)
+def _decoded(specs_json: str, entries: bytes) -> tuple[tuple[str, Any], ...]:
+  if not entries:
+    return ()
+  try:
+    decoded = _features(specs_json).deserialize_example_np(serialization.example_from_entries([entries]))
+  except Exception as error:  # pylint: disable=broad-except  # protobuf or TFDS decode errors, named here
+    raise errors.SourceError(
+        f"The overlay's constant fields {[name for name, _ in json.loads(specs_json)]} do not decode as "
+        f"their features ({error}). Rebuild the overlay with this version of tfds_builders."
+    ) from error
+  items = []
+  for name, feature in _features(specs_json).items():
+    value = decoded[name]
+    if not (feature.np_dtype == np.object_ and feature.shape == ()):  # a scalar string stays bytes
+      # TFDS's NumPy parser gives Python scalars for some lists: one dtype, as the stored fields decode.
+      value = np.array(value, dtype=feature.np_dtype)
+      value.setflags(write=False)
+    items.append((name, value))
+  return tuple(items)
