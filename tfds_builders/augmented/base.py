@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from etils import epath
+from google.protobuf import message
+import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2  # the Example message without importing TensorFlow
 
 from tfds_builders.augmented import overlay_format
 from tfds_builders.core import errors
@@ -19,6 +23,13 @@ from tfds_builders.core import tfrecord_io
 
 PREPARED = "prepared"
 RECORDS = "records"
+# How a base's files are stored: TFRecord frames (raw records, and TFDS's default) or
+# ArrayRecord (`tfds build --file_format array_record`), read by index.
+TFRECORD = "tfrecord"
+ARRAY_RECORD = "array_record"
+_READABLE_FORMATS = (TFRECORD, ARRAY_RECORD)
+# ArrayRecord records read at a time by a build's walk of a file.
+_ARRAY_RECORD_BATCH = 1024
 # The config field that sets a raw base's compression, named in mismatch messages.
 COMPRESSION_FIELD = "base_compression"
 _SHARD_LENGTHS = "its dataset_info.json (shard_lengths)"
@@ -37,12 +48,16 @@ class BaseFile:
   num_bytes: int
   # Where num_records comes from, for the message when the file holds another number.
   count_source: str = dataclasses.field(default="the count taken when the base was opened", compare=False)
+  file_format: str = TFRECORD
 
   @property
   def name(self) -> str:
     return epath.Path(self.path).name
 
   def record_file(self) -> tfrecord_io.RecordFile:
+    """The file as TFRecord frames (an ArrayRecord file has none: `scan` and `iter_records` read it)."""
+    if self.file_format != TFRECORD:
+      raise ValueError(f"{self.path} is an ArrayRecord file, not TFRecord frames.")
     return tfrecord_io.RecordFile(epath.Path(self.path), self.compression, COMPRESSION_FIELD)
 
   def identity(self) -> overlay_format.FileIdentity:
@@ -81,6 +96,8 @@ class Base:
     location: The dataset directory, or the raw records' root directory.
     features_json: The base FeaturesDict as JSON (inferred for raw records).
     splits: Split name -> files.
+    file_format: `tfrecord`, or `array_record` for a prepared base built
+      with `--file_format array_record`.
   """
 
   kind: str
@@ -89,6 +106,7 @@ class Base:
   location: str
   features_json: str
   splits: Mapping[str, BaseSplit]
+  file_format: str = TFRECORD
 
   @property
   def features_source(self) -> FeaturesSource:
@@ -106,12 +124,13 @@ class Base:
   def title(self) -> str:
     """The base as messages name it: `name version at dir`, or `TFRecord files in dir`."""
     if self.kind == PREPARED:
-      return f"{self.name} {self.version} at {self.location}"
+      stored_as = " (ArrayRecord)" if self.file_format == ARRAY_RECORD else ""
+      return f"{self.name} {self.version} at {self.location}{stored_as}"
     return f"TFRecord files in {self.location}"
 
   def identity(self) -> dict[str, Any]:
-    """What an overlay must match: name, version, features, every file's counts."""
-    return {
+    """What an overlay must match: name, version, features, every file's counts (and a format other than TFRecord)."""
+    identity = {
         "kind": self.kind,
         "name": self.name,
         "version": self.version,
@@ -121,13 +140,17 @@ class Base:
             for name, split in sorted(self.splits.items())
         },
     }
+    # Only when not TFRecord: the digests recorded by every overlay of a TFRecord base stay valid.
+    if self.file_format != TFRECORD:
+      identity["file_format"] = self.file_format
+    return identity
 
   def digest(self) -> str:
     """SHA-256 of `identity()`, as hex."""
     return overlay_format.identity_digest(self.identity())
 
   def provenance(self) -> dict[str, Any]:
-    return {
+    provenance = {
         "kind": self.kind,
         "name": self.name,
         "version": self.version,
@@ -135,6 +158,9 @@ class Base:
         "digest": self.digest(),
         "splits": {name: split.num_examples for name, split in self.splits.items()},
     }
+    if self.file_format != TFRECORD:  # as in `identity`: a TFRecord base's provenance as before
+      provenance["file_format"] = self.file_format
+    return provenance
 
 
 @functools.lru_cache(maxsize=16)
@@ -163,28 +189,29 @@ def version_of(location: str, data_dir: str | None) -> str:
 
 
 def open_prepared(location: str, data_dir: str | None, splits: Sequence[str] = ()) -> Base:
-  """A prepared TFDS dataset, by directory or `name[/config][:version]`.
+  """A prepared TFDS dataset, by directory or `name[/config][:version]`, stored as TFRecord or ArrayRecord.
 
   Raises:
-    SourceError: if it does not exist, lacks a split, or is not TFRecord.
+    SourceError: if it does not exist, lacks a split, or is stored in another format.
   """
   builder = tfrecord_io.prepared_builder(location, data_dir)
+  file_format = _file_format_of(builder)
   split_names = list(splits) or list(builder.info.splits)
   base_splits = {}
   for split in split_names:
-    prepared = tfrecord_io.prepared_split(builder, split)
+    paths = _shard_paths(builder, split, file_format)
     lengths = builder.info.splits[split].shard_lengths
-    if len(lengths) != len(prepared.files):
+    if len(lengths) != len(paths):
       raise errors.SourceError(
           errors.with_hint(
-              f"{builder.info.full_name} at {builder.data_path}: split {split!r} has {len(prepared.files)} shard "
+              f"{builder.info.full_name} at {builder.data_path}: split {split!r} has {len(paths)} shard "
               f"files but {len(lengths)} shard_lengths in its dataset_info.json",
               "Its metadata does not describe its files: rebuild the base dataset, or re-fetch it",
           )
       )
     base_splits[split] = BaseSplit(split, tuple(
-        BaseFile(str(file.path), "", count, _size_of(file.path), count_source=_SHARD_LENGTHS)
-        for file, count in zip(prepared.files, lengths)
+        BaseFile(str(path), "", count, _size_of(path), count_source=_SHARD_LENGTHS, file_format=file_format)
+        for path, count in zip(paths, lengths)
     ))
   return Base(
       kind=PREPARED,
@@ -193,7 +220,53 @@ def open_prepared(location: str, data_dir: str | None, splits: Sequence[str] = (
       location=str(builder.data_path),
       features_json=json.dumps(builder.info.features.to_json(), sort_keys=True),
       splits=base_splits,
+      file_format=file_format,
   )
+
+
+def check_tf_data_readable(base: Base, overlay_name: str) -> None:
+  """Refuses an ArrayRecord base where it would be read with tf.data (`load_augmented`, compaction).
+
+  Raises:
+    SourceError: naming the overlay and base, and the reader that does read it.
+  """
+  if base.file_format == ARRAY_RECORD:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"Overlay {overlay_name} sits on {base.title()}: load_augmented reads the base with tf.data, "
+            "and TFDS has no tf.data reader for ArrayRecord files",
+            "Read it by index with tfds_builders.augmented_source(...) (Grain, tfds.data_source-style), "
+            "or build the overlay over a TFRecord build of the base",
+        )
+    )
+
+
+def _file_format_of(builder: tfds.core.DatasetBuilder) -> str:
+  """`tfrecord` or `array_record`: how a prepared base stores its records.
+
+  Raises:
+    SourceError: for another format (Parquet, Riegeli), naming the dataset.
+  """
+  file_format = builder.info.file_format.value if builder.info.file_format else TFRECORD
+  if file_format not in _READABLE_FORMATS:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"{builder.info.full_name} at {builder.data_path} is stored as {file_format}; a base is read "
+            f"record by record from TFRecord or ArrayRecord files",
+            "Rebuild it with --file_format tfrecord (or array_record)",
+        )
+    )
+  return file_format
+
+
+def _shard_paths(builder: tfds.core.DatasetBuilder, split: str, file_format: str) -> list[epath.Path]:
+  """The shard files of a prepared split, each checked to be a real file in the dataset's folder."""
+  if file_format == TFRECORD:
+    return [file.path for file in tfrecord_io.prepared_split(builder, split).files]
+  if split not in builder.info.splits:
+    raise errors.SourceError(f"{builder.info.full_name} has no split {split!r}; it has {sorted(builder.info.splits)}.")
+  return [tfrecord_io.shard_path(builder.data_path, name, builder.info.full_name)
+          for name in builder.info.splits[split].filenames]
 
 
 def _size_of(path: epath.Path) -> int:
@@ -415,8 +488,129 @@ def iter_records(file: BaseFile) -> Iterator[bytes]:
     SourceError: naming the file and record of a corrupt or truncated record, or the
       file and both counts if it holds another number of records than the base says.
   """
+  if file.file_format == ARRAY_RECORD:
+    return (record for batch in _array_record_batches(file) for record in batch[1])
   records = fast.record_index.read_records(file.record_file())
   if file.num_records is None:  # a walked base: the walk counts it
     return records
   return tfrecord_io.counted(records, file.num_records, file.path, file.count_source)
+
+
+def scan(file: BaseFile, *, key: str | None = None, key_kind: str = "int64_list", **scan_options: Any) -> Iterator[Any]:
+  """`core.record_index.scan` of a base file: its records' fingerprints (and one feature's values), block by block.
+
+  A TFRecord file's frames are walked (compiled, reading only headers and
+  keys). An ArrayRecord file has no frames: its records are read with
+  ArrayRecordReader (which checks its chunks' hashes), and each block holds
+  the fingerprint a TFRecord frame would store for the same bytes, and the
+  key parsed with protobuf; `scan_options` (windows, layouts, data checks)
+  apply to TFRecord frames only.
+  """
+  if file.file_format != ARRAY_RECORD:
+    return fast.record_index.scan(file.record_file(), key=key, key_kind=key_kind, **scan_options)
+  return (_array_record_block(first, records, key, key_kind) for first, records in _array_record_batches(file))
+
+
+def file_fingerprints(file: BaseFile) -> np.ndarray:
+  """Every record's fingerprint of a base file, TFRecord (frames walked) or ArrayRecord (records read)."""
+  if file.file_format != ARRAY_RECORD:
+    return fast.record_index.fingerprints(file.record_file())
+  return np.concatenate([block.fingerprints() for block in scan(file)] or [np.zeros(0, np.int64)])
+
+
+def fingerprints(records: Sequence[bytes]) -> np.ndarray:
+  """`length << 32 | masked CRC32C` of each record, as int64: what its TFRecord frame stores (`Block.fingerprints`)."""
+  masked_crc32c = fast.crc32c.masked_crc32c
+  out = np.empty(len(records), np.int64)
+  for row, record in enumerate(records):
+    out[row] = len(record) << 32 | masked_crc32c(np.frombuffer(record, np.uint8), 0, len(record))
+  return out
+
+
+def open_array_record(path: str | epath.Path) -> Any:
+  """An ArrayRecordReader of one file, read by index (no read-ahead).
+
+  Raises:
+    SourceError: naming the file if it is missing or no ArrayRecord file.
+  """
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top  # only ArrayRecord bases need it
+
+  try:
+    # As TFDS's data sources open it: random reads need no read-ahead.
+    return array_record_module.ArrayRecordReader(os.fspath(path), "readahead_buffer_size:0")
+  except (RuntimeError, ValueError, OSError) as error:
+    raise errors.SourceError(
+        errors.with_hint(f"{path} cannot be opened as an ArrayRecord file ({' '.join(str(error).split())[:200]})",
+                         "Re-fetch the dataset, or rebuild it with --file_format array_record")
+    ) from error
+
+
+def count_array_records(path: str | epath.Path) -> int:
+  """How many records an ArrayRecord file holds, read from its index; SourceError naming the file if damaged."""
+  reader = open_array_record(path)
+  try:
+    count = reader.num_records()
+    reader.close()  # reports a damaged index (footer) it has read
+  except (RuntimeError, ValueError, OSError) as error:
+    raise _damaged(path, "its index", error) from error
+  return count
+
+
+def read_array_records(reader: Any, path: str, positions: Sequence[int]) -> list[bytes]:
+  """Records of an open ArrayRecord file by position; SourceError naming the file and records if unreadable."""
+  try:
+    return reader.read(list(positions))
+  except (RuntimeError, ValueError, OSError) as error:
+    shown = ", ".join(map(str, positions[:4])) + (", ..." if len(positions) > 4 else "")
+    raise _damaged(path, f"record(s) {shown}", error) from error
+
+
+def _damaged(path: str | epath.Path, what: str, error: Exception) -> errors.SourceError:
+  reason = " ".join(str(error).split())[:200]
+  return errors.SourceError(
+      errors.with_hint(f"{path}: {what} cannot be read ({reason})",
+                       "The file is damaged: re-fetch the dataset, or rebuild it"))
+
+
+def _array_record_batches(file: BaseFile) -> Iterator[tuple[int, list[bytes]]]:
+  """`(first index, records)` of an ArrayRecord file, in order, its record count checked first."""
+  count = count_array_records(file.path)
+  if file.num_records is not None and count != file.num_records:
+    raise tfrecord_io.count_mismatch(file.path, file.num_records, count, file.count_source)
+  reader = open_array_record(file.path)
+  for first in range(0, count, _ARRAY_RECORD_BATCH):
+    yield first, read_array_records(reader, file.path, range(first, min(count, first + _ARRAY_RECORD_BATCH)))
+  reader.close()
+
+
+def _array_record_block(first: int, records: Sequence[bytes], key: str | None, key_kind: str) -> Any:
+  """A `core.record_index.Block` of ArrayRecord records: fingerprints computed, join keys parsed."""
+  count = len(records)
+  crcs = fingerprints(records) & 0xFFFFFFFF
+  key_counts, keys = None, None
+  if key is not None:
+    key_counts = np.zeros(count, np.int64)
+    values_of = []
+    for row, record in enumerate(records):
+      try:
+        feature = tf_example_pb2.Example.FromString(record).features.feature
+      except message.DecodeError:
+        key_counts[row] = fast.record_index.MALFORMED
+        values_of.append(None)
+        continue
+      values = getattr(feature[key], key_kind).value if key in feature else ()
+      key_counts[row] = len(values)
+      values_of.append(values[-1] if len(values) else None)  # as `scan`: the last value
+    if key_kind == "int64_list":
+      keys = np.array([0 if value is None else value for value in values_of], np.int64)
+    else:
+      keys = [b"" if value is None else bytes(value) for value in values_of]
+  return fast.record_index.Block(
+      first=first,
+      offsets=np.full(count, -1, np.int64),  # ArrayRecord records have no byte offset of their own
+      lengths=np.array([len(record) for record in records], np.int64),
+      crcs=crcs.astype(np.uint32),
+      key_counts=key_counts,
+      keys=keys,
+  )
 
