@@ -22,6 +22,8 @@ from benchmarks import cross_product
 from benchmarks import database
 from benchmarks import harness
 from benchmarks import numpy_arrays
+from benchmarks import overlay_chains
+from benchmarks import overlays
 from benchmarks import report
 from benchmarks import scaling
 
@@ -31,6 +33,8 @@ CASES = {
     "cross_product": cross_product,
     "database": database,
     "numpy_arrays": numpy_arrays,
+    "overlay_chains": overlay_chains,
+    "overlays": overlays,
     "scaling": scaling,
 }
 REPORT_HELP = "rewrite the result tables of docs/benchmarks.md from the saved JSON (--results-dir)"

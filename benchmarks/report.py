@@ -78,6 +78,23 @@ RATIO_COLUMNS = {
         Column("materialize_overlay", "materialize/overlay (goal ≥ 10)", _fixed(2)),
         Column("before_this_round", "before this round", _fixed(2)),
     ),
+    "overlays": (
+        _SIZE,
+        Column("case", "case", _plain, "---"),
+        Column("overlay_seconds", "overlay s (goal < 1 at 1 GB)", _fixed(3)),
+        Column("materialize_seconds", "materialize s", _fixed(3)),
+        Column("materialize_overlay_time", "materialize/overlay time (goal ≥ 100)", _fixed(0)),
+        Column("overlay_bytes", "overlay bytes (goal < 1 MB)", _plain),
+        Column("materialize_bytes", "materialize bytes", _plain),
+        Column("materialize_overlay_bytes", "materialize/overlay bytes", _fixed(0)),
+    ),
+    "overlay_chains": (
+        _SIZE,
+        Column("case", "case", _plain, "---"),
+        Column("base_examples_per_s", "base alone examples/s", _fixed(0)),
+        Column("chain_examples_per_s", "base + chain examples/s", _fixed(0)),
+        Column("chain_base_time", "chain/base time (goal ≤ 1.3)", _fixed(2)),
+    ),
     "concatenated": (
         _SIZE,
         Column("sources", "sources", _plain, "---"),

@@ -27,10 +27,11 @@ SMOKE_EXAMPLES = {
     "concatenated": (10**6 // 3300) // 2 * 2,  # 2 sources of ~3.3KB examples
     "database": 500,
 }
-CASES = [*SMOKE_EXAMPLES, "scaling"]
+CASES = [*SMOKE_EXAMPLES, "scaling", "overlay_chains"]
 # Tests that read smoke runs besides their own case's.
 _USES_SMOKE = {
     "test_smoke_scaling_fits_the_model": {"scaling"},
+    "test_smoke_overlay_chains_reads_the_base_and_the_chain": {"overlay_chains"},
     "test_smoke_database_reads_against_the_raw_read_and_the_peers": {"database"},
     "test_goals_are_judged_from_the_saved_runs": {"cross_product", "numpy_arrays", "concatenated"},
 }
@@ -227,3 +228,16 @@ def test_a_peer_missing_any_of_its_packages_is_skipped_naming_it(monkeypatch, ab
   missing = database._missing_peers(sqlite=False)  # pylint: disable=protected-access
   named, _, rest = missing[peer].partition(" not installed ")
   assert absent in named.split(", ") and rest == "(pip install -e '.[bench]')"
+
+
+def test_smoke_overlay_chains_reads_the_base_and_the_chain(smoke_results) -> None:
+  """A read, not a build: the base alone and base + 3 links, their examples/s and the ratio of their times."""
+  completed, path = smoke_results["overlay_chains"]
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  result = json.loads(path.read_text())
+  rows = {row["phase"]: row for row in result["rows"]}
+  assert set(rows) == {"base_read", "chain_read"}
+  assert all(row["examples"] == 10**6 // 10**4 and _finite(row["examples_per_s"]) for row in rows.values())
+  (line,) = result["ratios"]
+  assert line["case"] == "base + 3-link chain" and _finite(line["chain_base_time"])
+  assert "| chain/base time (goal ≤ 1.3) |" in completed.stdout

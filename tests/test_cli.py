@@ -65,3 +65,12 @@ def test_console_script_help_and_usage_error() -> None:
   assert ok.returncode == 0 and "inspect" in ok.stdout and "Exit codes" in ok.stdout
   bad = subprocess.run([sys.executable, "-m", "tfds_builders.cli", "nope"], capture_output=True, text=True)
   assert bad.returncode == cli.EXIT_USAGE and "invalid choice" in bad.stderr
+
+
+def test_compact_is_listed_with_its_arguments() -> None:
+  ok = subprocess.run([sys.executable, "-m", "tfds_builders.cli", "compact", "--help"], capture_output=True, text=True)
+  assert ok.returncode == 0
+  assert "usage: tfds-builders compact [-h] [--data_dir DATA_DIR] [--name NAME]" in ok.stdout
+  assert "overlay out_data_dir" in " ".join(ok.stdout.split())
+  bad = subprocess.run([sys.executable, "-m", "tfds_builders.cli", "compact"], capture_output=True, text=True)
+  assert bad.returncode == cli.EXIT_USAGE and "the following arguments are required: overlay, out_data_dir" in bad.stderr

@@ -24,3 +24,10 @@ def load_augmented(*args, **kwargs):
   from tfds_builders.augmented import overlay_loader  # pylint: disable=g-import-not-at-top
 
   return overlay_loader.load_augmented(*args, **kwargs)
+
+
+def augmented_source(*args, **kwargs):
+  """An overlay over an ArrayRecord base, read by index (Grain); see `tfds_builders.augmented.random_access`."""
+  from tfds_builders.augmented import random_access  # pylint: disable=g-import-not-at-top
+
+  return random_access.augmented_source(*args, **kwargs)

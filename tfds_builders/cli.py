@@ -1,4 +1,4 @@
-"""The `tfds-builders` console command: list builders, inspect, publish, export and import datasets."""
+"""The `tfds-builders` console command: list builders, inspect, publish, export, import and compact datasets."""
 
 from __future__ import annotations
 
@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
   publish.add_argument("registry", help="registry root (local path or URL)")
   publish.add_argument("--overwrite", action="store_true",
                        help="replace an existing published version of the same dataset")
+  publish.add_argument("--base_registry", metavar="NAMESPACE_OR_ROOT",
+                       help="an overlay's base (and parent) is published there, not in REGISTRY")
   publish.set_defaults(run=_run_publish)
 
   verify = commands.add_parser(
@@ -131,7 +133,31 @@ def _parser() -> argparse.ArgumentParser:
   import_parser.add_argument("--overwrite", action="store_true",
                              help="replace an existing prepared dataset of the same name, config and version")
   import_parser.set_defaults(run=_run_import)
+
+  compact = commands.add_parser(
+      "compact", help="materialize an augmented overlay and its chain into one dataset",
+      description="Write OVERLAY (an augmented overlay, possibly sitting on other "
+      "overlays) and its root base as one ordinary TFDS dataset under "
+      "OUT_DATA_DIR/augmented/<name>/<version>/: the base's records with every "
+      "link's fields, byte-identical to what mode=materialize writes for the same "
+      "fields. The version is the minor version after the overlay's, with a release "
+      "note naming the chain. The overlay and the base are only read.",
+  )
+  compact.add_argument("overlay", help="overlay version directory, or augmented/<config>[:version] with --data_dir")
+  compact.add_argument("out_data_dir", help="TFDS data_dir to write the compacted dataset into")
+  compact.add_argument("--data_dir", help="data_dir of an OVERLAY given by name")
+  compact.add_argument("--name", help="config name of the compacted dataset (default: the overlay's)")
+  compact.add_argument("--version", help="its version (default: the minor version after the overlay's)")
+  compact.set_defaults(run=_run_compact)
   return parser
+
+
+def _run_compact(args: argparse.Namespace) -> int:
+  from tfds_builders.augmented import chain  # pylint: disable=g-import-not-at-top
+
+  path = chain.compact(args.overlay, args.out_data_dir, data_dir=args.data_dir, name=args.name, version=args.version)
+  print(f"compacted {args.overlay} into {path}")
+  return EXIT_OK
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -192,7 +218,8 @@ def _list_registry(root: str) -> int:
 def _run_publish(args: argparse.Namespace) -> int:
   from tfds_builders import registry  # pylint: disable=g-import-not-at-top
 
-  target = registry.publish(args.dataset_dir, args.registry, overwrite=args.overwrite)
+  target = registry.publish(args.dataset_dir, args.registry, overwrite=args.overwrite,
+                            base_registry=args.base_registry)
   print(f"published {target}")
   return EXIT_OK
 

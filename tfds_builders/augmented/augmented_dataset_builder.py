@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from etils import epath
 import tensorflow_datasets as tfds
 
+from tfds_builders import tfds_internals
 from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import chain as chain_lib
 from tfds_builders.augmented import function_calls
 from tfds_builders.augmented import generators
 from tfds_builders.augmented import overlay_format
@@ -74,6 +76,11 @@ class BuilderConfig(streaming_builder.StreamingConfig):
       key in one compiled pass, without parsing the records (that is what
       makes it fast); True reads and parses every record as materialize
       does. Either way the loader's reads check every CRC.
+    constant_fields: New fields with one value in every split (`{"source":
+      "web"}`), or one value per split (`{"weight": {"train": 1.0, "test":
+      0.5}}`, naming exactly the splits built); typed by `features` or
+      inferred. An overlay stores them in metadata.json only (no data
+      bytes); materialize appends them to every record.
     num_workers: Processes calling `function` in a local build (Beam builds
       run one shard per Beam worker instead).
     data_root: Directory that relative paths are taken from.
@@ -99,6 +106,7 @@ class BuilderConfig(streaming_builder.StreamingConfig):
   missing_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
   overwrite_fields: list[str] = dataclasses.field(default_factory=list)
   verify_base: bool = False
+  constant_fields: dict[str, Any] = dataclasses.field(default_factory=dict)
   num_workers: int = 1
   data_root: str | None = None
 
@@ -182,7 +190,8 @@ class Builder(streaming_builder.StreamingBuilder):
     version drops examples without a side-table row (`missing_policy: skip`).
     """
     plan = self._plan
-    drops_examples = plan.mode == "materialize" and plan.unmatched.left_out
+    drops_examples = plan.mode == "materialize" and (plan.unmatched.left_out or bool(plan.chain and any(
+        link.metadata.get("missing_policy") == "skip" for link in plan.chain.links)))  # a link's unmatched examples
     if plan.walk or drops_examples or split not in plan.base.splits:
       return None
     return plan.base.splits[split].num_examples
@@ -212,6 +221,8 @@ class Builder(streaming_builder.StreamingBuilder):
   def _split_streams(self, dl_manager: tfds.download.DownloadManager, context: generators.BuildContext):
     del dl_manager  # sources are local or remote paths, never downloaded
     plan = context.plan
+    if plan.path == plan_lib.CONSTANTS_ONLY:  # nothing to read or write: see _write_splits
+      return {split: () for split in plan.base.splits}
     for split in plan.base.splits:
       generators.check_some_match(plan, split)
     if context.walk:  # file offsets are learned as the walk goes: one partition reads the files in order
@@ -224,6 +235,18 @@ class Builder(streaming_builder.StreamingBuilder):
         ])
         for split, base_split in plan.base.splits.items()
     }
+
+  def _write_splits(
+      self, streams: Mapping[str, Any], download_config: tfds.download.DownloadConfig
+  ) -> list[tfds.core.SplitInfo]:
+    """Writes the splits; an overlay of constants alone writes no shard: each split is 0 examples, 0 bytes."""
+    if self._plan.path != plan_lib.CONSTANTS_ONLY:
+      return super()._write_splits(streams, download_config)
+    return [
+        tfds.core.SplitInfo(name=split, shard_lengths=[], num_bytes=0,
+                            filename_template=tfds_internals.filename_template(self, split))
+        for split in streams
+    ]
 
   def _after_build(self, context: generators.BuildContext, split_infos: Sequence[tfds.core.SplitInfo]) -> None:
     plan = context.plan.with_base(context.walk.base()) if context.walk else context.plan
@@ -252,13 +275,24 @@ def _release_note(config: BuilderConfig, plan: plan_lib.AugmentationPlan | None)
     sources = " and ".join(filter(None, [
         f"side table {config.side_table or 'SQL query'}" if config.side_table or config.side_table_sql else "",
         f"function {config.function}" if config.function else "",
+        "constant_fields" if config.constant_fields else "",
     ]))
+    if not sources and config.mode == "materialize":  # compaction; the plan names the chain
+      return f"Compacts the overlay chain of {base} into one dataset."
     return f"Adds fields from {sources} to {base} ({config.mode})."
   added = "; ".join(
       f"{spec.name} ({spec.spec_text()}) from {spec.source}" for spec in plan.new_specs
   )
   base_name = f"{plan.base.name} {plan.base.version}" if plan.base.version else plan.base.title()
+  if plan.chain and config.mode == "materialize":
+    return f"Compacts the overlay chain {plan.chain.describe()} into one dataset" + (f"; adds {added}." if added else ".")
   return f"Adds to {base_name} ({config.mode}): {added}."
+
+
+def _compacts(config: BuilderConfig) -> bool:
+  """A materialize config whose base is an overlay: the chain's fields are its source (compaction)."""
+  return config.mode == "materialize" and bool(config.base) and chain_lib.is_overlay(
+      plan_lib.base_location(config), config.base_data_dir)
 
 
 def _check_config(config: BuilderConfig) -> None:
@@ -281,8 +315,12 @@ def _check_config(config: BuilderConfig) -> None:
     raise fail("give `side_table` (a file) or `side_table_sql` (a query), not both.")
   if bool(config.side_table_sql) != bool(config.side_table_connection):
     raise fail("`side_table_sql` and `side_table_connection` go together: the query and where it runs.")
-  if not config.function and not has_table:
-    raise fail("give `function` ('package.module:function'), a side table, or both: where the new fields come from.")
+  if not config.function and not has_table and not config.constant_fields and not _compacts(config):
+    raise fail(
+        "give `function` ('package.module:function'), a side table or `constant_fields` (any of them): "
+        "where the new fields come from.")
+  if not isinstance(config.constant_fields, dict):
+    raise fail(f"constant_fields={config.constant_fields!r}; use {{name: value}} or {{name: {{split: value}}}}.")
   if has_table and not config.join_key:
     raise fail("a side table needs `join_key`: the base feature matched with the table's key column.")
   if config.join_key and not has_table:

@@ -14,6 +14,8 @@ import numpy as np
 from tensorflow_datasets.proto import tf_example_pb2  # the Example message without importing TensorFlow
 
 from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import chain as chain_lib
+from tfds_builders.augmented import constants as constants_lib
 from tfds_builders.augmented import fields
 from tfds_builders.augmented import function_calls
 from tfds_builders.augmented import overlay_format
@@ -143,17 +145,26 @@ def materialized(context: BuildContext, split: str, file_index: int, offset: int
   codecs = [fields.FieldCodec(spec) for spec in plan.function_specs]
   dropped = plan.dropped_base_keys
   drop = (lambda name: None if name in dropped else name) if dropped else None
+  constant_entries = [[constants_lib.split_entries(plan.constants, split)]] if plan.constants else []
+  # Compaction: the chain's fields, byte-exact from its links, before this config's.
+  compacted = chain_lib.CompactedEntries(plan.chain, split, file, offset, plan.overwrite) if plan.chain else None
   left_out = 0
   for batch, results in _joined_batches(context, split, file, offset, None):
     left_out += plan.unmatched.count(batch.rows)
     called = _kept(plan, batch.rows)
     results_iter = iter(results)
     side_entries = _side_entries(plan, batch)
+    chained = compacted.entries(batch.start, batch.size) if compacted else None
     for i in range(batch.size) if called is None else np.flatnonzero(called).tolist():
       key = plan_lib.example_key(split, offset + batch.start + i)
       entries = side_entries[i]
       if codecs:
         entries += _function_entries(plan, codecs, next(results_iter), key, f"record {batch.start + i} of {file.name}")
+      if chained is not None:
+        if chained[i] is None:  # a link flagged it unmatched: left out, as materialize leaves out `skip`
+          continue
+        entries = [[chained[i]], *entries]
+      entries += constant_entries  # after the side table's and the function's, in field order
       raw = batch.records[i]
       base_part = serialization.rename_features(raw, drop) if drop else raw
       yield key, serialization.merge_examples(base_part, serialization.example(entries))
@@ -310,7 +321,7 @@ def _scanned_blocks(file: base_lib.BaseFile, **scan_options: Any) -> Iterator[An
     SourceError: naming the file and both counts if they differ; blocks past
       the base's count are counted, never yielded.
   """
-  blocks = fast.record_index.scan(file.record_file(), **scan_options)
+  blocks = base_lib.scan(file, **scan_options)  # TFRecord frames, or ArrayRecord records read
   if file.num_records is None:  # a walked base: this walk counts it
     yield from blocks
     return

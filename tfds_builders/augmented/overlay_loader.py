@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import os
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,8 @@ import tensorflow_datasets as tfds
 with epy.lazy_imports():  # tf.data reads the overlay: imported when a loader runs, not with the builder
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import chain as chain_lib
+from tfds_builders.augmented import constants as constants_lib
 from tfds_builders.augmented import overlay_format
 from tfds_builders.core import errors
 from tfds_builders.core import fast
@@ -42,6 +44,7 @@ def load_augmented(
     data_dir: str | None = None,
     base_data_dir: str | None = None,
     decoders: Mapping[str, Any] | None = None,
+    locations: Mapping[str, str] | None = None,
 ) -> tf.data.Dataset | list[tf.data.Dataset]:
   """The base's examples with the overlay's new fields, as one feature dict.
 
@@ -67,6 +70,11 @@ def load_augmented(
       A wrong join is never returned.
     * Examples the side table had no row for (missing_policy="skip") are
       left out.
+    * An overlay on another overlay (a chain) is resolved down to its root
+      base: every link's identity (digest) is checked before reading, and
+      every link's alignment per example. Fields merge in chain order (root
+      features, then each link's; a later link's `overwrite_fields` wins),
+      constants are added, and an example any link flags unmatched is left out.
 
   Args:
     overlay: The overlay: its version directory, or `augmented/<config>[:version]`
@@ -78,24 +86,29 @@ def load_augmented(
     data_dir: Where an overlay given by name is.
     base_data_dir: Where a base given by name is.
     decoders: TFDS decoders for base features (e.g. `tfds.decode.SkipDecoding()`).
+    locations: Recorded location -> where it is now, for chain links or a
+      base that moved since they were built.
 
   Returns:
     A `tf.data.Dataset` of feature dicts (base features and new fields).
 
   Raises:
     SourceError: if the overlay or base is missing, they do not belong
-      together, or a base record the split covers is corrupt.
+      together, or a base record the split covers is corrupt; for a chain
+      with a cycle, a missing link or a link rebuilt since.
+    ConfigError: for a chain whose links write one field that the later
+      does not list in `overwrite_fields`.
   """
   if not isinstance(split, str) and isinstance(split, Sequence):
     return [
         load_augmented(overlay, split=one, base=base, data_dir=data_dir,
-                       base_data_dir=base_data_dir, decoders=decoders)
+                       base_data_dir=base_data_dir, decoders=decoders, locations=locations)
         for one in split
     ]
   overlay_builder = tfrecord_io.prepared_builder(overlay, data_dir)
-  metadata = overlay_format.read_metadata(overlay_builder)
-  recorded = metadata["base"]
-  base_dataset = _open_base(recorded, base, base_data_dir)
+  chain = chain_lib.resolve(chain_lib.link_of(overlay_builder), locations)
+  recorded = chain.root
+  base_dataset = chain_lib.open_root(recorded, base, base_data_dir, locations)
   if base_dataset.digest() != recorded["digest"]:
     raise errors.SourceError(
         errors.with_hint(
@@ -119,55 +132,74 @@ def load_augmented(
        lengths[instruction.splitname].num_examples if instruction.to is None else instruction.to)
       for instruction in instructions
   ]
-  total = sum(stop - start for _, start, stop in ranges)
   base_files = {name: [(f.path, f.compression, f.num_records) for f in s.files] for name, s in base_dataset.splits.items()}
   _check_base_records(base_files, ranges, overlay_builder.info.full_name)
-  overlay_files = {
-      name: [(str(path), "", count) for path, count in zip(info.filepaths, info.shard_lengths)]
-      for name, info in overlay_builder.info.splits.items()
-  }
-  base_raw = _raw_records(base_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
-  overlay_raw = _raw_records(overlay_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
-  frames = _frame_fingerprints(base_files, ranges).apply(tf.data.experimental.assert_cardinality(total))
-  indices = _indices(ranges)
-  name = overlay_builder.info.full_name
   join = _Join(
-      name=name,
       base_features=base_dataset.features,
-      overlay_features=overlay_builder.info.features,
-      new_names=list(metadata["new_fields"]),
+      links=tuple(link for link in chain.links if link.stored_names),  # a link of constants only is not read
       decoders=decoders,
   )
-  dataset = tf.data.Dataset.zip((base_raw, overlay_raw, indices, frames)).map(
-      join.check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-  )
-  if metadata.get("missing_policy") == "skip":
-    dataset = dataset.filter(lambda base_record, new_fields, matched: matched)
-  dataset = dataset.map(join.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  skips = any(link.metadata.get("missing_policy") == "skip" for link in chain.links)
+  # One pipeline per run of ranges of one split: a split's constants are tensors of that pipeline.
+  datasets = [
+      _joined(join, base_files, list(group), _constants(chain, split_name), skips)
+      for split_name, group in itertools.groupby(ranges, key=lambda one: one[0])
+  ]
+  dataset = functools.reduce(lambda left, right: left.concatenate(right), datasets) if datasets else _joined(
+      join, base_files, [], {}, skips)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _open_base(recorded: Mapping[str, Any], base: BaseArg, base_data_dir: str | None) -> base_lib.Base:
-  splits = list(recorded["splits"])
-  if isinstance(base, Mapping):
-    if recorded["kind"] != base_lib.RECORDS:
-      raise errors.ConfigError(
-          f"base={dict(base)!r} names raw TFRecord files, but the overlay was built from the "
-          f"prepared dataset {recorded['name']}; pass its directory or name."
-      )
-    return base_lib.records_from_identity(recorded, base, "auto", None)
-  if recorded["kind"] == base_lib.RECORDS:
-    if base is not None:
-      raise errors.ConfigError(
-          f"base={base!r}: the overlay was built from raw TFRecord files; pass them as "
-          "base={split: files or globs}, or leave base out to use the recorded paths."
-      )
-    return base_lib.records_from_identity(recorded, recorded["paths"], "auto", None)
-  location = base if base is not None else recorded["location"]
-  return base_lib.open_prepared(location, base_data_dir, splits)
+def _joined(join: _Join, base_files: FileList, ranges: list[tuple[str, int, int]],
+            constants: Mapping[str, np.ndarray], skips: bool) -> tf.data.Dataset:
+  """The checked, decoded examples of ranges of one split.
+
+  Base and link records are zipped and checked a batch at a time; each
+  base record and its links' records are then one Example (serialized
+  Examples concatenated merge, the later value winning), decoded with one
+  parse as TFDS decodes the base alone.
+  """
+  total = sum(stop - start for _, start, stop in ranges)
+  link_raws = tuple(_raw_records(_link_files(link, ranges), ranges) for link in join.links)
+  zipped = tf.data.Dataset.zip(
+      (_raw_records(base_files, ranges), link_raws, _indices(ranges), _frame_fingerprints(base_files, ranges)))
+  # A stream shorter than the others ends the zip: its last batch's checks name the example, and
+  # the count, asserted after them, says how many are missing.
+  dataset = zipped.batch(_CHECK_BATCH).map(
+      tf.autograph.experimental.do_not_convert(join.check), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  ).unbatch().apply(tf.data.experimental.assert_cardinality(total))
+  if skips:
+    dataset = dataset.filter(lambda merged_record, matched: matched)
+  return dataset.map(tf.autograph.experimental.do_not_convert(functools.partial(join.decode, constants=constants)),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _link_files(link: chain_lib.Link, ranges: list[tuple[str, int, int]]) -> FileList:
+  missing = sorted({split for split, _, _ in ranges} - set(link.files))
+  if missing:
+    raise errors.SourceError(
+        f"Overlay chain link {link.title} has no split {missing[0]!r}; it has {sorted(link.files)}. "
+        f"Rebuild {link.name} with that split."
+    )
+  return {split: [(path, "", count) for path, _, count in files] for split, files in link.files.items()}
+
+
+def _constants(chain: chain_lib.Chain, split: str) -> dict[str, np.ndarray]:
+  """The chain's constant fields in `split`, decoded once (the latest link writing a name wins)."""
+  owners = chain.field_owners()
+  values = {}
+  for link in chain.links:
+    names = [name for name in link.constant_names if owners[name] is link]
+    if not names:
+      continue
+    decoded = constants_lib.values(link.metadata, split)
+    values.update({name: decoded[name] for name in names})
+  return values
 
 
 FileList = Mapping[str, list[tuple[str, str, int]]]  # split -> (path, compression, records)
+# Examples checked together: the alignment of a batch is one parse and one comparison per link.
+_CHECK_BATCH = 64
 # (path, size, mtime) -> how many leading records this process read intact,
 # for the files of the latest loads only: the least recently checked are forgotten.
 _INTACT_RECORDS: collections.OrderedDict[tuple[str, int, int], int] = collections.OrderedDict()
@@ -245,6 +277,11 @@ def _raw_records(files: FileList, ranges: list[tuple[str, int, int]]) -> tf.data
   slices = _file_slices(files, ranges)
   if not slices:
     return tf.data.Dataset.from_tensor_slices(tf.constant([], dtype=tf.string))
+  paths, compressions, skips, takes = slices
+  whole = {(path, count) for split, _, _ in ranges for path, _, count in files[split]}
+  if not any(skips) and all((path, take) in whole for path, take in zip(paths, takes)) and len(set(compressions)) == 1:
+    # Whole files (a split read to its end): one reader, no per-file function to trace.
+    return tf.data.TFRecordDataset(paths, compression_type=compressions[0])
   return tf.data.Dataset.from_tensor_slices(tuple(slices)).flat_map(
       lambda path, compression, skip, take: tf.data.TFRecordDataset(
           path, compression_type=compression).skip(tf.cast(skip, tf.int64)).take(tf.cast(take, tf.int64))
@@ -278,43 +315,78 @@ def _indices(ranges: list[tuple[str, int, int]]) -> tf.data.Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class _Join:
-  """The per-example check and decoding, as tf.data map functions."""
+  """The checks of every link, a batch at a time, and the decoding, as tf.data map functions."""
 
-  name: str
   base_features: tfds.features.FeaturesDict
-  overlay_features: tfds.features.FeaturesDict
-  new_names: list[str]
+  links: tuple[chain_lib.Link, ...]  # the links that store fields, root-most first
   decoders: Mapping[str, Any] | None
 
-  def check(self, base_record: tf.Tensor, overlay_record: tf.Tensor, index: tf.Tensor, frame: tf.Tensor):
-    overlay = self.overlay_features.deserialize_example(overlay_record)
-    frame_length = tf.bitwise.right_shift(frame, 32)
-    # tf.debugging.Assert stops iteration with InvalidArgumentError carrying `data`.
-    checks = [
-        tf.debugging.Assert(
-            tf.equal(overlay[overlay_format.BASE_INDEX], index),
-            [f"Overlay {self.name} is misaligned with its base: the overlay example read "
-             "for base example", index, "holds base index", overlay[overlay_format.BASE_INDEX],
-             ". Rebuild the overlay."],
-        ),
-        tf.debugging.Assert(
-            tf.equal(overlay[overlay_format.BASE_FINGERPRINT], frame),
-            [f"Overlay {self.name} does not match its base at base example", index,
-             ": the base record's fingerprint differs from the one the overlay was built "
-             "from (the base was rewritten since). Rebuild the overlay against this base."],
-        ),
-        tf.debugging.Assert(
-            tf.equal(tf.cast(tf.strings.length(base_record), tf.int64), frame_length),
-            ["Base example", index, f"of overlay {self.name} changed while it was read "
-             "(its length differs from its frame's). Load it again."],
-        ),
-    ]
-    matched = overlay.get(overlay_format.MATCHED, tf.constant(True))
-    with tf.control_dependencies(checks):
-      new_fields = {name: tf.identity(overlay[name]) for name in self.new_names}
-      return tf.identity(base_record), new_fields, tf.identity(matched)
+  @functools.cached_property
+  def features(self) -> tfds.features.FeaturesDict:
+    """The base features and every link's stored fields (a later link's replacing an earlier one's)."""
+    merged = {name: self.base_features[name] for name in self.base_features.keys()}
+    for link in self.links:
+      merged.update({name: link.features[name] for name in link.stored_names})
+    return tfds.features.FeaturesDict(merged)
 
-  def decode(self, base_record: tf.Tensor, new_fields: dict[str, tf.Tensor], matched: tf.Tensor):
+  def check(self, base_records: tf.Tensor, link_records: tuple[tf.Tensor, ...], indices: tf.Tensor,
+            frames: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch's alignment checked; returns each example's records as one and whether every link matched it."""
+    lengths = tf.cast(tf.strings.length(base_records), tf.int64)
+    changed = tf.not_equal(lengths, tf.bitwise.right_shift(frames, 32))
+    # tf.debugging.Assert stops iteration with InvalidArgumentError carrying `data`.
+    checks = [tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(changed)),
+        ["Base example", _first(indices, changed), f"of overlay {self.links[-1].name if self.links else ''} "
+         "changed while it was read (its length differs from its frame's). Load it again."],
+    )]
+    matched = tf.ones_like(indices, tf.bool)
+    if self.links:  # every link's alignment in one parse: the graph's size does not grow with the chain
+      count = len(self.links)
+      alignment = tf.io.parse_example(tf.reshape(tf.stack(link_records), [-1]), {
+          overlay_format.BASE_INDEX: tf.io.FixedLenFeature([], tf.string),
+          overlay_format.BASE_FINGERPRINT: tf.io.FixedLenFeature([], tf.string),
+          overlay_format.MATCHED: tf.io.FixedLenFeature([], tf.int64, default_value=1),
+      })
+      # Stored as 8 little-endian bytes each (TFDS Encoding.BYTES); one row per link.
+      held = tf.reshape(tf.io.decode_raw(alignment[overlay_format.BASE_INDEX], tf.int64), [count, -1])
+      fingerprints = tf.reshape(tf.io.decode_raw(alignment[overlay_format.BASE_FINGERPRINT], tf.int64), [count, -1])
+      names = tf.constant([link.name for link in self.links])
+      misaligned = tf.not_equal(held, indices[tf.newaxis])
+      rewritten = tf.not_equal(fingerprints, frames[tf.newaxis])
+      first_misaligned, first_rewritten = _first_flagged(misaligned), _first_flagged(rewritten)
+      checks += [
+          tf.debugging.Assert(
+              tf.logical_not(tf.reduce_any(misaligned)),
+              ["Overlay", tf.gather(names, first_misaligned[0]), "is misaligned with its base: the overlay "
+               "example read for base example", tf.gather(indices, first_misaligned[1]), "holds base index",
+               tf.gather_nd(held, first_misaligned), ". Rebuild the overlay."],
+          ),
+          tf.debugging.Assert(
+              tf.logical_not(tf.reduce_any(rewritten)),
+              ["Overlay", tf.gather(names, first_rewritten[0]), "does not match its base at base example",
+               tf.gather(indices, first_rewritten[1]), ": the base record's fingerprint differs from the one the "
+               "overlay was built from (the base was rewritten since). Rebuild the overlay against this base."],
+          ),
+      ]
+      matched = tf.reduce_all(tf.not_equal(tf.reshape(alignment[overlay_format.MATCHED], [count, -1]), 0), axis=0)
+    with tf.control_dependencies(checks):
+      # Concatenated Examples parse as one, a later entry replacing an earlier one of the same name.
+      return tf.strings.join([base_records, *link_records]), tf.identity(matched)
+
+  def decode(self, merged_record: tf.Tensor, matched: tf.Tensor, constants: Mapping[str, np.ndarray]):
     del matched
-    example = self.base_features.deserialize_example(base_record, decoders=self.decoders)
-    return {**example, **new_fields}
+    example = self.features.deserialize_example(merged_record, decoders=self.decoders)
+    return {**example, **{name: tf.constant(value) for name, value in constants.items()}}
+
+
+def _first(values: tf.Tensor, flags: tf.Tensor) -> tf.Tensor:
+  """The value at the first flagged position (the first, if none is)."""
+  return tf.gather(values, tf.argmax(tf.cast(flags, tf.int32)))
+
+
+def _first_flagged(flags: tf.Tensor) -> tf.Tensor:
+  """`[link, position]` of the first flag of a (links, batch) matrix, by position then link ([0, 0] if none)."""
+  found = tf.where(tf.transpose(flags))  # (position, link) pairs in position order
+  first = tf.concat([found, tf.zeros([1, 2], tf.int64)], axis=0)[0]
+  return tf.stack([first[1], first[0]])

@@ -10,6 +10,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import chain as chain_lib
+from tfds_builders.augmented import constants as constants_lib
 from tfds_builders.augmented import fields
 from tfds_builders.augmented import function_calls
 from tfds_builders.augmented import overlay_format
@@ -20,6 +22,8 @@ from tfds_builders.core import serialization
 
 # Examples whose function results infer the features of undeclared fields.
 INFERENCE_EXAMPLES = 8
+# The path of an overlay whose only new fields are constants: it writes no records (`Builder._write_splits`).
+CONSTANTS_ONLY = "constants_only"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +68,10 @@ class AugmentationPlan:
       None when `base` is complete.
     path: This config's path, chosen once: `overlay_from_keys`,
       `overlay_from_records` or `materialized`, the name of its example
-      generator in `generators.PATHS`.
+      generator in `generators.PATHS`; or `CONSTANTS_ONLY`, which writes
+      no records.
+    constants: The constant fields (`constant_fields`), encoded per split:
+      metadata only in an overlay, every record's last entries in materialize.
   """
 
   mode: str
@@ -79,6 +86,8 @@ class AugmentationPlan:
   num_workers: int
   walk: base_lib.RecordsSurvey | None
   path: str
+  constants: tuple[constants_lib.ConstantField, ...] = ()
+  chain: chain_lib.Chain | None = None
 
   def with_base(self, base: base_lib.Base) -> AugmentationPlan:
     """This plan with a complete base, no longer walked."""
@@ -86,23 +95,31 @@ class AugmentationPlan:
 
   @property
   def new_specs(self) -> tuple[fields.FieldSpec, ...]:
+    return (self.side.specs if self.side else ()) + self.function_specs + tuple(c.spec for c in self.constants)
+
+  @property
+  def stored_specs(self) -> tuple[fields.FieldSpec, ...]:
+    """The new fields an overlay's records hold: all but the constants."""
     return (self.side.specs if self.side else ()) + self.function_specs
 
   @property
   def features(self) -> tfds.features.FeaturesDict:
-    new = {spec.name: spec.feature() for spec in self.new_specs}
+    new = {spec.name: spec.feature() for spec in (self.stored_specs if self.mode == "overlay" else self.new_specs)}
     if self.mode == "overlay":
       return tfds.features.FeaturesDict({**new, **overlay_format.alignment_features(self.unmatched.left_out)})
     base_features = self.base.features
-    kept = {name: base_features[name] for name in base_features.keys() if name not in self.overwrite}
-    return tfds.features.FeaturesDict({**kept, **new})
+    replaced = self.overwrite | (self.chain.overwritten(set(base_features.keys())) if self.chain else set())
+    kept = {name: base_features[name] for name in base_features.keys() if name not in replaced}
+    chained = self.chain.features(self.overwrite) if self.chain else {}  # compaction: the chain's fields
+    return tfds.features.FeaturesDict({**kept, **chained, **new})
 
   @property
   def dropped_base_keys(self) -> frozenset[str]:
-    """Serialized base features replaced by new fields (nested ones included)."""
+    """Serialized base features replaced by new fields (nested ones included), or by a chain's links."""
+    replaced = self.overwrite | (self.chain.overwritten(set(self.base.features.keys())) if self.chain else set())
     return frozenset(
         key for key in self.base.wire_schema
-        if key in self.overwrite or key.split("/", 1)[0] in self.overwrite
+        if key in replaced or key.split("/", 1)[0] in replaced
     )
 
   def metadata(self, unmatched_counts: Mapping[str, int]) -> dict[str, Any]:
@@ -121,8 +138,8 @@ class AugmentationPlan:
         "overwrite_fields": sorted(self.overwrite),
         "missing_policy": self.unmatched.policy,
         "missing": dict(unmatched_counts),
-        overlay_format.CONSTANT_FIELDS: {},
-        overlay_format.PARENT: None,
+        overlay_format.CONSTANT_FIELDS: constants_lib.metadata_entry(self.constants),
+        overlay_format.PARENT: self.chain.reference() if self.chain else None,
     }
 
   def provenance(self) -> dict[str, Any]:
@@ -140,31 +157,40 @@ class AugmentationPlan:
     """Resolves a checked `augmented.BuilderConfig`: reads the base's schema, the side table, the function's first results."""
     keys_only = reads_keys_only(
         config.mode, bool(config.side_table or config.side_table_sql), config.function, config.verify_base)
-    walk = None
+    walk, chain = None, None
     if config.base_records:
       sources = {split: config.base_records[split] for split in _known_splits(config)}
       walk = base_lib.RecordsSurvey.of(sources, config.base_compression, config.data_root) if keys_only else None
       base = walk.provisional() if walk else base_lib.open_records(sources, config.base_compression, config.data_root)
+    elif chain_lib.is_overlay(base_location(config), config.base_data_dir):
+      chain, base = _chain(config)
     else:
       base = base_lib.open_prepared(base_location(config), config.base_data_dir, config.splits)
     declared = {name: fields.parse_declared(name, spec, "") for name, spec in config.features.items()}
     side, join_kind = None, None
     if config.side_table or config.side_table_sql:
+      _check_join_key_in_chain(config, base, chain)
       side, join_kind = _read_side_table(config, base, declared)
     function_specs = _function_specs(config, base, declared, side) if config.function else ()
-    new_specs = (side.specs if side else ()) + function_specs
+    constants = constants_lib.resolve(config.constant_fields, declared, list(base.splits))
+    new_specs = (side.specs if side else ()) + function_specs + tuple(constant.spec for constant in constants)
+    _check_sources_differ(new_specs)
     unprovided = sorted(set(declared) - {spec.name for spec in new_specs})
     if unprovided:
       raise errors.ConfigError(
           f"features declares {unprovided}, which no source provides (new fields: "
           f"{[spec.name for spec in new_specs]}). Remove them or fix the names."
       )
-    _check_names(config, base, new_specs, side)
+    if chain:
+      _check_chain_names(config, chain, new_specs)
+    _check_names(config, base, new_specs, side, chain)
     return cls(
         mode=config.mode, base=base, side=side, join_key=config.join_key or None, join_kind=join_kind,
         function=config.function, function_specs=function_specs, unmatched=_unmatched(config, side),
         overwrite=frozenset(config.overwrite_fields), num_workers=config.num_workers, walk=walk,
-        path=_path(config.mode, keys_only),
+        path=CONSTANTS_ONLY if config.mode == "overlay" and not side and not config.function else _path(
+            config.mode, keys_only),
+        constants=constants, chain=chain,
     )
 
 
@@ -346,13 +372,25 @@ def _first_calls(base: base_lib.Base, count: int) -> Iterator[function_calls.Cal
           return
 
 
+def _check_sources_differ(new_specs: Sequence[fields.FieldSpec]) -> None:
+  """Refuses a constant field that the side table or the function also provides."""
+  sources: dict[str, str] = {}
+  for spec in new_specs:
+    if spec.name in sources:
+      raise errors.ConfigError(
+          f"Field {spec.name!r} comes from both {sources[spec.name]} and constant_fields; rename one."
+      )
+    sources[spec.name] = spec.source
+
+
 def _check_names(
     config: Any,
     base: base_lib.Base,
     new_specs: Sequence[fields.FieldSpec],
     side: side_table_lib.SideTable | None,
+    chain: chain_lib.Chain | None = None,
 ) -> None:
-  base_names = set(base.features.keys())
+  base_names = set(base.features.keys()) | set(chain.field_owners() if chain else ())
   new_names = [spec.name for spec in new_specs]
   for spec in new_specs:
     if not spec.name or "/" in spec.name:
@@ -373,6 +411,59 @@ def _check_names(
       raise errors.ConfigError(f"overwrite_fields lists {name!r}, which no new field provides (new fields: {new_names}).")
   if side and config.join_key.split("/", 1)[0] in config.overwrite_fields:
     raise errors.ConfigError(f"join_key {config.join_key!r} cannot also be overwritten.")
+
+
+def _chain(config: Any) -> tuple[chain_lib.Chain, base_lib.Base]:
+  """The overlay chain a config's base names, and its root base (every link's records align with it).
+
+  Raises:
+    SourceError: for a broken chain (`chain.resolve`), or a root base that
+      is no longer the one the chain was built from.
+    ConfigError: for `splits` other than the chain's.
+  """
+  chain = chain_lib.resolve(chain_lib.open_link(base_location(config), config.base_data_dir))
+  root = chain_lib.open_root(chain)
+  if config.splits and sorted(config.splits) != sorted(root.splits):
+    raise errors.ConfigError(
+        f"splits={list(config.splits)}: an overlay on {chain.top.title} has its splits "
+        f"{sorted(root.splits)}; leave splits out."
+    )
+  if root.digest() != chain.root["digest"]:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"The root base of {chain.top.title} is not the one the chain was built from: "
+            f"{overlay_format.identity_difference(chain.root, root.identity())}",
+            f"Restore {root.title()}, or rebuild the chain",
+        )
+    )
+  return chain, root
+
+
+def _check_join_key_in_chain(config: Any, base: base_lib.Base, chain: chain_lib.Chain | None) -> None:
+  """Refuses a join key that an earlier link of the chain wrote: links see the root base's features only."""
+  owners = chain.field_owners() if chain else {}
+  name = config.join_key.split("/", 1)[0]
+  if name in owners and name not in base.features.keys():
+    raise errors.ConfigError(
+        errors.with_hint(
+            f"join_key {config.join_key!r} is a field of {owners[name].title}; an overlay on an "
+            f"overlay joins on the root base's features ({sorted(base.features.keys())})",
+            "Join on a root base feature, or materialize (compact) the chain first and build on that",
+        )
+    )
+
+
+def _check_chain_names(config: Any, chain: chain_lib.Chain, new_specs: Sequence[fields.FieldSpec]) -> None:
+  """Refuses a new field that a link of the chain already writes, unless overwrite_fields names it (the new one wins)."""
+  owners = chain.field_owners()
+  for spec in new_specs:
+    if spec.name in owners and spec.name not in config.overwrite_fields:
+      raise errors.ConfigError(
+          errors.with_hint(
+              f"New field {spec.name!r} (from {spec.source}) is already written by {owners[spec.name].title}",
+              f"Rename it, or list it in overwrite_fields (the later link wins)",
+          )
+      )
 
 
 def _default_row(config: Any, side: side_table_lib.SideTable) -> bytes:
