@@ -1,4 +1,5 @@
-"""cross_product: all pairs of two TFRecord files, beside a byte-concatenating floor and the seed's example 2."""
+"""cross_product: all pairs of two TFRecord files, beside a byte-concatenating floor and the seed's example 2;
+and the same pairs read at random from `VirtualPairs` over the inputs as ArrayRecord (nothing written)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from benchmarks import inputs
 from benchmarks.seeds import cross_product as seed
 
 HELP = ("all pairs of two TFRecord files (sizes: --pairs; peer (floor): rename once + "
-        "byte concat + TFRecordWriter; physical floor: a copy of the output; seed: example 2)")
+        "byte concat + TFRecordWriter; physical floor: a copy of the output; seed: example 2); "
+        "virtual_random_access: as many random pairs read from VirtualPairs (--virtual-reads)")
+# The sampled virtual source holds 1/16 of the pairs of the same inputs: its RSS beside the full one's.
+VIRTUAL_SAMPLE_RATE = 1 / 16
 SMOKE = {"pairs": 10**4, "pairs_sweep": None}
 
 
@@ -32,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       "--embedding-size", type=int, default=8,
       help="floats in each record's `embedding` feature (default 8: records of about 100 bytes; "
       "0 drops it and `tags`, for small records of about 50 bytes)",
+  )
+  group.add_argument(
+      "--virtual-reads", type=harness.parse_count, default=10**6, metavar="COUNT",
+      help="random pairs each virtual phase reads, at most the pairs (default 1M)",
   )
   group.add_argument(
       "--memory-budget", type=harness.parse_size, metavar="SIZE",
@@ -71,6 +79,32 @@ def builder_write(
     Builder(config=config, data_dir=str(data_dir)).download_and_prepare()
 
 
+def to_array_record(tfrecord_path: pathlib.Path) -> pathlib.Path:
+  """The records of a TFRecord file copied into an ArrayRecord file beside it."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import fast  # pylint: disable=g-import-not-at-top
+  from tfds_builders.core import tfrecord_io  # pylint: disable=g-import-not-at-top
+
+  out_path = tfrecord_path.with_suffix(".array_record")
+  (source,) = tfrecord_io.expand(str(tfrecord_path))
+  writer = array_record_module.ArrayRecordWriter(str(out_path), "group_size:1")
+  for record in fast.record_index.read_records(source):
+    writer.write(record)
+  writer.close()
+  return out_path
+
+
+def virtual_reads(left_path: pathlib.Path, right_path: pathlib.Path, sample_rate: float, reads: int) -> None:
+  """VirtualPairs over both inputs (loaded in the phase), then `reads` pairs at random indices, one at a time."""
+  from tfds_builders.cross_product import VirtualPairs  # pylint: disable=g-import-not-at-top
+
+  pairs = VirtualPairs({"left": [str(left_path)], "right": [str(right_path)], "sample_rate": sample_rate})
+  rng = np.random.default_rng(0)
+  for start in range(0, reads, 65536):  # indices drawn a chunk at a time: the RSS is the source's, not theirs
+    for index in rng.integers(0, len(pairs), min(65536, reads - start)).tolist():
+      pairs[index]  # pylint: disable=pointless-statement
+
+
 def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
   """builder vs floor vs seed on two files of N = M = ceil(sqrt(pairs)) records."""
   rows: list[harness.Row] = []
@@ -81,7 +115,9 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
     print(f"cross_product: writing {side} x {side} records", file=sys.stderr)
     inputs.write_cross_product_side(left_path, side, args.name_bytes, args.embedding_size)
     inputs.write_cross_product_side(right_path, side, args.name_bytes, args.embedding_size)
-    inputs.warm([left_path, right_path])
+    left_array, right_array = to_array_record(left_path), to_array_record(right_path)
+    inputs.warm([left_path, right_path, left_array, right_array])
+    reads = min(side * side, args.virtual_reads)
     # "input" is the bytes of the pairs the floor writes: the size of the work.
     pair_bytes = side * sum(len(r) for r in inputs.prefixed_records(left_path, "left/")) + side * sum(
         len(r) for r in inputs.prefixed_records(right_path, "right/"))
@@ -93,6 +129,10 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
                       role="builder"),
         harness.Phase("floor", lambda out: floor_write(left_path, right_path, out / "floor.tfrecord"), role="peer"),
         harness.copy_floor(harness.built_shards(reference_dir)),
+        harness.Phase("virtual_random_access", lambda out: virtual_reads(left_array, right_array, 1.0, reads),
+                      examples=reads),
+        harness.Phase("virtual_random_access_sampled",
+                      lambda out: virtual_reads(left_array, right_array, VIRTUAL_SAMPLE_RATE, reads), examples=reads),
     ]
     if args.baseline_builds:
       phases.append(args.baseline_builds.phase(
@@ -109,7 +149,7 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
                             lambda out: builder_write(left_path, right_path, out, args.memory_budget), work_dir,
                             args.profile_top)
     shutil.rmtree(reference_dir)
-    left_path.unlink()
-    right_path.unlink()
+    for path in (left_path, right_path, left_array, right_array):
+      path.unlink()
   labels = tuple(f"{harness.format_count(count)} pairs" for count in (wanted_counts[0], wanted_counts[-1]))
   return harness.Result(rows, rss_labels=labels)

@@ -23,6 +23,7 @@ DEFAULTS = {
     "numpy_arrays": "demo", "concatenated": "demo", "cross_product": "product",
     "database": "demo", "augmented": "demo",
 }
+_VERSIONS = {"cross_product": "1.1.0"}  # the others are at 1.0.0
 # Croissant recommends these; a dataset has them only when its config sets them
 # (we never invent a license or a citation) or once it is published.
 RECOMMENDED_ONLY = {"citeAs", "datePublished", "license"}
@@ -39,7 +40,7 @@ def built(tmp_path_factory) -> dict[str, pathlib.Path]:
   data_dir = tmp_path_factory.mktemp("five")
   for name in DEFAULTS:
     tfds.builder(name, data_dir=str(data_dir)).download_and_prepare()
-  return {name: data_dir / name / config / "1.0.0" for name, config in DEFAULTS.items()}
+  return {name: data_dir / name / config / _VERSIONS.get(name, "1.0.0") for name, config in DEFAULTS.items()}
 
 
 def _validated(path: pathlib.Path) -> set[str]:
@@ -58,7 +59,7 @@ def test_each_build_writes_a_valid_croissant(built, name):
   document = json.loads(path.read_text())
   info = tfds.builder_from_directory(str(version_dir)).info
   assert document["conformsTo"] == "http://mlcommons.org/croissant/1.1"
-  assert document["name"] == f"{name}/{DEFAULTS[name]}" and document["version"] == "1.0.0"
+  assert document["name"] == f"{name}/{DEFAULTS[name]}" and document["version"] == _VERSIONS.get(name, "1.0.0")
   assert document["url"] == info.homepage
 
   # One FileObject per shard with its real bytes' sha256 and size.

@@ -423,7 +423,7 @@ def test_long_gzip_frame_through_tfds_build(tmp_path, case: FaultCase, folder: s
       faults.tfds_build(folder, config, tmp_path / "tfds")
     finally:  # the largest peak RSS of any child so far: no tfds build may hold the claimed gigabyte
       children_peaks_mib.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return tfds.builder_from_directory(str(tmp_path / "tfds" / folder / "p" / "1.0.0")).info.splits["train"].num_examples
+    return tfds.builder_from_directory(str(tmp_path / "tfds" / folder / "p" / "1.1.0")).info.splits["train"].num_examples
 
   assert faults.check_fault(case, run, original.restore, [files["a"].parent], tmp_path / "tfds") == 9
   own_peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # TF imported, as in every child

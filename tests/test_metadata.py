@@ -135,7 +135,7 @@ def test_accesses_of_the_five_builders(built):
   assert concatenated == [str(DUMMY / "concatenated" / name) for name in (
       "site_a/train.tfrecord", "site_a/test.tfrecord", "site_b/train-00000-of-00002.tfrecord",
       "site_b/train-00001-of-00002.tfrecord", "site_b/test.tfrecord")]
-  cross_product = [access["fileSystem"]["path"] for access in _accesses(built / "cross_product/product/1.0.0")]
+  cross_product = [access["fileSystem"]["path"] for access in _accesses(built / "cross_product/product/1.1.0")]
   assert cross_product == [str(DUMMY / "cross_product/genotypes.tfrecord"),
                            str(DUMMY / "cross_product/environments.tfrecord.gz")]
   (database,) = _accesses(built / "database/demo/1.0.0")

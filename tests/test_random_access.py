@@ -32,7 +32,8 @@ def data_dirs(tmp_path_factory) -> dict[str, object]:
 def _builder(data_dirs, file_format: str, name: str):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
-  return tfds.builder_from_directory(str(data_dirs[file_format] / name / DEFAULTS[name] / "1.0.0"))
+  version = "1.1.0" if name == "cross_product" else "1.0.0"  # cross_product 1.1.0: the exact-size sample
+  return tfds.builder_from_directory(str(data_dirs[file_format] / name / DEFAULTS[name] / version))
 
 
 def _reference(data_dirs, name: str) -> list[dict]:

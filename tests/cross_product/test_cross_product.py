@@ -408,17 +408,19 @@ def test_sampling_is_deterministic_and_follows_pair_is_sampled(tmp_path):
   kept = index_pairs(first)
   space = PairSpace("product", 20, 25, 0.3, 7)
   assert kept == [(i, j) for i in range(20) for j in range(25) if pair_is_sampled(space, i, j)]
-  assert 0.22 < len(kept) / 500 < 0.38
+  assert len(kept) == space.sample_count == 150  # exactly round(0.3 × 500)
   assert index_pairs(other) != kept
   assert first.info.metadata["provenance"]["pairs_written"] == len(kept)
 
 
-def test_sample_hash_is_uniform_and_independent_of_blocking():
+def test_sample_is_exact_and_independent_of_blocking():
   space = PairSpace("product", 1, 200_000, 0.25, 1)
   whole = space.kept(0, 0, 200_000)
   pieces = np.concatenate([space.kept(0, start, min(start + 999, 200_000)) for start in range(0, 200_000, 999)])
   assert whole.tolist() == pieces.tolist()
-  assert abs(len(whole) / 200_000 - 0.25) < 0.01
+  assert len(whole) == space.sample_count == 50_000
+  # Spread over the range, not bunched: each tenth holds about a tenth of the sample.
+  assert all(4_500 < count < 5_500 for count in np.bincount(whole // 20_000))
 
 
 # ------------------------------------------------------- max_pairs guard --
@@ -623,8 +625,8 @@ def test_failed_build_leaves_nothing_and_rerun_succeeds(tmp_path):
   with pytest.raises(errors.SourceError, match="kept none"):
     build(tmp_path, name="mine", left=left_path, right=right_path, sample_rate=1e-9)
   assert_nothing_prepared(tmp_path)
-  with pytest.raises(DatasetInfoFileError, match=r"Could not read dataset info from .*/mine/1\.0\.0/dataset_info\.json"):
-    tfds.builder_from_directory(str(tmp_path / "tfds" / "cross_product" / "mine" / "1.0.0"))
+  with pytest.raises(DatasetInfoFileError, match=r"Could not read dataset info from .*/mine/1\.1\.0/dataset_info\.json"):
+    tfds.builder_from_directory(str(tmp_path / "tfds" / "cross_product" / "mine" / "1.1.0"))
   builder = build(tmp_path, name="mine", left=left_path, right=right_path)
   assert len(loaded(builder)) == 1
 
@@ -677,7 +679,7 @@ def test_tfds_build_cli_with_json_config(tmp_path):
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NO_GCE_CHECK": "true"},
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  built = tfds.builder_from_directory(str(tmp_path / "tfds" / "cross_product" / "cli" / "1.0.0"))
+  built = tfds.builder_from_directory(str(tmp_path / "tfds" / "cross_product" / "cli" / "1.1.0"))
   assert [e["name"] for e in loaded(built)][:4] == [b"R0", b"R1", b"R2", b"R3"]
 
 

@@ -118,27 +118,27 @@ def test_empty_and_single_inputs():
   assert all_blocks([b"a"], [b"b"], diagonal=True) == []  # combinations of one record: none
 
 
-@pytest.mark.parametrize("rate", [1.0, 0.3, 0.0])
-def test_sampling_keeps_the_pairs_the_hash_keeps(rate):
-  space = PairSpace("product", num_left=40, num_right=300, sample_rate=max(rate, 1e-12), sample_seed=7)
+@pytest.mark.parametrize("rate, kept", [(1.0, 12000), (0.3, 3600), (1e-12, 0)])
+def test_sampling_keeps_exactly_the_pairs_of_the_permutation(rate, kept):
+  space = PairSpace("product", num_left=40, num_right=300, sample_rate=rate, sample_seed=7)
   left, right = [b"%d" % i for i in range(40)], [b"-%d" % j for j in range(300)]
-  row_keys = space.row_keys(0, 40)
-  threshold = 0 if rate == 0.0 else space.threshold
-  blocks = all_blocks(left, right, row_keys=row_keys if rate < 1.0 else None, threshold=threshold, block_pairs=999)
+  blocks = all_blocks(left, right, row_bases=space.row_bases(0, 40), sample=space.sample_arguments(), block_pairs=999)
   keys = [k for keys, _ in blocks for k in keys.tolist()]
-  if rate == 0.0:
-    assert keys == []
-    return
-  expected = [space.key(i, j) for i in range(40) for j in space.kept(i, 0, 300).tolist()]
-  assert keys == expected
-  assert (len(keys) == 12000) == (rate == 1.0) and (rate == 1.0 or 3000 < len(keys) < 4200)
+  assert len(keys) == space.sample_count == kept
+  assert keys == [space.key(i, j) for i in range(40) for j in space.kept(i, 0, 300).tolist()]
+  if 0 < kept < 12000:  # the sample is {perm(t) : t < K}
+    assert keys == sorted(space.permutation(np.arange(kept)).tolist())
 
 
-def test_splitmix64_equals_the_sample_hash():
-  rights = np.array([0, 1, 2**32, 2**63, 2**64 - 1], np.uint64)
-  for seed, i in [(0, 0), (3, 17), (2**64 - 1, 2**40)]:
-    row_key = pair_blocks.splitmix64(np.array([(pairs._mix_int(seed) + i) % 2**64], np.uint64))[0]  # pylint: disable=protected-access
-    assert pair_blocks.splitmix64(rights + row_key).tolist() == pairs._pair_hashes(seed, i, rights).tolist()  # pylint: disable=protected-access
+@pytest.mark.parametrize("num_left", [2, 3, 9])
+def test_combinations_sampling_in_the_kernel_matches_the_permutation(num_left):
+  space = PairSpace("combinations", num_left, num_left, 0.5, 11)
+  items = [b"%d" % i for i in range(num_left)]
+  blocks = all_blocks(items, items, diagonal=True, row_bases=space.row_bases(0, num_left),
+                      sample=space.sample_arguments())
+  keys = [k for keys, _ in blocks for k in keys.tolist()]
+  expected = sorted(space.pair(p) for p in space.permutation(np.arange(space.sample_count)).tolist())
+  assert keys == [space.key(i, j) for i, j in expected]
 
 
 # -------------------------------------------------- the wrapper's checks --
@@ -170,7 +170,8 @@ def test_inconsistent_columns_are_refused_before_the_kernel(bad, fragment, side)
 @pytest.mark.parametrize("options, fragment", [
     ({"rows": (0, 3)}, "left_rows"),
     ({"rows": (2, 1)}, "left_rows"),
-    ({"row_keys": np.zeros(1, np.uint64)}, "1 row keys for 2"),
+    ({"row_bases": np.zeros(1, np.int64), "sample": (1, 4, 2, 2, np.zeros(4, np.uint64))}, "1 row bases for 2"),
+    ({"row_bases": np.zeros(2, np.int64)}, "got no `sample`"),
     ({"left_base": -1}, "must not be negative"),
     ({"block_pairs": 0}, "block sizes"),
     ({"num_right": 2**62}, "overflow int64"),

@@ -1,4 +1,4 @@
-"""cross_product: every pair of records from two TFRecord files of tf.train.Example."""
+"""cross_product: every pair of records from two TFRecord (or ArrayRecord) inputs of tf.train.Example."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tfds_builders.cross_product import plan as plan_lib
 from tfds_builders.cross_product import spill
 
 _DESCRIPTION = """\
-Every pair of records from two TFRecord inputs of tf.train.Example (`product`),
+Every pair of records from two TFRecord or ArrayRecord inputs of tf.train.Example (`product`),
 or every unordered pair of one input (`combinations`), optionally sampled.
 Each example holds the features of both records and their row indices
 `left_index` and `right_index`. Features are inferred from the records (or
@@ -38,8 +38,9 @@ class BuilderConfig(streaming_builder.StreamingConfig):
   """Which records to pair, and how.
 
   Attributes:
-    left: TFRecord files, directories or globs of tf.train.Example: the
-      first record of each pair.
+    left: TFRecord or ArrayRecord files, directories or globs of
+      tf.train.Example (a prepared dataset's folder too): the first record
+      of each pair.
     right: The same for the second record; empty under `combinations`.
     mode: `product`: all N×M pairs (i, j). `combinations`: the pairs i < j of
       `left` alone.
@@ -54,8 +55,9 @@ class BuilderConfig(streaming_builder.StreamingConfig):
     compression: `auto` (GZIP detected per file), `none` or `gzip`.
     max_pairs: Refuse the build when it would consider more pairs than this
       (N×M, or N(N-1)/2), before anything is written. None: no limit.
-    sample_rate: Keep this fraction of the pairs, in (0, 1]; which pairs is
-      decided by a hash of (sample_seed, i, j), the same on every build.
+    sample_rate: Keep exactly round(sample_rate × pairs) of the pairs, in
+      (0, 1]; which ones is decided by a permutation seeded by sample_seed,
+      the same on every build.
     sample_seed: Seed of the sample.
     memory_budget_bytes: Memory the block of right records held at a time may
       take. A right side larger than this is read back block by block from a
@@ -92,8 +94,12 @@ class Builder(streaming_builder.StreamingBuilder):
   """Pairs of tf.train.Example records, streamed and written in (i, j) order."""
 
   DESCRIPTION = _DESCRIPTION
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": "Sampling keeps exactly round(sample_rate × pairs) pairs, chosen by a seeded permutation: "
+      "sampled configs keep other pairs than under 1.0.0; unsampled configs' bytes are unchanged.",
+  }
   BUILDER_CONFIGS = [
       _bundled(
           name="product",
@@ -114,11 +120,10 @@ class Builder(streaming_builder.StreamingBuilder):
     return self._plan.features
 
   def expected_examples(self, split: str) -> int | None:
-    """N×M or N(N-1)/2 pairs; None under sampling, whose count only the hashes tell."""
-    space = self._plan.space
-    if split != self.builder_config.split or space.sample_rate < 1.0:
+    """N×M or N(N-1)/2 pairs, or exactly the sample's round(sample_rate × that)."""
+    if split != self.builder_config.split:
       return None
-    return space.size
+    return self._plan.space.sample_count
 
   @contextlib.contextmanager
   def _build_context(self, download_config: tfds.download.DownloadConfig) -> Iterator[_Spilled]:
@@ -169,11 +174,16 @@ class Builder(streaming_builder.StreamingBuilder):
 
   @functools.cached_property
   def _plan(self) -> plan_lib.PairingPlan:
-    return self.planned(_plan_pairs, "both inputs, once, to count and type their records")
+    return self.planned(plan_pairs, "both inputs, once, to count and type their records")
 
 
-def _plan_pairs(config: BuilderConfig) -> plan_lib.PairingPlan:
-  _check_config(config)
+def plan_pairs(config: BuilderConfig) -> plan_lib.PairingPlan:
+  """A config checked and resolved into its plan: both inputs read once (the builder's and `VirtualPairs`' start).
+
+  Raises:
+    ConfigError, SourceError, SchemaError: as the builder's constructor.
+  """
+  check_config(config)
   return plan_lib.PairingPlan.from_config(config)
 
 
@@ -186,7 +196,8 @@ class _Spilled:
   row_ranges: tuple[tuple[int, int], ...]
 
 
-def _check_config(config: BuilderConfig) -> None:
+def check_config(config: BuilderConfig) -> None:
+  """Refuses an invalid config (ConfigError naming the config and field) before any input is read."""
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"cross_product config {config.name!r}: {message}")
 

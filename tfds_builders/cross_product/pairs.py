@@ -10,11 +10,14 @@ are copied and framed in compiled code (`core.fast.pair_blocks`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tfds_builders.core import errors
 from tfds_builders.core import fast
 from tfds_builders.cross_product import spill
 
@@ -23,22 +26,23 @@ if TYPE_CHECKING:  # the writer imports TensorFlow; pairs are made without it
 
 MODES = ("product", "combinations")
 
-_MASK = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-_MIX_1 = 0xBF58476D1CE4E5B9
-_MIX_2 = 0x94D049BB133111EB
-
 
 @dataclasses.dataclass(frozen=True)
 class PairSpace:
   """The candidate pairs of a build and the sample kept of them.
+
+  The candidates are numbered in (i, j) order: p = i*M + j under `product`,
+  and the position of (i, j), i < j, among them under `combinations`. The
+  sample is exact-size: K = round(sample_rate × size) candidates, those p
+  with perm^-1(p) < K for a seeded bijection perm of [0, size)
+  (`core.fast.permutation`); the t-th sampled pair is perm(t).
 
   Attributes:
     mode: `product` (every i, j) or `combinations` (i < j of one input).
     num_left: N, the left records.
     num_right: M, the right records (N again under `combinations`).
     sample_rate: Fraction of pairs kept, in (0, 1]; 1 keeps all.
-    sample_seed: Seed of the sample; the kept pairs depend only on it, i and j.
+    sample_seed: Seed of the sample; the kept pairs depend only on it, N and M.
   """
 
   mode: str
@@ -54,6 +58,22 @@ class PairSpace:
       return self.num_left * (self.num_left - 1) // 2
     return self.num_left * self.num_right
 
+  @property
+  def sampled(self) -> bool:
+    return self.sample_rate < 1.0
+
+  @property
+  def sample_count(self) -> int:
+    """K, the pairs kept: every pair unsampled, else sample_rate × size rounded half up."""
+    if not self.sampled:
+      return self.size
+    return min(self.size, math.floor(self.sample_rate * self.size + 0.5))
+
+  @functools.cached_property
+  def permutation(self) -> fast.permutation.Permutation:
+    """The sample's bijection of [0, size)."""
+    return fast.permutation.Permutation(max(self.size, 1), self.sample_seed)
+
   def first_right(self, i: int) -> int:
     """The first right row paired with left row i."""
     return i + 1 if self.mode == "combinations" else 0
@@ -65,55 +85,72 @@ class PairSpace:
     """The example key of pair (i, j): unique, and ordered like (i, j)."""
     return i * self.num_right + j
 
-  @property
-  def threshold(self) -> int:
-    """A pair is kept when its hash is below this."""
-    return int(_threshold(self.sample_rate))
+  def row_base(self, i: int) -> int:
+    """The candidate number of pair (i, 0): pair (i, j) is `row_base(i) + j` (-1 for i = 0 under combinations)."""
+    if self.mode == "combinations":
+      return i * (2 * self.num_left - i - 1) // 2 - i - 1
+    return i * self.num_right
 
-  def row_keys(self, start: int, count: int) -> np.ndarray | None:
-    """Per left row `start` to `start + count - 1`, the key its pairs' hashes start from; None without sampling."""
-    if self.sample_rate >= 1.0:
+  def index(self, i: int, j: int) -> int:
+    """The candidate number p of pair (i, j), in (i, j) order."""
+    return self.row_base(i) + j
+
+  def pair(self, p: int) -> tuple[int, int]:
+    """The pair (i, j) of candidate number p, in O(1) (an integer square root under combinations)."""
+    if self.mode != "combinations":
+      return divmod(p, self.num_right)
+    # Counted from the last pair, the rows from i on hold m(m+1)/2 pairs for m = N-1-i.
+    back = self.size - 1 - p
+    m = (math.isqrt(8 * back + 1) + 1) // 2
+    i = self.num_left - 1 - m
+    return i, self.num_left - 1 - (back - m * (m - 1) // 2)
+
+  def pairs_of(self, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`pair` of every candidate number (int64 arrays i and j), vectorized."""
+    numbers = np.asarray(numbers, np.int64)
+    if self.mode != "combinations":
+      return np.divmod(numbers, self.num_right)
+    back = self.size - 1 - numbers
+    # m = floor(sqrt(2 back + 1/4) + 1/2) in floats, then corrected to the exact m(m-1)/2 <= back < m(m+1)/2.
+    m = np.floor(np.sqrt(2.0 * back + 0.25) + 0.5).astype(np.int64)
+    m -= m * (m - 1) // 2 > back
+    m += (m + 1) * m // 2 <= back
+    i = self.num_left - 1 - m
+    return i, self.num_left - 1 - (back - m * (m - 1) // 2)
+
+  def sample_arguments(self) -> tuple[int, int, int, int, np.ndarray] | None:
+    """`(K, size, A, B, keys)` of the sample for the compiled kernels; None when every pair is kept."""
+    if not self.sampled or self.sample_count == self.size:
       return None
-    rows = np.arange(start, start + count, dtype=np.uint64)
-    return fast.pair_blocks.splitmix64(rows + np.uint64(_mix_int(self.sample_seed & _MASK)))
+    perm = self.permutation
+    return (self.sample_count, perm.size, *perm.radices, perm.keys)
+
+  def row_bases(self, start: int, count: int) -> np.ndarray | None:
+    """`row_base` of left rows `start` to `start + count - 1` (int64); None when every pair is kept."""
+    if self.sample_arguments() is None:
+      return None
+    rows = np.arange(start, start + count, dtype=np.int64)
+    if self.mode == "combinations":
+      return rows * (2 * self.num_left - rows - 1) // 2 - rows - 1
+    return rows * self.num_right
 
   def kept(self, i: int, start: int, stop: int) -> np.ndarray:
     """The right rows in [start, stop) whose pair with left row i is sampled."""
-    rights = np.arange(start, stop, dtype=np.uint64)
-    if self.sample_rate >= 1.0:
-      return rights.astype(np.int64)
-    hashes = _pair_hashes(self.sample_seed, i, rights)
-    return rights[hashes < _threshold(self.sample_rate)].astype(np.int64)
+    rights = np.arange(max(start, self.first_right(i)), stop, dtype=np.int64)
+    if self.sample_arguments() is None:
+      return rights
+    return rights[self.permutation.inverse(self.row_base(i) + rights) < self.sample_count]
 
 
 def pair_is_sampled(space: PairSpace, i: int, j: int) -> bool:
   """Whether pair (i, j) is in the sample; the same answer on every build."""
+  if not (0 <= i < space.num_left and space.first_right(i) <= j < space.num_right):
+    raise errors.ConfigError(
+        f"pair_is_sampled: ({i}, {j}) is no pair of {space.mode} over {space.num_left} x {space.num_right} "
+        "records; "
+        f"use 0 <= i < {space.num_left} and {'i < j' if space.mode == 'combinations' else '0 <= j'} < {space.num_right}."
+    )
   return bool(space.kept(i, j, j + 1).size)
-
-
-def _mix_int(value: int) -> int:
-  """splitmix64 of a Python int (mod 2**64)."""
-  value = (value + _GOLDEN) & _MASK
-  value = ((value ^ (value >> 30)) * _MIX_1) & _MASK
-  value = ((value ^ (value >> 27)) * _MIX_2) & _MASK
-  return value ^ (value >> 31)
-
-
-def _pair_hashes(seed: int, i: int, rights: np.ndarray) -> np.ndarray:
-  """splitmix64(splitmix64(splitmix64(seed) + i) + j) for every j, vectorized."""
-  row_key = np.uint64(_mix_int((_mix_int(seed & _MASK) + i) & _MASK))
-  values = rights + row_key  # uint64 arrays wrap around silently
-  values += np.uint64(_GOLDEN)
-  values ^= values >> np.uint64(30)
-  values *= np.uint64(_MIX_1)
-  values ^= values >> np.uint64(27)
-  values *= np.uint64(_MIX_2)
-  values ^= values >> np.uint64(31)
-  return values
-
-
-def _threshold(rate: float) -> np.uint64:
-  return np.uint64(min(int(rate * 2.0**64), _MASK))
 
 
 def row_ranges(
@@ -161,11 +198,11 @@ def generate(
   blocked = len(right.blocks) > 1
   loaded_index, loaded = -1, None
   blocks = fast.pair_blocks.PairBlocks(
-      num_right=space.num_right, diagonal=space.mode == "combinations", threshold=space.threshold
+      num_right=space.num_right, diagonal=space.mode == "combinations", sample=space.sample_arguments()
   )
   with left.open() as left_reader, right.open() as right_reader:
     for chunk_start, chunk in left_reader.columns(left_start, left_stop):
-      for base, rows, row_keys in _left_runs(space, chunk_start, chunk, blocked):
+      for base, rows, row_bases in _left_runs(space, chunk_start, chunk, blocked):
         first = space.first_right(base)
         for block_index, (start, stop) in enumerate(right.blocks):
           if stop <= first:
@@ -173,22 +210,22 @@ def generate(
           if block_index != loaded_index:
             loaded = None  # drop the old block before reading the next
             loaded, loaded_index = right_reader.load_column(start, stop), block_index
-          yield from blocks.add(rows, (0, len(rows)), loaded, left_base=base, right_base=start, row_keys=row_keys)
+          yield from blocks.add(rows, (0, len(rows)), loaded, left_base=base, right_base=start, row_bases=row_bases)
   yield from blocks.flush()
 
 
 def _left_runs(
     space: PairSpace, chunk_start: int, chunk: fast.record_blocks.ByteColumn, blocked: bool
 ) -> Iterator[tuple[int, fast.record_blocks.ByteColumn, np.ndarray | None]]:
-  """The left rows paired with the right side in one walk over its blocks: `(first row, rows, their row keys)`.
+  """The left rows paired with the right side in one walk over its blocks: `(first row, rows, their row bases)`.
 
   The whole chunk when the right side is one block; else each row alone (as
   a one-item view, so that no call re-checks the whole chunk).
   """
-  row_keys = space.row_keys(chunk_start, len(chunk))
+  row_bases = space.row_bases(chunk_start, len(chunk))
   if not blocked:
-    yield chunk_start, chunk, row_keys
+    yield chunk_start, chunk, row_bases
     return
   for row in range(len(chunk)):
     one_row = fast.record_blocks.ByteColumn(chunk.data, chunk.offsets[row:row + 2])
-    yield chunk_start + row, one_row, None if row_keys is None else row_keys[row:row + 1]
+    yield chunk_start + row, one_row, None if row_bases is None else row_bases[row:row + 1]

@@ -57,11 +57,26 @@ class PairingPlan:
       SourceError: naming the side and file, if a file is corrupt or holds
         another number of records than when it was first counted.
     """
-    rename = self.renames[side].get
     index_key = serialization.FeatureKey(INDEX_FEATURES[side])
-    for count, record in enumerate(self.sides[side].records()):
+    for count, record in enumerate(self.renamed_records(side)):
       index_example = serialization.example([serialization.int64_feature(index_key, [count])])
-      yield serialization.merge_examples(serialization.rename_features(record, rename), index_example)
+      yield serialization.merge_examples(record, index_example)
+
+  def renamed_records(self, side: str) -> Iterator[bytes]:
+    """The records of one side with their features renamed (or dropped) by the rename table, in order."""
+    rename = self.renames[side].get
+    for record in self.sides[side].records():
+      yield serialization.rename_features(record, rename)
+
+  def side_features(self, side: str) -> tfds.features.FeaturesDict:
+    """The part of `features` that one side's renamed records hold (without its index)."""
+    if self.policy == "prefix":
+      return tfds.features.FeaturesDict({side: example_schema.to_features(self.sides[side].schema)})
+    return tfds.features.FeaturesDict({
+        self.renames[side][name]: example_schema.to_feature(spec)
+        for name, spec in self.sides[side].schema.items()
+        if self.renames[side][name] is not None
+    })
 
   def provenance(self, data_root: str | None) -> dict:
     return {
@@ -89,6 +104,10 @@ class PairingPlan:
     """A clearer error when sampling kept no pair at all."""
     if self.space.sample_rate >= 1.0 or "no examples" not in str(error):
       return error
+    return self.nothing_kept()
+
+  def nothing_kept(self) -> errors.SourceError:
+    """The error for a sample of no pair at all."""
     return errors.SourceError(
         f"sample_rate={self.space.sample_rate} with sample_seed="
         f"{self.space.sample_seed} kept none of the {self.space.size:,} pairs. "

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:  # for type checkers only: at run time `__getattr__` imports on first use
   from tfds_builders.core.fast import crc32c  # pylint: disable=g-bad-import-order
   from tfds_builders.core.fast import pair_blocks
+  from tfds_builders.core.fast import permutation
   from tfds_builders.core.fast import pg_binary
   from tfds_builders.core.fast import record_blocks
   from tfds_builders.core.fast import record_index
 
-_MODULES = ("crc32c", "pair_blocks", "pg_binary", "record_blocks", "record_index")
+_MODULES = ("crc32c", "pair_blocks", "permutation", "pg_binary", "record_blocks", "record_index")
 __all__ = [*_MODULES, "jit"]
 # How every kernel is compiled: cached on disk across processes, and releasing
 # the GIL so that threads (tf.data, Beam) run kernels side by side.

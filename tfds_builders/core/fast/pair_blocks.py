@@ -18,6 +18,7 @@ import numpy as np
 from tfds_builders.core import tfrecord_io
 from tfds_builders.core import wire
 from tfds_builders.core.fast import crc32c
+from tfds_builders.core.fast import permutation
 from tfds_builders.core.fast import record_blocks
 
 _put_little_endian = record_blocks._put_little_endian  # pylint: disable=protected-access
@@ -27,12 +28,9 @@ _FRAME_LENGTH_BYTES = wire.FRAME_LENGTH_BYTES
 _FRAME_HEADER_BYTES = wire.FRAME_HEADER_BYTES
 _FRAME_CRC_BYTES = wire.FRAME_CRC_BYTES
 _KEY_LIMIT = 1 << 63
-_NO_ROW_KEYS = np.zeros(0, np.uint64)
-# splitmix64's constants, as uint64 so that the kernel's arithmetic wraps instead of widening.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
-_SHIFT_30, _SHIFT_27, _SHIFT_31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_NO_ROW_BASES = np.zeros(0, np.int64)
+_NO_KEYS = np.zeros(permutation.ROUNDS, np.uint64)
+_NO_SAMPLE = (0, 1, 2, 2, _NO_KEYS)
 
 # A block holds about this many bytes of frames (more only for one pair larger than it). Measured
 # on 186-byte frames: 23 ns a pair at 1 MiB, 29 ns at 4-16 MiB (out of cache), 133 ns at 64 MiB
@@ -50,14 +48,16 @@ class PairBlocks:
   is never written to again.
   """
 
-  def __init__(self, *, num_right: int, diagonal: bool, threshold: int = 0,
+  def __init__(self, *, num_right: int, diagonal: bool, sample: tuple[int, int, int, int, np.ndarray] | None = None,
                block_bytes: int | None = None, block_pairs: int | None = None):
     """Takes what every run of the stream shares.
 
     Args:
       num_right: All right rows (not only a block's): the key's stride.
       diagonal: Pair row i only with rows j > i (unordered pairs of one input).
-      threshold: The sample's threshold (uint64), for runs given row keys.
+      sample: `(K, size, A, B, keys)` of an exact-size sample (`PairSpace.sample_arguments`):
+        a pair whose candidate number p has `permutation.inverse(p) < K` is
+        kept, for runs given row bases. None keeps every pair.
       block_bytes: About how many frame bytes a block holds (None: `BLOCK_BYTES`).
       block_pairs: At most how many pairs a block holds (None: `BLOCK_PAIRS`).
 
@@ -66,7 +66,8 @@ class PairBlocks:
     """
     self._num_right = num_right
     self._diagonal = diagonal
-    self._threshold = np.uint64(threshold)
+    self._sample = _NO_SAMPLE if sample is None else (
+        *(int(number) for number in sample[:4]), np.ascontiguousarray(sample[4], np.uint64))
     self._block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
     self._block_pairs = BLOCK_PAIRS if block_pairs is None else block_pairs
     if num_right < 0 or self._block_bytes < 1 or self._block_pairs < 1:
@@ -82,7 +83,7 @@ class PairBlocks:
       *,
       left_base: int,
       right_base: int,
-      row_keys: np.ndarray | None = None,
+      row_bases: np.ndarray | None = None,
   ) -> Iterator[tuple[np.ndarray, tfrecord_io.FramedRecords]]:
     """Adds the pairs `left[r] + right[k]` in (r, k) order; yields each block they fill.
 
@@ -96,15 +97,16 @@ class PairBlocks:
       right: Right records (a block of them).
       left_base: Global row of `left`'s first item.
       right_base: Global row of `right`'s first item.
-      row_keys: For sampling, per item of `left`, its splitmix64 row key; a
-        pair is kept when `splitmix64(j + row_key) < threshold`. None keeps all.
+      row_bases: For sampling, per item of `left`, the candidate number of
+        its pair with right row 0: pair (i, j) is candidate `row_base + j`,
+        kept as the constructor's `sample` says. None keeps all.
 
     Yields:
       Full blocks: int64 keys and their framed records.
 
     Raises:
       ValueError: if a column's offsets do not lie within its data in order,
-        the rows fall outside `left`, or `row_keys` does not match `left`
+        the rows fall outside `left`, or `row_bases` does not match `left`
         (checked before the kernel, which reads without bounds checks).
     """
     left_smallest, left_largest = _item_sizes(left, "left")
@@ -118,10 +120,13 @@ class PairBlocks:
       raise ValueError(f"PairBlocks: right rows up to {right_base + len(right)} exceed num_right {self._num_right}.")
     if (left_base + len(left)) * self._num_right + right_base + len(right) >= _KEY_LIMIT:  # keys are int64
       raise ValueError(f"PairBlocks: keys i * {self._num_right} + j overflow int64 from row {left_base + len(left)}.")
-    sampled = row_keys is not None
-    keys_of_rows = _NO_ROW_KEYS if row_keys is None else np.ascontiguousarray(row_keys, np.uint64)
-    if sampled and len(keys_of_rows) != len(left):
-      raise ValueError(f"PairBlocks: {len(keys_of_rows)} row keys for {len(left)} left records.")
+    sampled = row_bases is not None
+    bases = _NO_ROW_BASES if row_bases is None else np.ascontiguousarray(row_bases, np.int64)
+    if sampled and self._sample is _NO_SAMPLE:
+      raise ValueError("PairBlocks: row_bases given, but the constructor got no `sample` to test them against.")
+    if sampled and len(bases) != len(left):
+      raise ValueError(f"PairBlocks: {len(bases)} row bases for {len(left)} left records.")
+    sample_count, sample_size, high_radix, low_radix, sample_keys = self._sample
     largest = _FRAME_BYTES + left_largest + right_largest
     smallest = _FRAME_BYTES + left_smallest + right_smallest
     column = 0
@@ -133,7 +138,7 @@ class PairBlocks:
           self._data, self._ends, self._keys, self._count, self._used,
           left.data, left.offsets, row, row_stop, left_base,
           right.data, right.offsets, column, right_base, self._num_right, self._diagonal,
-          keys_of_rows, self._threshold, sampled,
+          bases, sampled, sample_count, sample_size, high_radix, low_radix, sample_keys,
       )
       if row < row_stop:  # the block is full
         yield from self.flush()
@@ -164,21 +169,16 @@ def framed_pairs(
     right_base: int,
     num_right: int,
     diagonal: bool,
-    row_keys: np.ndarray | None = None,
-    threshold: int = 0,
+    row_bases: np.ndarray | None = None,
+    sample: tuple[int, int, int, int, np.ndarray] | None = None,
     block_bytes: int | None = None,
     block_pairs: int | None = None,
 ) -> Iterator[tuple[np.ndarray, tfrecord_io.FramedRecords]]:
   """Every block of one run (`PairBlocks.add`, then `flush`); see `PairBlocks` for the arguments."""
-  blocks = PairBlocks(num_right=num_right, diagonal=diagonal, threshold=threshold, block_bytes=block_bytes,
+  blocks = PairBlocks(num_right=num_right, diagonal=diagonal, sample=sample, block_bytes=block_bytes,
                       block_pairs=block_pairs)
-  yield from blocks.add(left, left_rows, right, left_base=left_base, right_base=right_base, row_keys=row_keys)
+  yield from blocks.add(left, left_rows, right, left_base=left_base, right_base=right_base, row_bases=row_bases)
   yield from blocks.flush()
-
-
-def splitmix64(values: np.ndarray) -> np.ndarray:
-  """splitmix64's finalizer of every uint64 value (the pair sample's hash), vectorized."""
-  return _splitmix64_array(np.ascontiguousarray(values, np.uint64))
 
 
 def _item_sizes(column: record_blocks.ByteColumn, side: str) -> tuple[int, int]:
@@ -219,25 +219,9 @@ def _offset_sizes(offsets, data_size):
 
 
 @numba.njit(cache=True, nogil=True)
-def _splitmix64(value):
-  value = value + _GOLDEN
-  value = (value ^ (value >> _SHIFT_30)) * _MIX_1
-  value = (value ^ (value >> _SHIFT_27)) * _MIX_2
-  return value ^ (value >> _SHIFT_31)
-
-
-@numba.njit(cache=True, nogil=True)
-def _splitmix64_array(values):
-  out = np.empty_like(values)
-  for index in range(values.shape[0]):
-    out[index] = _splitmix64(values[index])
-  return out
-
-
-@numba.njit(cache=True, nogil=True)
 def _pair_frames(data, ends, keys, count, used, left_data, left_offsets, row, row_stop, left_base,
                  right_data, right_offsets, column, right_base, num_right, diagonal,
-                 row_keys, threshold, sampled):
+                 row_bases, sampled, sample_count, sample_size, high_radix, low_radix, sample_keys):
   """Frames pairs from (row, column) on into the block after its first `count` pairs, until it is full.
 
   Returns (count, used bytes, next row, next column); `row == row_stop` when the run is done.
@@ -256,7 +240,8 @@ def _pair_frames(data, ends, keys, count, used, left_data, left_offsets, row, ro
     left_register = crc32c.extend(crc32c.INITIAL, left_data, left_start, left_start + left_size)
     while column < num_columns:
       j = right_base + column
-      if sampled and _splitmix64(np.uint64(j) + row_keys[row]) >= threshold:
+      if sampled and permutation.inverse(
+          row_bases[row] + j, sample_size, high_radix, low_radix, sample_keys) >= sample_count:
         column += 1
         continue
       right_start = right_offsets[column]
