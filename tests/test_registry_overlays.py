@@ -375,9 +375,6 @@ def test_a_resolved_chain_loads_with_nothing_left_where_it_was_built(tmp_path) -
     assert (example["double"], example["triple"]) == (2 * base_example["label"], 3 * base_example["label"])
 
 
-@pytest.mark.xfail(strict=True, raises=(errors.SourceError, ValueError), reason=(
-    "TODO(lead): load_augmented does not yet call registry.namespace_overlay; wire it in "
-    "overlay_loader.load_augmented (3 lines, see registry.namespace_overlay), then remove this mark"))
 def test_load_augmented_by_namespace_returns_the_full_examples(tmp_path) -> None:
   base_dir, overlay_dir = _build(tmp_path / "build")
   want = list(tfds.as_numpy(tfds.builder_from_directory(str(base_dir)).as_dataset(split="train")))

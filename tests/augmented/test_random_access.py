@@ -305,3 +305,23 @@ def test_a_parquet_base_is_refused_and_tf_data_readers_refuse_an_array_record_ba
   with pytest.raises(errors.SourceError, match=r"Overlay augmented/x sits on augmented_test_base 1.2.0 at .* \(ArrayRecord\): "
                      r"load_augmented reads the base with tf.data.*tfds_builders.augmented_source"):
     base_lib.check_tf_data_readable(array_record_base, "augmented/x")
+
+
+def test_load_augmented_refuses_an_array_record_base_naming_the_reader_that_reads_it(built):
+  with pytest.raises(errors.SourceError, match=r"TFDS has no tf.data reader for ArrayRecord files.*"
+                                                r"tfds_builders.augmented_source"):
+    tfds_builders.load_augmented(_overlay(built, "side_array_record"), split="train")
+
+
+def test_compacting_an_overlay_over_an_array_record_base_equals_materialize_over_it(built, tmp_path):
+  from tfds_builders.augmented import chain  # pylint: disable=import-outside-toplevel
+
+  compacted = chain.compact(_overlay(built, "side_array_record"), str(tmp_path / "out"), name="side_compacted")
+
+  def records(version_dir: pathlib.Path, split: str) -> list[bytes]:
+    files = sorted(str(path) for path in pathlib.Path(version_dir).glob(f"*-{split}.tfrecord-*"))
+    return [record.numpy() for record in tf.data.TFRecordDataset(files)]
+
+  for split in ("train", "test"):
+    want = records(pathlib.Path(_overlay(built, "materialized_array_record")), split)
+    assert want and records(pathlib.Path(compacted), split) == want

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -272,6 +273,36 @@ def open_root(chain_or_identity: Chain | Mapping[str, Any], base: Any = None, ba
   return base_lib.open_prepared(location, base_data_dir, splits)
 
 
+def published(overlay: str, locations: Locations | None) -> tuple[str, Locations | None]:
+  """A namespace name (`team:augmented/cfg:1.0.0`) as its registry's version directory, with where its base and links are."""
+  from tfds_builders import registry  # pylint: disable=g-import-not-at-top  # only namespace loads need it
+
+  resolved = registry.namespace_overlay(overlay)
+  if resolved is None:
+    return overlay, locations
+  return os.fspath(resolved.version_dir), {**resolved.locations, **(locations or {})}
+
+
+def check_root(chain: Chain, found: base_lib.Base) -> None:
+  """Checks the base found (`open_root`) against the identity the chain recorded.
+
+  Raises:
+    SourceError: for another base, another version of it, or files changed
+      in number, name, size or record count, saying what differs.
+  """
+  recorded = chain.root
+  if found.digest() != recorded["digest"]:
+    raise errors.SourceError(
+        errors.with_hint(
+            f"Overlay {chain.top.name} was built from another base than {found.title()}: "
+            f"{overlay_format.identity_difference(recorded, found.identity())}",
+            f"Pass the base it was built from ({recorded['name']}"
+            f"{' ' + recorded['version'] if recorded.get('version') else ''} at {recorded['location']}), "
+            "or rebuild the overlay against this base",
+        )
+    )
+
+
 # ------------------------------------------------------------ compaction --
 
 
@@ -345,7 +376,7 @@ class CompactedEntries:
   def __init__(self, chain: Chain, split: str, file: base_lib.BaseFile, offset: int, dropped: frozenset[str]):
     owners = chain.field_owners()
     self._split, self._offset = split, offset
-    self._frames = fast.record_index.fingerprints(file.record_file())
+    self._frames = base_lib.file_fingerprints(file)
     self._readers = []
     for link in chain.links:
       keep = {name for name in link.stored_names if owners[name] is link and name not in dropped}

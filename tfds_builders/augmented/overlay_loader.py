@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 with epy.lazy_imports():  # tf.data reads the overlay: imported when a loader runs, not with the builder
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import chain as chain_lib
 from tfds_builders.augmented import constants as constants_lib
 from tfds_builders.augmented import overlay_format
@@ -105,20 +106,12 @@ def load_augmented(
                        base_data_dir=base_data_dir, decoders=decoders, locations=locations)
         for one in split
     ]
+  overlay, locations = chain_lib.published(overlay, locations)
   overlay_builder = tfrecord_io.prepared_builder(overlay, data_dir)
   chain = chain_lib.resolve(chain_lib.link_of(overlay_builder), locations)
-  recorded = chain.root
-  base_dataset = chain_lib.open_root(recorded, base, base_data_dir, locations)
-  if base_dataset.digest() != recorded["digest"]:
-    raise errors.SourceError(
-        errors.with_hint(
-            f"Overlay {overlay_builder.info.full_name} was built from another base than "
-            f"{base_dataset.title()}: {overlay_format.identity_difference(recorded, base_dataset.identity())}",
-            f"Pass the base it was built from ({recorded['name']}"
-            f"{' ' + recorded['version'] if recorded.get('version') else ''} at {recorded['location']}), "
-            "or rebuild the overlay against this base",
-        )
-    )
+  base_dataset = chain_lib.open_root(chain, base, base_data_dir, locations)
+  chain_lib.check_root(chain, base_dataset)
+  base_lib.check_tf_data_readable(base_dataset, overlay_builder.info.full_name)
   lengths = {
       name: _SplitLengths(base_split.num_examples, [file.num_records for file in base_split.files])
       for name, base_split in base_dataset.splits.items()

@@ -72,12 +72,13 @@ def augmented_source(
       `load_augmented`, or build the base with `--file_format array_record`).
     ConfigError: for a split spec that does not apply to the base's splits.
   """
+  overlay, locations = chain_lib.published(overlay, None)
   top = chain_lib.open_link(overlay, data_dir)
-  chain = chain_lib.resolve(top)
+  chain = chain_lib.resolve(top, locations)
   recorded = chain.root
   if recorded.get("kind") != base_lib.PREPARED or recorded.get("file_format") != base_lib.ARRAY_RECORD:
     raise _tfrecord_base(top, recorded)
-  base_dataset = chain_lib.open_root(chain, base, base_data_dir)
+  base_dataset = chain_lib.open_root(chain, base, base_data_dir, locations)
   if base_dataset.file_format != base_lib.ARRAY_RECORD:
     raise errors.SourceError(
         errors.with_hint(
@@ -87,15 +88,7 @@ def augmented_source(
             "base with tfds_builders.load_augmented and an overlay built over it",
         )
     )
-  if base_dataset.digest() != recorded["digest"]:
-    raise errors.SourceError(
-        errors.with_hint(
-            f"Overlay {top.name} was built from another base than {base_dataset.title()}: "
-            f"{overlay_format.identity_difference(recorded, base_dataset.identity())}",
-            f"Pass the base it was built from ({recorded['name']} {recorded.get('version') or ''} at "
-            f"{recorded['location']}), or rebuild the overlay against this base",
-        )
-    )
+  chain_lib.check_root(chain, base_dataset)
   ranges = _ranges(split, base_dataset)
   for link in chain.links:
     missing = sorted({name for name, _, _ in ranges} - set(link.files)) if link.stored_names else []
