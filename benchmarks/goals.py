@@ -1,4 +1,4 @@
-"""Issue #17's goals, each read from one saved run (`benchmarks/results/goals-*.json`) and judged met or not."""
+"""The issues' goals, each read from one saved run (`benchmarks/results/goals*-*.json`) and judged met or not."""
 
 from __future__ import annotations
 
@@ -85,6 +85,23 @@ def _rss_flat(phase: str = "builder") -> Callable[[dict[str, Any]], Figure | Non
   return measure
 
 
+def _seconds(phase: str) -> Callable[[dict[str, Any]], Figure | None]:
+  """A phase's seconds at the run's largest input (the ratio is the seconds)."""
+  def measure(result: dict[str, Any]) -> Figure | None:
+    row = _row(result, phase)
+    return None if row is None else Figure(f"{row['seconds']:.3f} s", row["seconds"], (row,))
+  return measure
+
+
+def _bytes_written(result: dict[str, Any]) -> Figure | None:
+  """The bytes the overlay wrote (every file of its version directory), in MB."""
+  line = max(result.get("ratios", []), key=lambda line: line["input_bytes"], default=None)
+  if line is None:
+    return None
+  return Figure(f"{line['overlay_bytes']:,} bytes on a {line['input_bytes'] / 1e9:.3g} GB base "
+                f"(materialize: {line['materialize_bytes']:,})", line["overlay_bytes"] / 1e6)
+
+
 def _beam_speedup(result: dict[str, Any]) -> Figure | None:
   """1-worker over 2-worker seconds at 1 GiB (or the largest size), most partitions."""
   points = result.get("points", [])
@@ -142,6 +159,30 @@ GOALS = (
 )
 
 
+# Issue 14 (beyond the peers): overlays that evolve, and the virtual cross product.
+RESULTS_14 = ("goals14-overlays", "goals14-overlay_chains", "goals14-cross_product")
+GOALS_14 = (
+    Goal("augmented, constant field", "1 GB base: the overlay writes < 1 MB", "goals14-overlays",
+         _bytes_written, lambda ratio: ratio < 1),
+    Goal("augmented, constant field", "1 GB base: the overlay builds in < 1 s", "goals14-overlays",
+         _seconds("constant_overlay"), lambda ratio: ratio < 1),
+    Goal("augmented, constant field", "≥ 100x faster than materialize of the same field", "goals14-overlays",
+         _time_ratio("constant_materialize", "constant_overlay", label="(materialize / overlay)"),
+         lambda ratio: ratio >= 100),
+    Goal("augmented, overlay chain", "reading base + 3-link chain ≤ 1.3x reading the base alone",
+         "goals14-overlay_chains", _time_ratio("chain_read", "base_read", label="(chain / base)"),
+         lambda ratio: ratio <= 1.3),
+    Goal("cross_product, virtual", "≥ 200,000 random pairs/s from one process", "goals14-cross_product",
+         _speed("virtual_random_access", unit="pairs/s", goal=2e5), lambda ratio: ratio >= 1),
+    Goal("cross_product, virtual", "≥ 200,000 random pairs/s, sampled (rate 1/16)", "goals14-cross_product",
+         _speed("virtual_random_access_sampled", unit="pairs/s", goal=2e5), lambda ratio: ratio >= 1),
+    Goal("cross_product, virtual", f"memory of the inputs, not the pairs (peak ratio ≤ {_FLAT}, 1e6 → 1e7 pairs)",
+         "goals14-cross_product", _rss_flat("virtual_random_access"), lambda ratio: ratio <= _FLAT),
+)
+# The goal tables of docs/benchmarks.md: `<!-- results: NAME goals -->` -> the runs and goals it judges.
+TABLES = {"goals": (RESULTS, GOALS), "goals14": (RESULTS_14, GOALS_14)}
+
+
 def _load(figure: Figure, result: dict[str, Any]) -> str:
   """The highest 1-minute load around the phases compared (else the run's), with the core count."""
   loads = [row["load_max"] for row in figure.rows if row.get("load_max") is not None]
@@ -152,10 +193,10 @@ def _load(figure: Figure, result: dict[str, Any]) -> str:
   return f"{load:.2f}" + (f" / {cores} cores" + (" (high: rerun)" if load > cores else "") if cores else "")
 
 
-def lines(results: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
-  """One line per goal: its figure, ratio, load and whether it is met, or `not measured`."""
+def lines(results: dict[str, dict[str, Any] | None], table: str = "goals") -> list[dict[str, Any]]:
+  """One line per goal of a table (`TABLES`): its figure, ratio, load and whether it is met, or `not measured`."""
   found = []
-  for goal in GOALS:
+  for goal in TABLES[table][1]:
     result = results.get(goal.result)
     figure = goal.measure(result) if result else None
     line = {"builder": goal.builder, "goal": goal.goal, "result": goal.result}

@@ -177,13 +177,13 @@ def view(results: Sequence[dict[str, Any]], name: str) -> str:
   raise ValueError(f"unknown results view {name!r}: use table, rss, ratios, compression or versus")
 
 
-def goals_table(results_dir: pathlib.Path) -> str:
-  """The issue's goals judged from the saved runs (`goals.RESULTS`); a run not saved yet shows `not measured`."""
+def goals_table(results_dir: pathlib.Path, table: str = "goals") -> str:
+  """An issue's goals (`goals.TABLES[table]`) judged from the saved runs; a run not saved yet shows `not measured`."""
   results = {}
-  for name in goals.RESULTS:
+  for name in goals.TABLES[table][0]:
     path = results_dir / f"{name}.json"
     results[name] = harness.read_result(path) if path.is_file() else None
-  return render(GOAL_COLUMNS, goals.lines(results))
+  return render(GOAL_COLUMNS, goals.lines(results, table))
 
 
 def regenerate(text: str, results_dir: pathlib.Path) -> str:
@@ -191,8 +191,8 @@ def regenerate(text: str, results_dir: pathlib.Path) -> str:
 
   def body(found: re.Match[str]) -> str:
     names = found["names"].split(",")
-    if found["view"] == "goals":  # `<!-- results: goals goals -->`: the runs are goals.RESULTS
-      table = goals_table(results_dir)
+    if found["view"] == "goals":  # `<!-- results: goals14 goals -->`: the runs are goals.TABLES["goals14"]'s
+      table = goals_table(results_dir, found["names"])
     else:
       table = view([harness.read_result(results_dir / f"{name}.json") for name in names], found["view"])
     return f"<!-- results: {found['names']} {found['view']} -->\n{table}\n<!-- /results -->"
