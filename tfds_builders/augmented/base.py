@@ -86,6 +86,14 @@ class BaseSplit:
 
 
 @dataclasses.dataclass(frozen=True)
+class _SplitLengths:
+  """What `ReadInstruction.to_absolute` needs of a split."""
+
+  num_examples: int
+  shard_lengths: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
 class Base:
   """A read-only base: where it is, its features, its splits as record files.
 
@@ -148,6 +156,24 @@ class Base:
   def digest(self) -> str:
     """SHA-256 of `identity()`, as hex."""
     return overlay_format.identity_digest(self.identity())
+
+  def ranges(self, split: str) -> list[tuple[str, int, int]]:
+    """`(split, start, stop)` of each part of a TFDS split spec (`"train[10:20]+test"`), in example indices.
+
+    Raises:
+      ConfigError: for a spec that is no str or does not apply to the splits.
+    """
+    if not isinstance(split, str):
+      raise errors.ConfigError(f"split={split!r}: give one split spec (a str).")
+    lengths = {name: _SplitLengths(part.num_examples, [file.num_records for file in part.files])
+               for name, part in self.splits.items()}
+    try:
+      instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(lengths)
+    except (ValueError, AssertionError) as error:
+      raise errors.ConfigError(
+          f"split={split!r} does not apply to the overlay's splits {sorted(lengths)}: {error}") from error
+    return [(one.splitname, one.from_ or 0, lengths[one.splitname].num_examples if one.to is None else one.to)
+            for one in instructions]
 
   def provenance(self) -> dict[str, Any]:
     provenance = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -101,7 +102,7 @@ def overlay_from_keys(context: BuildContext, split: str, file_index: int, offset
     aligned = alignment.entries(np.arange(first, first + batch.size, dtype=np.int64), fingerprints,
                                 _kept(plan, rows))
     framed = fast.record_blocks.framed_examples(plan.side.entries, rows, aligned, plan.unmatched.entries)
-    yield _Keys(split, range(first, first + batch.size)), framed
+    yield _keys(split, range(first, first + batch.size)), framed
   context.unmatched.record(split, file_index, left_out)
 
 
@@ -193,20 +194,9 @@ class _Batch:
   alignment: np.ndarray | None = None  # per record, its overlay alignment entries (a row of bytes)
 
 
-class _Keys(Sequence[str]):
+def _keys(split: str, indices: range) -> shard_writer.LazyKeys:
   """The keys of consecutive examples of a split, made when asked for."""
-
-  def __init__(self, split: str, indices: range):
-    self._split = split
-    self._indices = indices
-
-  def __len__(self) -> int:
-    return len(self._indices)
-
-  def __getitem__(self, at: Any) -> Any:
-    if isinstance(at, slice):
-      return _Keys(self._split, self._indices[at])
-    return plan_lib.example_key(self._split, self._indices[at])
+  return shard_writer.LazyKeys(indices, functools.partial(plan_lib.example_key, split))
 
 
 def _joined_batches(

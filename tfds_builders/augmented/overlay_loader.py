@@ -29,14 +29,6 @@ from tfds_builders.core import tfrecord_io
 BaseArg = str | Mapping[str, Sequence[str] | str] | None
 
 
-@dataclasses.dataclass(frozen=True)
-class _SplitLengths:
-  """What `ReadInstruction.to_absolute` needs of a split."""
-
-  num_examples: int
-  shard_lengths: list[int]
-
-
 def load_augmented(
     overlay: str,
     *,
@@ -112,19 +104,7 @@ def load_augmented(
   base_dataset = chain_lib.open_root(chain, base, base_data_dir, locations)
   chain_lib.check_root(chain, base_dataset)
   base_lib.check_tf_data_readable(base_dataset, overlay_builder.info.full_name)
-  lengths = {
-      name: _SplitLengths(base_split.num_examples, [file.num_records for file in base_split.files])
-      for name, base_split in base_dataset.splits.items()
-  }
-  try:
-    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(lengths)
-  except (ValueError, AssertionError) as error:
-    raise errors.ConfigError(f"split={split!r} does not apply to the overlay's splits {sorted(lengths)}: {error}") from error
-  ranges = [
-      (instruction.splitname, instruction.from_ or 0,
-       lengths[instruction.splitname].num_examples if instruction.to is None else instruction.to)
-      for instruction in instructions
-  ]
+  ranges = base_dataset.ranges(split)
   base_files = {name: [(f.path, f.compression, f.num_records) for f in s.files] for name, s in base_dataset.splits.items()}
   _check_base_records(base_files, ranges, overlay_builder.info.full_name)
   join = _Join(

@@ -89,7 +89,7 @@ def augmented_source(
         )
     )
   chain_lib.check_root(chain, base_dataset)
-  ranges = _ranges(split, base_dataset)
+  ranges = base_dataset.ranges(split)
   for link in chain.links:
     missing = sorted({name for name, _, _ in ranges} - set(link.files)) if link.stored_names else []
     if missing:
@@ -136,30 +136,6 @@ def _check_counts(base_dataset: base_lib.Base, splits: set[str]) -> None:
       found = base_lib.count_array_records(file.path)
       if found != file.num_records:
         raise tfrecord_io.count_mismatch(file.path, file.num_records, found, file.count_source)
-
-
-@dataclasses.dataclass(frozen=True)
-class _SplitLengths:
-  """What `ReadInstruction.to_absolute` needs of a split."""
-
-  num_examples: int
-  shard_lengths: list[int]
-
-
-def _ranges(split: str, base_dataset: base_lib.Base) -> list[tuple[str, int, int]]:
-  """`(split, start, stop)` of each part of a split spec, in base example indices."""
-  if not isinstance(split, str):
-    raise errors.ConfigError(f"split={split!r}: give one split spec (a str); make one source per spec.")
-  lengths = {
-      name: _SplitLengths(base_split.num_examples, [file.num_records for file in base_split.files])
-      for name, base_split in base_dataset.splits.items()
-  }
-  try:
-    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(lengths)
-  except (ValueError, AssertionError) as error:
-    raise errors.ConfigError(f"split={split!r} does not apply to the overlay's splits {sorted(lengths)}: {error}") from error
-  return [(one.splitname, one.from_ or 0, lengths[one.splitname].num_examples if one.to is None else one.to)
-          for one in instructions]
 
 
 def _constants(chain: chain_lib.Chain, splits: set[str]) -> dict[str, dict[str, Any]]:
