@@ -153,9 +153,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_compact(args: argparse.Namespace) -> int:
-  from tfds_builders.augmented import chain  # pylint: disable=g-import-not-at-top
+  from tfds_builders.augmented import compaction  # pylint: disable=g-import-not-at-top
 
-  path = chain.compact(args.overlay, args.out_data_dir, data_dir=args.data_dir, name=args.name, version=args.version)
+  path = compaction.compact(args.overlay, args.out_data_dir, data_dir=args.data_dir, name=args.name, version=args.version)
   print(f"compacted {args.overlay} into {path}")
   return EXIT_OK
 

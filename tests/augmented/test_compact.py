@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders import cli
 from tfds_builders.augmented import Builder
-from tfds_builders.augmented import chain
+from tfds_builders.augmented import compact
 from tfds_builders.augmented import load_augmented
 from tfds_builders.core import errors
 from tests import helpers
@@ -126,7 +126,7 @@ def test_the_compact_command_writes_a_new_version_and_only_reads(tmp_path, capsy
   assert cli.main(["compact", "augmented/link2:1.1.0", str(out), "--data_dir", str(tmp_path / "tfds"),
                    "--name", "flat", "--version", "2.0.0"]) == cli.EXIT_OK
   assert capsys.readouterr().out.splitlines()[-1].endswith(str(out / "augmented" / "flat" / "2.0.0"))
-  assert chain.compact(str(link1.data_path), str(out)) == out / "augmented" / "link1" / "1.1.0"
+  assert compact(str(link1.data_path), str(out)) == out / "augmented" / "link1" / "1.1.0"
 
 
 def test_the_compact_command_refuses_what_is_not_an_overlay(tmp_path, capsys):

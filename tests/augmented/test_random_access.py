@@ -314,9 +314,9 @@ def test_load_augmented_refuses_an_array_record_base_naming_the_reader_that_read
 
 
 def test_compacting_an_overlay_over_an_array_record_base_equals_materialize_over_it(built, tmp_path):
-  from tfds_builders.augmented import chain  # pylint: disable=import-outside-toplevel
+  from tfds_builders.augmented import compaction  # pylint: disable=import-outside-toplevel
 
-  compacted = chain.compact(_overlay(built, "side_array_record"), str(tmp_path / "out"), name="side_compacted")
+  compacted = compaction.compact(_overlay(built, "side_array_record"), str(tmp_path / "out"), name="side_compacted")
 
   def records(version_dir: pathlib.Path, split: str) -> list[bytes]:
     files = sorted(str(path) for path in pathlib.Path(version_dir).glob(f"*-{split}.tfrecord-*"))

@@ -454,34 +454,3 @@ def _link_records(link: Link, split: str, first: int, count: int) -> Iterator[by
           break
         yield record
     start = stop
-
-
-def compact(overlay: str, out_data_dir: str, *, data_dir: str | None = None, name: str | None = None,
-            version: str | None = None) -> epath.Path:
-  """Materializes an overlay and the chain under it into one ordinary TFDS dataset; returns its directory.
-
-  Its records hold the root base's bytes, then every link's fields taken
-  byte-exact from the links' records: what `materialize` writes for the
-  same fields. Neither the overlay nor the base is modified.
-
-  Args:
-    overlay: The overlay's version directory, or `augmented/<config>[:version]` under `data_dir`.
-    out_data_dir: The data_dir written to (`augmented/<name>/<version>/` in it).
-    data_dir: Where an overlay given by name is.
-    name: The config name (default: the overlay's).
-    version: The version (default: the minor version after the overlay's).
-
-  Raises:
-    SourceError, ConfigError: as `resolve` for a broken chain or a missing base.
-  """
-  # The builder imports this module (planning resolves chains): imported when compacting.
-  from tfds_builders.augmented import augmented_dataset_builder  # pylint: disable=g-import-not-at-top
-
-  top = open_link(overlay, data_dir)
-  config = augmented_dataset_builder.BuilderConfig(
-      name=name or top.name.split("/")[1], base=top.location, mode="materialize", version=version,
-      description=f"Compaction of overlay {top.name}.",
-  )
-  builder = augmented_dataset_builder.Builder(config=config, data_dir=str(out_data_dir))
-  builder.download_and_prepare()
-  return epath.Path(builder.data_path)
