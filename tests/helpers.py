@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -205,3 +206,11 @@ def split_fractions_assignment(fractions: dict[str, float], seed: int, key: str)
     if point < cumulative:
       return name
   return name  # pylint: disable=undefined-loop-variable
+
+
+def version_dir(data_dir: pathlib.Path, name: str, config: str = "") -> pathlib.Path:
+  """The one version directory built under `data_dir/name[/config]` (versions differ by builder: read, not assumed)."""
+  parent = data_dir / name / config if config else data_dir / name
+  versions = [path for path in parent.iterdir() if path.is_dir() and re.fullmatch(r"\d+\.\d+\.\d+", path.name)]
+  assert len(versions) == 1, f"{parent}: {sorted(path.name for path in versions)}"
+  return versions[0]

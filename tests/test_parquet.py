@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from tests import helpers
 from tests.faults import CLI, REPO, TFDS, assert_message, assert_nothing_loadable, run_command, run_python, tfds_build
 
 BIG_ROWS = 2600  # x is 32 KiB a row: ~85 MB, over 10 row-group batches (parquet_export.BATCH_BYTES)
@@ -36,7 +37,7 @@ def built(tmp_path_factory) -> dict[str, object]:
 
 
 def _dataset_dir(built, name: str, config: str):
-  return built["data"] / name / config / "1.0.0"
+  return helpers.version_dir(built["data"], name, config)
 
 
 def _load(dataset_dir, split: str) -> list[dict]:

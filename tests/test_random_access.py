@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests import helpers
 from tests.faults import REPO, TFDS, run_command
 
 # Each builder's default config (its first), and the one split all of them have.
@@ -32,8 +33,7 @@ def data_dirs(tmp_path_factory) -> dict[str, object]:
 def _builder(data_dirs, file_format: str, name: str):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
-  version = "1.1.0" if name == "cross_product" else "1.0.0"  # cross_product 1.1.0: the exact-size sample
-  return tfds.builder_from_directory(str(data_dirs[file_format] / name / DEFAULTS[name] / version))
+  return tfds.builder_from_directory(str(helpers.version_dir(data_dirs[file_format], name, DEFAULTS[name])))
 
 
 def _reference(data_dirs, name: str) -> list[dict]:

@@ -13,6 +13,7 @@ import tfds_builders
 from tfds_builders import registry
 
 from tests import faults
+from tests import helpers
 
 pytestmark = pytest.mark.slow  # every test runs `tfds build` in a subprocess
 
@@ -54,7 +55,7 @@ def test_beam_pipeline_options_multi_processing_builds_every_builder_as_locally(
     builder_cls = tfds.builder_cls(name)
     local = builder_cls(config=config, data_dir=str(tmp_path / "local"))
     local.download_and_prepare()
-    on_beam = tmp_path / "beam" / name / config / "1.0.0"
+    on_beam = helpers.version_dir(tmp_path / "beam", name, config)
     assert _records(on_beam) == _records(pathlib.Path(local.data_path)), name
     assert all(_records(on_beam).values()), f"{name}: an empty split"
 

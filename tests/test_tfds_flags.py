@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_datasets.core.utils import shard_utils
 
 from tests import faults
+from tests import helpers
 from tfds_builders.core import errors
 from tfds_builders.core import shard_plan
 from tfds_builders.numpy_arrays import Builder as NumpyArraysBuilder
@@ -78,12 +79,12 @@ def test_shuffle_files_works_on_unordered_outputs_and_is_refused_on_ordered_ones
   ])
   unordered = {"numpy_arrays/demo": 8, "concatenated/demo": 9, "cross_product/product": 20, "augmented/demo": 10}
   for name, count in unordered.items():
-    builder = tfds.builder_from_directory(str(data_dir / name / "1.0.0"))
+    builder = tfds.builder_from_directory(str(helpers.version_dir(data_dir, name)))
     assert not builder.info.disable_shuffling, name
     assert len(list(builder.as_dataset(split="train", shuffle_files=True))) == count, name
   # The user sorted the rows (order_by); an overlay is zipped with its base by position.
   for name in ("database/demo", "augmented/demo_overlay"):
-    builder = tfds.builder_from_directory(str(data_dir / name / "1.0.0"))
+    builder = tfds.builder_from_directory(str(helpers.version_dir(data_dir, name)))
     assert builder.info.disable_shuffling, name
     with pytest.raises(ValueError, match="Dataset is an ordered dataset"):
       builder.as_dataset(split="train", shuffle_files=True)

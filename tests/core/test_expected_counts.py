@@ -82,11 +82,18 @@ def test_every_builder_predicts_each_split_exactly_and_writes_it_without_a_recut
   assert cross_product.Builder(config="combinations", data_dir=str(tmp_path)).expected_examples("train") == 10
 
 
-def test_counts_that_only_generation_tells_are_none(tmp_path) -> None:
+def test_a_sample_is_counted_before_it_is_drawn(tmp_path) -> None:
+  # cross_product 1.1.0 keeps exactly round(rate x pairs): 0.5 of the 5 x 4 bundled pairs.
   sampled = cross_product.BuilderConfig(
       name="sampled", data_root=str(cross_product.Builder.BUILDER_CONFIGS[0].data_root),
       left=["genotypes.tfrecord"], right=["environments.tfrecord.gz"], sample_rate=0.5)
-  assert cross_product.Builder(config=sampled, data_dir=str(tmp_path)).expected_examples("train") is None
+  builder = cross_product.Builder(config=sampled, data_dir=str(tmp_path))
+  assert builder.expected_examples("train") == 10
+  builder.download_and_prepare()
+  assert builder.info.splits["train"].num_examples == 10
+
+
+def test_counts_that_only_generation_tells_are_none(tmp_path) -> None:
   # An overlay whose own walk counts the base records, and a materialized join that drops rows.
   assert augmented.Builder(config="demo_overlay", data_dir=str(tmp_path)).expected_examples("train") is None
   skipping = augmented.BuilderConfig(

@@ -13,7 +13,6 @@ import tensorflow_datasets as tfds
 
 from tfds_builders import tfds_internals
 from tfds_builders.augmented import base as base_lib
-from tfds_builders.augmented import chain as chain_lib
 from tfds_builders.augmented import function_calls
 from tfds_builders.augmented import generators
 from tfds_builders.augmented import overlay_format
@@ -174,7 +173,7 @@ class Builder(streaming_builder.StreamingBuilder):
     """The config's notes, else one note for this version: what the plan adds to the base."""
     if self.builder_config.release_notes:
       return self.builder_config.release_notes
-    return {str(self.version): _release_note(self.builder_config, None if self.has_prepared_version() else self._plan)}
+    return {str(self.version): plan_lib.release_note(self.builder_config, None if self.has_prepared_version() else self._plan)}
 
   def default_ordered(self) -> bool:
     # An overlay is zipped with its base by position; a materialized version stands alone.
@@ -190,9 +189,7 @@ class Builder(streaming_builder.StreamingBuilder):
     version drops examples without a side-table row (`missing_policy: skip`).
     """
     plan = self._plan
-    drops_examples = plan.mode == "materialize" and (plan.unmatched.left_out or bool(plan.chain and any(
-        link.metadata.get("missing_policy") == "skip" for link in plan.chain.links)))  # a link's unmatched examples
-    if plan.walk or drops_examples or split not in plan.base.splits:
+    if plan.walk or plan.drops_examples or split not in plan.base.splits:
       return None
     return plan.base.splits[split].num_examples
 
@@ -269,32 +266,6 @@ def _version_after_base(config: BuilderConfig) -> tfds.core.Version:
   return tfds.core.Version(f"{base_version.major}.{base_version.minor + 1}.0")
 
 
-def _release_note(config: BuilderConfig, plan: plan_lib.AugmentationPlan | None) -> str:
-  base = config.base or "raw TFRecord files"
-  if plan is None:
-    sources = " and ".join(filter(None, [
-        f"side table {config.side_table or 'SQL query'}" if config.side_table or config.side_table_sql else "",
-        f"function {config.function}" if config.function else "",
-        "constant_fields" if config.constant_fields else "",
-    ]))
-    if not sources and config.mode == "materialize":  # compaction; the plan names the chain
-      return f"Compacts the overlay chain of {base} into one dataset."
-    return f"Adds fields from {sources} to {base} ({config.mode})."
-  added = "; ".join(
-      f"{spec.name} ({spec.spec_text()}) from {spec.source}" for spec in plan.new_specs
-  )
-  base_name = f"{plan.base.name} {plan.base.version}" if plan.base.version else plan.base.title()
-  if plan.chain and config.mode == "materialize":
-    return f"Compacts the overlay chain {plan.chain.describe()} into one dataset" + (f"; adds {added}." if added else ".")
-  return f"Adds to {base_name} ({config.mode}): {added}."
-
-
-def _compacts(config: BuilderConfig) -> bool:
-  """A materialize config whose base is an overlay: the chain's fields are its source (compaction)."""
-  return config.mode == "materialize" and bool(config.base) and chain_lib.is_overlay(
-      plan_lib.base_location(config), config.base_data_dir)
-
-
 def _check_config(config: BuilderConfig) -> None:
   def fail(message: str) -> errors.ConfigError:
     return errors.ConfigError(f"augmented config {config.name!r}: {message}")
@@ -315,7 +286,7 @@ def _check_config(config: BuilderConfig) -> None:
     raise fail("give `side_table` (a file) or `side_table_sql` (a query), not both.")
   if bool(config.side_table_sql) != bool(config.side_table_connection):
     raise fail("`side_table_sql` and `side_table_connection` go together: the query and where it runs.")
-  if not config.function and not has_table and not config.constant_fields and not _compacts(config):
+  if not config.function and not has_table and not config.constant_fields and not plan_lib.compacts(config):
     raise fail(
         "give `function` ('package.module:function'), a side table or `constant_fields` (any of them): "
         "where the new fields come from.")

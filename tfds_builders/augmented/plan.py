@@ -94,6 +94,12 @@ class AugmentationPlan:
     return dataclasses.replace(self, base=base, walk=None)
 
   @property
+  def drops_examples(self) -> bool:
+    """Whether a materialized version leaves examples out: no side-table row under `skip`, or a link's unmatched ones."""
+    linked = bool(self.chain) and any(link.metadata.get("missing_policy") == "skip" for link in self.chain.links)
+    return self.mode == "materialize" and (self.unmatched.left_out or linked)
+
+  @property
   def new_specs(self) -> tuple[fields.FieldSpec, ...]:
     return (self.side.specs if self.side else ()) + self.function_specs + tuple(c.spec for c in self.constants)
 
@@ -479,3 +485,30 @@ def _default_row(config: Any, side: side_table_lib.SideTable) -> bytes:
     return side.encode([config.missing_defaults[name] for name in names])
   except fields.FieldValueError as error:
     raise errors.ConfigError(f"missing_defaults: {error}.") from None
+
+
+def release_note(config: Any, plan: AugmentationPlan | None) -> str:
+  """The release note of a build: what the plan adds to the base (without a plan: what the config names)."""
+  base = config.base or "raw TFRecord files"
+  if plan is None:
+    sources = " and ".join(filter(None, [
+        f"side table {config.side_table or 'SQL query'}" if config.side_table or config.side_table_sql else "",
+        f"function {config.function}" if config.function else "",
+        "constant_fields" if config.constant_fields else "",
+    ]))
+    if not sources and config.mode == "materialize":  # compaction; the plan names the chain
+      return f"Compacts the overlay chain of {base} into one dataset."
+    return f"Adds fields from {sources} to {base} ({config.mode})."
+  added = "; ".join(
+      f"{spec.name} ({spec.spec_text()}) from {spec.source}" for spec in plan.new_specs
+  )
+  base_name = f"{plan.base.name} {plan.base.version}" if plan.base.version else plan.base.title()
+  if plan.chain and config.mode == "materialize":
+    return f"Compacts the overlay chain {plan.chain.describe()} into one dataset" + (f"; adds {added}." if added else ".")
+  return f"Adds to {base_name} ({config.mode}): {added}."
+
+
+def compacts(config: Any) -> bool:
+  """A materialize config whose base is an overlay: the chain's fields are its source (compaction)."""
+  return config.mode == "materialize" and bool(config.base) and chain_lib.is_overlay(
+      base_location(config), config.base_data_dir)
