@@ -82,7 +82,7 @@ def test_values_decode_every_dtype_as_its_feature():
   assert got["count"] == 7 and got["half"] == 0.5 and list(got["small"]) == [1, 255] and got["flag"]
   assert list(got["words"]) == [b"x", b"yy"] and got["name"] == b"\xff\x00"
   assert got["pair"].tobytes() == np.array([0.1, 1e-300]).tobytes()
-  assert constants.split_entries(resolved, "train") == overlay_format.constant_entries(metadata, "train")
+  assert constants.split_entries(resolved, "train") == _stored(metadata, "train")
 
 
 # ------------------------------------------------------------ overlay --
@@ -150,7 +150,7 @@ def test_overlay_with_stored_fields_and_constants_stores_only_the_others(tmp_pat
   metadata = mixed.info.metadata["augmented"]
   assert overlay_format.stored_names(metadata) == ["label", "weight"]
   assert overlay_format.constant_names(metadata) == ["source"]
-  assert overlay_format.constant_entries(metadata, "train") == _entry("source", "string", (), "web")
+  assert _stored(metadata, "train") == _entry("source", "string", (), "web")
 
 
 @pytest.mark.parametrize("split", ["train", "test[1:]", "train[:50%]+test"])
@@ -193,7 +193,7 @@ def test_materialize_appends_the_constant_entries_to_every_record(tmp_path):
                   constant_fields=CONSTANTS, features={"rate": "float64"})
   metadata = overlay.info.metadata["augmented"]
   for split in ("train", "test"):
-    entries = overlay_format.constant_entries(metadata, split)
+    entries = _stored(metadata, split)
     assert len(entries) > 40
     # Each record: the base record's bytes, then one Example of the side table's entries and the constants'.
     base_records = read_records(sources[split])
@@ -205,7 +205,7 @@ def test_materialize_appends_the_constant_entries_to_every_record(tmp_path):
   assert list(example["tags"]) == [b"ccc"] and example["source"] == b"web"
   # And the constants end every record, after the side table's fields.
   record = stored(with_constants, "train")[0]
-  assert record.endswith(overlay_format.constant_entries(metadata, "train"))
+  assert record.endswith(_stored(metadata, "train"))
   assert set(features_of(record)) == {"id", "text", "score", "tokens", "label", "weight", *CONSTANTS}
 
 
@@ -310,3 +310,49 @@ def test_benchmark_smoke_run_measures_both_builds(tmp_path):
   assert line["materialize_bytes"] > result["rows"][0]["input_bytes"]  # every base byte copied
   assert line["materialize_overlay_bytes"] > 10 and line["materialize_overlay_time"] > 0
   assert "| constant field |" in completed.stdout
+
+
+def _stored(metadata, split: str) -> bytes:
+  """The link's constant entries for `split`, end to end in field order, each checked (`constants.entry`)."""
+  return b"".join(constants.entry(metadata, name, split) for name in overlay_format.constant_names(metadata))
+
+
+def test_subnormal_floats_keep_their_bits_through_load_augmented(tmp_path):
+  # A constant made inside tf.data's graph is folded with subnormals flushed to zero; the loader's are not.
+  tiny = {"tiny64": 5e-324, "sub64": 2.2e-310, "tiny32": np.float32(1e-40)}
+  overlay = build(tmp_path, "tiny", mode="overlay", base_records=raw_base(tmp_path / "raw"), constant_fields=tiny)
+  (example,) = examples(load_augmented(overlay.data_dir, split="train[:1]"))
+  for name, value in tiny.items():
+    assert np.asarray(example[name]).tobytes() == np.asarray(value).tobytes(), name
+
+
+def _tampered(version_dir: str, change) -> None:
+  path = pathlib.Path(version_dir) / "metadata.json"
+  metadata = json.loads(path.read_text())
+  change(metadata["augmented"][overlay_format.CONSTANT_FIELDS])
+  path.write_text(json.dumps(metadata))
+
+
+_OTHER_FIELD = base64.b64encode(_entry("id", "int64", (), 424242)).decode()
+_INT_FOR_STRING = base64.b64encode(_entry("source", "int64", (), 99)).decode()
+_TWO_ENTRIES = base64.b64encode(_entry("source", "string", (), "web") + _entry("id", "int64", (), 1)).decode()
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda constants: constants["source"].update(train="not base64!"), "its entry is not base64"),
+    (lambda constants: constants["source"].update(train=_OTHER_FIELD), "its entry does not decode as string"),
+    (lambda constants: constants["source"].update(train=_INT_FOR_STRING), "its entry does not decode as string"),
+    (lambda constants: constants["source"].update(train=_TWO_ENTRIES), "its entry is not the one string writes"),
+    (lambda constants: constants["source"].pop("train"), "no value for split 'train'"),
+], ids=["base64", "other-field", "other-kind", "two-entries", "missing-split"])
+def test_a_tampered_constant_is_refused_by_load_and_compaction(tmp_path, change, problem):
+  overlay = build(tmp_path, "tampered", mode="overlay", base_records=raw_base(tmp_path / "raw"),
+                  constant_fields={"source": "web"})
+  _tampered(overlay.data_path, change)
+  with pytest.raises(errors.SourceError, match=rf"Constant field 'source' of the overlay, split 'train': {problem}"):
+    load_augmented(str(overlay.data_path), split="train")
+  from tfds_builders.augmented import compact  # pylint: disable=import-outside-toplevel
+
+  with pytest.raises(errors.SourceError, match=rf"Constant field 'source' .*{problem}"):
+    compact(str(overlay.data_path), str(tmp_path / "compacted"))
+  assert faults.loadable_dirs(tmp_path / "compacted") == []

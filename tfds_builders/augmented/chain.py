@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import json
@@ -15,6 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders.augmented import base as base_lib
+from tfds_builders.augmented import constants as constants_lib
 from tfds_builders.augmented import fields
 from tfds_builders.augmented import overlay_format
 from tfds_builders.core import errors
@@ -383,9 +383,8 @@ class CompactedEntries:
       if link.stored_names:  # a link of constants only has no records to read
         self._readers.append((link, keep, _link_records(link, split, offset, len(self._frames))))
     self._constants = b"".join(
-        base64.b64decode(link.metadata[overlay_format.CONSTANT_FIELDS][name][split])
-        for link in chain.links for name in link.constant_names
-        if owners[name] is link and name not in dropped and _has_split(link, name, split)
+        constants_lib.entry(link.metadata, name, split)
+        for link in chain.links for name in link.constant_names if owners[name] is link and name not in dropped
     )
     self._unmatched = b"".join(serialization.int64_feature(serialization.FeatureKey(overlay_format.MATCHED), (0,)))
 
@@ -421,15 +420,6 @@ class CompactedEntries:
       raise errors.SourceError(
           f"Overlay chain link {link.title} does not match its base at base example {where}: the base "
           f"record's fingerprint differs from the one the link was built from. Rebuild {link.name} against this base.")
-
-
-def _has_split(link: Link, name: str, split: str) -> bool:
-  values = link.metadata[overlay_format.CONSTANT_FIELDS][name]
-  if split not in values:
-    raise errors.SourceError(
-        f"Constant field {name!r} of {link.title} has no value for split {split!r} (it has {sorted(values)}). "
-        "Rebuild that link with a value for every split.")
-  return True
 
 
 def _raw_int64(entry: bytes | None) -> int | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import functools
 import json
@@ -116,19 +118,64 @@ def features(metadata: Mapping[str, Any]) -> tfds.features.FeaturesDict:
 def values(metadata: Mapping[str, Any], split: str) -> dict[str, Any]:
   """The constant fields of one overlay link in `split`, decoded as TFDS decodes the stored fields (NumPy, no TF).
 
-  Decoded once per link and split; the arrays are read-only, since every
-  caller shares them.
+  Each entry is checked first (`entry`). The arrays are read-only and cached:
+  every caller shares them.
 
   Args:
     metadata: The link's `augmented` metadata entry (`overlay_format.read_metadata`).
     split: A split name of the base (not a split spec).
 
   Raises:
-    SourceError: if a constant has no value for the split, or its entry does
-      not decode as its feature.
+    SourceError: if a constant has no value for the split, or its entry is
+      not one its feature writes.
   """
-  entries = overlay_format.constant_entries(metadata, split)
+  entries = b"".join(entry(metadata, name, split) for name in overlay_format.constant_names(metadata))
   return dict(_decoded(_specs_json(metadata), entries))
+
+
+def entry(metadata: Mapping[str, Any], name: str, split: str) -> bytes:
+  """A constant's stored map entry for `split`, checked to be exactly the entry its feature writes for its value.
+
+  metadata.json is not covered by any digest of the overlay's own: an entry
+  of another field or kind, two entries, or bytes that are no entry would
+  otherwise be decoded (or compacted) as found.
+
+  Raises:
+    SourceError: naming the field, the split and what to do.
+  """
+  constants = metadata.get(overlay_format.CONSTANT_FIELDS)
+  stored = constants.get(name) if isinstance(constants, Mapping) else None
+  if not isinstance(stored, Mapping) or not isinstance(stored.get(split), str):
+    raise _bad_entry(name, split, f"no value for split {split!r}" if isinstance(stored, Mapping) else "no entry")
+  return _checked(name, json.dumps(metadata["new_fields"][name]), stored[split], split)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked(name: str, spec_json: str, text: str, split: str) -> bytes:
+  try:
+    raw = base64.b64decode(text, validate=True)
+  except (binascii.Error, ValueError) as error:
+    raise _bad_entry(name, split, f"its entry is not base64 ({error})") from None
+  codec = fields.FieldCodec(fields.FieldSpec.from_json(name, json.loads(spec_json)))
+  try:
+    value = _features(json.dumps([[name, json.loads(spec_json)]])).deserialize_example_np(
+        serialization.example_from_entries([raw]))[name]
+    canonical = b"".join(codec.encode(value))
+  except Exception as error:  # pylint: disable=broad-except  # protobuf, TFDS or codec errors, named here
+    raise _bad_entry(name, split, f"its entry does not decode as {codec.spec.spec_text()} ({error})") from None
+  if canonical != raw:
+    raise _bad_entry(name, split, f"its entry is not the one {codec.spec.spec_text()} writes for its value")
+  return raw
+
+
+def _bad_entry(name: str, split: str, problem: str) -> errors.SourceError:
+  return errors.SourceError(
+      errors.with_hint(
+          f"Constant field {name!r} of the overlay, split {split!r}: {problem}; its metadata.json was changed "
+          "since the build",
+          "Rebuild the overlay (its metadata.json holds the constants)",
+      )
+  )
 
 
 def _specs_json(metadata: Mapping[str, Any]) -> str:

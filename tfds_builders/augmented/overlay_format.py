@@ -192,24 +192,6 @@ def stored_names(metadata: Mapping[str, Any]) -> list[str]:
   return [name for name in metadata["new_fields"] if name not in constants]
 
 
-def constant_entries(metadata: Mapping[str, Any], split: str) -> bytes:
-  """The map entries of a link's constant fields for `split`, end to end, in field order (b"" without any).
-
-  Raises:
-    SourceError: if a constant has no value for the split.
-  """
-  constants = metadata.get(CONSTANT_FIELDS) or {}
-  parts = []
-  for name in constant_names(metadata):
-    if split not in constants[name]:
-      raise errors.SourceError(
-          f"Constant field {name!r} of the overlay has no value for split {split!r} (it has "
-          f"{sorted(constants[name])}). Rebuild the overlay with a value for every split."
-      )
-    parts.append(base64.b64decode(constants[name][split], validate=True))
-  return b"".join(parts)
-
-
 def link_digest(metadata: Mapping[str, Any], shards: Mapping[str, Sequence[tuple[str, int, int]]]) -> str:
   """SHA-256 identifying one overlay link: its metadata entry and its shards' names, sizes and record counts.
 

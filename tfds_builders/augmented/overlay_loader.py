@@ -143,7 +143,10 @@ def _joined(join: _Join, base_files: FileList, ranges: list[tuple[str, int, int]
   ).unbatch().apply(tf.data.experimental.assert_cardinality(total))
   if skips:
     dataset = dataset.filter(lambda merged_record, matched: matched)
-  return dataset.map(tf.autograph.experimental.do_not_convert(functools.partial(join.decode, constants=constants)),
+  # Made here, eagerly, and captured: a constant made inside the map is folded by the graph, which flushes
+  # subnormal floats (5e-324) to zero.
+  tensors = {name: tf.constant(value) for name, value in constants.items()}
+  return dataset.map(tf.autograph.experimental.do_not_convert(functools.partial(join.decode, constants=tensors)),
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -347,10 +350,10 @@ class _Join:
       # Concatenated Examples parse as one, a later entry replacing an earlier one of the same name.
       return tf.strings.join([base_records, *link_records]), tf.identity(matched)
 
-  def decode(self, merged_record: tf.Tensor, matched: tf.Tensor, constants: Mapping[str, np.ndarray]):
+  def decode(self, merged_record: tf.Tensor, matched: tf.Tensor, constants: Mapping[str, tf.Tensor]):
     del matched
     example = self.features.deserialize_example(merged_record, decoders=self.decoders)
-    return {**example, **{name: tf.constant(value) for name, value in constants.items()}}
+    return {**example, **{name: tf.identity(value) for name, value in constants.items()}}
 
 
 def _first(values: tf.Tensor, flags: tf.Tensor) -> tf.Tensor:
