@@ -147,3 +147,21 @@ def test_compacting_a_link_of_constants_gives_the_bytes_of_materialize_with_cons
   link2 = build(tmp_path, "link2", mode="overlay", base=str(link1.data_path), constant_fields=constants)
   materialized = build(tmp_path, "full", base_records=sources, side_table=table, join_key="id", constant_fields=constants)
   _assert_same_records(build(tmp_path, "compact", base=str(link2.data_path)), materialized)
+
+
+def test_compact_never_replaces_a_dataset_and_checks_its_name_and_version(tmp_path):
+  sources = raw_base(tmp_path / "raw")
+  table = labels_csv(tmp_path / "labels.csv", range(100, 110))
+  overlay = build(tmp_path, "over", mode="overlay", base_records=sources, side_table=table, join_key="id")
+  data_dir = tmp_path / "tfds"
+  with pytest.raises(errors.ConfigError, match=r"over/1.0.0 exists already \(the overlay itself\).*never replaces"):
+    compact(str(overlay.data_path), str(data_dir), version="1.0.0")
+  written = compact(str(overlay.data_path), str(data_dir))
+  assert written == data_dir / "augmented" / "over" / "1.1.0"
+  with pytest.raises(errors.ConfigError, match=r"over/1.1.0 exists already \(a prepared dataset\)"):
+    compact(str(overlay.data_path), str(data_dir))
+  with pytest.raises(errors.ConfigError, match=r"config name '../evil' is not a valid TFDS config name"):
+    compact(str(overlay.data_path), str(tmp_path / "out"), name="../evil")
+  with pytest.raises(errors.ConfigError, match=r"compact --version: version 'v2' is not a valid TFDS version"):
+    compact(str(overlay.data_path), str(tmp_path / "out"), version="v2")
+  assert not (tmp_path / "evil").exists() and not (tmp_path / "out").exists()

@@ -233,6 +233,8 @@ def test_materialize_from_constants_alone_copies_the_base_records(tmp_path):
     ({"w": {"train": 1, "test": "x"}}, {}, ["constant_fields['w']", "different types"]),
     ({"w": {"train": [1], "test": [[1]]}}, {}, ["constant_fields['w']", "different ranks"]),
     ({"w": 1}, {"w": "uint64"}, ["features['w']", "unsupported dtype 'uint64'"]),
+    ({"w": [1, "a"]}, {}, ["constant_fields['w'], split 'train'", "[1, 'a'] holds non-strings"]),
+    ({"w": 1e40}, {"w": "float32"}, ["constant_fields['w'], split 'train'", "overflows float32"]),
 ])
 def test_constant_values_are_checked_against_their_features(tmp_path, constant_fields, declared, fragments):
   sources = raw_base(tmp_path / "raw")

@@ -325,3 +325,10 @@ def test_compacting_an_overlay_over_an_array_record_base_equals_materialize_over
   for split in ("train", "test"):
     want = records(pathlib.Path(_overlay(built, "materialized_array_record")), split)
     assert want and records(pathlib.Path(compacted), split) == want
+
+
+def test_an_index_that_is_no_integer_is_a_type_error(built):
+  source = tfds_builders.augmented_source(_overlay(built, "side_array_record"), "train")
+  for bad in (1.0, "1", None, slice(0, 2)):
+    with pytest.raises(TypeError):
+      source[bad]  # pylint: disable=pointless-statement

@@ -102,6 +102,21 @@ def test_candidate_numbers_run_over_the_pairs_in_order(mode, num_left, num_right
   assert list(zip(rows.tolist(), columns.tolist())) == pairs
 
 
+def test_combinations_pairs_are_exact_past_int64_products():
+  space = PairSpace("combinations", 2**32, 2**32)  # m(m+1) of the last rows overflows int64
+  numbers = [0, 1, space.size // 3, space.size - 2, space.size - 1]
+  rows, columns = space.pairs_of(np.array(numbers))
+  assert list(zip(rows.tolist(), columns.tolist())) == [space.pair(p) for p in numbers]
+  assert space.pair(0) == (0, 1) and space.pair(space.size - 1) == (2**32 - 2, 2**32 - 1)
+
+
+def test_a_numpy_seed_is_the_same_seed(tmp_path):
+  inputs = array_inputs(tmp_path, 3, 4)
+  plain = VirtualPairs({**inputs, "sample_rate": 0.5, "sample_seed": 5})
+  numpy_seed = VirtualPairs({**inputs, "sample_rate": 0.5, "sample_seed": np.int64(5)})
+  assert [plain.pair(k) for k in range(len(plain))] == [numpy_seed.pair(k) for k in range(len(numpy_seed))]
+
+
 def test_combinations_pairs_are_exact_at_a_billion_records():
   space = PairSpace("combinations", 10**9, 10**9)
   numbers = [0, 1, 10**9 - 2, 10**9 - 1, space.size // 3, space.size - 2, space.size - 1]
@@ -187,6 +202,8 @@ def test_index_protocol(tmp_path):
       pairs[bad]  # pylint: disable=pointless-statement
   with pytest.raises(IndexError, match="index 99 is out of range"):
     pairs.__getitems__([0, 99])
+  with pytest.raises(IndexError, match=f"index {2**63} is out of range"):  # no int64 holds it
+    pairs.__getitems__([0, 2**63])
   with pytest.raises(TypeError):
     pairs[1:3]  # pylint: disable=pointless-statement
   assert "VirtualPairs(config='virtual', mode='product', left=3, right=4, pairs=12)" == repr(pairs)
@@ -254,6 +271,8 @@ def test_tfrecord_inputs_are_refused_naming_the_file(tmp_path):
     ({"sample_rate": 1e-9}, errors.SourceError, ["kept none of the 12 pairs", "Raise sample_rate"]),
     ({"collision_policy": "error"}, errors.SchemaError, ["features ['name']", "collision_policy='error'"]),
     ({"max_pairs": 11}, errors.ConfigError, ["N × M = 3 × 4 = 12 pairs, over max_pairs=11"]),
+    ({"sample_seed": 1.5}, errors.ConfigError, ["sample_seed=1.5; use an integer"]),
+    ({"sample_seed": "7"}, errors.ConfigError, ["sample_seed='7'; use an integer"]),
 ])
 def test_refusals_name_what_to_do(tmp_path, config, error_type, fragments):
   if isinstance(config, dict):

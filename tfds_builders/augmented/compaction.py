@@ -6,6 +6,8 @@ from etils import epath
 
 from tfds_builders.augmented import augmented_dataset_builder
 from tfds_builders.augmented import chain as chain_lib
+from tfds_builders.core import errors
+from tfds_builders.core import safe_paths
 
 
 def compact(overlay: str, out_data_dir: str, *, data_dir: str | None = None, name: str | None = None,
@@ -24,13 +26,30 @@ def compact(overlay: str, out_data_dir: str, *, data_dir: str | None = None, nam
     version: The version (default: the minor version after the overlay's).
 
   Raises:
-    SourceError, ConfigError: as `resolve` for a broken chain or a missing base.
+    SourceError, ConfigError: as `resolve` for a broken chain or a missing base;
+      ConfigError for a name or version that is not a valid TFDS one, or an
+      output version directory that exists already.
   """
+  hint = "Pick another --name or --version"
+  if version is not None:
+    safe_paths.check_name("version", version, "compact --version", hint, errors.ConfigError)
   top = chain_lib.open_link(overlay, data_dir)
   config = augmented_dataset_builder.BuilderConfig(
       name=name or top.name.split("/")[1], base=top.location, mode="materialize", version=version,
       description=f"Compaction of overlay {top.name}.",
   )
   builder = augmented_dataset_builder.Builder(config=config, data_dir=str(out_data_dir))
+  target = epath.Path(builder.data_path)
+  if target.exists():  # TFDS would reuse what is there (the overlay itself, if it is the same folder)
+    raise errors.ConfigError(errors.with_hint(
+        f"compact: {target} exists already ({'the overlay itself' if _same(target, top.location) else 'a prepared dataset'})",
+        f"{hint}, or another OUT_DATA_DIR; a compaction never replaces a dataset"))
   builder.download_and_prepare()
-  return epath.Path(builder.data_path)
+  return target
+
+
+def _same(path: epath.Path, location: str) -> bool:
+  try:
+    return path.resolve() == epath.Path(location).resolve()
+  except OSError:
+    return False

@@ -285,13 +285,21 @@ class FieldCodec:
   def _encode_floats(self, value: Any) -> list[serialization.Payload]:
     if self._float_scalar is not None and type(value) is float:  # pylint: disable=unidiomatic-typecheck
       return [self._float_scalar(value)]
-    return self._entries(self._array(value))
+    array = self._array(value)
+    if array.size and np.dtype(self.spec.dtype).itemsize < array.dtype.itemsize:  # narrowed: 1e40 is no float32
+      with np.errstate(over="ignore"):
+        overflows = np.isinf(array.astype(self.spec.dtype)) & np.isfinite(array)
+      if overflows.any():
+        raise FieldValueError(f"{_show(value)} overflows {self.spec.dtype} (largest {np.finfo(self.spec.dtype).max:g})")
+    return self._entries(array)
 
   def _encode_string(self, value: Any) -> list[serialization.Payload]:
     if self._scalar and isinstance(value, (str, bytes)):
       return self._entries(_utf8(value))
     array = self._array(value)
-    if array.dtype.kind == "O" and not all(isinstance(item, (str, bytes)) for item in array.flat):
+    # NumPy turns [1, "a"] into strings ('1', 'a'): the items as given must be strings already.
+    given = array if isinstance(value, np.ndarray) and array.dtype.kind != "O" else np.asarray(value, dtype=object)
+    if given.dtype.kind == "O" and not all(isinstance(item, (str, bytes, np.str_, np.bytes_)) for item in given.flat):
       raise FieldValueError(f"{_show(value)} holds non-strings")
     items = [_utf8(item) for item in array.ravel().tolist()]
     return self._entries(items[0] if self._scalar else items)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import operator
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, SupportsIndex
@@ -374,11 +375,11 @@ class AugmentedSource:
 
   def _locate(self, key: SupportsIndex) -> tuple[str, int]:
     """The split and base index of source index `key` (negative counts from the end)."""
-    position = key.__index__()
+    position = given = operator.index(key)  # TypeError for a float, str or slice, as a Sequence gives
     if position < 0:
       position += len(self)
     if not 0 <= position < len(self):
-      raise IndexError(f"Index {key.__index__()} is out of range for {self!r} ({len(self)} examples).")
+      raise IndexError(f"Index {given} is out of range for {self!r} ({len(self)} examples).")
     part = bisect.bisect_right(self._segment_starts, position) - 1
     segment = self._segments[part]
     return segment.split, int(segment.indices[position - self._segment_starts[part]])

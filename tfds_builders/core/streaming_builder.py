@@ -23,6 +23,7 @@ from tfds_builders.core import errors
 from tfds_builders.core import progress
 from tfds_builders.core import provenance
 from tfds_builders.core import remote
+from tfds_builders.core import safe_paths
 from tfds_builders.core import shard_plan
 from tfds_builders.core import shard_writer
 
@@ -212,6 +213,9 @@ class StreamingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       make_plan: Makes the plan from the builder config.
       reads: What planning reads, for the log line.
     """
+    # The name becomes a folder under data_dir/<builder>/: "../x" would write elsewhere.
+    safe_paths.check_name("config name", self.builder_config.name, f"{self.name} config",
+                          "Name the config with letters, digits and _ (then +.- too)", errors.ConfigError)
     with progress.timed_phase("%s/%s: planning (%s)", self.name, self.builder_config.name, reads):
       return make_plan(self.builder_config)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 import functools
 from collections.abc import Iterator, Sequence
 
@@ -215,6 +216,8 @@ def check_config(config: BuilderConfig) -> None:
         "mode='combinations' pairs the records of `left` with each other; leave "
         "`right` and `right_schema` empty, or use mode='product'."
     )
+  if isinstance(config.sample_seed, bool) or not _is_integer(config.sample_seed):
+    raise fail(f"sample_seed={config.sample_seed!r}; use an integer (the sample depends on it mod 2**64).")
   if not 0.0 < config.sample_rate <= 1.0:
     raise fail(f"sample_rate={config.sample_rate}; use a fraction in (0, 1] (1 keeps every pair).")
   if config.memory_budget_bytes <= 0:
@@ -227,3 +230,11 @@ def check_config(config: BuilderConfig) -> None:
     )
   if not config.split:
     raise fail("`split` is empty; name the split, e.g. 'train'.")
+
+
+def _is_integer(value: object) -> bool:
+  try:
+    operator.index(value)
+  except TypeError:
+    return False
+  return True

@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # the writer imports TensorFlow; pairs are made without it
   from tfds_builders.core import shard_writer
 
 MODES = ("product", "combinations")
+# Up to this many rows, `pairs_of` computes combinations in int64 (m(m+1) < 2**63).
+_VECTOR_ROWS = 3_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +112,10 @@ class PairSpace:
     numbers = np.asarray(numbers, np.int64)
     if self.mode != "combinations":
       return np.divmod(numbers, self.num_right)
+    if self.num_left > _VECTOR_ROWS:  # m(m+1) below would overflow int64: exact integers, one at a time
+      found = [self.pair(int(number)) for number in numbers.reshape(-1)]
+      rows = np.array([pair[0] for pair in found], np.int64).reshape(numbers.shape)
+      return rows, np.array([pair[1] for pair in found], np.int64).reshape(numbers.shape)
     back = self.size - 1 - numbers
     # m = floor(sqrt(2 back + 1/4) + 1/2) in floats, then corrected to the exact m(m-1)/2 <= back < m(m+1)/2.
     m = np.floor(np.sqrt(2.0 * back + 0.25) + 0.5).astype(np.int64)

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders.core import errors
+from tfds_builders.core import fast
 from tfds_builders.core import example_schema
 from tfds_builders.core import paths
 from tfds_builders.core import serialization
@@ -143,6 +144,11 @@ def _check_pair_count(space: pairs.PairSpace, config: Any) -> None:
     raise errors.SourceError(
         f"cross_product config {config.name!r}: {sizes} pairs; combinations need "
         "at least two records in `left`."
+    )
+  if space.sampled and space.size >= fast.permutation.MAX_SIZE:
+    raise errors.ConfigError(
+        f"cross_product config {config.name!r}: {sizes} pairs; a sample draws from at most "
+        f"{fast.permutation.MAX_SIZE - 1:,} candidate pairs. Narrow the inputs, or split them."
     )
   if config.max_pairs is not None and space.size > config.max_pairs:
     raise errors.ConfigError(

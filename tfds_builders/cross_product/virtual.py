@@ -99,7 +99,11 @@ class VirtualPairs:
     Raises:
       IndexError: naming the first index out of range.
     """
-    wanted = np.fromiter((operator.index(index) for index in indices), np.int64)
+    numbers = [operator.index(index) for index in indices]
+    beyond = next((number for number in numbers if not -2**63 <= number < 2**63), None)
+    if beyond is not None:  # no int64 holds it, so it is out of range
+      raise self._out_of_range(beyond)
+    wanted = np.array(numbers, np.int64)
     if not len(wanted):
       return []
     wanted = np.where(wanted < 0, wanted + self._length, wanted)

@@ -16,12 +16,15 @@ rarely needed: a power-of-two domain would walk up to twice per value.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import math
 
 import numba
 import numpy as np
 
 ROUNDS = 4
+# Sizes a permutation takes: the Feistel grid's arithmetic stays inside int64.
+MAX_SIZE = 1 << 62
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX_1 = 0xBF58476D1CE4E5B9
@@ -55,7 +58,7 @@ class Permutation:
   seed: int = 0
 
   def __post_init__(self):
-    if not 1 <= self.size < 1 << 62:
+    if not 1 <= self.size < MAX_SIZE:
       raise ValueError(f"Permutation: size={self.size}; use 1 to 2**62 - 1.")
 
   @property
@@ -67,7 +70,7 @@ class Permutation:
   @property
   def keys(self) -> np.ndarray:
     """The round keys (uint64), from the seed by a splitmix64 chain."""
-    keys, state = [], self.seed & _MASK
+    keys, state = [], operator.index(self.seed) & _MASK  # a NumPy integer seed as a Python int
     for _ in range(ROUNDS):
       state = splitmix64_int(state)
       keys.append(state)
