@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -467,3 +468,14 @@ def test_prepared_builder_expands_home_and_refuses_an_unprepared_name(tmp_path, 
   with pytest.raises(errors.SourceError, match=r"No prepared TFDS dataset at 'numpy_arrays/demo:1.0.0' in data_dir "
                      r".*elsewhere.*Pass a version directory"):
     tfrecord_io.prepared_builder("numpy_arrays/demo:1.0.0", str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "1.0.0", ""])
+def test_a_config_name_that_is_no_tfds_config_name_is_refused_before_anything_is_written(tmp_path, name):
+  # The name becomes a folder under data_dir/<builder>/: "../x" would write beside it.
+  from tfds_builders import cross_product  # pylint: disable=import-outside-toplevel
+
+  config = dataclasses.replace(cross_product.Builder.BUILDER_CONFIGS[0], name=name)
+  with pytest.raises(errors.ConfigError, match="is not a valid TFDS config name|looks like a version"):
+    cross_product.Builder(config=config, data_dir=str(tmp_path / "data"))
+  assert not (tmp_path / "x").exists() and not any((tmp_path).rglob("dataset_info.json"))
