@@ -23,6 +23,7 @@ from benchmarks import database
 from benchmarks import harness
 from benchmarks import numpy_arrays
 from benchmarks import overlay_chains
+from benchmarks import overlay_source
 from benchmarks import overlays
 from benchmarks import report
 from benchmarks import scaling
@@ -34,6 +35,7 @@ CASES = {
     "database": database,
     "numpy_arrays": numpy_arrays,
     "overlay_chains": overlay_chains,
+    "overlay_source": overlay_source,
     "overlays": overlays,
     "scaling": scaling,
 }

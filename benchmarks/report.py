@@ -95,6 +95,13 @@ RATIO_COLUMNS = {
         Column("chain_examples_per_s", "base + chain examples/s", _fixed(0)),
         Column("chain_base_time", "chain/base time (goal ≤ 1.3)", _fixed(2)),
     ),
+    "overlay_source": (
+        _SIZE,
+        Column("read", "read", _plain, "---"),
+        Column("base_examples_per_s", "tfds.data_source of the base examples/s", _fixed(0)),
+        Column("overlay_examples_per_s", "augmented_source examples/s", _fixed(0)),
+        Column("overlay_base_time", "overlay/base time", _fixed(2)),
+    ),
     "concatenated": (
         _SIZE,
         Column("sources", "sources", _plain, "---"),

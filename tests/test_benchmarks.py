@@ -27,11 +27,12 @@ SMOKE_EXAMPLES = {
     "concatenated": (10**6 // 3300) // 2 * 2,  # 2 sources of ~3.3KB examples
     "database": 500,
 }
-CASES = [*SMOKE_EXAMPLES, "scaling", "overlay_chains"]
+CASES = [*SMOKE_EXAMPLES, "scaling", "overlay_chains", "overlay_source"]
 # Tests that read smoke runs besides their own case's.
 _USES_SMOKE = {
     "test_smoke_scaling_fits_the_model": {"scaling"},
     "test_smoke_overlay_chains_reads_the_base_and_the_chain": {"overlay_chains"},
+    "test_smoke_overlay_source_reads_the_base_and_the_overlay_by_index": {"overlay_source"},
     "test_smoke_database_reads_against_the_raw_read_and_the_peers": {"database"},
     "test_goals_are_judged_from_the_saved_runs": {"cross_product", "numpy_arrays", "concatenated"},
 }
@@ -241,3 +242,21 @@ def test_smoke_overlay_chains_reads_the_base_and_the_chain(smoke_results) -> Non
   (line,) = result["ratios"]
   assert line["case"] == "base + 3-link chain" and _finite(line["chain_base_time"])
   assert "| chain/base time (goal ≤ 1.3) |" in completed.stdout
+
+
+def test_smoke_overlay_source_reads_the_base_and_the_overlay_by_index(smoke_results) -> None:
+  """Random reads of an ArrayRecord base (tfds.data_source) and of augmented_source over it, single and batched."""
+  from benchmarks import overlay_source  # pylint: disable=g-import-not-at-top
+
+  completed, path = smoke_results["overlay_source"]
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  result = json.loads(path.read_text())
+  rows = {row["phase"]: row for row in result["rows"]}
+  assert list(rows) == ["base_source", "overlay_source", "base_source_batched", "overlay_source_batched"]
+  reads = min(overlay_source.READS, 10**6 // overlay_source.record_bytes())  # 1MB of ~3.3KB records
+  assert all(row["examples"] == reads and _finite(row["examples_per_s"]) for row in rows.values())
+  assert {row["role"] for row in rows.values()} == {"physical", "builder"}
+  assert [line["read"] for line in result["ratios"]] == ["source[i]", "__getitems__ of 64"]
+  for line in result["ratios"]:
+    assert _finite(line["overlay_base_time"]) and _finite(line["overlay_examples_per_s"]), line
+  assert "| overlay/base time |" in completed.stdout
