@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders import cli
 from tfds_builders.augmented import Builder
+from tfds_builders.augmented import BuilderConfig
 from tfds_builders.augmented import compact
 from tfds_builders.augmented import load_augmented
 from tfds_builders.core import errors
@@ -165,3 +166,16 @@ def test_compact_never_replaces_a_dataset_and_checks_its_name_and_version(tmp_pa
   with pytest.raises(errors.ConfigError, match=r"compact --version: version 'v2' is not a valid TFDS version"):
     compact(str(overlay.data_path), str(tmp_path / "out"), version="v2")
   assert not (tmp_path / "evil").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_link_stored_as_array_record_is_refused_by_tf_data_readers_naming_the_one_that_reads_it(tmp_path):
+  table = labels_csv(tmp_path / "labels.csv", range(100, 110))
+  config = dict(mode="overlay", base_records=raw_base(tmp_path / "raw"), side_table=str(table), join_key="id")
+  overlay = Builder(config=BuilderConfig(name="ar", **config), data_dir=str(tmp_path / "tfds"),
+                    file_format="array_record")
+  overlay.download_and_prepare()
+  refusal = r"is stored as ArrayRecord \(augmented-train.array_record-00000-of-00001\); {} reads .*augmented_source"
+  with pytest.raises(errors.SourceError, match=refusal.format(r"load_augmented \(tf.data\)")):
+    load_augmented(str(overlay.data_path), split="train")
+  with pytest.raises(errors.SourceError, match=refusal.format("compaction")):
+    compact(str(overlay.data_path), str(tmp_path / "out"))

@@ -283,6 +283,26 @@ def published(overlay: str, locations: Locations | None) -> tuple[str, Locations
   return os.fspath(resolved.version_dir), {**resolved.locations, **(locations or {})}
 
 
+def check_tfrecord_links(chain: Chain, reader: str) -> None:
+  """Refuses a link stored as ArrayRecord where links are read as TFRecord files (`load_augmented`, compaction).
+
+  Raises:
+    SourceError: naming the link, its file and the reader that does read it.
+  """
+  for link in chain.links:
+    shards = [path for files in link.files.values() for path, _, _ in files]
+    stored = next((path for path in shards if ".array_record-" in epath.Path(path).name), None)
+    if stored is not None:
+      raise errors.SourceError(
+          errors.with_hint(
+              f"Overlay chain link {link.title} is stored as ArrayRecord ({epath.Path(stored).name}); "
+              f"{reader} reads a link's records as TFRecord",
+              "Read the chain by index with tfds_builders.augmented_source(...) (its base stored as "
+              "ArrayRecord too), or rebuild the link with --file_format tfrecord",
+          )
+      )
+
+
 def check_root(chain: Chain, found: base_lib.Base) -> None:
   """Checks the base found (`open_root`) against the identity the chain recorded.
 

@@ -101,6 +101,7 @@ def load_augmented(
   overlay, locations = chain_lib.published(overlay, locations)
   overlay_builder = tfrecord_io.prepared_builder(overlay, data_dir)
   chain = chain_lib.resolve(chain_lib.link_of(overlay_builder), locations)
+  chain_lib.check_tfrecord_links(chain, "load_augmented (tf.data)")
   base_dataset = chain_lib.open_root(chain, base, base_data_dir, locations)
   chain_lib.check_root(chain, base_dataset)
   base_lib.check_tf_data_readable(base_dataset, overlay_builder.info.full_name)

@@ -170,6 +170,8 @@ class AugmentationPlan:
       base = walk.provisional() if walk else base_lib.open_records(sources, config.base_compression, config.data_root)
     elif chain_lib.is_overlay(base_location(config), config.base_data_dir):
       chain, base = _chain(config)
+      if config.mode == "materialize":  # compaction copies the links' records
+        chain_lib.check_tfrecord_links(chain, "compaction")
     else:
       base = base_lib.open_prepared(base_location(config), config.base_data_dir, config.splits)
     declared = {name: fields.parse_declared(name, spec, "") for name, spec in config.features.items()}
