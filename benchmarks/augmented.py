@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import shutil
-import sys
 from typing import Any
 
 from benchmarks import harness
@@ -73,9 +72,7 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
   """materialize and overlay, on a raw and a prepared base, vs floor and seed, per size."""
   rows: list[harness.Row] = []
   for size in args.sizes:
-    size_dir = work_dir / f"input-{size}"
-    size_dir.mkdir()
-    print(f"augmented: writing a {harness.format_size(size)} base in {size_dir}", file=sys.stderr)
+    size_dir = harness.input_dir(work_dir, size, f"augmented: writing a {harness.format_size(size)} base")
     raw_path, prepared_dir, table_path, count = inputs.write_augmented_base(size_dir, size, args.record_bytes)
     harness.warm_page_cache(raw_path)
     raw_base = {"base_records": {"train": [str(raw_path)]}}

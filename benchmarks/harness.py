@@ -610,3 +610,11 @@ def write_result(path: pathlib.Path, document: dict[str, Any]) -> pathlib.Path:
 
 def read_result(path: pathlib.Path) -> dict[str, Any]:
   return json.loads(path.read_text(encoding="utf-8"))
+
+
+def input_dir(work_dir: pathlib.Path, size: int, announce: str) -> pathlib.Path:
+  """A fresh folder for one input size's files, announced on stderr (`announce`: what is written there)."""
+  path = work_dir / f"input-{size}"
+  path.mkdir()
+  print(f"{announce} in {path}", file=sys.stderr)
+  return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import shutil
-import sys
 from typing import Any
 
 from benchmarks import harness
@@ -74,10 +73,8 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
   rows: list[harness.Row] = []
   ratios: list[dict[str, Any]] = []
   for size in args.sizes:
-    size_dir = work_dir / f"input-{size}"
-    size_dir.mkdir()
-    print(f"overlay_chains: writing a {harness.format_size(size)} prepared base and 3 links in {size_dir}",
-          file=sys.stderr)
+    what = f"overlay_chains: writing a {harness.format_size(size)} prepared base and 3 links"
+    size_dir = harness.input_dir(work_dir, size, what)
     raw_path, prepared_dir, table_path, count = inputs.write_augmented_base(size_dir, size, args.record_bytes)
     chain_dir = build_chain(prepared_dir, table_path, count, size_dir / "links")
     harness.warm_page_cache(raw_path)

@@ -6,7 +6,6 @@ import argparse
 import os
 import pathlib
 import shutil
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -115,10 +114,8 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
   rows: list[harness.Row] = []
   ratios: list[dict[str, Any]] = []
   for size in args.sizes:
-    size_dir = work_dir / f"input-{size}"
-    size_dir.mkdir()
-    print(f"overlay_source: writing a {harness.format_size(size)} ArrayRecord base and its overlay in {size_dir}",
-          file=sys.stderr)
+    what = f"overlay_source: writing a {harness.format_size(size)} ArrayRecord base and its overlay"
+    size_dir = harness.input_dir(work_dir, size, what)
     base_dir, count = write_base(size_dir, size)
     overlay_dir = build_overlay(base_dir, count, size_dir)
     base_files = sorted(path for path in base_dir.glob("*.array_record-*") if path.is_file())

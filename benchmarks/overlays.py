@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import shutil
-import sys
 from typing import Any
 
 from benchmarks import harness
@@ -45,9 +44,8 @@ def run(args: argparse.Namespace, work_dir: pathlib.Path) -> harness.Result:
   rows: list[harness.Row] = []
   ratios: list[dict[str, Any]] = []
   for size in args.sizes:
-    size_dir = work_dir / f"input-{size}"
-    size_dir.mkdir()
-    print(f"overlays: writing a {harness.format_size(size)} prepared base in {size_dir}", file=sys.stderr)
+    what = f"overlays: writing a {harness.format_size(size)} prepared base"
+    size_dir = harness.input_dir(work_dir, size, what)
     raw_path, prepared_dir, _, count = inputs.write_augmented_base(size_dir, size, args.record_bytes)
     harness.warm_page_cache(raw_path)
     phases = [
