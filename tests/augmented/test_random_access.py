@@ -332,3 +332,34 @@ def test_an_index_that_is_no_integer_is_a_type_error(built):
   for bad in (1.0, "1", None, slice(0, 2)):
     with pytest.raises(TypeError):
       source[bad]  # pylint: disable=pointless-statement
+
+
+def test_link_records_decode_as_tfds_decodes_them():
+  from tfds_builders.augmented import fields  # pylint: disable=import-outside-toplevel
+  from tfds_builders.augmented import random_access  # pylint: disable=import-outside-toplevel
+  from tfds_builders.core import serialization  # pylint: disable=import-outside-toplevel
+
+  values = {
+      "text": ("string", (), "héllo"), "words": ("string", (None,), ["a", "bb"]), "none": ("string", (None,), []),
+      "flag": ("bool", (), True), "flags": ("bool", (2,), [True, False]), "small": ("uint8", (None, 2), [[1, 2]]),
+      "half": ("float16", (2,), [0.5, -1.0]), "single": ("float32", (), 1.25),
+      "double": ("float64", (3,), [1e-300, -0.0, 5e-324]),
+      "count": ("int64", (), -7), "signed": ("int8", (None,), [-128, 127]),
+  }
+  specs = {name: fields.FieldSpec(name, dtype, shape, "test") for name, (dtype, shape, _) in values.items()}
+  features = tfds.features.FeaturesDict({name: spec.feature() for name, spec in specs.items()})
+  record = serialization.example_from_entries(
+      [b"".join(b"".join(fields.FieldCodec(specs[name]).encode(value)) for name, (_, _, value) in values.items())])
+  want = features.deserialize_example_np(record)
+  got = random_access._TensorRecords(features, list(values))(record)  # pylint: disable=protected-access
+  typed = random_access._typed  # pylint: disable=protected-access  # what the source returns of either
+  for name in values:
+    mine, theirs = typed(features[name], got[name]), typed(features[name], want[name])
+    assert type(mine) is type(theirs), name  # pylint: disable=unidiomatic-typecheck
+    if isinstance(theirs, np.ndarray) and theirs.dtype.kind == "O":
+      assert mine.shape == theirs.shape and mine.tolist() == theirs.tolist(), name
+    elif isinstance(theirs, (np.ndarray, np.generic)):
+      assert mine.dtype == theirs.dtype and np.shape(mine) == np.shape(theirs), name
+      assert np.asarray(mine).tobytes() == np.asarray(theirs).tobytes(), name
+    else:
+      assert mine == theirs, name

@@ -12,6 +12,7 @@ from typing import Any, SupportsIndex
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2  # the Example message without importing TensorFlow
 
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import chain as chain_lib
@@ -175,6 +176,42 @@ class _Segment:
   indices: range | np.ndarray
 
 
+class _TensorRecords:
+  """Decodes a link's records to NumPy as TFDS's `deserialize_example_np` does, for its Tensor features only.
+
+  A link's features are all `tfds.features.Tensor`s (new fields and alignment),
+  so a protobuf parse and one array per feature suffice; TFDS's generic
+  parser costs about as much per example as reading the base record
+  (tests/augmented/test_random_access.py compares every example with
+  `load_augmented`).
+  """
+
+  def __init__(self, features: tfds.features.FeaturesDict, names: Sequence[str]):
+    self._fields = []
+    for name in names:
+      feature = features[name]
+      content = feature.to_json_content()
+      raw = (getattr(content, "encoding", "") or "none") == "bytes"
+      shape = tuple(-1 if dim is None else dim for dim in feature.shape)
+      self._fields.append((name, np.dtype(feature.np_dtype), shape, raw))
+
+  def __call__(self, record: bytes) -> dict[str, Any]:
+    found = tf_example_pb2.Example.FromString(record).features.feature
+    decoded = {}
+    for name, dtype, shape, raw in self._fields:
+      value = found[name]
+      if raw:  # Encoding.BYTES: the array's little-endian bytes, one bytes_list value
+        array = np.frombuffer(value.bytes_list.value[0], dtype.newbyteorder("<")).astype(dtype)
+      elif dtype.kind == "O":
+        array = np.array(list(value.bytes_list.value), dtype=object)
+      elif dtype.kind == "f":
+        array = np.array(value.float_list.value, dtype=np.float32).astype(dtype)
+      else:
+        array = np.array(value.int64_list.value, dtype=np.int64).astype(dtype)
+      decoded[name] = array.reshape(shape)
+    return decoded
+
+
 class _LinkRecords:
   """One overlay link's records, read by base index; each read checked against the base record's fingerprint.
 
@@ -191,6 +228,8 @@ class _LinkRecords:
                     for split, files in link.files.items()}
     self._handles: dict[str, Any] = {}
     self._lock = threading.Lock()
+    self._decoder = _TensorRecords(link.features, [*link.stored_names, overlay_format.BASE_INDEX,
+                                                   overlay_format.BASE_FINGERPRINT])
 
   @classmethod
   def of(cls, link: chain_lib.Link, splits: set[str]) -> _LinkRecords:
@@ -224,8 +263,8 @@ class _LinkRecords:
       return {}
     record = self._record(split, index)
     try:
-      decoded = self.link.features.deserialize_example_np(record)
-    except Exception as error:  # pylint: disable=broad-except  # protobuf or TFDS decode errors, named here
+      decoded = self._decoder(record)
+    except Exception as error:  # pylint: disable=broad-except  # protobuf or decode errors, named here
       raise errors.SourceError(
           f"{self.link.title}: the record of base example {split}[{index}] does not decode ({error}). "
           "Rebuild the overlay.") from error
