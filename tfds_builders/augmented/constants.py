@@ -129,8 +129,7 @@ def values(metadata: Mapping[str, Any], split: str) -> dict[str, Any]:
     SourceError: if a constant has no value for the split, or its entry is
       not one its feature writes.
   """
-  entries = b"".join(entry(metadata, name, split) for name in overlay_format.constant_names(metadata))
-  return dict(_decoded(_specs_json(metadata), entries))
+  return {name: _checked_entry(metadata, name, split)[1] for name in overlay_format.constant_names(metadata)}
 
 
 def entry(metadata: Mapping[str, Any], name: str, split: str) -> bytes:
@@ -143,6 +142,11 @@ def entry(metadata: Mapping[str, Any], name: str, split: str) -> bytes:
   Raises:
     SourceError: naming the field, the split and what to do.
   """
+  return _checked_entry(metadata, name, split)[0]
+
+
+def _checked_entry(metadata: Mapping[str, Any], name: str, split: str) -> tuple[bytes, Any]:
+  """A constant's stored entry for `split` and its value (`_checked`)."""
   constants = metadata.get(overlay_format.CONSTANT_FIELDS)
   stored = constants.get(name) if isinstance(constants, Mapping) else None
   if not isinstance(stored, Mapping) or not isinstance(stored.get(split), str):
@@ -151,21 +155,27 @@ def entry(metadata: Mapping[str, Any], name: str, split: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _checked(name: str, spec_json: str, text: str, split: str) -> bytes:
+def _checked(name: str, spec_json: str, text: str, split: str) -> tuple[bytes, Any]:
+  """The entry's bytes and its value decoded as TFDS decodes the stored fields, once the entry is found canonical."""
   try:
     raw = base64.b64decode(text, validate=True)
   except (binascii.Error, ValueError) as error:
     raise _bad_entry(name, split, f"its entry is not base64 ({error})") from None
   codec = fields.FieldCodec(fields.FieldSpec.from_json(name, json.loads(spec_json)))
+  one_field = _features(json.dumps([[name, json.loads(spec_json)]]))
+  feature = one_field[name]
   try:
-    value = _features(json.dumps([[name, json.loads(spec_json)]])).deserialize_example_np(
-        serialization.example_from_entries([raw]))[name]
+    value = one_field.deserialize_example_np(serialization.example_from_entries([raw]))[name]
     canonical = b"".join(codec.encode(value))
   except Exception as error:  # pylint: disable=broad-except  # protobuf, TFDS or codec errors, named here
     raise _bad_entry(name, split, f"its entry does not decode as {codec.spec.spec_text()} ({error})") from None
   if canonical != raw:
     raise _bad_entry(name, split, f"its entry is not the one {codec.spec.spec_text()} writes for its value")
-  return raw
+  if not (feature.np_dtype == np.object_ and feature.shape == ()):  # a scalar string stays bytes
+    # TFDS's NumPy parser gives Python scalars for some lists: one dtype, as the stored fields decode.
+    value = np.array(value, dtype=feature.np_dtype)
+    value.setflags(write=False)
+  return raw, value
 
 
 def _bad_entry(name: str, split: str, problem: str) -> errors.SourceError:
@@ -189,25 +199,3 @@ def _features(specs_json: str) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
       name: fields.FieldSpec.from_json(name, spec_json).feature() for name, spec_json in json.loads(specs_json)
   })
-
-
-@functools.lru_cache(maxsize=256)
-def _decoded(specs_json: str, entries: bytes) -> tuple[tuple[str, Any], ...]:
-  if not entries:
-    return ()
-  try:
-    decoded = _features(specs_json).deserialize_example_np(serialization.example_from_entries([entries]))
-  except Exception as error:  # pylint: disable=broad-except  # protobuf or TFDS decode errors, named here
-    raise errors.SourceError(
-        f"The overlay's constant fields {[name for name, _ in json.loads(specs_json)]} do not decode as "
-        f"their features ({error}). Rebuild the overlay with this version of tfds_builders."
-    ) from error
-  items = []
-  for name, feature in _features(specs_json).items():
-    value = decoded[name]
-    if not (feature.np_dtype == np.object_ and feature.shape == ()):  # a scalar string stays bytes
-      # TFDS's NumPy parser gives Python scalars for some lists: one dtype, as the stored fields decode.
-      value = np.array(value, dtype=feature.np_dtype)
-      value.setflags(write=False)
-    items.append((name, value))
-  return tuple(items)
