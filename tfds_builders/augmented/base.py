@@ -236,7 +236,7 @@ def open_prepared(location: str, data_dir: str | None, splits: Sequence[str] = (
           )
       )
     base_splits[split] = BaseSplit(split, tuple(
-        BaseFile(str(path), "", count, _size_of(path), count_source=_SHARD_LENGTHS, file_format=file_format)
+        BaseFile(str(path), "", count, file_size(path), count_source=_SHARD_LENGTHS, file_format=file_format)
         for path, count in zip(paths, lengths)
     ))
   return Base(
@@ -295,17 +295,19 @@ def _shard_paths(builder: tfds.core.DatasetBuilder, split: str, file_format: str
           for name in builder.info.splits[split].filenames]
 
 
-def _size_of(path: epath.Path) -> int:
-  """A base file's size; SourceError naming it if it is missing."""
+def file_size(path: epath.PathLike, what: str = "Base file",
+              hint: str = "Re-fetch the base dataset, or rebuild it") -> int:
+  """A file's size; SourceError naming it (`what`) and what to do (`hint`) if it is missing."""
   try:
-    return path.stat().length
+    return epath.Path(path).stat().length
   except OSError as error:
     raise errors.SourceError(
-        errors.with_hint(
-            f"Base file {path} cannot be read ({error.strerror or error})",
-            "Re-fetch the base dataset, or rebuild it",
-        )
-    ) from error
+        errors.with_hint(f"{what} {path} cannot be read ({error.strerror or error})", hint)) from error
+
+
+def is_array_record_shard(path: str) -> bool:
+  """Whether a TFDS shard is an ArrayRecord file: TFDS names shards `<name>-<split>.<format>-NNNNN-of-NNNNN`."""
+  return ".array_record-" in epath.Path(path).name
 
 
 def open_records(

@@ -23,6 +23,7 @@ from tfds_builders.core import serialization
 from tfds_builders.core import tfrecord_io
 from tfds_builders.core import wire
 
+_RESTORE_SHARD = "Restore the overlay's files, or rebuild it"
 Locations = Mapping[str, str]  # a recorded location -> where it is now
 
 
@@ -130,21 +131,12 @@ def link_of(builder: tfds.core.DatasetBuilder) -> Link:
   files = {}
   for split, info in builder.info.splits.items():
     paths = [str(path) for path in info.filepaths] if info.num_examples else []
-    files[split] = [(path, _size(path), count) for path, count in zip(paths, info.shard_lengths)]
+    files[split] = [(path, base_lib.file_size(path, "Overlay shard", _RESTORE_SHARD), count)
+                    for path, count in zip(paths, info.shard_lengths)]
   return Link(
       name=builder.info.full_name, version=str(builder.version), location=str(builder.data_path),
       metadata=metadata, features=builder.info.features, files=files,
   )
-
-
-def _size(path: str) -> int:
-  try:
-    return epath.Path(path).stat().length
-  except OSError as error:
-    raise errors.SourceError(
-        errors.with_hint(f"Overlay shard {path} cannot be read ({error.strerror or error})",
-                         "Restore the overlay's files, or rebuild it")
-    ) from error
 
 
 def is_overlay(location: str, data_dir: str | None = None) -> bool:
@@ -291,7 +283,7 @@ def check_tfrecord_links(chain: Chain, reader: str) -> None:
   """
   for link in chain.links:
     shards = [path for files in link.files.values() for path, _, _ in files]
-    stored = next((path for path in shards if ".array_record-" in epath.Path(path).name), None)
+    stored = next((path for path in shards if base_lib.is_array_record_shard(path)), None)
     if stored is not None:
       raise errors.SourceError(
           errors.with_hint(

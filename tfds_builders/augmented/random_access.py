@@ -241,7 +241,7 @@ class _LinkRecords:
         continue
       frames[split], flags = [], []
       for path, size, count in files:
-        if _is_array_record(path):
+        if base_lib.is_array_record_shard(path):
           frames[split].append(None)
           if skips:
             flags.append(_array_record_matched(link, path, count))
@@ -316,11 +316,6 @@ class _LinkRecords:
   def __setstate__(self, state: dict[str, Any]) -> None:
     self.__dict__.update(state)
     self._lock = threading.Lock()
-
-
-def _is_array_record(path: str) -> bool:
-  """Whether a TFDS shard is an ArrayRecord file: TFDS names shards `<name>-<split>.<format>-NNNNN-of-NNNNN`."""
-  return ".array_record-" in epath.Path(path).name
 
 
 def _indexed(file: tfrecord_io.RecordFile, count: int, skips: bool) -> tuple[np.ndarray, np.ndarray | None]:
