@@ -208,3 +208,18 @@ def test_a_moved_root_base_loads_with_locations(tmp_path, prepared_base):
   got = examples(load_augmented(link2.data_dir, split="test", locations={str(base): str(moved)}))
   assert sorted(e["id"] for e in got) == [12, 13, 14, 15]  # in the base's stored order
   assert [(e["label"], e["source"]) for e in got] == [(e["id"] % 3, b"web") for e in got]
+
+
+def test_a_root_base_changed_since_the_chain_is_refused_at_build_and_at_load(tmp_path, prepared_base):
+  base = tmp_path / "base" / "1.2.0"
+  shutil.copytree(prepared_dir(prepared_base), base)
+  link1 = build(tmp_path, "link1", mode="overlay", base=str(base),
+                side_table=labels_csv(tmp_path / "labels.csv", range(16)), join_key="id", overwrite_fields=["label"])
+  shard = sorted(base.glob("*-train.tfrecord-*"))[0]
+  with open(shard, "ab") as out:  # one byte more: the base's identity no longer matches the chain's
+    out.write(b"\0")
+  with pytest.raises(errors.SourceError, match=r"was built from another base than .*: split 'train': .* bytes.*"
+                                               r"Restore the base it was built from at .*, or rebuild the chain"):
+    build(tmp_path, "link2", mode="overlay", base=str(link1.data_path), constant_fields={"source": "web"})
+  with pytest.raises(errors.SourceError, match=r"was built from another base than .*Pass the base it was built from"):
+    load_augmented(str(link1.data_path), split="train")

@@ -295,8 +295,13 @@ def check_tfrecord_links(chain: Chain, reader: str) -> None:
       )
 
 
-def check_root(chain: Chain, found: base_lib.Base) -> None:
+def check_root(chain: Chain, found: base_lib.Base, hint: str | None = None) -> None:
   """Checks the base found (`open_root`) against the identity the chain recorded.
+
+  Args:
+    chain: The resolved chain.
+    found: Its root base as opened.
+    hint: What to do about another base (default: pass the one it was built from).
 
   Raises:
     SourceError: for another base, another version of it, or files changed
@@ -308,9 +313,9 @@ def check_root(chain: Chain, found: base_lib.Base) -> None:
         errors.with_hint(
             f"Overlay {chain.top.name} was built from another base than {found.title()}: "
             f"{overlay_format.identity_difference(recorded, found.identity())}",
-            f"Pass the base it was built from ({recorded['name']}"
-            f"{' ' + recorded['version'] if recorded.get('version') else ''} at {recorded['location']}), "
-            "or rebuild the overlay against this base",
+            hint or (f"Pass the base it was built from ({recorded['name']}"
+                     f"{' ' + recorded['version'] if recorded.get('version') else ''} at {recorded['location']}), "
+                     "or rebuild the overlay against this base"),
         )
     )
 

@@ -436,14 +436,8 @@ def _chain(config: Any) -> tuple[chain_lib.Chain, base_lib.Base]:
         f"splits={list(config.splits)}: an overlay on {chain.top.title} has its splits "
         f"{sorted(root.splits)}; leave splits out."
     )
-  if root.digest() != chain.root["digest"]:
-    raise errors.SourceError(
-        errors.with_hint(
-            f"The root base of {chain.top.title} is not the one the chain was built from: "
-            f"{overlay_format.identity_difference(chain.root, root.identity())}",
-            f"Restore {root.title()}, or rebuild the chain",
-        )
-    )
+  restore = f"Restore the base it was built from at {chain.root['location']}, or rebuild the chain"
+  chain_lib.check_root(chain, root, restore)
   return chain, root
 
 
