@@ -111,6 +111,18 @@ class Chain:
     return self.top.reference()
 
 
+def constant_values(chain: Chain, split: str) -> dict[str, Any]:
+  """The chain's constant fields in `split`, decoded (`constants.values`); a later link writing a name wins."""
+  owners = chain.field_owners()
+  values = {}
+  for link in chain.links:
+    names = [name for name in link.constant_names if owners[name] is link]
+    if names:
+      decoded = constants_lib.values(link.metadata, split)
+      values.update({name: decoded[name] for name in names})
+  return values
+
+
 def spec_of(link: Link, name: str) -> fields.FieldSpec:
   """A field of a link as its metadata declares it (a constant has no feature among the link's records')."""
   return fields.FieldSpec.from_json(name, link.metadata["new_fields"][name])

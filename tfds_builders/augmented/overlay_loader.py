@@ -20,7 +20,6 @@ with epy.lazy_imports():  # tf.data reads the overlay: imported when a loader ru
 
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import chain as chain_lib
-from tfds_builders.augmented import constants as constants_lib
 from tfds_builders.augmented import overlay_format
 from tfds_builders.core import errors
 from tfds_builders.core import fast
@@ -116,7 +115,7 @@ def load_augmented(
   skips = any(link.metadata.get("missing_policy") == "skip" for link in chain.links)
   # One pipeline per run of ranges of one split: a split's constants are tensors of that pipeline.
   datasets = [
-      _joined(join, base_files, list(group), _constants(chain, split_name), skips)
+      _joined(join, base_files, list(group), chain_lib.constant_values(chain, split_name), skips)
       for split_name, group in itertools.groupby(ranges, key=lambda one: one[0])
   ]
   dataset = functools.reduce(lambda left, right: left.concatenate(right), datasets) if datasets else _joined(
@@ -159,19 +158,6 @@ def _link_files(link: chain_lib.Link, ranges: list[tuple[str, int, int]]) -> Fil
         f"Rebuild {link.name} with that split."
     )
   return {split: [(path, "", count) for path, _, count in files] for split, files in link.files.items()}
-
-
-def _constants(chain: chain_lib.Chain, split: str) -> dict[str, np.ndarray]:
-  """The chain's constant fields in `split`, decoded once (the latest link writing a name wins)."""
-  owners = chain.field_owners()
-  values = {}
-  for link in chain.links:
-    names = [name for name in link.constant_names if owners[name] is link]
-    if not names:
-      continue
-    decoded = constants_lib.values(link.metadata, split)
-    values.update({name: decoded[name] for name in names})
-  return values
 
 
 FileList = Mapping[str, list[tuple[str, str, int]]]  # split -> (path, compression, records)

@@ -16,7 +16,6 @@ from tensorflow_datasets.proto import tf_example_pb2  # the Example message with
 
 from tfds_builders.augmented import base as base_lib
 from tfds_builders.augmented import chain as chain_lib
-from tfds_builders.augmented import constants as constants_lib
 from tfds_builders.augmented import overlay_format
 from tfds_builders.core import errors
 from tfds_builders.core import fast
@@ -141,18 +140,12 @@ def _check_counts(base_dataset: base_lib.Base, splits: set[str]) -> None:
 
 
 def _constants(chain: chain_lib.Chain, splits: set[str]) -> dict[str, dict[str, Any]]:
-  """Split -> the chain's constant fields there, typed (the latest link writing a name wins)."""
-  owners = chain.field_owners()
-  values: dict[str, dict[str, Any]] = {split: {} for split in splits}
-  for link in chain.links:
-    names = [name for name in link.constant_names if owners[name] is link]
-    if not names:
-      continue
-    features = constants_lib.features(link.metadata)
-    for split in splits:
-      decoded = constants_lib.values(link.metadata, split)
-      values[split].update({name: _typed(features[name], decoded[name]) for name in names})
-  return values
+  """Split -> the chain's constant fields there, typed as the stored fields are (`_typed`)."""
+  features = chain.features()
+  return {
+      split: {name: _typed(features[name], value) for name, value in chain_lib.constant_values(chain, split).items()}
+      for split in splits
+  }
 
 
 def _segments(ranges: list[tuple[str, int, int]], links: Sequence[_LinkRecords]) -> list[_Segment]:
