@@ -479,3 +479,14 @@ def test_a_config_name_that_is_no_tfds_config_name_is_refused_before_anything_is
   with pytest.raises(errors.ConfigError, match="is not a valid TFDS config name|looks like a version"):
     cross_product.Builder(config=config, data_dir=str(tmp_path / "data"))
   assert not (tmp_path / "x").exists() and not any((tmp_path).rglob("dataset_info.json"))
+
+
+def test_map_entries_gives_each_entry_as_stored_and_refuses_what_is_no_example():
+  entries = [b"".join(serialization.int64_feature(serialization.FeatureKey("a"), (1, 300))),
+             b"".join(serialization.bytes_feature(serialization.FeatureKey("é"), b"xyz"))]
+  example = serialization.example_from_entries(entries)
+  assert list(serialization.map_entries(example)) == [("a", entries[0]), ("é", entries[1])]
+  assert tf.train.Example.FromString(example).features.feature["a"].int64_list.value == [1, 300]
+  for broken in (example[:-1], example[:1] + b"\xff" * 11):
+    with pytest.raises(ValueError, match="runs past its message|truncated varint"):
+      list(serialization.map_entries(broken))

@@ -21,7 +21,6 @@ from tfds_builders.core import errors
 from tfds_builders.core import fast
 from tfds_builders.core import serialization
 from tfds_builders.core import tfrecord_io
-from tfds_builders.core import wire
 
 _RESTORE_SHARD = "Restore the overlay's files, or rebuild it"
 Locations = Mapping[str, str]  # a recorded location -> where it is now
@@ -335,65 +334,6 @@ def check_root(chain: Chain, found: base_lib.Base, hint: str | None = None) -> N
 # ------------------------------------------------------------ compaction --
 
 
-def map_entries(record: bytes) -> Iterator[tuple[str, bytes]]:
-  """`(key, entry)` of every map entry of a serialized Example, each entry's bytes as stored (head included).
-
-  Raises:
-    ValueError: for bytes that are no Example of length-delimited fields.
-  """
-  view = memoryview(record)
-  for features in _delimited(view, 0, len(view), wire.EXAMPLE_FEATURES):
-    for start, stop in _spans(view, features[0], features[1], wire.FEATURES_ENTRY):
-      entry = view[start:stop]
-      key_start, key_stop = next(_delimited(view, _body_start(view, start), stop, wire.MAP_KEY))
-      yield bytes(view[key_start:key_stop]).decode("utf-8"), bytes(entry)
-
-
-def _body_start(view: memoryview, entry_start: int) -> int:
-  """Where the body of the length-delimited field starting at `entry_start` begins."""
-  _, position = _varint(view, entry_start + 1)
-  return position
-
-
-def _spans(view: memoryview, start: int, stop: int, tag: int) -> Iterator[tuple[int, int]]:
-  """Whole fields (head and body) with `tag` between start and stop."""
-  position = start
-  while position < stop:
-    if view[position] != tag:
-      raise ValueError(f"unexpected field tag {view[position]} at byte {position}")
-    size, body = _varint(view, position + 1)
-    if body + size > stop:
-      raise ValueError(f"field at byte {position} runs past its message")
-    yield position, body + size
-    position = body + size
-
-
-def _delimited(view: memoryview, start: int, stop: int, tag: int) -> Iterator[tuple[int, int]]:
-  """Bodies of the fields with `tag` between start and stop (others are skipped only if length-delimited)."""
-  position = start
-  while position < stop:
-    field_tag = view[position]
-    size, body = _varint(view, position + 1)
-    if body + size > stop:
-      raise ValueError(f"field at byte {position} runs past its message")
-    if field_tag == tag:
-      yield body, body + size
-    position = body + size
-
-
-def _varint(view: memoryview, position: int) -> tuple[int, int]:
-  value, shift = 0, 0
-  while True:
-    if position >= len(view) or shift > 63:
-      raise ValueError("truncated varint")
-    byte = view[position]
-    value |= (byte & 0x7F) << shift
-    position += 1
-    if not byte & 0x80:
-      return value, position
-    shift += 7
-
-
 class CompactedEntries:
   """A chain's field entries for consecutive base records of one file, taken byte-exact from its links.
 
@@ -429,7 +369,7 @@ class CompactedEntries:
           raise errors.SourceError(
               f"Overlay chain link {link.title} has fewer records than its base: none for base example "
               f"{where}. Rebuild {link.name}.")
-        found = dict(map_entries(record))
+        found = dict(serialization.map_entries(record))
         self._check(link, found, position, where)
         if found.get(overlay_format.MATCHED) == self._unmatched:
           parts = None

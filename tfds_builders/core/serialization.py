@@ -11,7 +11,7 @@ features (protobuf merges repeated top-level messages), which is what
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Union
 
 import numpy as np
@@ -194,3 +194,63 @@ def example_from_entries(entries: Sequence[bytes]) -> bytes:
   join, no flattening. `example(entry_parts)` gives the same bytes.
   """
   return b"".join([wire.EXAMPLE_FEATURES_BYTE, varint(sum(map(len, entries))), *entries])
+
+
+def map_entries(record: bytes) -> Iterator[tuple[str, bytes]]:
+  """`(key, entry)` of every map entry of a serialized Example, each entry's bytes as stored (head included).
+
+  Raises:
+    ValueError: for bytes that are no Example of length-delimited fields.
+  """
+  view = memoryview(record)
+  for features in _delimited(view, 0, len(view), wire.EXAMPLE_FEATURES):
+    for start, stop in _spans(view, features[0], features[1], wire.FEATURES_ENTRY):
+      entry = view[start:stop]
+      key_start, key_stop = next(_delimited(view, _body_start(view, start), stop, wire.MAP_KEY))
+      yield bytes(view[key_start:key_stop]).decode("utf-8"), bytes(entry)
+
+
+def _body_start(view: memoryview, entry_start: int) -> int:
+  """Where the body of the length-delimited field starting at `entry_start` begins."""
+  _, position = _varint(view, entry_start + 1)
+  return position
+
+
+def _spans(view: memoryview, start: int, stop: int, tag: int) -> Iterator[tuple[int, int]]:
+  """Whole fields (head and body) with `tag` between start and stop."""
+  position = start
+  while position < stop:
+    if view[position] != tag:
+      raise ValueError(f"unexpected field tag {view[position]} at byte {position}")
+    size, body = _varint(view, position + 1)
+    if body + size > stop:
+      raise ValueError(f"field at byte {position} runs past its message")
+    yield position, body + size
+    position = body + size
+
+
+def _delimited(view: memoryview, start: int, stop: int, tag: int) -> Iterator[tuple[int, int]]:
+  """Bodies of the fields with `tag` between start and stop (others are skipped only if length-delimited)."""
+  position = start
+  while position < stop:
+    field_tag = view[position]
+    size, body = _varint(view, position + 1)
+    if body + size > stop:
+      raise ValueError(f"field at byte {position} runs past its message")
+    if field_tag == tag:
+      yield body, body + size
+    position = body + size
+
+
+def _varint(view: memoryview, position: int) -> tuple[int, int]:
+  """The varint at `position` and where the bytes after it start (overflow-safe: at most 64 bits)."""
+  value, shift = 0, 0
+  while True:
+    if position >= len(view) or shift > 63:
+      raise ValueError("truncated varint")
+    byte = view[position]
+    value |= (byte & 0x7F) << shift
+    position += 1
+    if not byte & 0x80:
+      return value, position
+    shift += 7
