@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
   compact.add_argument("overlay", help="overlay version directory, or augmented/<config>[:version] with --data_dir")
   compact.add_argument("out_data_dir", help="TFDS data_dir to write the compacted dataset into")
   compact.add_argument("--data_dir", help="data_dir of an OVERLAY given by name")
-  compact.add_argument("--name", help="config name of the compacted dataset (default: the overlay's)")
+  compact.add_argument("--name", help="config name of the compacted dataset (default: the overlay's; "
+                       "NAME_compacted for the overlay of a bundled config)")
   compact.add_argument("--version", help="its version (default: the minor version after the overlay's)")
   compact.set_defaults(run=_run_compact)
   return parser

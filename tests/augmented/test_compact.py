@@ -179,3 +179,17 @@ def test_a_link_stored_as_array_record_is_refused_by_tf_data_readers_naming_the_
     load_augmented(str(overlay.data_path), split="train")
   with pytest.raises(errors.SourceError, match=refusal.format("compaction")):
     compact(str(overlay.data_path), str(tmp_path / "out"))
+
+
+def test_the_overlay_of_a_bundled_config_compacts_under_a_name_of_its_own(tmp_path, capsys):
+  # TFDS refuses a custom config named like a bundled one: demo_overlay compacts as demo_overlay_compacted.
+  Builder(config="demo_overlay", data_dir=str(tmp_path / "data")).download_and_prepare()
+  out = tmp_path / "out"
+  assert cli.main(["compact", "augmented/demo_overlay", str(out), "--data_dir", str(tmp_path / "data")]) == cli.EXIT_OK
+  written = out / "augmented" / "demo_overlay_compacted" / "1.1.0"
+  assert capsys.readouterr().out.splitlines()[-1].endswith(str(written))
+  materialized = Builder(config="demo", data_dir=str(tmp_path / "data"))  # the same join, materialized
+  materialized.download_and_prepare()
+  _assert_same_records(tfds.builder_from_directory(str(written)), materialized)
+  with pytest.raises(errors.ConfigError, match=r"compact --name 'demo' is the name of a bundled augmented config"):
+    compact("augmented/demo_overlay", str(out), data_dir=str(tmp_path / "data"), name="demo")

@@ -22,20 +22,28 @@ def compact(overlay: str, out_data_dir: str, *, data_dir: str | None = None, nam
     overlay: The overlay's version directory, or `augmented/<config>[:version]` under `data_dir`.
     out_data_dir: The data_dir written to (`augmented/<name>/<version>/` in it).
     data_dir: Where an overlay given by name is.
-    name: The config name (default: the overlay's).
+    name: The config name (default: the overlay's; `<it>_compacted` for a
+      bundled config's overlay, whose name TFDS keeps for the bundled config).
     version: The version (default: the minor version after the overlay's).
 
   Raises:
     SourceError, ConfigError: as `resolve` for a broken chain or a missing base;
-      ConfigError for a name or version that is not a valid TFDS one, or an
-      output version directory that exists already.
+      ConfigError for a name or version that is not a valid TFDS one, a
+      bundled config's name, or an output version directory that exists already.
   """
   hint = "Pick another --name or --version"
   if version is not None:
     safe_paths.check_name("version", version, "compact --version", hint, errors.ConfigError)
   top = chain_lib.open_link(overlay, data_dir)
+  bundled = [config.name for config in augmented_dataset_builder.Builder.BUILDER_CONFIGS]
+  if name in bundled:  # TFDS refuses a custom config named like a bundled one
+    raise errors.ConfigError(errors.with_hint(
+        f"compact --name {name!r} is the name of a bundled augmented config ({', '.join(bundled)})", hint))
+  if name is None:
+    name = top.name.split("/")[1]
+    name = f"{name}_compacted" if name in bundled else name  # e.g. the bundled demo_overlay
   config = augmented_dataset_builder.BuilderConfig(
-      name=name or top.name.split("/")[1], base=top.location, mode="materialize", version=version,
+      name=name, base=top.location, mode="materialize", version=version,
       description=f"Compaction of overlay {top.name}.",
   )
   builder = augmented_dataset_builder.Builder(config=config, data_dir=str(out_data_dir))
